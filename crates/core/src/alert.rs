@@ -1,0 +1,317 @@
+//! Alerts: what detectors find, and what engineers do with it.
+
+use crate::{DistrictId, MeterId, Timestamp};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// The kind of condition an alert reports. Each detector family raises its own kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertKind {
+    /// A customer meter with no zero-flow hour over the configured window.
+    ContinuousFlow,
+}
+
+impl AlertKind {
+    pub const ALL: &'static [AlertKind] = &[AlertKind::ContinuousFlow];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertKind::ContinuousFlow => "continuous_flow",
+        }
+    }
+
+    /// Whether this kind suggests gas escaping (as opposed to a device condition).
+    pub fn is_leak(self) -> bool {
+        matches!(self, AlertKind::ContinuousFlow)
+    }
+}
+
+impl FromStr for AlertKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        AlertKind::ALL
+            .iter()
+            .copied()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| {
+                let known: Vec<_> = AlertKind::ALL.iter().map(|k| k.as_str()).collect();
+                format!("unknown alert kind {s:?}; known: {}", known.join(", "))
+            })
+    }
+}
+
+impl fmt::Display for AlertKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How urgently someone should look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    Info,
+    Warning,
+    Critical,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+impl FromStr for Severity {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "info" => Ok(Severity::Info),
+            "warning" => Ok(Severity::Warning),
+            "critical" => Ok(Severity::Critical),
+            other => Err(format!(
+                "unknown severity {other:?}; expected info, warning or critical"
+            )),
+        }
+    }
+}
+
+/// Where an alert is in its review.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertStatus {
+    /// Raised, nobody has looked yet.
+    Open,
+    /// An engineer has seen it and is looking.
+    Acknowledged,
+    /// Turned into a work order.
+    Escalated,
+    /// Judged not worth a job (false positive, known cause).
+    Dismissed,
+    /// The condition cleared, or the work order closed it.
+    Resolved,
+}
+
+impl AlertStatus {
+    pub const ALL: &'static [AlertStatus] = &[
+        AlertStatus::Open,
+        AlertStatus::Acknowledged,
+        AlertStatus::Escalated,
+        AlertStatus::Dismissed,
+        AlertStatus::Resolved,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertStatus::Open => "open",
+            AlertStatus::Acknowledged => "acknowledged",
+            AlertStatus::Escalated => "escalated",
+            AlertStatus::Dismissed => "dismissed",
+            AlertStatus::Resolved => "resolved",
+        }
+    }
+
+    /// An alert that still stands for its (subject, kind): repeats update it.
+    pub fn is_active(self) -> bool {
+        matches!(
+            self,
+            AlertStatus::Open | AlertStatus::Acknowledged | AlertStatus::Escalated
+        )
+    }
+
+    /// What an engineer's action does to the status, or why it is refused.
+    pub fn apply(self, action: &AlertAction) -> Result<AlertStatus, String> {
+        use AlertStatus::*;
+        let next = match (self, action) {
+            (Open, AlertAction::Acknowledge) => Acknowledged,
+            (Open | Acknowledged, AlertAction::Escalate) => Escalated,
+            (Open | Acknowledged, AlertAction::Dismiss { reason }) => {
+                if reason.trim().is_empty() {
+                    return Err("a dismissal needs a reason".into());
+                }
+                Dismissed
+            }
+            (Open | Acknowledged | Escalated, AlertAction::Resolve) => Resolved,
+            (from, action) => {
+                return Err(format!(
+                    "cannot {} an alert that is {}",
+                    action.verb(),
+                    from.as_str()
+                ));
+            }
+        };
+        Ok(next)
+    }
+}
+
+impl FromStr for AlertStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        AlertStatus::ALL
+            .iter()
+            .copied()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| {
+                format!(
+                    "unknown alert status {s:?}; expected open, acknowledged, escalated, dismissed or resolved"
+                )
+            })
+    }
+}
+
+/// What an engineer does with an alert.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum AlertAction {
+    Acknowledge,
+    Escalate,
+    Dismiss { reason: String },
+    Resolve,
+}
+
+impl AlertAction {
+    pub fn verb(&self) -> &'static str {
+        match self {
+            AlertAction::Acknowledge => "acknowledge",
+            AlertAction::Escalate => "escalate",
+            AlertAction::Dismiss { .. } => "dismiss",
+            AlertAction::Resolve => "resolve",
+        }
+    }
+}
+
+/// What an engineer needs to check a finding: the rule, what was seen, what was
+/// expected, the threshold crossed and the window looked at.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Evidence {
+    /// The rule, e.g. `no zero-flow hour in 24 h`.
+    pub rule: String,
+    /// The value observed (in `unit`).
+    pub observed: f64,
+    /// The value expected of a meter without the condition, where there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected: Option<f64>,
+    /// The threshold the observed value was judged against.
+    pub threshold: f64,
+    /// Unit of `observed`, `expected` and `threshold`.
+    pub unit: String,
+    pub window_start: Timestamp,
+    pub window_end: Timestamp,
+    /// A one-line explanation an engineer can read.
+    pub explanation: String,
+}
+
+/// A detector's output: a condition on a subject at an event time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Finding {
+    pub kind: AlertKind,
+    pub severity: Severity,
+    pub meter_id: Option<MeterId>,
+    pub district_id: Option<DistrictId>,
+    /// Event time at which the condition was established.
+    pub detected_at: Timestamp,
+    pub evidence: Evidence,
+}
+
+/// What an alert is about, as one key (one open alert per subject and kind).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Subject {
+    Meter(MeterId),
+    District(DistrictId),
+}
+
+impl Subject {
+    pub fn key(&self) -> String {
+        match self {
+            Subject::Meter(m) => format!("meter:{m}"),
+            Subject::District(d) => format!("district:{d}"),
+        }
+    }
+}
+
+impl Finding {
+    pub fn subject(&self) -> Subject {
+        match (&self.meter_id, &self.district_id) {
+            (Some(m), _) => Subject::Meter(m.clone()),
+            (None, Some(d)) => Subject::District(d.clone()),
+            (None, None) => Subject::District(DistrictId::parse("unknown").expect("valid")),
+        }
+    }
+}
+
+/// An alert as stored and shown.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Alert {
+    pub id: i64,
+    pub kind: AlertKind,
+    pub severity: Severity,
+    pub status: AlertStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub meter_id: Option<MeterId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub district_id: Option<DistrictId>,
+    /// Event time of the first detection.
+    pub detected_at: Timestamp,
+    /// Event time of the latest repeat.
+    pub last_seen: Timestamp,
+    /// How many times the detector has reported it.
+    pub count: i64,
+    pub evidence: Evidence,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub work_order_id: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_reason: Option<String>,
+    /// Wall-clock time the alert was first stored.
+    pub created_at: Timestamp,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn review_actions_follow_the_rules() {
+        use AlertStatus::*;
+        assert_eq!(Open.apply(&AlertAction::Acknowledge), Ok(Acknowledged));
+        assert_eq!(Acknowledged.apply(&AlertAction::Escalate), Ok(Escalated));
+        assert_eq!(Open.apply(&AlertAction::Escalate), Ok(Escalated));
+        assert!(Escalated.apply(&AlertAction::Escalate).is_err());
+        assert!(Dismissed.apply(&AlertAction::Acknowledge).is_err());
+        assert!(
+            Open.apply(&AlertAction::Dismiss {
+                reason: " ".into()
+            })
+            .is_err()
+        );
+        assert_eq!(
+            Open.apply(&AlertAction::Dismiss {
+                reason: "pilot flame".into()
+            }),
+            Ok(Dismissed)
+        );
+        assert_eq!(Escalated.apply(&AlertAction::Resolve), Ok(Resolved));
+        assert!(Resolved.apply(&AlertAction::Resolve).is_err());
+    }
+
+    #[test]
+    fn kinds_and_statuses_parse_back() {
+        for k in AlertKind::ALL {
+            assert_eq!(k.as_str().parse::<AlertKind>().unwrap(), *k);
+        }
+        for s in AlertStatus::ALL {
+            assert_eq!(s.as_str().parse::<AlertStatus>().unwrap(), *s);
+        }
+        assert!("nope".parse::<AlertKind>().is_err());
+    }
+
+    #[test]
+    fn actions_read_from_json() {
+        let a: AlertAction = serde_json::from_str(r#"{"action":"dismiss","reason":"x"}"#).unwrap();
+        assert_eq!(a, AlertAction::Dismiss { reason: "x".into() });
+    }
+}

@@ -1,0 +1,57 @@
+//! Positions on the Earth and straight-line distances.
+
+use serde::{Deserialize, Serialize};
+
+/// A WGS84 position in decimal degrees.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct GeoPoint {
+    pub lat: f64,
+    pub lon: f64,
+}
+
+const EARTH_RADIUS_KM: f64 = 6371.0088;
+
+impl GeoPoint {
+    /// Builds a point, refusing latitudes outside -90..90, longitudes outside
+    /// -180..180 and non-finite values.
+    pub fn new(lat: f64, lon: f64) -> Result<Self, String> {
+        if !lat.is_finite() || !(-90.0..=90.0).contains(&lat) {
+            return Err(format!("latitude {lat} is outside -90..90"));
+        }
+        if !lon.is_finite() || !(-180.0..=180.0).contains(&lon) {
+            return Err(format!("longitude {lon} is outside -180..180"));
+        }
+        Ok(Self { lat, lon })
+    }
+
+    /// Great-circle (haversine) distance in kilometres.
+    pub fn distance_km(&self, other: &GeoPoint) -> f64 {
+        let (p1, p2) = (self.lat.to_radians(), other.lat.to_radians());
+        let dp = p2 - p1;
+        let dl = (other.lon - self.lon).to_radians();
+        let a = (dp / 2.0).sin().powi(2) + p1.cos() * p2.cos() * (dl / 2.0).sin().powi(2);
+        2.0 * EARTH_RADIUS_KM * a.sqrt().asin()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn distance_between_known_cities() {
+        // Milan to Rome is about 477 km in a straight line.
+        let milan = GeoPoint::new(45.4642, 9.1900).unwrap();
+        let rome = GeoPoint::new(41.9028, 12.4964).unwrap();
+        let d = milan.distance_km(&rome);
+        assert!((470.0..485.0).contains(&d), "{d}");
+        assert_eq!(milan.distance_km(&milan), 0.0);
+    }
+
+    #[test]
+    fn refuses_impossible_coordinates() {
+        assert!(GeoPoint::new(91.0, 0.0).is_err());
+        assert!(GeoPoint::new(0.0, 181.0).is_err());
+        assert!(GeoPoint::new(f64::NAN, 0.0).is_err());
+    }
+}

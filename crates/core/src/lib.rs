@@ -1,0 +1,28 @@
+//! Domain types and rules of leakwatch: identifiers, meters, readings, alerts, crews and
+//! the work-order lifecycle.
+//!
+//! This crate owns the vocabulary every other crate speaks. It must not touch I/O: no
+//! tokio, no sqlx, no MQTT. Rules that decide something (may this work order move from
+//! `assigned` to `on_site`?) live here as pure functions so they can be tested plainly.
+
+pub mod alert;
+pub mod crew;
+pub mod geo;
+pub mod ids;
+pub mod meter;
+pub mod reading;
+pub mod workorder;
+
+pub use alert::{Alert, AlertAction, AlertKind, AlertStatus, Evidence, Finding, Severity, Subject};
+pub use crew::{Crew, CrewStatus};
+pub use geo::GeoPoint;
+pub use ids::{CrewId, DistrictId, IdError, MeterId};
+pub use meter::{Meter, MeterKind, MeterStatus};
+pub use reading::{EventCode, MeterEvent, Reading};
+pub use workorder::{
+    IllegalTransition, OrderAction, Priority, TransitionRecord, WorkOrder, WorkOrderKind,
+    WorkOrderStatus,
+};
+
+/// Times are UTC everywhere inside leakwatch; offsets only exist at the wire.
+pub type Timestamp = chrono::DateTime<chrono::Utc>;

@@ -1,0 +1,655 @@
+//! Publishing the fleet's readings over MQTT in the v1 wire format.
+
+use crate::fleet::Fleet;
+use leakwatch_core::Reading;
+use leakwatch_wire::{MAX_PAYLOAD_BYTES, Uplink, encode, uplink_topic};
+use rumqttc::{
+    AsyncClient, ConnectionError, Event, EventLoop, Incoming, MqttOptions, Outgoing, QoS,
+};
+use serde::Serialize;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+/// How long [`Publisher::connect`] waits for the broker's ConnAck.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long [`publish`] waits, at the end, for the last messages to be sent and acknowledged.
+pub const FINAL_FLUSH_TIMEOUT: Duration = Duration::from_secs(60);
+/// Messages in flight (sent, not yet acknowledged) before the client waits for acks.
+const INFLIGHT: u16 = 100;
+/// Requests queued in front of the event loop before `publish` waits (backpressure).
+const REQUEST_CAPACITY: usize = 1000;
+/// Largest packet the client sends or accepts; above the wire contract's 64 KiB so
+/// tests can send oversized payloads with [`Publisher::publish_raw`].
+const MAX_PACKET_BYTES: usize = 1024 * 1024;
+/// Pause before the event loop retries after a connection error.
+const RECONNECT_DELAY: Duration = Duration::from_secs(1);
+
+/// What can go wrong while simulating and publishing.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    #[error("cannot connect to the MQTT broker at {addr}: {reason}")]
+    Connect { addr: String, reason: String },
+    #[error("the MQTT broker at {addr} did not accept the connection within {secs} s")]
+    ConnectTimeout { addr: String, secs: u64 },
+    #[error("cannot publish to topic {topic:?}: {problem}")]
+    BadTopic { topic: String, problem: String },
+    #[error(
+        "payload is {size} bytes; the wire contract allows at most {max} (use publish_raw to send it anyway)"
+    )]
+    PayloadTooLarge { size: usize, max: usize },
+    #[error("the MQTT client is closed")]
+    Closed,
+    #[error("the broker acknowledged {acked} of {sent} messages within {waited:?}")]
+    Unacked {
+        sent: u64,
+        acked: u64,
+        waited: Duration,
+    },
+    #[error("invalid publish settings: {0}")]
+    Config(String),
+}
+
+/// A QoS 1 MQTT 3.1.1 publisher: a [`rumqttc::AsyncClient`] whose event loop runs in a
+/// spawned tokio task, reconnecting after errors and counting the broker's PubAcks
+/// so [`Publisher::flush`] can wait for all of them.
+///
+/// The session is persistent (`clean_session = false`), so messages in flight when the
+/// connection drops are sent again after reconnecting; use a client id unique to the
+/// process. Needs a tokio runtime.
+pub struct Publisher {
+    client: AsyncClient,
+    addr: String,
+    /// Messages handed to the event loop.
+    sent: AtomicU64,
+    /// PubAcks received, as counted by the event loop task.
+    acked: watch::Receiver<u64>,
+    closing: Arc<AtomicBool>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publisher")
+            .field("addr", &self.addr)
+            .field("sent", &self.sent())
+            .field("acked", &self.acked())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a topic cannot be published to (MQTT rules; a broker would drop the connection).
+fn topic_problem(topic: &str) -> Option<&'static str> {
+    if topic.is_empty() {
+        Some("it is empty")
+    } else if topic.contains(['+', '#']) {
+        Some("it contains a wildcard (+ or #)")
+    } else if topic.contains('\0') {
+        Some("it contains a NUL character")
+    } else if topic.len() > 65535 {
+        Some("it is longer than 65535 bytes")
+    } else {
+        None
+    }
+}
+
+impl Publisher {
+    /// Connects to the broker at `host:port` as `client_id` and waits up to
+    /// [`CONNECT_TIMEOUT`] for its ConnAck. Fails with a clear error if the broker is
+    /// unreachable or refuses the connection.
+    pub async fn connect(host: &str, port: u16, client_id: &str) -> Result<Publisher, SimError> {
+        let addr = format!("{host}:{port}");
+        if client_id.is_empty() {
+            return Err(SimError::Config("the MQTT client id is empty".into()));
+        }
+        let mut options = MqttOptions::new(client_id, host, port);
+        options
+            .set_keep_alive(Duration::from_secs(30))
+            .set_clean_session(false)
+            .set_inflight(INFLIGHT)
+            .set_request_channel_capacity(REQUEST_CAPACITY)
+            .set_max_packet_size(MAX_PACKET_BYTES, MAX_PACKET_BYTES);
+        let (client, mut eventloop) = AsyncClient::new(options, REQUEST_CAPACITY);
+
+        let connack = tokio::time::timeout(CONNECT_TIMEOUT, async {
+            loop {
+                match eventloop.poll().await? {
+                    Event::Incoming(Incoming::ConnAck(ack)) => return Ok(ack),
+                    _ => continue,
+                }
+            }
+        })
+        .await;
+        match connack {
+            Ok(Ok(ack)) => {
+                tracing::debug!(%addr, client_id, session_present = ack.session_present, "connected to the MQTT broker");
+            }
+            Ok(Err(e)) => {
+                return Err(SimError::Connect {
+                    addr,
+                    reason: describe(&e),
+                });
+            }
+            Err(_) => {
+                return Err(SimError::ConnectTimeout {
+                    addr,
+                    secs: CONNECT_TIMEOUT.as_secs(),
+                });
+            }
+        }
+
+        let (acked_tx, acked) = watch::channel(0u64);
+        let closing = Arc::new(AtomicBool::new(false));
+        let task = tokio::spawn(drive(eventloop, acked_tx, closing.clone(), addr.clone()));
+        Ok(Publisher {
+            client,
+            addr,
+            sent: AtomicU64::new(0),
+            acked,
+            closing,
+            task: Some(task),
+        })
+    }
+
+    /// Publishes a well-formed message at QoS 1: the topic must be publishable and the
+    /// payload within the wire contract's 64 KiB. Waits while the client's request
+    /// queue is full (backpressure). The broker's acknowledgement is awaited by
+    /// [`Publisher::flush`].
+    pub async fn publish(&self, topic: &str, payload: impl Into<Vec<u8>>) -> Result<(), SimError> {
+        let payload = payload.into();
+        if payload.len() > MAX_PAYLOAD_BYTES {
+            return Err(SimError::PayloadTooLarge {
+                size: payload.len(),
+                max: MAX_PAYLOAD_BYTES,
+            });
+        }
+        self.publish_raw(topic, payload).await
+    }
+
+    /// Publishes any bytes at QoS 1 (malformed, oversized up to 1 MiB, not JSON), for
+    /// tests of the ingestor's dead-letter handling. Only the MQTT rules on the topic
+    /// are enforced, because a broker drops a client that breaks them.
+    pub async fn publish_raw(
+        &self,
+        topic: &str,
+        bytes: impl Into<Vec<u8>>,
+    ) -> Result<(), SimError> {
+        if let Some(problem) = topic_problem(topic) {
+            return Err(SimError::BadTopic {
+                topic: topic.to_owned(),
+                problem: problem.to_owned(),
+            });
+        }
+        if self.closing.load(Ordering::Relaxed) {
+            return Err(SimError::Closed);
+        }
+        self.client
+            .publish(topic, QoS::AtLeastOnce, false, bytes)
+            .await
+            .map_err(|_| SimError::Closed)?;
+        self.sent.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Waits until the broker has acknowledged every message published so far, or
+    /// `timeout` has passed.
+    pub async fn flush(&self, timeout: Duration) -> Result<(), SimError> {
+        let sent = self.sent();
+        let mut acked = self.acked.clone();
+        match tokio::time::timeout(timeout, acked.wait_for(|&a| a >= sent)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(SimError::Closed),
+            Err(_) => Err(SimError::Unacked {
+                sent,
+                acked: self.acked(),
+                waited: timeout,
+            }),
+        }
+    }
+
+    /// Messages published so far.
+    pub fn sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
+    }
+
+    /// PubAcks received so far.
+    pub fn acked(&self) -> u64 {
+        *self.acked.borrow()
+    }
+
+    /// Sends an MQTT DISCONNECT and stops the event loop. Does not wait for
+    /// acknowledgements: call [`Publisher::flush`] first.
+    pub async fn disconnect(mut self) -> Result<(), SimError> {
+        self.closing.store(true, Ordering::Relaxed);
+        let sent = self.client.disconnect().await;
+        if let Some(task) = self.task.take() {
+            let abort = task.abort_handle();
+            if tokio::time::timeout(Duration::from_secs(5), task)
+                .await
+                .is_err()
+            {
+                abort.abort();
+            }
+        }
+        sent.map_err(|_| SimError::Closed)
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// A connection error in words an operator can act on.
+fn describe(e: &ConnectionError) -> String {
+    match e {
+        ConnectionError::Io(io) => format!("{io} (is the broker running and reachable?)"),
+        ConnectionError::ConnectionRefused(code) => {
+            format!("the broker refused the connection: {code:?}")
+        }
+        ConnectionError::NetworkTimeout => "timed out opening the connection".into(),
+        other => other.to_string(),
+    }
+}
+
+/// Polls the event loop until the publisher closes: counts PubAcks, and after an error
+/// waits [`RECONNECT_DELAY`] and polls again (which reconnects and resends what was in flight).
+async fn drive(
+    mut eventloop: EventLoop,
+    acked: watch::Sender<u64>,
+    closing: Arc<AtomicBool>,
+    addr: String,
+) {
+    let mut failing = false;
+    loop {
+        match eventloop.poll().await {
+            Ok(Event::Incoming(Incoming::PubAck(_))) => acked.send_modify(|a| *a += 1),
+            Ok(Event::Incoming(Incoming::ConnAck(ack))) => {
+                tracing::info!(%addr, session_present = ack.session_present, "reconnected to the MQTT broker");
+                failing = false;
+            }
+            Ok(Event::Outgoing(Outgoing::Disconnect)) => break,
+            Ok(_) => {}
+            Err(e) => {
+                if closing.load(Ordering::Relaxed) {
+                    break;
+                }
+                if failing {
+                    tracing::debug!(%addr, error = %describe(&e), "MQTT connection still failing");
+                } else {
+                    tracing::warn!(%addr, error = %describe(&e), "MQTT connection lost; retrying");
+                    failing = true;
+                }
+                tokio::time::sleep(RECONNECT_DELAY).await;
+            }
+        }
+    }
+}
+
+/// How to publish a fleet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishConfig {
+    /// Topic prefix: messages go to `{prefix}/{district}/{meter}/up`.
+    pub prefix: String,
+    /// Simulated hours to run; `None` runs until shutdown.
+    pub hours: Option<u32>,
+    /// Every this many simulated hours, each meter sends one message with the hourly
+    /// readings it has buffered since its last message. At least 1.
+    pub push_every_h: u32,
+    /// Wall time per simulated hour; `Duration::ZERO` runs as fast as the broker allows.
+    pub sim_hour: Duration,
+    /// Publish every Nth message a second time (idempotency tests).
+    pub duplicate_every: Option<u32>,
+}
+
+impl Default for PublishConfig {
+    /// Prefix `gas`, forever, a push every 6 hours, one simulated hour per second, no
+    /// duplicates.
+    fn default() -> Self {
+        PublishConfig {
+            prefix: "gas".into(),
+            hours: None,
+            push_every_h: 6,
+            sim_hour: Duration::from_secs(1),
+            duplicate_every: None,
+        }
+    }
+}
+
+/// What [`publish`] sent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct PublishStats {
+    /// Distinct messages published (duplicates not included).
+    pub messages: u64,
+    /// Readings in those messages.
+    pub readings: u64,
+    /// Extra copies sent because of `duplicate_every`.
+    pub duplicates_sent: u64,
+    /// Simulated hours advanced.
+    pub hours: u32,
+}
+
+/// Runs the fleet and publishes its readings until `cfg.hours` have passed or
+/// `shutdown` completes.
+///
+/// Each meter's first message also carries its index at the fleet's clock when
+/// `publish` starts (the baseline the first hour is measured from); after that each
+/// message carries the `push_every_h` hourly readings since the previous one. At the
+/// end, readings still buffered are sent, and `publish` waits (up to
+/// [`FINAL_FLUSH_TIMEOUT`]) until the broker has acknowledged every message.
+pub async fn publish(
+    fleet: &mut Fleet,
+    client: &Publisher,
+    cfg: &PublishConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<PublishStats, SimError> {
+    if cfg.push_every_h == 0 {
+        return Err(SimError::Config("push_every_h must be at least 1".into()));
+    }
+    if cfg.duplicate_every == Some(0) {
+        return Err(SimError::Config(
+            "duplicate_every must be at least 1".into(),
+        ));
+    }
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut stopping = false;
+    let mut run = Run {
+        fleet_topics: fleet
+            .meters()
+            .iter()
+            .map(|m| uplink_topic(&cfg.prefix, &m.meter.district, &m.meter.id))
+            .collect(),
+        buffers: fleet.snapshot().into_iter().map(|r| vec![r]).collect(),
+        stats: PublishStats::default(),
+        duplicate_every: cfg.duplicate_every,
+    };
+    tracing::info!(
+        meters = fleet.meter_count(),
+        from = %fleet.now(),
+        hours = ?cfg.hours,
+        push_every_h = cfg.push_every_h,
+        sim_hour = ?cfg.sim_hour,
+        "publishing the simulated fleet"
+    );
+
+    let began = Instant::now();
+    let mut hour: u32 = 0;
+    while !stopping && cfg.hours.is_none_or(|h| hour < h) {
+        let deadline = began + cfg.sim_hour * (hour + 1);
+        tokio::select! {
+            biased;
+            _ = &mut shutdown => { stopping = true; break; }
+            _ = tokio::time::sleep_until(deadline) => {}
+        }
+        let (_, readings) = fleet.advance_hour();
+        hour += 1;
+        run.stats.hours = hour;
+        for (buffer, r) in run.buffers.iter_mut().zip(readings) {
+            buffer.push(r);
+        }
+        if hour % cfg.push_every_h == 0 {
+            tracing::debug!(t = %fleet.now(), "meters push");
+            for i in 0..run.buffers.len() {
+                tokio::select! {
+                    biased;
+                    _ = &mut shutdown, if !stopping => { stopping = true; }
+                    r = run.send(fleet, client, i) => r?,
+                }
+                if stopping {
+                    break;
+                }
+            }
+        }
+    }
+
+    let remaining: usize = run.buffers.iter().map(Vec::len).sum();
+    tracing::info!(
+        hours = hour,
+        to = %fleet.now(),
+        messages = run.stats.messages,
+        remaining,
+        stopped_early = stopping,
+        "sending the last readings and waiting for the broker's acknowledgements"
+    );
+    let finish = async {
+        for i in 0..run.buffers.len() {
+            run.send(fleet, client, i).await?;
+        }
+        client.flush(FINAL_FLUSH_TIMEOUT).await
+    };
+    match tokio::time::timeout(FINAL_FLUSH_TIMEOUT, finish).await {
+        Ok(result) => result?,
+        Err(_) => {
+            return Err(SimError::Unacked {
+                sent: client.sent(),
+                acked: client.acked(),
+                waited: FINAL_FLUSH_TIMEOUT,
+            });
+        }
+    }
+    tracing::info!(?run.stats, "published");
+    Ok(run.stats)
+}
+
+/// The publishing loop's state: per meter (registry order), its topic and the readings
+/// not yet sent.
+struct Run {
+    fleet_topics: Vec<String>,
+    buffers: Vec<Vec<Reading>>,
+    stats: PublishStats,
+    duplicate_every: Option<u32>,
+}
+
+impl Run {
+    /// Sends meter `i`'s buffered readings as one message (if any), and its duplicate
+    /// when due. The buffer is cleared only once the message is queued.
+    async fn send(&mut self, fleet: &Fleet, client: &Publisher, i: usize) -> Result<(), SimError> {
+        if self.buffers[i].is_empty() {
+            return Ok(());
+        }
+        let meter = &fleet.meters()[i];
+        let up = Uplink {
+            district: meter.meter.district.clone(),
+            meter: meter.meter.id.clone(),
+            readings: self.buffers[i].clone(),
+            events: Vec::new(),
+            battery: Some(meter.battery),
+            valve: None,
+        };
+        let payload = encode(&up);
+        let topic = &self.fleet_topics[i];
+        client.publish(topic, payload.clone()).await?;
+        self.stats.messages += 1;
+        self.stats.readings += self.buffers[i].len() as u64;
+        self.buffers[i].clear();
+        if let Some(n) = self.duplicate_every
+            && self.stats.messages.is_multiple_of(u64::from(n))
+        {
+            client.publish(topic, payload).await?;
+            self.stats.duplicates_sent += 1;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fleet::FleetConfig;
+    use leakwatch_core::MeterId;
+    use std::collections::{BTreeMap, BTreeSet};
+
+    #[test]
+    fn topics_are_checked_like_a_broker_would() {
+        assert!(topic_problem("gas/D01/M1/up").is_none());
+        assert!(topic_problem("").is_some());
+        assert!(topic_problem("gas/+/M1/up").is_some());
+        assert!(topic_problem("gas/#").is_some());
+    }
+
+    #[tokio::test]
+    async fn connecting_to_nothing_fails_clearly() {
+        // Port 9 (discard) on loopback: nothing listens there on a test machine.
+        let err = Publisher::connect("127.0.0.1", 9, "leakwatch-sim-test-nothing")
+            .await
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            matches!(
+                err,
+                SimError::Connect { .. } | SimError::ConnectTimeout { .. }
+            ),
+            "{text}"
+        );
+        assert!(text.contains("127.0.0.1:9"), "{text}");
+    }
+
+    /// Parses `mqtt://host:port`.
+    fn broker(url: &str) -> (String, u16) {
+        let rest = url.strip_prefix("mqtt://").unwrap_or(url);
+        let (host, port) = rest.rsplit_once(':').unwrap_or((rest, "1883"));
+        (host.to_owned(), port.parse().expect("port"))
+    }
+
+    #[tokio::test]
+    async fn publishes_a_tiny_fleet_to_a_real_broker() {
+        let Ok(url) = std::env::var("LEAKWATCH_TEST_MQTT") else {
+            println!("skipped: LEAKWATCH_TEST_MQTT not set");
+            return;
+        };
+        let (host, port) = broker(&url);
+        // A prefix of our own under gas/, so concurrent runs and ingestors (which
+        // subscribe to gas/+/+/up) never see each other's messages.
+        let unique = format!(
+            "{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        );
+        let prefix = format!("gas/simtest-{unique}");
+
+        let mut options = MqttOptions::new(format!("leakwatch-sim-sub-{unique}"), &host, port);
+        options.set_max_packet_size(MAX_PACKET_BYTES, MAX_PACKET_BYTES);
+        let (sub, mut sub_loop) = AsyncClient::new(options, 100);
+        sub.subscribe(format!("{prefix}/#"), QoS::AtLeastOnce)
+            .await
+            .unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let (subscribed_tx, subscribed_rx) = tokio::sync::oneshot::channel();
+        let receiver = tokio::spawn(async move {
+            let mut subscribed = Some(subscribed_tx);
+            loop {
+                match sub_loop.poll().await {
+                    Ok(Event::Incoming(Incoming::SubAck(_))) => {
+                        if let Some(s) = subscribed.take() {
+                            let _ = s.send(());
+                        }
+                    }
+                    Ok(Event::Incoming(Incoming::Publish(p))) => {
+                        let _ = tx.send((p.topic.clone(), p.payload.to_vec()));
+                    }
+                    Ok(_) => {}
+                    Err(e) => panic!("subscriber failed: {e}"),
+                }
+            }
+        });
+        tokio::time::timeout(Duration::from_secs(10), subscribed_rx)
+            .await
+            .expect("SubAck within 10 s")
+            .unwrap();
+
+        let config = FleetConfig {
+            seed: 3,
+            districts: 2,
+            meters_per_district: 3,
+            leaks: 1,
+            ..FleetConfig::default()
+        };
+        let mut fleet = Fleet::generate(&config);
+        let client = Publisher::connect(&host, port, &format!("leakwatch-sim-pub-{unique}"))
+            .await
+            .unwrap();
+        let cfg = PublishConfig {
+            prefix: prefix.clone(),
+            hours: Some(12),
+            push_every_h: 6,
+            sim_hour: Duration::ZERO,
+            duplicate_every: Some(5),
+        };
+        let stats = publish(&mut fleet, &client, &cfg, std::future::pending())
+            .await
+            .unwrap();
+        assert_eq!(client.acked(), client.sent());
+        client.disconnect().await.unwrap();
+
+        // 8 meters × 2 pushes; the first message also carries the baseline reading.
+        assert_eq!(stats.hours, 12);
+        assert_eq!(stats.messages, 16);
+        assert_eq!(stats.readings, 8 * 13);
+        assert_eq!(stats.duplicates_sent, 3);
+
+        // What the same seed produces, per meter.
+        let mut twin = Fleet::generate(&config);
+        let mut expected: BTreeMap<MeterId, Vec<(i64, f64)>> = BTreeMap::new();
+        let mut all = twin.snapshot();
+        for _ in 0..12 {
+            all.extend(twin.advance_hour().1);
+        }
+        for r in all {
+            expected
+                .entry(r.meter)
+                .or_default()
+                .push((r.t.timestamp(), r.vol));
+        }
+
+        let total = (stats.messages + stats.duplicates_sent) as usize;
+        let mut received: BTreeMap<MeterId, BTreeSet<(i64, u64)>> = BTreeMap::new();
+        let mut copies = 0;
+        for n in 0..total {
+            let (topic, payload) = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+                .await
+                .unwrap_or_else(|_| panic!("only {n} of {total} messages arrived"))
+                .unwrap();
+            let up = leakwatch_wire::decode(&prefix, &topic, &payload)
+                .unwrap_or_else(|e| panic!("{topic}: {e}"));
+            assert!(up.events.is_empty());
+            assert!(up.battery.is_some());
+            assert!(up.readings.len() == 6 || up.readings.len() == 7, "{topic}");
+            for r in up.readings {
+                let fresh = received
+                    .entry(up.meter.clone())
+                    .or_default()
+                    .insert((r.t.timestamp(), r.vol.to_bits()));
+                if !fresh {
+                    copies += 1;
+                }
+            }
+        }
+        // Nothing more arrives.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), rx.recv())
+                .await
+                .is_err()
+        );
+        receiver.abort();
+
+        assert!(copies >= 3 * 6, "duplicates carry repeated readings");
+        assert_eq!(received.len(), 8);
+        for (meter, readings) in &expected {
+            let got: Vec<(i64, f64)> = received[meter]
+                .iter()
+                .map(|&(t, bits)| (t, f64::from_bits(bits)))
+                .collect();
+            assert_eq!(&got, readings, "{meter}");
+        }
+    }
+}
