@@ -1,1 +1,8 @@
+//! End-to-end tests: the whole service in-process, over real MQTT sockets and a real
+//! database. Each flow runs twice: embedded broker + SQLite, and Mosquitto +
+//! PostgreSQL (`LEAKWATCH_TEST_MQTT`, `LEAKWATCH_TEST_PG`; `.ci/run` sets both, and
+//! with `CI` set a missing one fails the test instead of skipping it).
 
+mod flow;
+mod ingest;
+mod support;

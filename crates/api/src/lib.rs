@@ -1,1 +1,105 @@
-//! placeholder
+//! The HTTP face of leakwatch: the REST API under `/api/v1` (the operator contract of
+//! DESIGN.md), health and readiness, Prometheus metrics, and the minimal console
+//! page at `/`.
+//!
+//! Handlers are thin: they parse and validate the request, call the store or the
+//! dispatcher, and map every failure to a JSON error in one place ([`error`]). This
+//! crate owns no rule and no SQL.
+
+mod error;
+mod extract;
+mod page;
+mod routes;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use leakwatch_dispatch::Dispatcher;
+use leakwatch_store::Store;
+use metrics_exporter_prometheus::PrometheusHandle;
+use std::future::Future;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+
+pub use error::ApiError;
+
+/// Tells `/readyz` whether the broker connection is up.
+pub type BrokerProbe = Arc<dyn Fn() -> bool + Send + Sync>;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub dispatcher: Dispatcher,
+    pub metrics: Option<PrometheusHandle>,
+    pub broker_up: BrokerProbe,
+    /// When set, `/api/v1` and `/` require `Authorization: Bearer <token>` (or
+    /// `?token=` on the page).
+    pub api_token: Option<String>,
+}
+
+/// The whole HTTP application.
+pub fn router(state: AppState) -> Router {
+    let protected = routes::api()
+        .merge(page::routes())
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new()
+        .merge(routes::health())
+        .merge(protected)
+        .fallback(|| async { ApiError::not_found("no such route") })
+        .with_state(state)
+        .layer(middleware::from_fn(record_request))
+}
+
+/// Serves `router(state)` on an already bound listener until `shutdown` resolves, so
+/// tests can bind port 0 and read the port back.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let Some(expected) = state.api_token.as_deref() else {
+        return next.run(req).await;
+    };
+    let bearer = req
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let query = req.uri().query().and_then(|q| {
+        q.split('&')
+            .find_map(|kv| kv.strip_prefix("token="))
+    });
+    if bearer == Some(expected) || query == Some(expected) {
+        next.run(req).await
+    } else {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong token: send Authorization: Bearer <http.api_token>",
+        )
+        .into_response()
+    }
+}
+
+async fn record_request(req: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let method = req.method().to_string();
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let response = next.run(req).await;
+    let status = response.status().as_u16().to_string();
+    metrics::histogram!("leakwatch_http_request_seconds", "method" => method, "route" => route, "status" => status)
+        .record(started.elapsed().as_secs_f64());
+    response
+}

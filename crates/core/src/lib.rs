@@ -17,7 +17,7 @@ pub use alert::{Alert, AlertAction, AlertKind, AlertStatus, Evidence, Finding, S
 pub use crew::{Crew, CrewStatus};
 pub use geo::GeoPoint;
 pub use ids::{CrewId, DistrictId, IdError, MeterId};
-pub use meter::{Meter, MeterKind, MeterStatus};
+pub use meter::{Meter, MeterKind, MeterRecord, MeterStatus};
 pub use reading::{EventCode, MeterEvent, Reading};
 pub use workorder::{
     IllegalTransition, OrderAction, Priority, TransitionRecord, WorkOrder, WorkOrderKind,

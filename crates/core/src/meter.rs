@@ -99,3 +99,107 @@ mod tests {
         assert!("house".parse::<MeterKind>().is_err());
     }
 }
+
+/// A meter as registries exchange it: one CSV row of
+/// `meter_id,district_id,kind,lat,lon,report_every_h`, or one JSON object of
+/// `POST /api/v1/meters` with the same fields.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MeterRecord {
+    pub meter_id: String,
+    pub district_id: String,
+    pub kind: String,
+    pub lat: f64,
+    pub lon: f64,
+    /// Hours between pushes; 24 when absent.
+    #[serde(default)]
+    pub report_every_h: Option<u32>,
+    /// `active` when absent.
+    #[serde(default)]
+    pub status: Option<String>,
+}
+
+impl MeterRecord {
+    /// Validates the record into a [`Meter`], saying which field is wrong.
+    pub fn to_meter(&self) -> Result<Meter, String> {
+        let id = MeterId::parse(self.meter_id.as_str()).map_err(|e| format!("meter_id: {e}"))?;
+        let district = DistrictId::parse(self.district_id.as_str())
+            .map_err(|e| format!("district_id: {e}"))?;
+        let kind = self.kind.parse().map_err(|e| format!("kind: {e}"))?;
+        let location = GeoPoint::new(self.lat, self.lon).map_err(|e| format!("lat/lon: {e}"))?;
+        let report_every_h = self.report_every_h.unwrap_or(24);
+        if !(1..=24 * 31).contains(&report_every_h) {
+            return Err(format!(
+                "report_every_h: {report_every_h} is outside 1..744 hours"
+            ));
+        }
+        let status = match &self.status {
+            None => MeterStatus::Active,
+            Some(s) => s.parse().map_err(|e| format!("status: {e}"))?,
+        };
+        Ok(Meter {
+            id,
+            district,
+            kind,
+            location,
+            report_every_h,
+            status,
+        })
+    }
+}
+
+impl From<&Meter> for MeterRecord {
+    fn from(m: &Meter) -> Self {
+        MeterRecord {
+            meter_id: m.id.to_string(),
+            district_id: m.district.to_string(),
+            kind: m.kind.as_str().to_owned(),
+            lat: m.location.lat,
+            lon: m.location.lon,
+            report_every_h: Some(m.report_every_h),
+            status: Some(m.status.as_str().to_owned()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod record_tests {
+    use super::*;
+
+    fn rec() -> MeterRecord {
+        MeterRecord {
+            meter_id: "PDR1".into(),
+            district_id: "D1".into(),
+            kind: "customer".into(),
+            lat: 43.7,
+            lon: 11.2,
+            report_every_h: None,
+            status: None,
+        }
+    }
+
+    #[test]
+    fn a_good_record_becomes_a_meter_and_back() {
+        let m = rec().to_meter().unwrap();
+        assert_eq!(m.report_every_h, 24);
+        assert_eq!(m.status, MeterStatus::Active);
+        let back = MeterRecord::from(&m);
+        assert_eq!(back.to_meter().unwrap(), m);
+    }
+
+    #[test]
+    fn a_bad_record_names_its_field() {
+        let mut r = rec();
+        r.kind = "house".into();
+        assert!(r.to_meter().unwrap_err().starts_with("kind:"));
+        let mut r = rec();
+        r.lat = 95.0;
+        assert!(r.to_meter().unwrap_err().starts_with("lat/lon:"));
+        let mut r = rec();
+        r.meter_id = "a b".into();
+        assert!(r.to_meter().unwrap_err().starts_with("meter_id:"));
+        let mut r = rec();
+        r.report_every_h = Some(0);
+        assert!(r.to_meter().unwrap_err().starts_with("report_every_h:"));
+    }
+}

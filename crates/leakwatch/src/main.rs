@@ -1,1 +1,429 @@
-fn main() {}
+//! `leakwatch`: the one binary. `run` is the production entry point; `demo` runs
+//! everything with a simulated fleet; `sim` publishes a simulated fleet to a broker;
+//! `meters import` and `crews import` load registries.
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use leakwatch::app::{self, StartOptions};
+use leakwatch::config::{Config, parse_mqtt_url};
+use leakwatch::telemetry;
+use leakwatch_core::{Crew, MeterRecord};
+use leakwatch_sim::{Fleet, FleetConfig, PublishConfig, Publisher};
+use leakwatch_store::{AlertQuery, Store};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+#[derive(Parser)]
+#[command(name = "leakwatch", version, about = "Leak detection and field dispatch for gas networks with electronic meters")]
+struct Cli {
+    /// Configuration file (TOML); LEAKWATCH__SECTION__KEY variables override it.
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service: ingest, detection, dispatch and the HTTP API (no simulator).
+    Run,
+    /// Run everything on this machine with a simulated fleet publishing over MQTT.
+    Demo(DemoArgs),
+    /// Publish a simulated fleet to a broker in the v1 wire format.
+    Sim(SimArgs),
+    /// Meter registry.
+    Meters {
+        #[command(subcommand)]
+        command: MetersCommand,
+    },
+    /// Crew registry.
+    Crews {
+        #[command(subcommand)]
+        command: CrewsCommand,
+    },
+    /// Print the effective configuration (defaults, file, environment) and exit.
+    Config,
+}
+
+#[derive(Subcommand)]
+enum MetersCommand {
+    /// Load meters from CSV: meter_id,district_id,kind,lat,lon,report_every_h
+    Import { file: PathBuf },
+}
+
+#[derive(Subcommand)]
+enum CrewsCommand {
+    /// Load crews from a JSON array (the body of POST /api/v1/crews).
+    Import { file: PathBuf },
+}
+
+#[derive(Args, Clone)]
+struct FleetArgs {
+    /// Seed of the simulated fleet.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    #[arg(long, default_value_t = 10)]
+    districts: u32,
+    /// Customer meters per district (each district also has a station meter).
+    #[arg(long, default_value_t = 100)]
+    meters_per_district: u32,
+    /// Meters with a leak behind them.
+    #[arg(long, default_value_t = 5)]
+    leaks: u32,
+    /// Wall-clock milliseconds per simulated hour (0: as fast as possible).
+    #[arg(long, default_value_t = 500)]
+    sim_hour_ms: u64,
+    /// Simulated hours to run (default: until stopped).
+    #[arg(long)]
+    hours: Option<u32>,
+    /// Hours of readings per message (a meter's push interval).
+    #[arg(long, default_value_t = 6)]
+    push_every_h: u32,
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    #[command(flatten)]
+    fleet: FleetArgs,
+}
+
+#[derive(Args)]
+struct SimArgs {
+    /// Broker to publish to.
+    #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
+    mqtt: String,
+    /// Topic prefix.
+    #[arg(long, default_value = "gas")]
+    prefix: String,
+    #[command(flatten)]
+    fleet: FleetArgs,
+    /// Write the fleet's registry as CSV (for `meters import`) and exit.
+    #[arg(long, value_name = "FILE")]
+    registry_out: Option<PathBuf>,
+    /// Write the ground truth (injected leaks) as JSON.
+    #[arg(long, value_name = "FILE")]
+    truth_out: Option<PathBuf>,
+}
+
+impl FleetArgs {
+    fn fleet(&self) -> Fleet {
+        Fleet::generate(&FleetConfig {
+            seed: self.seed,
+            districts: self.districts,
+            meters_per_district: self.meters_per_district,
+            leaks: self.leaks,
+            ..FleetConfig::default()
+        })
+    }
+    fn publish_config(&self, prefix: &str) -> PublishConfig {
+        PublishConfig {
+            prefix: prefix.to_owned(),
+            hours: self.hours,
+            push_every_h: self.push_every_h.max(1),
+            sim_hour: Duration::from_millis(self.sim_hour_ms),
+            duplicate_every: None,
+        }
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let cfg = match Config::load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("leakwatch: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    telemetry::init_logs(&cfg.log);
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("leakwatch: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(dispatch(cli.command, cfg)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("leakwatch: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(command: Command, cfg: Config) -> anyhow::Result<()> {
+    match command {
+        Command::Run => run(cfg).await,
+        Command::Demo(args) => demo(cfg, args).await,
+        Command::Sim(args) => sim(args).await,
+        Command::Meters {
+            command: MetersCommand::Import { file },
+        } => import_meters(&cfg, &file).await,
+        Command::Crews {
+            command: CrewsCommand::Import { file },
+        } => import_crews(&cfg, &file).await,
+        Command::Config => {
+            let mut shown = cfg.clone();
+            shown.database.url = app::redact(&shown.database.url);
+            if !shown.http.api_token.is_empty() {
+                shown.http.api_token = "***".into();
+            }
+            println!("{}", toml_like(&shown)?);
+            Ok(())
+        }
+    }
+}
+
+fn toml_like(cfg: &Config) -> anyhow::Result<String> {
+    Ok(serde_json::to_string_pretty(cfg)?)
+}
+
+async fn ctrl_c() {
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+async fn terminate() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return ctrl_c().await,
+        };
+        tokio::select! {
+            _ = ctrl_c() => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    ctrl_c().await
+}
+
+async fn run(cfg: Config) -> anyhow::Result<()> {
+    let running = app::start(&cfg, StartOptions::default()).await?;
+    println!(
+        "leakwatch is running: API http://{}/api/v1, console http://{}/, MQTT {}:{} ({})",
+        running.http_addr,
+        running.http_addr,
+        running.mqtt_host,
+        running.mqtt_port,
+        if running.embedded_broker { "embedded broker" } else { "external broker" }
+    );
+    terminate().await;
+    tracing::info!("shutting down");
+    running.shutdown().await;
+    Ok(())
+}
+
+async fn demo(mut cfg: Config, args: DemoArgs) -> anyhow::Result<()> {
+    cfg.dispatch.auto_escalate = true;
+    let started = Instant::now();
+    let running = app::start(&cfg, StartOptions { pick_free_ports: true }).await?;
+    let mut fleet = args.fleet.fleet();
+    running.store.upsert_meters(&fleet.registry()).await?;
+    running.store.upsert_crews(&fleet.crews()).await?;
+    let url = format!("http://{}", running.http_addr);
+    println!();
+    println!("  leakwatch demo is running");
+    println!("  console:   {url}/   (no login on the demo: set http.api_token to require a bearer token)");
+    println!("  API:       {url}/api/v1/alerts   {url}/api/v1/work-orders   {url}/api/v1/crews");
+    println!("  health:    {url}/healthz   {url}/readyz   {url}/metrics");
+    println!(
+        "  MQTT:      {}:{} ({} broker), topics {}/{{district}}/{{meter}}/up",
+        running.mqtt_host,
+        running.mqtt_port,
+        if running.embedded_broker { "embedded" } else { "external" },
+        cfg.mqtt.prefix
+    );
+    println!("  store:     {}", app::redact(&cfg.database.url));
+    println!(
+        "  fleet:     {} meters in {} districts, {} leaks injected, {} ms per simulated hour",
+        fleet.meter_count(),
+        args.fleet.districts,
+        fleet.truth().len(),
+        args.fleet.sim_hour_ms
+    );
+    println!("  Stop with Ctrl-C.");
+    println!();
+
+    let publisher = Publisher::connect(
+        &running.mqtt_host,
+        running.mqtt_port,
+        &format!("leakwatch-demo-sim-{}", std::process::id()),
+    )
+    .await
+    .context("the simulator cannot reach the broker")?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let pcfg = args.fleet.publish_config(&cfg.mqtt.prefix);
+    let sim = tokio::spawn(async move {
+        let r = leakwatch_sim::publish(&mut fleet, &publisher, &pcfg, app::stopped(stop_rx)).await;
+        let _ = publisher.disconnect().await;
+        r
+    });
+    let store = running.store.clone();
+    let progress = tokio::spawn(async move {
+        let mut said_alert = false;
+        let mut said_order = false;
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let Ok(alerts) = store.list_alerts(&AlertQuery { limit: 1, ..AlertQuery::default() }).await else {
+                continue;
+            };
+            if let Some(a) = alerts.iter().min_by_key(|a| a.id)
+                && !said_alert
+            {
+                said_alert = true;
+                println!(
+                    "  [{:>5.1}s] first alert #{}: {} on {} detected at {} (event time): {}",
+                    started.elapsed().as_secs_f64(),
+                    a.id,
+                    a.kind,
+                    a.meter_id.as_ref().map(|m| m.to_string()).unwrap_or_default(),
+                    a.detected_at.to_rfc3339(),
+                    a.evidence.explanation
+                );
+            }
+            if said_alert && !said_order
+                && let Ok(orders) = store.list_work_orders(&Default::default()).await
+                && let Some(o) = orders.iter().find(|o| o.crew_id.is_some())
+            {
+                said_order = true;
+                println!(
+                    "  [{:>5.1}s] work order #{} ({}) assigned to crew {}: {url}/api/v1/work-orders/{}",
+                    started.elapsed().as_secs_f64(),
+                    o.id,
+                    o.kind.as_str(),
+                    o.crew_id.as_ref().map(|c| c.to_string()).unwrap_or_default(),
+                    o.id
+                );
+            }
+        }
+    });
+
+    tokio::select! {
+        _ = terminate() => {}
+        r = sim => match r {
+            Ok(Ok(stats)) => println!("  simulator finished: {} messages, {} readings; still serving, Ctrl-C to stop", stats.messages, stats.readings),
+            Ok(Err(e)) => tracing::error!(error = %e, "simulator stopped"),
+            Err(e) => tracing::error!(error = %e, "simulator task failed"),
+        },
+    }
+    let _ = stop_tx.send(true);
+    if !progress.is_finished() {
+        // Keep serving after the simulator ends, until asked to stop.
+        terminate().await;
+    }
+    progress.abort();
+    running.shutdown().await;
+    Ok(())
+}
+
+async fn sim(args: SimArgs) -> anyhow::Result<()> {
+    let mut fleet = args.fleet.fleet();
+    if let Some(path) = &args.registry_out {
+        std::fs::write(path, fleet.to_csv())
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        println!("registry of {} meters written to {}", fleet.meter_count(), path.display());
+    }
+    if let Some(path) = &args.truth_out {
+        std::fs::write(path, serde_json::to_vec_pretty(fleet.truth())?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        println!("ground truth of {} leaks written to {}", fleet.truth().len(), path.display());
+    }
+    if args.registry_out.is_some() {
+        return Ok(());
+    }
+    let addr = parse_mqtt_url(&args.mqtt).map_err(|e| anyhow::anyhow!("--mqtt: {e}"))?;
+    let publisher = Publisher::connect(
+        &addr.host,
+        addr.port,
+        &format!("leakwatch-sim-{}", std::process::id()),
+    )
+    .await?;
+    let pcfg = args.fleet.publish_config(&args.prefix);
+    println!(
+        "publishing {} meters to {}:{} ({} ms per simulated hour); Ctrl-C to stop",
+        fleet.meter_count(),
+        addr.host,
+        addr.port,
+        args.fleet.sim_hour_ms
+    );
+    let stats = leakwatch_sim::publish(&mut fleet, &publisher, &pcfg, terminate()).await?;
+    publisher.disconnect().await?;
+    println!(
+        "published {} messages with {} readings over {} simulated hours",
+        stats.messages, stats.readings, stats.hours
+    );
+    Ok(())
+}
+
+/// Reads and validates a whole registry file; reports every bad line.
+fn read_meter_csv(path: &Path) -> anyhow::Result<Vec<leakwatch_core::Meter>> {
+    let mut reader = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .from_path(path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let headers = reader.headers()?.clone();
+    let expected = ["meter_id", "district_id", "kind", "lat", "lon", "report_every_h"];
+    if headers.iter().take(6).ne(expected.iter().copied()) {
+        bail!(
+            "{}: the header is {:?}; expected {}",
+            path.display(),
+            headers.iter().collect::<Vec<_>>(),
+            expected.join(",")
+        );
+    }
+    let mut meters = Vec::new();
+    let mut errors = Vec::new();
+    for (i, row) in reader.deserialize::<MeterRecord>().enumerate() {
+        let line = i + 2;
+        match row.map_err(|e| e.to_string()).and_then(|r| r.to_meter()) {
+            Ok(m) => meters.push(m),
+            Err(e) => errors.push(format!("line {line}: {e}")),
+        }
+    }
+    if !errors.is_empty() {
+        let n = errors.len();
+        errors.truncate(20);
+        bail!(
+            "{}: {n} bad lines, nothing imported:\n  {}",
+            path.display(),
+            errors.join("\n  ")
+        );
+    }
+    Ok(meters)
+}
+
+async fn import_meters(cfg: &Config, path: &Path) -> anyhow::Result<()> {
+    let meters = read_meter_csv(path)?;
+    let store = Store::connect(&cfg.database.url).await?;
+    let started = Instant::now();
+    let total = meters.len();
+    let mut done = 0;
+    for chunk in meters.chunks(5000) {
+        store.upsert_meters(chunk).await?;
+        done += chunk.len();
+        eprintln!("  {done}/{total} meters");
+    }
+    store.close().await;
+    println!(
+        "imported {total} meters from {} into {} in {:.1}s",
+        path.display(),
+        store.backend(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+async fn import_crews(cfg: &Config, path: &Path) -> anyhow::Result<()> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let crews: Vec<Crew> = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a JSON array of crews", path.display()))?;
+    let store = Store::connect(&cfg.database.url).await?;
+    let n = store.upsert_crews(&crews).await?;
+    store.close().await;
+    println!("imported {n} crews from {}", path.display());
+    Ok(())
+}

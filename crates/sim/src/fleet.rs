@@ -23,6 +23,7 @@ const CREW_SKILLS: [&str; 3] = ["emergency", "repair", "meter"];
 /// What fleet to simulate. Everything random is drawn from `seed`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FleetConfig {
+    /// Seed of every random choice: layout, homes, leaks, crews and consumption.
     pub seed: u64,
     /// Number of districts, named `D01`, `D02`, ...
     pub districts: u32,
@@ -58,7 +59,9 @@ impl Default for FleetConfig {
 /// Ground truth of one injected leak, for scoring the detectors.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LeakTruth {
+    /// The customer meter the leak is behind.
     pub meter: MeterId,
+    /// Its district (the station there sees the leak too).
     pub district: DistrictId,
     /// Whole hour from which the leak flows: every hour starting at or after it
     /// carries `rate_l_per_h` on top of the home's own consumption.

@@ -32,24 +32,31 @@ const RECONNECT_DELAY: Duration = Duration::from_secs(1);
 /// What can go wrong while simulating and publishing.
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {
+    /// The broker could not be reached, or refused the connection.
     #[error("cannot connect to the MQTT broker at {addr}: {reason}")]
     Connect { addr: String, reason: String },
+    /// The broker did not send its ConnAck within [`CONNECT_TIMEOUT`].
     #[error("the MQTT broker at {addr} did not accept the connection within {secs} s")]
     ConnectTimeout { addr: String, secs: u64 },
+    /// A topic MQTT does not allow publishing to (empty, wildcards, NUL).
     #[error("cannot publish to topic {topic:?}: {problem}")]
     BadTopic { topic: String, problem: String },
+    /// [`Publisher::publish`] refuses payloads beyond the wire contract's 64 KiB.
     #[error(
         "payload is {size} bytes; the wire contract allows at most {max} (use publish_raw to send it anyway)"
     )]
     PayloadTooLarge { size: usize, max: usize },
+    /// The publisher was disconnected or its event loop stopped.
     #[error("the MQTT client is closed")]
     Closed,
+    /// Not every message was acknowledged in time.
     #[error("the broker acknowledged {acked} of {sent} messages within {waited:?}")]
     Unacked {
         sent: u64,
         acked: u64,
         waited: Duration,
     },
+    /// Settings that cannot work (e.g. `push_every_h = 0`).
     #[error("invalid publish settings: {0}")]
     Config(String),
 }
@@ -394,7 +401,7 @@ pub async fn publish(
         for (buffer, r) in run.buffers.iter_mut().zip(readings) {
             buffer.push(r);
         }
-        if hour % cfg.push_every_h == 0 {
+        if hour.is_multiple_of(cfg.push_every_h) {
             tracing::debug!(t = %fleet.now(), "meters push");
             for i in 0..run.buffers.len() {
                 tokio::select! {
@@ -651,5 +658,56 @@ mod tests {
                 .collect();
             assert_eq!(&got, readings, "{meter}");
         }
+    }
+
+    #[tokio::test]
+    async fn shutdown_stops_paced_publishing_and_flushes_the_rest() {
+        let Ok(url) = std::env::var("LEAKWATCH_TEST_MQTT") else {
+            println!("skipped: LEAKWATCH_TEST_MQTT not set");
+            return;
+        };
+        let (host, port) = broker(&url);
+        let unique = format!(
+            "{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        );
+        let mut fleet = Fleet::generate(&FleetConfig {
+            seed: 5,
+            districts: 1,
+            meters_per_district: 2,
+            leaks: 0,
+            ..FleetConfig::default()
+        });
+        let client = Publisher::connect(&host, port, &format!("leakwatch-sim-stop-{unique}"))
+            .await
+            .unwrap();
+        let cfg = PublishConfig {
+            prefix: format!("gas/simtest-{unique}"),
+            hours: None,
+            push_every_h: 4,
+            sim_hour: Duration::from_millis(40),
+            duplicate_every: None,
+        };
+        let began = std::time::Instant::now();
+        let stats = publish(
+            &mut fleet,
+            &client,
+            &cfg,
+            tokio::time::sleep(Duration::from_millis(420)),
+        )
+        .await
+        .unwrap();
+        // About 10 hours in 420 ms at 40 ms each: paced, and stopped by the signal.
+        assert!((3..=10).contains(&stats.hours), "{stats:?}");
+        assert!(began.elapsed() >= Duration::from_millis(400));
+        // Every hourly reading plus the baseline went out, the partial push included.
+        assert_eq!(stats.readings, 3 * (u64::from(stats.hours) + 1));
+        assert_eq!(stats.messages, 3 * u64::from(stats.hours.div_ceil(4)));
+        assert_eq!(client.acked(), client.sent());
+        client.disconnect().await.unwrap();
     }
 }

@@ -1,1 +1,741 @@
-//! placeholder
+//! Storage for leakwatch: one interface ([`Store`]), two backends (PostgreSQL and SQLite,
+//! both through sqlx), with the schema of each backend kept as embedded migrations under
+//! `migrations/postgres` and `migrations/sqlite` and applied by [`Store::connect`].
+//!
+//! This crate owns the database schema and every SQL statement of the project: meters,
+//! readings and device events, dead letters, alerts, crews, work orders and their audit
+//! trail. It maps rows to and from the domain types of `leakwatch-core` and enforces the
+//! storage-level guarantees (idempotent ingestion, one active alert per subject and kind,
+//! compare-and-set status changes).
+//!
+//! It must not decide domain rules: whether a work order may move from `assigned` to
+//! `on_site` is `leakwatch-core`'s call; the store only records a transition the caller
+//! has already validated, and refuses it if the stored status is no longer the expected
+//! one. It knows nothing of MQTT, HTTP or detection.
+//!
+//! Conventions:
+//! * PostgreSQL stores times as `TIMESTAMPTZ`; SQLite as `INTEGER` Unix epoch
+//!   milliseconds, so times round-trip through SQLite at millisecond precision (and
+//!   through PostgreSQL at microsecond precision).
+//! * Enums are stored as their `as_str()` text; alert evidence as JSON (PG `JSONB`,
+//!   SQLite `TEXT`); crew skills as `TEXT[]` (PG) or a JSON array (SQLite).
+//! * Identifiers are ordered bytewise on both backends (PG columns use `COLLATE "C"`).
+
+/// The columns of `alerts` that make an [`Alert`], in the order the row mappers read.
+macro_rules! alert_cols {
+    () => {
+        "id, kind, severity, status, meter_id, district_id, detected_at, last_seen, count, \
+         evidence, work_order_id, status_reason, created_at"
+    };
+}
+
+/// The columns of `work_orders` that make a [`WorkOrder`].
+macro_rules! work_order_cols {
+    () => {
+        "id, kind, priority, status, alert_id, meter_id, district_id, lat, lon, crew_id, \
+         summary, created_at, updated_at, due_at"
+    };
+}
+
+/// The columns of `crews` that make a [`Crew`], qualified by the alias `c`.
+macro_rules! crew_cols {
+    () => {
+        "c.id, c.name, c.skills, c.home_lat, c.home_lon, c.pos_lat, c.pos_lon, c.position_at, \
+         c.on_shift"
+    };
+}
+
+/// `ORDER BY` rank of the `priority` column, most urgent first (as [`Priority`]'s `Ord`).
+macro_rules! priority_rank {
+    () => {
+        "CASE priority WHEN 'emergency' THEN 0 WHEN 'high' THEN 1 WHEN 'normal' THEN 2 ELSE 3 END"
+    };
+}
+
+/// The higher of the stored and the incoming severity, in an alerts upsert.
+macro_rules! severity_max {
+    () => {
+        "CASE WHEN (CASE excluded.severity WHEN 'critical' THEN 2 WHEN 'warning' THEN 1 ELSE 0 END) \
+              > (CASE alerts.severity WHEN 'critical' THEN 2 WHEN 'warning' THEN 1 ELSE 0 END) \
+         THEN excluded.severity ELSE alerts.severity END"
+    };
+}
+
+mod pg;
+mod sqlite;
+pub mod testing;
+
+#[cfg(test)]
+mod conformance;
+
+use leakwatch_core::{
+    Alert, AlertKind, AlertStatus, Crew, CrewId, CrewStatus, DistrictId, Finding, GeoPoint,
+    Meter, MeterEvent, MeterId, Priority, Reading, Timestamp, TransitionRecord, WorkOrder,
+    WorkOrderKind, WorkOrderStatus,
+};
+use serde::{Serialize, Serializer};
+use std::str::FromStr;
+
+/// What can go wrong talking to the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database (or the connection to it) failed.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A migration could not be applied.
+    #[error("migration error: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The thing asked for does not exist; the text names it (e.g. `work order 7`).
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// A compare-and-set failed or a uniqueness rule was hit; the text says why
+    /// (e.g. `alert 3 is dismissed`).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The database URL is not one the store understands.
+    #[error("bad database URL: {0}")]
+    BadUrl(String),
+    /// Data could not be stored or read back as a domain value (unknown enum text,
+    /// invalid id, out-of-range number, non-finite volume).
+    #[error("corrupt data: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    /// Whether trying the same call again later may succeed: lost or refused
+    /// connections, I/O errors, pool time-outs, and transient database conditions
+    /// (PostgreSQL connection exceptions, shutdowns, serialization failures and
+    /// deadlocks; SQLite `BUSY`/`LOCKED`).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            StoreError::Database(e) => sqlx_retryable(e),
+            StoreError::Migrate(sqlx::migrate::MigrateError::Execute(e)) => sqlx_retryable(e),
+            _ => false,
+        }
+    }
+}
+
+fn sqlx_retryable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => {
+            let Some(code) = db.code() else { return false };
+            if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+                // Extended result codes keep the primary code in the low byte.
+                matches!(code.parse::<i32>().map(|c| c & 0xff), Ok(5 | 6))
+            } else {
+                code.starts_with("08")
+                    || matches!(
+                        &*code,
+                        "40001" | "40P01" | "53300" | "57P01" | "57P02" | "57P03"
+                    )
+            }
+        }
+        _ => false,
+    }
+}
+
+/// The result of every store call.
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// How a batch of readings went: rows newly stored, and rows already there (same meter
+/// and time) that were left untouched.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct InsertOutcome {
+    pub inserted: u64,
+    pub duplicates: u64,
+}
+
+/// A message that could not be processed, to be kept for a person to look at.
+#[derive(Debug, Clone, Serialize)]
+pub struct NewDeadLetter {
+    /// Where the message came from (MQTT topic, HTTP route).
+    pub topic: String,
+    /// Short machine-friendly reason, e.g. `bad_json`, `unknown_meter`.
+    pub reason: String,
+    /// Human-readable detail.
+    pub detail: String,
+    /// The message as received, byte for byte.
+    #[serde(serialize_with = "lossy_utf8")]
+    pub payload: Vec<u8>,
+    pub received_at: Timestamp,
+}
+
+/// A stored dead letter. Serializes `payload` as a (lossy) UTF-8 string.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeadLetter {
+    pub id: i64,
+    pub topic: String,
+    pub reason: String,
+    pub detail: String,
+    #[serde(serialize_with = "lossy_utf8")]
+    pub payload: Vec<u8>,
+    pub received_at: Timestamp,
+}
+
+fn lossy_utf8<S: Serializer>(bytes: &[u8], s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_str(&String::from_utf8_lossy(bytes))
+}
+
+/// Filters for [`Store::list_alerts`]. Every filter set must hold; results come newest
+/// (highest id) first, and `cursor` asks for ids below it (pass the last id of a page).
+#[derive(Debug, Clone, Serialize)]
+pub struct AlertQuery {
+    pub status: Option<AlertStatus>,
+    pub kind: Option<AlertKind>,
+    /// Only alerts with `detected_at >= since`.
+    pub since: Option<Timestamp>,
+    pub meter_id: Option<MeterId>,
+    pub limit: u32,
+    pub cursor: Option<i64>,
+}
+
+impl Default for AlertQuery {
+    fn default() -> Self {
+        Self {
+            status: None,
+            kind: None,
+            since: None,
+            meter_id: None,
+            limit: 100,
+            cursor: None,
+        }
+    }
+}
+
+/// A crew with the number of work orders that keep it busy (assigned to it and in a
+/// status that [`WorkOrderStatus::occupies_crew`]).
+///
+/// Serializes as the crew's fields plus `"status"` ([`CrewStatus::derive`]) and
+/// `"active_orders"`.
+#[derive(Debug, Clone)]
+pub struct CrewRow {
+    pub crew: Crew,
+    pub active_orders: i64,
+}
+
+impl CrewRow {
+    /// The crew's availability.
+    pub fn status(&self) -> CrewStatus {
+        CrewStatus::derive(self.crew.on_shift, self.active_orders)
+    }
+}
+
+impl Serialize for CrewRow {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Flat<'a> {
+            #[serde(flatten)]
+            crew: &'a Crew,
+            status: CrewStatus,
+            active_orders: i64,
+        }
+        Flat {
+            crew: &self.crew,
+            status: self.status(),
+            active_orders: self.active_orders,
+        }
+        .serialize(s)
+    }
+}
+
+/// A work order to create (status `created`).
+#[derive(Debug, Clone, Serialize)]
+pub struct NewWorkOrder {
+    pub kind: WorkOrderKind,
+    pub priority: Priority,
+    pub alert_id: Option<i64>,
+    pub meter_id: Option<MeterId>,
+    pub district_id: Option<DistrictId>,
+    pub location: GeoPoint,
+    pub summary: String,
+    pub due_at: Option<Timestamp>,
+    /// Who creates it; recorded in the first transition record.
+    pub actor: String,
+}
+
+/// Filters for [`Store::list_work_orders`]; newest (highest id) first, `cursor` as in
+/// [`AlertQuery`].
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkOrderQuery {
+    pub status: Option<WorkOrderStatus>,
+    pub crew_id: Option<CrewId>,
+    pub limit: u32,
+    pub cursor: Option<i64>,
+}
+
+impl Default for WorkOrderQuery {
+    fn default() -> Self {
+        Self {
+            status: None,
+            crew_id: None,
+            limit: 100,
+            cursor: None,
+        }
+    }
+}
+
+/// The database behind leakwatch: a PostgreSQL or an SQLite connection pool. Cheap to
+/// clone (the pools are reference-counted).
+#[derive(Clone, Debug)]
+pub enum Store {
+    Postgres(sqlx::PgPool),
+    Sqlite(sqlx::SqlitePool),
+}
+
+macro_rules! dispatch {
+    ($self:ident, $f:ident ( $($arg:expr),* )) => {
+        match $self {
+            Store::Postgres(p) => pg::$f(p $(, $arg)*).await,
+            Store::Sqlite(p) => sqlite::$f(p $(, $arg)*).await,
+        }
+    };
+}
+
+impl Store {
+    /// Connects and applies the migrations.
+    ///
+    /// Accepts `postgres://…` / `postgresql://…`, and `sqlite://PATH` (a relative path
+    /// such as `sqlite://data/leakwatch.db` is relative to the working directory; its
+    /// parent directory is created if missing) or `sqlite::memory:` (a private in-memory
+    /// database living as long as the store, served by a single connection).
+    pub async fn connect(url: &str) -> Result<Store> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            pg::connect(url).await.map(Store::Postgres)
+        } else if url.starts_with("sqlite:") {
+            sqlite::connect(url).await.map(Store::Sqlite)
+        } else {
+            Err(StoreError::BadUrl(format!(
+                "{:?}: expected postgres://… or sqlite://…",
+                redact(url)
+            )))
+        }
+    }
+
+    /// `"postgres"` or `"sqlite"`.
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Store::Postgres(_) => "postgres",
+            Store::Sqlite(_) => "sqlite",
+        }
+    }
+
+    /// Checks that the database answers.
+    pub async fn ping(&self) -> Result<()> {
+        dispatch!(self, ping())
+    }
+
+    /// Closes every connection; later calls fail.
+    pub async fn close(&self) {
+        match self {
+            Store::Postgres(p) => p.close().await,
+            Store::Sqlite(p) => p.close().await,
+        }
+    }
+
+    // ---- meters ----
+
+    /// Inserts or updates meters by id, in one transaction. If the same id appears
+    /// twice, the last one wins. Returns the number of distinct meters written.
+    pub async fn upsert_meters(&self, meters: &[Meter]) -> Result<u64> {
+        let meters = last_by_key(meters, |m| m.id.as_str());
+        if meters.is_empty() {
+            return Ok(0);
+        }
+        dispatch!(self, upsert_meters(&meters))
+    }
+
+    /// One meter, if known.
+    pub async fn get_meter(&self, id: &MeterId) -> Result<Option<Meter>> {
+        dispatch!(self, get_meter(id))
+    }
+
+    /// Up to `limit` meters ordered by id, starting after `after` (keyset pagination:
+    /// pass the last id of the previous page).
+    pub async fn list_meters(&self, after: Option<&MeterId>, limit: u32) -> Result<Vec<Meter>> {
+        dispatch!(self, list_meters(after, limit))
+    }
+
+    /// Every meter, ordered by id.
+    pub async fn all_meters(&self) -> Result<Vec<Meter>> {
+        dispatch!(self, all_meters())
+    }
+
+    // ---- readings and events ----
+
+    /// Stores readings, idempotently on (meter, t): a reading whose meter and time are
+    /// already stored is counted as a duplicate and left as it was (also within the same
+    /// batch: the first one wins). One transaction per call.
+    ///
+    /// Non-finite optional values (`temp`, `flow_max`, `pressure`) are stored as NULL;
+    /// a non-finite `vol` refuses the whole batch with [`StoreError::Corrupt`].
+    pub async fn insert_readings(&self, readings: &[Reading]) -> Result<InsertOutcome> {
+        if readings.is_empty() {
+            return Ok(InsertOutcome::default());
+        }
+        if let Some(r) = readings.iter().find(|r| !r.vol.is_finite()) {
+            return Err(StoreError::Corrupt(format!(
+                "reading of meter {} at {} has a non-finite volume {}",
+                r.meter, r.t, r.vol
+            )));
+        }
+        let inserted: u64 = dispatch!(self, insert_readings(readings))?;
+        Ok(InsertOutcome {
+            inserted,
+            duplicates: readings.len() as u64 - inserted,
+        })
+    }
+
+    /// A meter's readings ordered by time, `from` inclusive, `to` exclusive, at most
+    /// `limit`.
+    pub async fn readings(
+        &self,
+        meter: &MeterId,
+        from: Option<Timestamp>,
+        to: Option<Timestamp>,
+        limit: u32,
+    ) -> Result<Vec<Reading>> {
+        dispatch!(self, readings(meter, from, to, limit))
+    }
+
+    /// How many readings are stored.
+    pub async fn count_readings(&self) -> Result<i64> {
+        dispatch!(self, count_readings())
+    }
+
+    /// Stores device events, idempotently on (meter, t, code). Returns how many were new.
+    pub async fn insert_events(&self, events: &[MeterEvent]) -> Result<u64> {
+        if events.is_empty() {
+            return Ok(0);
+        }
+        dispatch!(self, insert_events(events))
+    }
+
+    /// A meter's latest events, newest first, at most `limit`.
+    pub async fn meter_events(&self, meter: &MeterId, limit: u32) -> Result<Vec<MeterEvent>> {
+        dispatch!(self, meter_events(meter, limit))
+    }
+
+    // ---- dead letters ----
+
+    /// Keeps a message that could not be processed; returns its id.
+    pub async fn dead_letter(&self, dl: &NewDeadLetter) -> Result<i64> {
+        dispatch!(self, dead_letter(dl))
+    }
+
+    /// The latest dead letters, newest (highest id) first.
+    pub async fn list_dead_letters(&self, limit: u32) -> Result<Vec<DeadLetter>> {
+        dispatch!(self, list_dead_letters(limit))
+    }
+
+    /// How many dead letters are stored.
+    pub async fn count_dead_letters(&self) -> Result<i64> {
+        dispatch!(self, count_dead_letters())
+    }
+
+    // ---- alerts ----
+
+    /// Records a detector's finding; returns the alert and whether it was newly created.
+    ///
+    /// There is at most one active alert (open, acknowledged or escalated) per
+    /// (`f.subject().key()`, kind). If one exists it is updated: `count += 1`,
+    /// `last_seen = max(last_seen, f.detected_at)`, evidence replaced, severity raised to
+    /// the higher of the two. Otherwise a new `open` alert is stored with count 1 and
+    /// `detected_at = last_seen = f.detected_at`. This is a single atomic upsert on the
+    /// partial unique index, so concurrent calls cannot create two active alerts.
+    pub async fn record_finding(&self, f: &Finding) -> Result<(Alert, bool)> {
+        let subject = f.subject().key();
+        let alert: Alert = dispatch!(self, record_finding(f, &subject, chrono::Utc::now()))?;
+        let created = alert.count == 1;
+        Ok((alert, created))
+    }
+
+    /// One alert, if it exists.
+    pub async fn get_alert(&self, id: i64) -> Result<Option<Alert>> {
+        dispatch!(self, get_alert(id))
+    }
+
+    /// Alerts matching `q`, highest id first.
+    pub async fn list_alerts(&self, q: &AlertQuery) -> Result<Vec<Alert>> {
+        dispatch!(self, list_alerts(q))
+    }
+
+    /// Compare-and-set of an alert's status: moves it from `from` to `to` only if it is
+    /// `from` now ([`StoreError::Conflict`] `"alert N is <status>"` otherwise,
+    /// [`StoreError::NotFound`] if there is no such alert). `reason` and
+    /// `work_order_id`, when given, replace the stored ones; `None` leaves them as they
+    /// are. Moving an alert back to an active status while another active alert exists
+    /// for the same subject and kind is also a conflict.
+    pub async fn set_alert_status(
+        &self,
+        id: i64,
+        from: AlertStatus,
+        to: AlertStatus,
+        reason: Option<&str>,
+        work_order_id: Option<i64>,
+    ) -> Result<Alert> {
+        dispatch!(
+            self,
+            set_alert_status(id, from, to, reason, work_order_id)
+        )
+    }
+
+    /// The number of alerts in each status, for every status in [`AlertStatus::ALL`]
+    /// order (zero counts included).
+    pub async fn count_alerts_by_status(&self) -> Result<Vec<(AlertStatus, i64)>> {
+        let counts: Vec<(String, i64)> = dispatch!(self, count_alerts_by_status())?;
+        let mut out: Vec<(AlertStatus, i64)> = AlertStatus::ALL.iter().map(|s| (*s, 0)).collect();
+        for (status, n) in counts {
+            let status: AlertStatus = parse_text(&status, "alert status")?;
+            if let Some(slot) = out.iter_mut().find(|(s, _)| *s == status) {
+                slot.1 = n;
+            }
+        }
+        Ok(out)
+    }
+
+    // ---- crews ----
+
+    /// Inserts or updates crews by id, in one transaction (the last of duplicate ids
+    /// wins). A crew given without a position keeps the position already stored, so
+    /// re-loading the registry does not forget where crews were last seen. Returns the
+    /// number of distinct crews written.
+    pub async fn upsert_crews(&self, crews: &[Crew]) -> Result<u64> {
+        let crews = last_by_key(crews, |c| c.id.as_str());
+        if crews.is_empty() {
+            return Ok(0);
+        }
+        dispatch!(self, upsert_crews(&crews))
+    }
+
+    /// Every crew with its active order count, ordered by id.
+    pub async fn list_crews(&self) -> Result<Vec<CrewRow>> {
+        dispatch!(self, list_crews(None))
+    }
+
+    /// One crew with its active order count.
+    pub async fn get_crew(&self, id: &CrewId) -> Result<Option<CrewRow>> {
+        Ok(dispatch!(self, list_crews(Some(id)))?.pop())
+    }
+
+    /// Records a crew's position at `when`. A position older than the stored one is
+    /// ignored (positions may arrive out of order); an unknown crew is
+    /// [`StoreError::NotFound`].
+    pub async fn set_crew_position(&self, id: &CrewId, at: GeoPoint, when: Timestamp) -> Result<()> {
+        dispatch!(self, set_crew_position(id, at, when))
+    }
+
+    // ---- work orders ----
+
+    /// Creates a work order in status `created` with `created_at = updated_at = now`,
+    /// and records its first transition (`created -> created`, action `create`, by
+    /// `wo.actor`). An `alert_id` that names no alert is [`StoreError::NotFound`].
+    pub async fn create_work_order(&self, wo: &NewWorkOrder) -> Result<WorkOrder> {
+        dispatch!(self, create_work_order(wo, chrono::Utc::now()))
+    }
+
+    /// One work order, if it exists.
+    pub async fn get_work_order(&self, id: i64) -> Result<Option<WorkOrder>> {
+        dispatch!(self, get_work_order(id))
+    }
+
+    /// Work orders matching `q`, highest id first.
+    pub async fn list_work_orders(&self, q: &WorkOrderQuery) -> Result<Vec<WorkOrder>> {
+        dispatch!(self, list_work_orders(q))
+    }
+
+    /// Applies a transition the caller has validated, in one transaction:
+    /// compare-and-set of the status from `rec.from` to `rec.to`
+    /// ([`StoreError::Conflict`] `"work order N is <status>"` if it is not `rec.from`
+    /// now, [`StoreError::NotFound`] if there is no such order), `updated_at = rec.at`,
+    /// and the crew: `None` leaves it, `Some(None)` clears it, `Some(Some(c))` sets it
+    /// (an unknown crew is [`StoreError::NotFound`]). Appends `rec` to the order's
+    /// history (under `id`, whatever `rec.order_id` says).
+    pub async fn apply_transition(
+        &self,
+        id: i64,
+        rec: &TransitionRecord,
+        crew: Option<Option<&CrewId>>,
+    ) -> Result<WorkOrder> {
+        dispatch!(self, apply_transition(id, rec, crew))
+    }
+
+    /// An order's transitions in the order they were applied (empty if no such order).
+    pub async fn work_order_history(&self, id: i64) -> Result<Vec<TransitionRecord>> {
+        dispatch!(self, work_order_history(id))
+    }
+
+    /// A crew's current jobs: orders assigned to it and not final, most urgent priority
+    /// first, then oldest first.
+    pub async fn jobs_for_crew(&self, crew: &CrewId) -> Result<Vec<WorkOrder>> {
+        dispatch!(self, jobs_for_crew(crew))
+    }
+}
+
+// ---- helpers shared by the backends ----
+
+/// Keeps the last item of each key, in first-seen order.
+fn last_by_key<T: Clone>(items: &[T], key: impl Fn(&T) -> &str) -> Vec<T> {
+    let mut out: Vec<T> = Vec::with_capacity(items.len());
+    let mut index = std::collections::HashMap::new();
+    for item in items {
+        match index.get(key(item)) {
+            Some(&i) => out[i] = item.clone(),
+            None => {
+                index.insert(key(item), out.len());
+                out.push(item.clone());
+            }
+        }
+    }
+    out
+}
+
+/// Parses stored enum text.
+fn parse_text<T: FromStr<Err = String>>(s: &str, what: &str) -> Result<T> {
+    s.parse()
+        .map_err(|e: String| StoreError::Corrupt(format!("stored {what}: {e}")))
+}
+
+fn parse_meter_id(s: String) -> Result<MeterId> {
+    MeterId::parse(s).map_err(|e| StoreError::Corrupt(format!("stored meter id: {e}")))
+}
+
+fn parse_district_id(s: String) -> Result<DistrictId> {
+    DistrictId::parse(s).map_err(|e| StoreError::Corrupt(format!("stored district id: {e}")))
+}
+
+fn parse_crew_id(s: String) -> Result<CrewId> {
+    CrewId::parse(s).map_err(|e| StoreError::Corrupt(format!("stored crew id: {e}")))
+}
+
+fn report_every_h(v: i64) -> Result<u32> {
+    u32::try_from(v).map_err(|_| StoreError::Corrupt(format!("stored report_every_h {v}")))
+}
+
+/// Maps NaN and infinities to NULL.
+fn finite(v: Option<f64>) -> Option<f64> {
+    v.filter(|x| x.is_finite())
+}
+
+/// The statuses in which an order keeps its crew busy, as stored text.
+fn occupying_statuses() -> Vec<String> {
+    WorkOrderStatus::ALL
+        .iter()
+        .filter(|s| s.occupies_crew())
+        .map(|s| s.as_str().to_owned())
+        .collect()
+}
+
+/// The final statuses of an order, as stored text.
+fn final_statuses() -> Vec<String> {
+    WorkOrderStatus::ALL
+        .iter()
+        .filter(|s| s.is_final())
+        .map(|s| s.as_str().to_owned())
+        .collect()
+}
+
+fn alert_conflict(id: i64, status: &str) -> StoreError {
+    StoreError::Conflict(format!("alert {id} is {status}"))
+}
+
+fn work_order_conflict(id: i64, status: &str) -> StoreError {
+    StoreError::Conflict(format!("work order {id} is {status}"))
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+fn is_foreign_key_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.is_foreign_key_violation())
+}
+
+/// A URL without its password, for error messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let userinfo = &url[s + 3..at];
+            match userinfo.find(':') {
+                Some(c) => format!("{}{}:***{}", &url[..s + 3], &userinfo[..c], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn last_by_key_keeps_the_last_in_first_seen_order() {
+        let v = vec![("a", 1), ("b", 2), ("a", 3)];
+        assert_eq!(last_by_key(&v, |x| x.0), vec![("a", 3), ("b", 2)]);
+    }
+
+    #[test]
+    fn redact_hides_passwords() {
+        assert_eq!(
+            redact("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact("sqlite://x.db"), "sqlite://x.db");
+    }
+
+    #[tokio::test]
+    async fn unknown_schemes_are_bad_urls() {
+        let err = Store::connect("mysql://u:pw@h/db").await.unwrap_err();
+        assert!(matches!(err, StoreError::BadUrl(ref m) if !m.contains("pw")), "{err}");
+        assert!(!err.is_retryable());
+    }
+
+    #[test]
+    fn retryable_errors() {
+        let io = StoreError::Database(sqlx::Error::Io(std::io::Error::other("reset")));
+        assert!(io.is_retryable());
+        assert!(StoreError::Database(sqlx::Error::PoolTimedOut).is_retryable());
+        assert!(!StoreError::Database(sqlx::Error::RowNotFound).is_retryable());
+        assert!(!StoreError::Conflict("x".into()).is_retryable());
+    }
+
+    #[test]
+    fn crew_rows_serialize_flat_with_status() {
+        let row = CrewRow {
+            crew: Crew {
+                id: CrewId::parse("C1").unwrap(),
+                name: "North".into(),
+                skills: vec!["emergency".into()],
+                home: GeoPoint::new(45.0, 9.0).unwrap(),
+                position: None,
+                position_at: None,
+                on_shift: true,
+            },
+            active_orders: 2,
+        };
+        let v = serde_json::to_value(&row).unwrap();
+        assert_eq!(v["id"], "C1");
+        assert_eq!(v["status"], "busy");
+        assert_eq!(v["active_orders"], 2);
+        assert_eq!(v["home"]["lat"], 45.0);
+    }
+
+    #[test]
+    fn dead_letters_serialize_payload_as_text() {
+        let dl = DeadLetter {
+            id: 1,
+            topic: "t".into(),
+            reason: "bad_json".into(),
+            detail: "d".into(),
+            payload: vec![b'{', 0xff, b'}'],
+            received_at: chrono::DateTime::from_timestamp(0, 0).unwrap(),
+        };
+        let v = serde_json::to_value(&dl).unwrap();
+        assert_eq!(v["payload"], "{\u{fffd}}");
+    }
+}

@@ -1,0 +1,81 @@
+//! The minimal console: one server-rendered page listing open alerts. The full
+//! console has its own issue; this page needs no script and loads nothing from
+//! elsewhere.
+
+use crate::{ApiError, AppState};
+use axum::Router;
+use axum::extract::State;
+use axum::response::Html;
+use axum::routing::get;
+use leakwatch_core::AlertStatus;
+use leakwatch_store::AlertQuery;
+use std::fmt::Write;
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/", get(index))
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+async fn index(State(s): State<AppState>) -> Result<Html<String>, ApiError> {
+    let mut alerts = Vec::new();
+    for status in [AlertStatus::Open, AlertStatus::Acknowledged, AlertStatus::Escalated] {
+        alerts.extend(
+            s.store
+                .list_alerts(&AlertQuery {
+                    status: Some(status),
+                    limit: 200,
+                    ..AlertQuery::default()
+                })
+                .await?,
+        );
+    }
+    alerts.sort_by(|a, b| b.id.cmp(&a.id));
+    let mut rows = String::new();
+    for a in &alerts {
+        let _ = write!(
+            rows,
+            "<tr><td><a href=\"/api/v1/alerts/{id}\">{id}</a></td><td>{kind}</td><td>{sev}</td>\
+             <td>{status}</td><td>{subject}</td><td>{det}</td><td>{count}</td><td>{expl}</td><td>{wo}</td></tr>",
+            id = a.id,
+            kind = esc(a.kind.as_str()),
+            sev = esc(a.severity.as_str()),
+            status = esc(a.status.as_str()),
+            subject = esc(&a
+                .meter_id
+                .as_ref()
+                .map(|m| m.to_string())
+                .or(a.district_id.as_ref().map(|d| d.to_string()))
+                .unwrap_or_default()),
+            det = a.detected_at.format("%Y-%m-%d %H:%M UTC"),
+            count = a.count,
+            expl = esc(&a.evidence.explanation),
+            wo = a
+                .work_order_id
+                .map(|w| format!("<a href=\"/api/v1/work-orders/{w}\">#{w}</a>"))
+                .unwrap_or_default(),
+        );
+    }
+    if alerts.is_empty() {
+        rows.push_str("<tr><td colspan=\"9\">No open alerts.</td></tr>");
+    }
+    Ok(Html(format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+<meta http-equiv=\"refresh\" content=\"5\"><title>leakwatch: open alerts</title>\
+<style>body{{font-family:system-ui,sans-serif;margin:1.5rem}}table{{border-collapse:collapse}}\
+td,th{{border:1px solid #ccc;padding:.3rem .5rem;text-align:left;font-size:.9rem}}th{{background:#eee}}</style>\
+</head><body><h1>Open alerts ({n})</h1>\
+<p>Detected at is event time (when the meter measured it). API: <a href=\"/api/v1/alerts\">/api/v1/alerts</a>, \
+<a href=\"/api/v1/work-orders\">work orders</a>, <a href=\"/api/v1/crews\">crews</a>, \
+<a href=\"/metrics\">metrics</a>.</p>\
+<table><thead><tr><th>id</th><th>kind</th><th>severity</th><th>status</th><th>subject</th>\
+<th>detected at</th><th>count</th><th>evidence</th><th>work order</th></tr></thead><tbody>{rows}</tbody></table>\
+</body></html>",
+        n = alerts.len()
+    )))
+}

@@ -1,0 +1,431 @@
+//! The REST routes under `/api/v1`, and the health routes.
+
+use crate::extract::{Body, Params, PathOf};
+use crate::{ApiError, AppState};
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use leakwatch_core::{
+    Alert, AlertAction, AlertKind, AlertStatus, Crew, CrewId, MeterId, MeterRecord, OrderAction,
+    Timestamp, WorkOrder, WorkOrderStatus,
+};
+use leakwatch_store::{AlertQuery, WorkOrderQuery};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+const MAX_LIMIT: u32 = 1000;
+const DEFAULT_LIMIT: u32 = 100;
+
+pub fn health() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+}
+
+pub fn api() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/meters", get(list_meters).post(post_meters))
+        .route("/api/v1/meters/{id}", get(get_meter))
+        .route("/api/v1/meters/{id}/readings", get(meter_readings))
+        .route("/api/v1/alerts", get(list_alerts))
+        .route("/api/v1/alerts/{id}", get(get_alert))
+        .route("/api/v1/alerts/{id}/acknowledge", post(acknowledge))
+        .route("/api/v1/alerts/{id}/dismiss", post(dismiss))
+        .route("/api/v1/alerts/{id}/resolve", post(resolve))
+        .route("/api/v1/alerts/{id}/escalate", post(escalate))
+        .route("/api/v1/work-orders", get(list_work_orders))
+        .route("/api/v1/work-orders/{id}", get(get_work_order))
+        .route("/api/v1/work-orders/{id}/transition", post(transition))
+        .route("/api/v1/crews", get(list_crews).post(post_crews))
+        .route("/api/v1/crews/{id}/jobs", get(crew_jobs))
+        .route("/api/v1/dead-letters", get(dead_letters))
+}
+
+async fn healthz() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
+    let store = s.store.ping().await;
+    let broker = (s.broker_up)();
+    let ready = store.is_ok() && broker;
+    let body = json!({
+        "ready": ready,
+        "store": { "backend": s.store.backend(), "ok": store.is_ok(),
+                   "error": store.err().map(|e| e.to_string()) },
+        "broker": { "ok": broker },
+    });
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body))
+}
+
+async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
+    let text = s.metrics.as_ref().map(|h| h.render()).unwrap_or_default();
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        text,
+    )
+}
+
+/// A page of a list, with the cursor of the next page when there may be one.
+#[derive(Serialize)]
+struct Page<T> {
+    items: Vec<T>,
+    next_cursor: Option<String>,
+}
+
+fn limit(l: Option<u32>) -> Result<u32, ApiError> {
+    match l.unwrap_or(DEFAULT_LIMIT) {
+        0 => Err(ApiError::bad_request("limit must be at least 1")),
+        n if n > MAX_LIMIT => Err(ApiError::bad_request(format!(
+            "limit {n} is above the maximum of {MAX_LIMIT}"
+        ))),
+        n => Ok(n),
+    }
+}
+
+fn meter_id(raw: &str) -> Result<MeterId, ApiError> {
+    MeterId::parse(raw).map_err(|e| ApiError::bad_request(e.to_string()))
+}
+
+fn crew_id(raw: &str) -> Result<CrewId, ApiError> {
+    CrewId::parse(raw).map_err(|e| ApiError::bad_request(e.to_string()))
+}
+
+fn cursor_id(raw: Option<&str>) -> Result<Option<i64>, ApiError> {
+    raw.map(|c| {
+        c.parse::<i64>()
+            .map_err(|_| ApiError::bad_request(format!("cursor {c:?} is not one this API gave")))
+    })
+    .transpose()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MeterList {
+    cursor: Option<String>,
+    limit: Option<u32>,
+}
+
+async fn list_meters(
+    State(s): State<AppState>,
+    Params(q): Params<MeterList>,
+) -> Result<Json<Page<MeterRecord>>, ApiError> {
+    let limit = limit(q.limit)?;
+    let after = q.cursor.as_deref().map(meter_id).transpose()?;
+    let meters = s.store.list_meters(after.as_ref(), limit).await?;
+    let next_cursor = (meters.len() as u32 == limit)
+        .then(|| meters.last().map(|m| m.id.to_string()))
+        .flatten();
+    Ok(Json(Page {
+        items: meters.iter().map(MeterRecord::from).collect(),
+        next_cursor,
+    }))
+}
+
+async fn post_meters(
+    State(s): State<AppState>,
+    Body(records): Body<Vec<MeterRecord>>,
+) -> Result<impl IntoResponse, ApiError> {
+    if records.is_empty() {
+        return Err(ApiError::bad_request("the array of meters is empty"));
+    }
+    let mut meters = Vec::with_capacity(records.len());
+    let mut errors = Vec::new();
+    for (i, r) in records.iter().enumerate() {
+        match r.to_meter() {
+            Ok(m) => meters.push(m),
+            Err(e) => errors.push(format!("[{i}] {}: {e}", r.meter_id)),
+        }
+    }
+    if !errors.is_empty() {
+        // Nothing is stored when any record is wrong: fix the file and send it again.
+        let shown: Vec<_> = errors.iter().take(20).cloned().collect();
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!(
+                "{} of {} meters are invalid, none stored: {}",
+                errors.len(),
+                records.len(),
+                shown.join("; ")
+            ),
+        ));
+    }
+    let n = s.store.upsert_meters(&meters).await?;
+    Ok((StatusCode::OK, Json(json!({ "upserted": n }))))
+}
+
+async fn get_meter(
+    State(s): State<AppState>,
+    PathOf(id): PathOf<String>,
+) -> Result<Json<MeterRecord>, ApiError> {
+    let id = meter_id(&id)?;
+    let m = s
+        .store
+        .get_meter(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("meter {id} is not in the registry")))?;
+    Ok(Json(MeterRecord::from(&m)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Range {
+    from: Option<Timestamp>,
+    to: Option<Timestamp>,
+    limit: Option<u32>,
+}
+
+#[derive(Serialize)]
+struct ReadingOut {
+    t: Timestamp,
+    vol: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temp: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    flow_max: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pressure: Option<f64>,
+}
+
+async fn meter_readings(
+    State(s): State<AppState>,
+    PathOf(id): PathOf<String>,
+    Params(q): Params<Range>,
+) -> Result<Json<Vec<ReadingOut>>, ApiError> {
+    let id = meter_id(&id)?;
+    if let (Some(f), Some(t)) = (q.from, q.to)
+        && f > t
+    {
+        return Err(ApiError::bad_request("from is after to"));
+    }
+    if s.store.get_meter(&id).await?.is_none() {
+        return Err(ApiError::not_found(format!("meter {id} is not in the registry")));
+    }
+    let limit = q.limit.unwrap_or(MAX_LIMIT * 10).min(MAX_LIMIT * 10);
+    let rows = s.store.readings(&id, q.from, q.to, limit).await?;
+    Ok(Json(
+        rows.into_iter()
+            .map(|r| ReadingOut {
+                t: r.t,
+                vol: r.vol,
+                temp: r.temp,
+                flow_max: r.flow_max,
+                pressure: r.pressure,
+            })
+            .collect(),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AlertList {
+    status: Option<AlertStatus>,
+    kind: Option<AlertKind>,
+    since: Option<Timestamp>,
+    meter_id: Option<String>,
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+async fn list_alerts(
+    State(s): State<AppState>,
+    Params(q): Params<AlertList>,
+) -> Result<Json<Page<Alert>>, ApiError> {
+    let limit = limit(q.limit)?;
+    let query = AlertQuery {
+        status: q.status,
+        kind: q.kind,
+        since: q.since,
+        meter_id: q.meter_id.as_deref().map(meter_id).transpose()?,
+        limit,
+        cursor: cursor_id(q.cursor.as_deref())?,
+    };
+    let items = s.store.list_alerts(&query).await?;
+    let next_cursor = (items.len() as u32 == limit)
+        .then(|| items.last().map(|a| a.id.to_string()))
+        .flatten();
+    Ok(Json(Page { items, next_cursor }))
+}
+
+async fn get_alert(
+    State(s): State<AppState>,
+    PathOf(id): PathOf<i64>,
+) -> Result<Json<Alert>, ApiError> {
+    s.store
+        .get_alert(id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("alert {id} does not exist")))
+}
+
+async fn acknowledge(
+    State(s): State<AppState>,
+    PathOf(id): PathOf<i64>,
+) -> Result<Json<Alert>, ApiError> {
+    Ok(Json(s.dispatcher.review(id, &AlertAction::Acknowledge).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Reason {
+    reason: String,
+}
+
+async fn dismiss(
+    State(s): State<AppState>,
+    PathOf(id): PathOf<i64>,
+    Body(r): Body<Reason>,
+) -> Result<Json<Alert>, ApiError> {
+    let action = AlertAction::Dismiss { reason: r.reason };
+    Ok(Json(s.dispatcher.review(id, &action).await?))
+}
+
+async fn resolve(
+    State(s): State<AppState>,
+    PathOf(id): PathOf<i64>,
+) -> Result<Json<Alert>, ApiError> {
+    Ok(Json(s.dispatcher.review(id, &AlertAction::Resolve).await?))
+}
+
+fn actor(headers: &HeaderMap) -> String {
+    headers
+        .get("x-actor")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.trim().is_empty())
+        .map(|v| v.chars().take(100).collect())
+        .unwrap_or_else(|| "api".to_owned())
+}
+
+async fn escalate(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    PathOf(id): PathOf<i64>,
+) -> Result<impl IntoResponse, ApiError> {
+    let (alert, order) = s.dispatcher.escalate(id, &actor(&headers)).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "alert": alert, "work_order": order })),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OrderList {
+    status: Option<WorkOrderStatus>,
+    crew_id: Option<String>,
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+async fn list_work_orders(
+    State(s): State<AppState>,
+    Params(q): Params<OrderList>,
+) -> Result<Json<Page<WorkOrder>>, ApiError> {
+    let limit = limit(q.limit)?;
+    let query = WorkOrderQuery {
+        status: q.status,
+        crew_id: q.crew_id.as_deref().map(crew_id).transpose()?,
+        limit,
+        cursor: cursor_id(q.cursor.as_deref())?,
+    };
+    let items = s.store.list_work_orders(&query).await?;
+    let next_cursor = (items.len() as u32 == limit)
+        .then(|| items.last().map(|a| a.id.to_string()))
+        .flatten();
+    Ok(Json(Page { items, next_cursor }))
+}
+
+async fn get_work_order(
+    State(s): State<AppState>,
+    PathOf(id): PathOf<i64>,
+) -> Result<Json<Value>, ApiError> {
+    let order = s
+        .store
+        .get_work_order(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("work order {id} does not exist")))?;
+    let history = s.store.work_order_history(id).await?;
+    let mut v = serde_json::to_value(order).map_err(|_| ApiError::bad_request("unserializable"))?;
+    v["history"] = serde_json::to_value(history).unwrap_or_default();
+    Ok(Json(v))
+}
+
+async fn transition(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    PathOf(id): PathOf<i64>,
+    Body(action): Body<OrderAction>,
+) -> Result<Json<WorkOrder>, ApiError> {
+    Ok(Json(
+        s.dispatcher
+            .transition(id, action, &actor(&headers))
+            .await?,
+    ))
+}
+
+async fn list_crews(State(s): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(s.store.list_crews().await?))
+}
+
+async fn post_crews(
+    State(s): State<AppState>,
+    Body(crews): Body<Vec<Crew>>,
+) -> Result<Json<Value>, ApiError> {
+    if crews.is_empty() {
+        return Err(ApiError::bad_request("the array of crews is empty"));
+    }
+    for c in &crews {
+        if c.name.trim().is_empty() {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("crew {}: name is empty", c.id),
+            ));
+        }
+        for (what, p) in [("home", Some(c.home)), ("position", c.position)] {
+            if let Some(p) = p
+                && let Err(e) = leakwatch_core::GeoPoint::new(p.lat, p.lon)
+            {
+                return Err(ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    format!("crew {}: {what}: {e}", c.id),
+                ));
+            }
+        }
+    }
+    let n = s.store.upsert_crews(&crews).await?;
+    Ok(Json(json!({ "upserted": n })))
+}
+
+async fn crew_jobs(
+    State(s): State<AppState>,
+    PathOf(id): PathOf<String>,
+) -> Result<Json<Vec<WorkOrder>>, ApiError> {
+    let id = crew_id(&id)?;
+    if s.store.get_crew(&id).await?.is_none() {
+        return Err(ApiError::not_found(format!("crew {id} does not exist")));
+    }
+    Ok(Json(s.store.jobs_for_crew(&id).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Limit {
+    limit: Option<u32>,
+}
+
+async fn dead_letters(
+    State(s): State<AppState>,
+    Params(q): Params<Limit>,
+) -> Result<impl IntoResponse, ApiError> {
+    let limit = limit(q.limit)?;
+    Ok(Json(s.store.list_dead_letters(limit).await?))
+}

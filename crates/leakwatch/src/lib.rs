@@ -1,0 +1,11 @@
+//! The leakwatch application: configuration, the embedded broker, and the wiring of
+//! store, ingestor, detectors, dispatcher and HTTP server into one process.
+//!
+//! `main.rs` is the command line around it; the end-to-end tests start the same
+//! [`app::start`] in-process with ports 0 and their own database.
+
+pub mod app;
+pub mod broker;
+pub mod config;
+pub mod detection;
+pub mod telemetry;

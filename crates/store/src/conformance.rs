@@ -1,0 +1,1408 @@
+//! The conformance suite: every case runs against a fresh SQLite file, a fresh SQLite
+//! in-memory database and (when `LEAKWATCH_TEST_PG` names an admin URL) a fresh
+//! PostgreSQL database, so both backends are held to the same behaviour.
+
+use crate::testing::{PG_ENV, drop_pg_database, fresh_pg_database, unique_suffix};
+use crate::{
+    AlertQuery, InsertOutcome, NewDeadLetter, NewWorkOrder, Store, StoreError, WorkOrderQuery,
+};
+use leakwatch_core::{
+    AlertKind, AlertStatus, Crew, CrewId, CrewStatus, DistrictId, EventCode, Evidence, Finding,
+    GeoPoint, Meter, MeterEvent, MeterId, MeterKind, MeterStatus, Priority, Reading, Severity,
+    Timestamp, TransitionRecord, WorkOrderKind, WorkOrderStatus,
+};
+use std::future::Future;
+
+// ---- runners ----
+
+async fn run_isolated<Fut>(store: Store, case: impl FnOnce(Store) -> Fut) -> std::thread::Result<()>
+where
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    // A panicking case must not skip the clean-up: run it as a task and re-raise after.
+    let result = tokio::spawn(case(store.clone())).await;
+    store.close().await;
+    result.map_err(|e| e.into_panic())
+}
+
+async fn run_sqlite_file<Fut>(case: impl FnOnce(Store) -> Fut)
+where
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let dir = std::env::temp_dir().join(format!("leakwatch-store-{}", unique_suffix()));
+    // The `db` directory does not exist yet: connect must create it.
+    let url = format!("sqlite://{}/db/leakwatch.db", dir.display());
+    let store = Store::connect(&url).await.expect("connect to sqlite file");
+    assert_eq!(store.backend(), "sqlite");
+    let result = run_isolated(store, case).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+async fn run_sqlite_memory<Fut>(case: impl FnOnce(Store) -> Fut)
+where
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let store = Store::connect("sqlite::memory:").await.expect("connect to sqlite memory");
+    if let Err(panic) = run_isolated(store, case).await {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+async fn run_postgres<Fut>(case: impl FnOnce(Store) -> Fut)
+where
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let Ok(admin) = std::env::var(PG_ENV) else {
+        println!("skipped: {PG_ENV} not set");
+        return;
+    };
+    let url = fresh_pg_database(&admin).await.expect("create test database");
+    let result = match Store::connect(&url).await {
+        Ok(store) => {
+            assert_eq!(store.backend(), "postgres");
+            run_isolated(store, case).await
+        }
+        Err(e) => Err(Box::new(format!("connect to {url}: {e}")) as Box<_>),
+    };
+    drop_pg_database(&admin, &url).await;
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+/// For each `case_x`, a module `case_x` with the tests `sqlite_file`, `sqlite_memory`
+/// and `postgres`.
+macro_rules! conformance {
+    ($($case:ident),* $(,)?) => {$(
+        mod $case {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite_file() {
+                super::run_sqlite_file(|s| async move { super::$case(&s).await }).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite_memory() {
+                super::run_sqlite_memory(|s| async move { super::$case(&s).await }).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::run_postgres(|s| async move { super::$case(&s).await }).await;
+            }
+        }
+    )*};
+}
+
+conformance!(
+    case_ping_and_empty_store,
+    case_meters_upsert_get_list,
+    case_readings_idempotent,
+    case_readings_range_query,
+    case_readings_values_round_trip,
+    case_events_idempotent,
+    case_dead_letters_round_trip,
+    case_record_finding_creates_then_updates,
+    case_new_alert_after_dismiss_or_resolve,
+    case_alert_status_compare_and_set,
+    case_list_alerts_filters_and_cursor,
+    case_concurrent_findings_make_one_alert,
+    case_crews_upsert_list_positions,
+    case_crews_active_orders,
+    case_work_order_lifecycle,
+    case_work_order_conflicts_and_not_found,
+    case_jobs_for_crew_ordering,
+    case_list_work_orders_filters_and_cursor,
+    case_concurrent_transitions_one_wins,
+);
+
+// ---- fixtures ----
+
+/// A whole-second time (exact on both backends), `secs` after 2023-11-14.
+fn t(secs: i64) -> Timestamp {
+    chrono::DateTime::from_timestamp(1_700_000_000 + secs, 0).unwrap()
+}
+
+fn mid(s: &str) -> MeterId {
+    MeterId::parse(s).unwrap()
+}
+
+fn did(s: &str) -> DistrictId {
+    DistrictId::parse(s).unwrap()
+}
+
+fn cid(s: &str) -> CrewId {
+    CrewId::parse(s).unwrap()
+}
+
+fn meter(id: &str, district: &str) -> Meter {
+    Meter {
+        id: mid(id),
+        district: did(district),
+        kind: MeterKind::Customer,
+        location: GeoPoint::new(45.46, 9.19).unwrap(),
+        report_every_h: 24,
+        status: MeterStatus::Active,
+    }
+}
+
+fn reading(m: &str, secs: i64, vol: f64) -> Reading {
+    Reading {
+        meter: mid(m),
+        t: t(secs),
+        vol,
+        temp: None,
+        flow_max: None,
+        pressure: None,
+    }
+}
+
+fn evidence(observed: f64, at: i64) -> Evidence {
+    Evidence {
+        rule: "no zero-flow hour in 24 h".into(),
+        observed,
+        expected: Some(0.0),
+        threshold: 0.01,
+        unit: "m3/h".into(),
+        window_start: t(at - 86_400),
+        window_end: t(at),
+        explanation: format!("lowest hourly flow {observed} m3/h"),
+    }
+}
+
+fn finding(m: &str, at: i64, severity: Severity) -> Finding {
+    Finding {
+        kind: AlertKind::ContinuousFlow,
+        severity,
+        meter_id: Some(mid(m)),
+        district_id: Some(did("D1")),
+        detected_at: t(at),
+        evidence: evidence(0.05, at),
+    }
+}
+
+fn crew(id: &str, on_shift: bool) -> Crew {
+    Crew {
+        id: cid(id),
+        name: format!("Crew {id}"),
+        skills: vec!["emergency".into(), "repair".into()],
+        home: GeoPoint::new(45.0, 9.0).unwrap(),
+        position: None,
+        position_at: None,
+        on_shift,
+    }
+}
+
+fn new_order(priority: Priority, alert_id: Option<i64>) -> NewWorkOrder {
+    NewWorkOrder {
+        kind: WorkOrderKind::LeakInvestigation,
+        priority,
+        alert_id,
+        meter_id: Some(mid("M1")),
+        district_id: Some(did("D1")),
+        location: GeoPoint::new(45.47, 9.2).unwrap(),
+        summary: "continuous flow at M1".into(),
+        due_at: Some(t(3_600)),
+        actor: "alice".into(),
+    }
+}
+
+fn rec(
+    id: i64,
+    from: WorkOrderStatus,
+    to: WorkOrderStatus,
+    action: &str,
+    at: i64,
+    crew: Option<&str>,
+) -> TransitionRecord {
+    TransitionRecord {
+        order_id: id,
+        from,
+        to,
+        action: action.into(),
+        actor: "dispatcher".into(),
+        at: t(at),
+        crew_id: crew.map(cid),
+        note: None,
+    }
+}
+
+fn assert_conflict<T: std::fmt::Debug>(r: crate::Result<T>, expected: &str) {
+    match r {
+        Err(StoreError::Conflict(m)) => assert_eq!(m, expected),
+        other => panic!("expected Conflict({expected:?}), got {other:?}"),
+    }
+}
+
+fn assert_not_found<T: std::fmt::Debug>(r: crate::Result<T>, expected: &str) {
+    match r {
+        Err(StoreError::NotFound(m)) => assert_eq!(m, expected),
+        other => panic!("expected NotFound({expected:?}), got {other:?}"),
+    }
+}
+
+// ---- cases ----
+
+async fn case_ping_and_empty_store(store: &Store) {
+    store.ping().await.unwrap();
+    assert_eq!(store.count_readings().await.unwrap(), 0);
+    assert_eq!(store.count_dead_letters().await.unwrap(), 0);
+    assert!(store.all_meters().await.unwrap().is_empty());
+    assert!(store.list_crews().await.unwrap().is_empty());
+    assert!(store.get_alert(1).await.unwrap().is_none());
+    assert!(store.get_work_order(1).await.unwrap().is_none());
+    assert!(store.work_order_history(1).await.unwrap().is_empty());
+    let counts = store.count_alerts_by_status().await.unwrap();
+    assert_eq!(counts.len(), AlertStatus::ALL.len());
+    assert!(counts.iter().all(|(_, n)| *n == 0));
+    // Empty batches are fine and touch nothing.
+    assert_eq!(store.upsert_meters(&[]).await.unwrap(), 0);
+    assert_eq!(
+        store.insert_readings(&[]).await.unwrap(),
+        InsertOutcome::default()
+    );
+    assert_eq!(store.insert_events(&[]).await.unwrap(), 0);
+    assert_eq!(store.upsert_crews(&[]).await.unwrap(), 0);
+}
+
+async fn case_meters_upsert_get_list(store: &Store) {
+    // Ids chosen so that bytewise order differs from a locale-aware one.
+    let ids = ["m-1", "M-10", "M-2", "M_3", "A9", "Z.0"];
+    let mut meters: Vec<Meter> = ids.iter().map(|id| meter(id, "D1")).collect();
+    let mut changed = meter("M-2", "D2");
+    changed.kind = MeterKind::Station;
+    changed.report_every_h = 1;
+    changed.status = MeterStatus::Inactive;
+    changed.location = GeoPoint::new(-33.5, -70.25).unwrap();
+    meters.push(changed.clone()); // same id twice in a batch: the last wins
+    assert_eq!(store.upsert_meters(&meters).await.unwrap(), 6);
+
+    assert_eq!(store.get_meter(&mid("M-2")).await.unwrap(), Some(changed));
+    assert_eq!(
+        store.get_meter(&mid("A9")).await.unwrap(),
+        Some(meter("A9", "D1"))
+    );
+    assert_eq!(store.get_meter(&mid("nope")).await.unwrap(), None);
+
+    // Update by id.
+    let mut a9 = meter("A9", "D7");
+    a9.report_every_h = 6;
+    assert_eq!(store.upsert_meters(std::slice::from_ref(&a9)).await.unwrap(), 1);
+    assert_eq!(store.get_meter(&mid("A9")).await.unwrap(), Some(a9));
+
+    // Keyset pagination walks every meter once, in bytewise id order.
+    let mut expected: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
+    expected.sort();
+    let mut seen = Vec::new();
+    let mut after: Option<MeterId> = None;
+    loop {
+        let page = store.list_meters(after.as_ref(), 4).await.unwrap();
+        assert!(page.len() <= 4);
+        if page.is_empty() {
+            break;
+        }
+        after = Some(page.last().unwrap().id.clone());
+        seen.extend(page.into_iter().map(|m| m.id.to_string()));
+    }
+    assert_eq!(seen, expected);
+    let all: Vec<String> = store
+        .all_meters()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.id.to_string())
+        .collect();
+    assert_eq!(all, expected);
+    assert!(store.list_meters(None, 0).await.unwrap().is_empty());
+}
+
+async fn case_readings_idempotent(store: &Store) {
+    let batch: Vec<Reading> = (0..10).map(|i| reading("M1", i * 3600, i as f64)).collect();
+    assert_eq!(
+        store.insert_readings(&batch).await.unwrap(),
+        InsertOutcome {
+            inserted: 10,
+            duplicates: 0
+        }
+    );
+    assert_eq!(
+        store.insert_readings(&batch).await.unwrap(),
+        InsertOutcome {
+            inserted: 0,
+            duplicates: 10
+        }
+    );
+    // Overlap: 5 old, 5 new, and a new one repeated within the batch.
+    let mut overlap: Vec<Reading> = (5..15)
+        .map(|i| reading("M1", i * 3600, 100.0 + i as f64))
+        .collect();
+    overlap.push(reading("M1", 14 * 3600, 999.0));
+    assert_eq!(
+        store.insert_readings(&overlap).await.unwrap(),
+        InsertOutcome {
+            inserted: 5,
+            duplicates: 6
+        }
+    );
+    // Same times on another meter are not duplicates.
+    assert_eq!(
+        store.insert_readings(&batch[..3].iter().map(|r| Reading { meter: mid("M2"), ..r.clone() }).collect::<Vec<_>>())
+            .await
+            .unwrap()
+            .inserted,
+        3
+    );
+    assert_eq!(store.count_readings().await.unwrap(), 18);
+
+    // Duplicates left the first values in place.
+    let stored = store.readings(&mid("M1"), None, None, 100).await.unwrap();
+    assert_eq!(stored.len(), 15);
+    assert_eq!(stored[5].vol, 5.0);
+    assert_eq!(stored[14].vol, 114.0);
+
+    // A non-finite volume refuses the whole batch.
+    let bad = vec![reading("M3", 0, 1.0), reading("M3", 1, f64::NAN)];
+    assert!(matches!(
+        store.insert_readings(&bad).await,
+        Err(StoreError::Corrupt(_))
+    ));
+    assert_eq!(store.count_readings().await.unwrap(), 18);
+}
+
+async fn case_readings_range_query(store: &Store) {
+    // Inserted out of order, with millisecond times.
+    let ms = chrono::Duration::milliseconds(250);
+    let mut batch: Vec<Reading> = (0..10)
+        .rev()
+        .map(|i| Reading {
+            t: t(i * 60) + ms,
+            ..reading("M1", 0, i as f64)
+        })
+        .collect();
+    batch.push(reading("M2", 120, 42.0));
+    store.insert_readings(&batch).await.unwrap();
+
+    let all = store.readings(&mid("M1"), None, None, 100).await.unwrap();
+    assert_eq!(all.len(), 10);
+    assert!(all.windows(2).all(|w| w[0].t < w[1].t));
+    assert_eq!(all[0].t, t(0) + ms);
+    assert!(all.iter().all(|r| r.meter == mid("M1")));
+
+    // from inclusive, to exclusive.
+    let some = store
+        .readings(&mid("M1"), Some(t(120) + ms), Some(t(300) + ms), 100)
+        .await
+        .unwrap();
+    let vols: Vec<f64> = some.iter().map(|r| r.vol).collect();
+    assert_eq!(vols, vec![2.0, 3.0, 4.0]);
+
+    let from_only = store
+        .readings(&mid("M1"), Some(t(480)), None, 100)
+        .await
+        .unwrap();
+    assert_eq!(from_only.len(), 2);
+    let to_only = store
+        .readings(&mid("M1"), None, Some(t(60)), 100)
+        .await
+        .unwrap();
+    assert_eq!(to_only.len(), 1);
+    let limited = store.readings(&mid("M1"), None, None, 3).await.unwrap();
+    assert_eq!(limited.len(), 3);
+    assert_eq!(limited[2].vol, 2.0);
+    assert!(
+        store
+            .readings(&mid("nope"), None, None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn case_readings_values_round_trip(store: &Store) {
+    let full = Reading {
+        meter: mid("P1"),
+        t: t(0),
+        vol: 12_345.678,
+        temp: Some(-3.5),
+        flow_max: Some(0.25),
+        pressure: Some(101.325),
+    };
+    let nan_temp = Reading {
+        t: t(60),
+        temp: Some(f64::NAN),
+        flow_max: Some(f64::INFINITY),
+        ..full.clone()
+    };
+    let integral = Reading {
+        t: t(120),
+        vol: 5.0,
+        temp: Some(0.0),
+        ..reading("P1", 0, 0.0)
+    };
+    store
+        .insert_readings(&[full.clone(), nan_temp, integral.clone()])
+        .await
+        .unwrap();
+    let got = store.readings(&mid("P1"), None, None, 10).await.unwrap();
+    assert_eq!(got[0], full);
+    assert_eq!(got[1].temp, None, "NaN is stored as NULL");
+    assert_eq!(got[1].flow_max, None, "infinity is stored as NULL");
+    assert_eq!(got[1].pressure, Some(101.325));
+    assert_eq!(got[2], integral);
+}
+
+async fn case_events_idempotent(store: &Store) {
+    let ev = |secs: i64, code: EventCode| MeterEvent {
+        meter: mid("M1"),
+        t: t(secs),
+        code,
+    };
+    let events = vec![
+        ev(0, EventCode::Named("tamper".into())),
+        ev(0, EventCode::Named("battery_low".into())), // same time, other code
+        ev(60, EventCode::Numeric(1234)),
+        ev(120, EventCode::Named("valve_closed".into())),
+    ];
+    assert_eq!(store.insert_events(&events).await.unwrap(), 4);
+    assert_eq!(store.insert_events(&events).await.unwrap(), 0);
+    let mut more = events[..2].to_vec();
+    more.push(ev(180, EventCode::Numeric(7)));
+    more.push(ev(180, EventCode::Numeric(7)));
+    assert_eq!(store.insert_events(&more).await.unwrap(), 1);
+
+    let got = store.meter_events(&mid("M1"), 10).await.unwrap();
+    assert_eq!(got.len(), 5);
+    assert_eq!(got[0], ev(180, EventCode::Numeric(7)), "newest first");
+    assert_eq!(got[1], ev(120, EventCode::Named("valve_closed".into())));
+    assert_eq!(got[2], ev(60, EventCode::Numeric(1234)));
+    assert_eq!(store.meter_events(&mid("M1"), 2).await.unwrap().len(), 2);
+    assert!(store.meter_events(&mid("M2"), 10).await.unwrap().is_empty());
+}
+
+async fn case_dead_letters_round_trip(store: &Store) {
+    let first = NewDeadLetter {
+        topic: "leakwatch/v1/readings/M1".into(),
+        reason: "bad_json".into(),
+        detail: "expected value at line 1 column 1".into(),
+        payload: vec![0xff, 0xfe, 0x00, b'{', 0x80],
+        received_at: t(0) + chrono::Duration::milliseconds(7),
+    };
+    let second = NewDeadLetter {
+        topic: "leakwatch/v1/events/M2".into(),
+        reason: "unknown_meter".into(),
+        detail: "meter M2 is not registered".into(),
+        payload: b"{\"meter\":\"M2\"}".to_vec(),
+        received_at: t(10),
+    };
+    let id1 = store.dead_letter(&first).await.unwrap();
+    let id2 = store.dead_letter(&second).await.unwrap();
+    assert!(id2 > id1);
+    assert_eq!(store.count_dead_letters().await.unwrap(), 2);
+
+    let got = store.list_dead_letters(10).await.unwrap();
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0].id, id2, "newest first");
+    assert_eq!(got[1].id, id1);
+    assert_eq!(got[1].payload, first.payload, "bytes preserved exactly");
+    assert_eq!(got[1].topic, first.topic);
+    assert_eq!(got[1].reason, first.reason);
+    assert_eq!(got[1].detail, first.detail);
+    assert_eq!(got[1].received_at, first.received_at);
+    assert_eq!(got[0].payload, second.payload);
+    let json = serde_json::to_value(&got[0]).unwrap();
+    assert_eq!(json["payload"], "{\"meter\":\"M2\"}");
+    assert_eq!(store.list_dead_letters(1).await.unwrap().len(), 1);
+}
+
+async fn case_record_finding_creates_then_updates(store: &Store) {
+    let before = chrono::Utc::now() - chrono::Duration::seconds(5);
+    let (a, created) = store
+        .record_finding(&finding("M1", 1000, Severity::Warning))
+        .await
+        .unwrap();
+    assert!(created);
+    assert_eq!(a.status, AlertStatus::Open);
+    assert_eq!(a.count, 1);
+    assert_eq!(a.kind, AlertKind::ContinuousFlow);
+    assert_eq!(a.severity, Severity::Warning);
+    assert_eq!(a.meter_id, Some(mid("M1")));
+    assert_eq!(a.district_id, Some(did("D1")));
+    assert_eq!(a.detected_at, t(1000));
+    assert_eq!(a.last_seen, t(1000));
+    assert_eq!(a.evidence, evidence(0.05, 1000));
+    assert_eq!(a.work_order_id, None);
+    assert_eq!(a.status_reason, None);
+    assert!(a.created_at > before && a.created_at < chrono::Utc::now() + chrono::Duration::seconds(5));
+    assert_eq!(store.get_alert(a.id).await.unwrap(), Some(a.clone()));
+
+    // A later, more severe repeat.
+    let mut f2 = finding("M1", 5000, Severity::Critical);
+    f2.evidence = evidence(0.5, 5000);
+    let (b, created) = store.record_finding(&f2).await.unwrap();
+    assert!(!created);
+    assert_eq!(b.id, a.id);
+    assert_eq!(b.count, 2);
+    assert_eq!(b.detected_at, t(1000));
+    assert_eq!(b.last_seen, t(5000));
+    assert_eq!(b.severity, Severity::Critical);
+    assert_eq!(b.evidence, evidence(0.5, 5000));
+    assert_eq!(b.created_at, a.created_at);
+
+    // An older, milder repeat (out of order): last_seen and severity do not go back;
+    // evidence is still replaced.
+    let (c, created) = store
+        .record_finding(&finding("M1", 3000, Severity::Info))
+        .await
+        .unwrap();
+    assert!(!created);
+    assert_eq!((c.id, c.count), (a.id, 3));
+    assert_eq!(c.last_seen, t(5000));
+    assert_eq!(c.severity, Severity::Critical);
+    assert_eq!(c.evidence, evidence(0.05, 3000));
+
+    // An acknowledged alert is still active: repeats update it.
+    store
+        .set_alert_status(a.id, AlertStatus::Open, AlertStatus::Acknowledged, None, None)
+        .await
+        .unwrap();
+    let (d, created) = store
+        .record_finding(&finding("M1", 6000, Severity::Warning))
+        .await
+        .unwrap();
+    assert!(!created);
+    assert_eq!((d.id, d.count, d.status), (a.id, 4, AlertStatus::Acknowledged));
+
+    // Another subject is another alert: a meter, and a district-only finding.
+    let (e, created) = store
+        .record_finding(&finding("M2", 1000, Severity::Warning))
+        .await
+        .unwrap();
+    assert!(created);
+    assert_ne!(e.id, a.id);
+    let district_finding = Finding {
+        meter_id: None,
+        ..finding("M1", 1000, Severity::Info)
+    };
+    let (g, created) = store.record_finding(&district_finding).await.unwrap();
+    assert!(created);
+    assert_eq!(g.meter_id, None);
+    assert_eq!(g.district_id, Some(did("D1")));
+    let (g2, created) = store.record_finding(&district_finding).await.unwrap();
+    assert!(!created);
+    assert_eq!((g2.id, g2.count), (g.id, 2));
+}
+
+async fn case_new_alert_after_dismiss_or_resolve(store: &Store) {
+    let (a, _) = store
+        .record_finding(&finding("M1", 0, Severity::Warning))
+        .await
+        .unwrap();
+    let dismissed = store
+        .set_alert_status(
+            a.id,
+            AlertStatus::Open,
+            AlertStatus::Dismissed,
+            Some("pilot flame"),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(dismissed.status, AlertStatus::Dismissed);
+    assert_eq!(dismissed.status_reason.as_deref(), Some("pilot flame"));
+
+    let (b, created) = store
+        .record_finding(&finding("M1", 100, Severity::Warning))
+        .await
+        .unwrap();
+    assert!(created, "a dismissed alert does not absorb repeats");
+    assert_ne!(b.id, a.id);
+    assert_eq!(b.count, 1);
+    assert_eq!(b.detected_at, t(100));
+    assert_eq!(
+        store.get_alert(a.id).await.unwrap().unwrap().count,
+        1,
+        "the dismissed alert is untouched"
+    );
+
+    // Escalate, then resolve: the next finding opens a third alert.
+    store
+        .set_alert_status(b.id, AlertStatus::Open, AlertStatus::Escalated, None, Some(77))
+        .await
+        .unwrap();
+    let (b2, created) = store
+        .record_finding(&finding("M1", 200, Severity::Warning))
+        .await
+        .unwrap();
+    assert!(!created, "an escalated alert is still active");
+    assert_eq!(b2.id, b.id);
+    let resolved = store
+        .set_alert_status(b.id, AlertStatus::Escalated, AlertStatus::Resolved, None, None)
+        .await
+        .unwrap();
+    assert_eq!(resolved.work_order_id, Some(77), "None leaves the work order");
+    let (c, created) = store
+        .record_finding(&finding("M1", 300, Severity::Warning))
+        .await
+        .unwrap();
+    assert!(created);
+    assert!(c.id != a.id && c.id != b.id);
+}
+
+async fn case_alert_status_compare_and_set(store: &Store) {
+    let (a, _) = store
+        .record_finding(&finding("M1", 0, Severity::Warning))
+        .await
+        .unwrap();
+    let acked = store
+        .set_alert_status(a.id, AlertStatus::Open, AlertStatus::Acknowledged, None, None)
+        .await
+        .unwrap();
+    assert_eq!(acked.status, AlertStatus::Acknowledged);
+    assert_eq!(acked.count, a.count);
+    assert_eq!(acked.evidence, a.evidence);
+
+    // Stale `from`.
+    assert_conflict(
+        store
+            .set_alert_status(a.id, AlertStatus::Open, AlertStatus::Acknowledged, None, None)
+            .await,
+        &format!("alert {} is acknowledged", a.id),
+    );
+    assert_conflict(
+        store
+            .set_alert_status(a.id, AlertStatus::Open, AlertStatus::Dismissed, Some("x"), None)
+            .await,
+        &format!("alert {} is acknowledged", a.id),
+    );
+    assert_eq!(
+        store.get_alert(a.id).await.unwrap().unwrap().status,
+        AlertStatus::Acknowledged,
+        "a failed compare-and-set changes nothing"
+    );
+    assert_not_found(
+        store
+            .set_alert_status(9999, AlertStatus::Open, AlertStatus::Acknowledged, None, None)
+            .await,
+        "alert 9999",
+    );
+
+    // Escalation records the work order; a reason given later replaces the old one.
+    let esc = store
+        .set_alert_status(
+            a.id,
+            AlertStatus::Acknowledged,
+            AlertStatus::Escalated,
+            Some("sent a crew"),
+            Some(5),
+        )
+        .await
+        .unwrap();
+    assert_eq!(esc.work_order_id, Some(5));
+    assert_eq!(esc.status_reason.as_deref(), Some("sent a crew"));
+    let res = store
+        .set_alert_status(
+            a.id,
+            AlertStatus::Escalated,
+            AlertStatus::Resolved,
+            Some("valve replaced"),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(res.status_reason.as_deref(), Some("valve replaced"));
+    assert_eq!(res.work_order_id, Some(5));
+
+    // Re-opening an old alert while a newer one is active for the same subject and
+    // kind would break "one active alert": refused as a conflict.
+    let (b, created) = store
+        .record_finding(&finding("M1", 10, Severity::Warning))
+        .await
+        .unwrap();
+    assert!(created);
+    let err = store
+        .set_alert_status(a.id, AlertStatus::Resolved, AlertStatus::Open, None, None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    assert_eq!(
+        store.get_alert(a.id).await.unwrap().unwrap().status,
+        AlertStatus::Resolved
+    );
+    assert_eq!(
+        store.get_alert(b.id).await.unwrap().unwrap().status,
+        AlertStatus::Open
+    );
+}
+
+async fn case_list_alerts_filters_and_cursor(store: &Store) {
+    // Ten meters, detected at 0, 100, ..., 900.
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        let (a, _) = store
+            .record_finding(&finding(&format!("M{i}"), i * 100, Severity::Warning))
+            .await
+            .unwrap();
+        ids.push(a.id);
+    }
+    // M0..M2 acknowledged, M3 dismissed.
+    for id in &ids[..3] {
+        store
+            .set_alert_status(*id, AlertStatus::Open, AlertStatus::Acknowledged, None, None)
+            .await
+            .unwrap();
+    }
+    store
+        .set_alert_status(ids[3], AlertStatus::Open, AlertStatus::Dismissed, Some("r"), None)
+        .await
+        .unwrap();
+
+    let all = store.list_alerts(&AlertQuery::default()).await.unwrap();
+    let got: Vec<i64> = all.iter().map(|a| a.id).collect();
+    let mut expected = ids.clone();
+    expected.reverse();
+    assert_eq!(got, expected, "highest id first");
+
+    let open = store
+        .list_alerts(&AlertQuery {
+            status: Some(AlertStatus::Open),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(open.len(), 6);
+    assert!(open.iter().all(|a| a.status == AlertStatus::Open));
+
+    let kind = store
+        .list_alerts(&AlertQuery {
+            kind: Some(AlertKind::ContinuousFlow),
+            status: Some(AlertStatus::Acknowledged),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(kind.len(), 3);
+
+    let since = store
+        .list_alerts(&AlertQuery {
+            since: Some(t(700)),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        since.iter().map(|a| a.detected_at).collect::<Vec<_>>(),
+        vec![t(900), t(800), t(700)],
+        "since is inclusive"
+    );
+
+    let m4 = store
+        .list_alerts(&AlertQuery {
+            meter_id: Some(mid("M4")),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(m4.len(), 1);
+    assert_eq!(m4[0].id, ids[4]);
+
+    // Cursor pagination: pages of 4 cover everything once.
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = store
+            .list_alerts(&AlertQuery {
+                limit: 4,
+                cursor,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        if page.is_empty() {
+            break;
+        }
+        assert!(page.len() <= 4);
+        cursor = Some(page.last().unwrap().id);
+        seen.extend(page.iter().map(|a| a.id));
+    }
+    assert_eq!(seen, expected);
+    let after_cursor = store
+        .list_alerts(&AlertQuery {
+            cursor: Some(ids[2]),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        after_cursor.iter().map(|a| a.id).collect::<Vec<_>>(),
+        vec![ids[1], ids[0]]
+    );
+
+    let counts = store.count_alerts_by_status().await.unwrap();
+    let count = |s: AlertStatus| counts.iter().find(|(k, _)| *k == s).unwrap().1;
+    assert_eq!(count(AlertStatus::Open), 6);
+    assert_eq!(count(AlertStatus::Acknowledged), 3);
+    assert_eq!(count(AlertStatus::Dismissed), 1);
+    assert_eq!(count(AlertStatus::Escalated), 0);
+    assert_eq!(count(AlertStatus::Resolved), 0);
+    assert_eq!(
+        counts.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+        AlertStatus::ALL.to_vec()
+    );
+}
+
+async fn case_concurrent_findings_make_one_alert(store: &Store) {
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .record_finding(&finding("M1", i * 10, Severity::Warning))
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut created = 0;
+    let mut ids = std::collections::HashSet::new();
+    for task in tasks {
+        let (alert, new) = task.await.unwrap();
+        created += usize::from(new);
+        ids.insert(alert.id);
+    }
+    assert_eq!(created, 1);
+    assert_eq!(ids.len(), 1);
+    let id = *ids.iter().next().unwrap();
+    let alert = store.get_alert(id).await.unwrap().unwrap();
+    assert_eq!(alert.count, 8);
+    assert_eq!(alert.last_seen, t(70));
+    assert_eq!(store.list_alerts(&AlertQuery::default()).await.unwrap().len(), 1);
+}
+
+async fn case_crews_upsert_list_positions(store: &Store) {
+    let mut b = crew("C-2", false);
+    b.skills = vec![];
+    let a = crew("C-1", true);
+    assert_eq!(
+        store
+            .upsert_crews(&[b.clone(), a.clone(), crew("C-3", true)])
+            .await
+            .unwrap(),
+        3
+    );
+    let rows = store.list_crews().await.unwrap();
+    assert_eq!(
+        rows.iter().map(|r| r.crew.id.as_str()).collect::<Vec<_>>(),
+        vec!["C-1", "C-2", "C-3"]
+    );
+    assert_eq!(rows[0].crew, a);
+    assert_eq!(rows[1].crew, b);
+    assert!(rows.iter().all(|r| r.active_orders == 0));
+    assert_eq!(rows[0].status(), CrewStatus::Available);
+    assert_eq!(rows[1].status(), CrewStatus::OffShift);
+
+    let pos = GeoPoint::new(45.5, 9.25).unwrap();
+    store.set_crew_position(&cid("C-1"), pos, t(100)).await.unwrap();
+    let got = store.get_crew(&cid("C-1")).await.unwrap().unwrap();
+    assert_eq!(got.crew.position, Some(pos));
+    assert_eq!(got.crew.position_at, Some(t(100)));
+
+    // An older position is ignored; a newer one replaces it.
+    let old = GeoPoint::new(44.0, 8.0).unwrap();
+    store.set_crew_position(&cid("C-1"), old, t(50)).await.unwrap();
+    let got = store.get_crew(&cid("C-1")).await.unwrap().unwrap();
+    assert_eq!(got.crew.position, Some(pos));
+    let newer = GeoPoint::new(45.6, 9.3).unwrap();
+    store.set_crew_position(&cid("C-1"), newer, t(200)).await.unwrap();
+    let got = store.get_crew(&cid("C-1")).await.unwrap().unwrap();
+    assert_eq!(got.crew.position, Some(newer));
+    assert_eq!(got.crew.position_at, Some(t(200)));
+
+    assert_not_found(
+        store.set_crew_position(&cid("C-9"), pos, t(0)).await,
+        "crew C-9",
+    );
+    assert!(store.get_crew(&cid("C-9")).await.unwrap().is_none());
+
+    // Re-loading the registry (no position) updates the rest, keeps the position.
+    let mut a2 = crew("C-1", false);
+    a2.name = "Renamed".into();
+    a2.skills = vec!["meter".into()];
+    a2.home = GeoPoint::new(46.0, 10.0).unwrap();
+    store.upsert_crews(&[a2]).await.unwrap();
+    let got = store.get_crew(&cid("C-1")).await.unwrap().unwrap();
+    assert_eq!(got.crew.name, "Renamed");
+    assert_eq!(got.crew.skills, vec!["meter".to_string()]);
+    assert_eq!(got.crew.home, GeoPoint::new(46.0, 10.0).unwrap());
+    assert!(!got.crew.on_shift);
+    assert_eq!(got.crew.position, Some(newer));
+    assert_eq!(got.crew.position_at, Some(t(200)));
+
+    // A registry entry with a position replaces it.
+    let mut a3 = crew("C-1", true);
+    a3.position = Some(pos);
+    a3.position_at = Some(t(300));
+    store.upsert_crews(std::slice::from_ref(&a3)).await.unwrap();
+    assert_eq!(store.get_crew(&cid("C-1")).await.unwrap().unwrap().crew, a3);
+}
+
+async fn case_crews_active_orders(store: &Store) {
+    use WorkOrderStatus as S;
+    store
+        .upsert_crews(&[crew("C1", true), crew("C2", true), crew("C3", false)])
+        .await
+        .unwrap();
+    let mut orders = Vec::new();
+    for _ in 0..4 {
+        orders.push(store.create_work_order(&new_order(Priority::High, None)).await.unwrap());
+    }
+    // Order 0: assigned to C1. Order 1: assigned to C1 and accepted.
+    // Order 2: assigned to C2, then cancelled. Order 3: unassigned (created).
+    store
+        .apply_transition(orders[0].id, &rec(orders[0].id, S::Created, S::Assigned, "assign", 10, Some("C1")), Some(Some(&cid("C1"))))
+        .await
+        .unwrap();
+    store
+        .apply_transition(orders[1].id, &rec(orders[1].id, S::Created, S::Assigned, "assign", 10, Some("C1")), Some(Some(&cid("C1"))))
+        .await
+        .unwrap();
+    store
+        .apply_transition(orders[1].id, &rec(orders[1].id, S::Assigned, S::Accepted, "accept", 20, None), None)
+        .await
+        .unwrap();
+    store
+        .apply_transition(orders[2].id, &rec(orders[2].id, S::Created, S::Assigned, "assign", 10, Some("C2")), Some(Some(&cid("C2"))))
+        .await
+        .unwrap();
+    store
+        .apply_transition(orders[2].id, &rec(orders[2].id, S::Assigned, S::Cancelled, "cancel", 30, None), None)
+        .await
+        .unwrap();
+
+    let rows = store.list_crews().await.unwrap();
+    let active: Vec<(String, i64)> = rows
+        .iter()
+        .map(|r| (r.crew.id.to_string(), r.active_orders))
+        .collect();
+    assert_eq!(
+        active,
+        vec![("C1".into(), 2), ("C2".into(), 0), ("C3".into(), 0)]
+    );
+    assert_eq!(rows[0].status(), CrewStatus::Busy);
+    assert_eq!(rows[1].status(), CrewStatus::Available);
+    assert_eq!(rows[2].status(), CrewStatus::OffShift);
+    let json = serde_json::to_value(&rows[0]).unwrap();
+    assert_eq!(json["status"], "busy");
+    assert_eq!(json["active_orders"], 2);
+    assert_eq!(json["id"], "C1");
+    let c1 = store.get_crew(&cid("C1")).await.unwrap().unwrap();
+    assert_eq!(c1.active_orders, 2);
+}
+
+async fn case_work_order_lifecycle(store: &Store) {
+    use WorkOrderStatus as S;
+    store.upsert_crews(&[crew("C1", true), crew("C2", true)]).await.unwrap();
+    let (alert, _) = store
+        .record_finding(&finding("M1", 0, Severity::Critical))
+        .await
+        .unwrap();
+    let before = chrono::Utc::now() - chrono::Duration::seconds(5);
+    let wo = store
+        .create_work_order(&new_order(Priority::Emergency, Some(alert.id)))
+        .await
+        .unwrap();
+    assert_eq!(wo.status, S::Created);
+    assert_eq!(wo.kind, WorkOrderKind::LeakInvestigation);
+    assert_eq!(wo.priority, Priority::Emergency);
+    assert_eq!(wo.alert_id, Some(alert.id));
+    assert_eq!(wo.meter_id, Some(mid("M1")));
+    assert_eq!(wo.district_id, Some(did("D1")));
+    assert_eq!(wo.location, GeoPoint::new(45.47, 9.2).unwrap());
+    assert_eq!(wo.crew_id, None);
+    assert_eq!(wo.summary, "continuous flow at M1");
+    assert_eq!(wo.due_at, Some(t(3_600)));
+    assert_eq!(wo.created_at, wo.updated_at);
+    assert!(wo.created_at > before);
+    assert_eq!(store.get_work_order(wo.id).await.unwrap(), Some(wo.clone()));
+
+    let history = store.work_order_history(wo.id).await.unwrap();
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0].order_id, wo.id);
+    assert_eq!((history[0].from, history[0].to), (S::Created, S::Created));
+    assert_eq!(history[0].action, "create");
+    assert_eq!(history[0].actor, "alice");
+    assert_eq!(history[0].at, wo.created_at);
+
+    // Assign to C1 (sets the crew), move to C2, accept (crew left as is),
+    // unassign (crew cleared), assign again, travel, arrive, complete.
+    let steps: Vec<(TransitionRecord, Option<Option<&str>>, Option<&str>)> = vec![
+        (rec(wo.id, S::Created, S::Assigned, "assign", 10, Some("C1")), Some(Some("C1")), Some("C1")),
+        (rec(wo.id, S::Assigned, S::Assigned, "assign", 20, Some("C2")), Some(Some("C2")), Some("C2")),
+        (rec(wo.id, S::Assigned, S::Accepted, "accept", 30, None), None, Some("C2")),
+        (rec(wo.id, S::Accepted, S::Created, "unassign", 40, None), Some(None), None),
+        (rec(wo.id, S::Created, S::Assigned, "assign", 50, Some("C1")), Some(Some("C1")), Some("C1")),
+        (rec(wo.id, S::Assigned, S::Accepted, "accept", 60, None), None, Some("C1")),
+        (rec(wo.id, S::Accepted, S::EnRoute, "start_travel", 70, None), None, Some("C1")),
+        (rec(wo.id, S::EnRoute, S::OnSite, "arrive", 80, None), None, Some("C1")),
+        (
+            TransitionRecord {
+                note: Some("valve replaced".into()),
+                actor: "crew:C1".into(),
+                ..rec(wo.id, S::OnSite, S::Completed, "complete", 90, None)
+            },
+            None,
+            Some("C1"),
+        ),
+    ];
+    for (r, crew_change, crew_after) in &steps {
+        let crew_change = crew_change.map(|c| c.map(cid));
+        let updated = store
+            .apply_transition(wo.id, r, crew_change.as_ref().map(|c| c.as_ref()))
+            .await
+            .unwrap();
+        assert_eq!(updated.status, r.to, "{}", r.action);
+        assert_eq!(updated.updated_at, r.at);
+        assert_eq!(updated.created_at, wo.created_at);
+        assert_eq!(updated.crew_id.as_ref().map(|c| c.as_str()), *crew_after, "{}", r.action);
+        assert_eq!(store.get_work_order(wo.id).await.unwrap(), Some(updated));
+    }
+
+    let history = store.work_order_history(wo.id).await.unwrap();
+    assert_eq!(history.len(), 1 + steps.len());
+    for (got, (want, _, _)) in history[1..].iter().zip(&steps) {
+        assert_eq!(got, want);
+    }
+    assert!(store.work_order_history(wo.id + 1000).await.unwrap().is_empty());
+}
+
+async fn case_work_order_conflicts_and_not_found(store: &Store) {
+    use WorkOrderStatus as S;
+    store.upsert_crews(&[crew("C1", true)]).await.unwrap();
+    let wo = store
+        .create_work_order(&new_order(Priority::High, None))
+        .await
+        .unwrap();
+
+    // Wrong `from`: nothing changes, nothing is recorded.
+    assert_conflict(
+        store
+            .apply_transition(wo.id, &rec(wo.id, S::Assigned, S::Accepted, "accept", 10, None), None)
+            .await,
+        &format!("work order {} is created", wo.id),
+    );
+    // Unknown order.
+    assert_not_found(
+        store
+            .apply_transition(9999, &rec(9999, S::Created, S::Assigned, "assign", 10, Some("C1")), Some(Some(&cid("C1"))))
+            .await,
+        "work order 9999",
+    );
+    // Unknown crew: the whole transition is refused.
+    assert_not_found(
+        store
+            .apply_transition(wo.id, &rec(wo.id, S::Created, S::Assigned, "assign", 10, Some("C9")), Some(Some(&cid("C9"))))
+            .await,
+        "crew C9",
+    );
+    assert_eq!(store.get_work_order(wo.id).await.unwrap(), Some(wo.clone()));
+    assert_eq!(store.work_order_history(wo.id).await.unwrap().len(), 1);
+
+    // After a real move, the old `from` is stale.
+    store
+        .apply_transition(wo.id, &rec(wo.id, S::Created, S::Cancelled, "cancel", 20, None), None)
+        .await
+        .unwrap();
+    assert_conflict(
+        store
+            .apply_transition(wo.id, &rec(wo.id, S::Created, S::Assigned, "assign", 30, Some("C1")), Some(Some(&cid("C1"))))
+            .await,
+        &format!("work order {} is cancelled", wo.id),
+    );
+    assert_eq!(store.work_order_history(wo.id).await.unwrap().len(), 2);
+
+    // An order for an alert that does not exist.
+    assert_not_found(
+        store
+            .create_work_order(&new_order(Priority::High, Some(4242)))
+            .await,
+        "alert 4242",
+    );
+    assert_eq!(
+        store
+            .list_work_orders(&WorkOrderQuery::default())
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+async fn case_jobs_for_crew_ordering(store: &Store) {
+    use WorkOrderStatus as S;
+    store.upsert_crews(&[crew("C1", true), crew("C2", true)]).await.unwrap();
+    let priorities = [
+        Priority::Low,
+        Priority::Emergency,
+        Priority::Normal,
+        Priority::High,
+        Priority::Emergency,
+        Priority::High,
+    ];
+    let mut orders = Vec::new();
+    for p in priorities {
+        let wo = store.create_work_order(&new_order(p, None)).await.unwrap();
+        orders.push(wo);
+        // Distinct creation times, even at SQLite's millisecond precision.
+        tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+    }
+    let assign = |id: i64, crew: &'static str| rec(id, S::Created, S::Assigned, "assign", 10, Some(crew));
+    for wo in &orders[..5] {
+        store
+            .apply_transition(wo.id, &assign(wo.id, "C1"), Some(Some(&cid("C1"))))
+            .await
+            .unwrap();
+    }
+    store
+        .apply_transition(orders[5].id, &assign(orders[5].id, "C2"), Some(Some(&cid("C2"))))
+        .await
+        .unwrap();
+    // Order 2 (normal) is finished: it leaves the crew's list.
+    for (from, to, action) in [
+        (S::Assigned, S::Accepted, "accept"),
+        (S::Accepted, S::EnRoute, "start_travel"),
+        (S::EnRoute, S::UnableToComplete, "unable_to_complete"),
+    ] {
+        store
+            .apply_transition(orders[2].id, &rec(orders[2].id, from, to, action, 20, None), None)
+            .await
+            .unwrap();
+    }
+
+    let jobs = store.jobs_for_crew(&cid("C1")).await.unwrap();
+    let got: Vec<i64> = jobs.iter().map(|w| w.id).collect();
+    assert_eq!(
+        got,
+        vec![orders[1].id, orders[4].id, orders[3].id, orders[0].id],
+        "emergency (oldest first), high, low"
+    );
+    assert_eq!(
+        store
+            .jobs_for_crew(&cid("C2"))
+            .await
+            .unwrap()
+            .iter()
+            .map(|w| w.id)
+            .collect::<Vec<_>>(),
+        vec![orders[5].id]
+    );
+    assert!(store.jobs_for_crew(&cid("C9")).await.unwrap().is_empty());
+}
+
+async fn case_list_work_orders_filters_and_cursor(store: &Store) {
+    use WorkOrderStatus as S;
+    store.upsert_crews(&[crew("C1", true)]).await.unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..7 {
+        ids.push(
+            store
+                .create_work_order(&new_order(Priority::Normal, None))
+                .await
+                .unwrap()
+                .id,
+        );
+    }
+    for id in &ids[..3] {
+        store
+            .apply_transition(*id, &rec(*id, S::Created, S::Assigned, "assign", 10, Some("C1")), Some(Some(&cid("C1"))))
+            .await
+            .unwrap();
+    }
+    let mut expected = ids.clone();
+    expected.reverse();
+    let all: Vec<i64> = store
+        .list_work_orders(&WorkOrderQuery::default())
+        .await
+        .unwrap()
+        .iter()
+        .map(|w| w.id)
+        .collect();
+    assert_eq!(all, expected);
+
+    let assigned = store
+        .list_work_orders(&WorkOrderQuery {
+            status: Some(S::Assigned),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        assigned.iter().map(|w| w.id).collect::<Vec<_>>(),
+        vec![ids[2], ids[1], ids[0]]
+    );
+    let by_crew = store
+        .list_work_orders(&WorkOrderQuery {
+            crew_id: Some(cid("C1")),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(by_crew.len(), 3);
+    let none = store
+        .list_work_orders(&WorkOrderQuery {
+            crew_id: Some(cid("C1")),
+            status: Some(S::Created),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(none.is_empty());
+
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = store
+            .list_work_orders(&WorkOrderQuery {
+                limit: 3,
+                cursor,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        if page.is_empty() {
+            break;
+        }
+        cursor = Some(page.last().unwrap().id);
+        seen.extend(page.iter().map(|w| w.id));
+    }
+    assert_eq!(seen, expected);
+}
+
+async fn case_concurrent_transitions_one_wins(store: &Store) {
+    use WorkOrderStatus as S;
+    store.upsert_crews(&[crew("C1", true), crew("C2", true)]).await.unwrap();
+    let wo = store
+        .create_work_order(&new_order(Priority::High, None))
+        .await
+        .unwrap();
+    let tasks: Vec<_> = ["C1", "C2", "C1", "C2"]
+        .into_iter()
+        .map(|c| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .apply_transition(
+                        wo.id,
+                        &rec(wo.id, S::Created, S::Assigned, "assign", 10, Some(c)),
+                        Some(Some(&cid(c))),
+                    )
+                    .await
+            })
+        })
+        .collect();
+    let mut ok = Vec::new();
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(w) => ok.push(w),
+            Err(StoreError::Conflict(m)) => {
+                assert_eq!(m, format!("work order {} is assigned", wo.id))
+            }
+            Err(e) => panic!("unexpected {e:?}"),
+        }
+    }
+    assert_eq!(ok.len(), 1, "exactly one compare-and-set wins");
+    let history = store.work_order_history(wo.id).await.unwrap();
+    assert_eq!(history.len(), 2);
+    assert_eq!(history[1].crew_id, ok[0].crew_id);
+}
+
+// ---- backend-specific checks ----
+
+#[tokio::test]
+async fn sqlite_file_persists_across_reconnects() {
+    let dir = std::env::temp_dir().join(format!("leakwatch-store-{}", unique_suffix()));
+    let url = format!("sqlite://{}/a/b/lw.db", dir.display());
+    let store = Store::connect(&url).await.unwrap();
+    store.upsert_meters(&[meter("M1", "D1")]).await.unwrap();
+    store.insert_readings(&[reading("M1", 0, 1.0)]).await.unwrap();
+    store.close().await;
+    assert!(store.ping().await.is_err(), "a closed store refuses calls");
+
+    // Migrations are applied once; data is still there.
+    let again = Store::connect(&url).await.unwrap();
+    assert_eq!(again.count_readings().await.unwrap(), 1);
+    assert!(again.get_meter(&mid("M1")).await.unwrap().is_some());
+    let mode: String = match &again {
+        Store::Sqlite(p) => sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(p)
+            .await
+            .unwrap(),
+        Store::Postgres(_) => unreachable!(),
+    };
+    assert_eq!(mode, "wal");
+    again.close().await;
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test]
+async fn memory_stores_are_separate() {
+    let a = Store::connect("sqlite::memory:").await.unwrap();
+    let b = Store::connect("sqlite::memory:").await.unwrap();
+    a.upsert_meters(&[meter("M1", "D1")]).await.unwrap();
+    assert_eq!(a.all_meters().await.unwrap().len(), 1);
+    assert!(b.all_meters().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn bad_sqlite_urls_are_refused() {
+    assert!(matches!(
+        Store::connect("sqlite://").await,
+        Err(StoreError::BadUrl(_))
+    ));
+    assert!(matches!(
+        Store::connect("sqlite://x.db?mode=bogus").await,
+        Err(StoreError::BadUrl(_))
+    ));
+}
+
+#[tokio::test]
+async fn unreachable_postgres_is_retryable() {
+    // Nothing listens on port 1 of the loopback address.
+    let err = Store::connect("postgres://u@127.0.0.1:1/db")
+        .await
+        .unwrap_err();
+    assert!(err.is_retryable(), "{err:?}");
+}
+
+#[tokio::test]
+async fn postgres_test_databases_are_dropped() {
+    let Ok(admin) = std::env::var(PG_ENV) else {
+        println!("skipped: {PG_ENV} not set");
+        return;
+    };
+    let url = fresh_pg_database(&admin).await.unwrap();
+    let name = url.rsplit('/').next().unwrap().to_owned();
+    let store = Store::connect(&url).await.unwrap();
+    store.ping().await.unwrap();
+    // Dropped even while the store still holds connections.
+    drop_pg_database(&admin, &url).await;
+    let Store::Postgres(_) = &store else { unreachable!() };
+    let admin_store = sqlx::PgPool::connect(&admin).await.unwrap();
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_database WHERE datname = $1")
+        .bind(&name)
+        .fetch_one(&admin_store)
+        .await
+        .unwrap();
+    assert_eq!(left, 0);
+    admin_store.close().await;
+    // Names that are not ours are never dropped.
+    drop_pg_database(&admin, &admin).await;
+    let still: i64 = {
+        let p = sqlx::PgPool::connect(&admin).await.unwrap();
+        let n = sqlx::query_scalar("SELECT count(*) FROM pg_database")
+            .fetch_one(&p)
+            .await
+            .unwrap();
+        p.close().await;
+        n
+    };
+    assert!(still > 0);
+}

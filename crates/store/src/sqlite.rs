@@ -1,0 +1,782 @@
+//! The SQLite backend: times are INTEGER Unix epoch milliseconds, JSON is TEXT, writes
+//! run in `BEGIN IMMEDIATE` transactions (so a transaction never has to upgrade a read
+//! lock, which WAL mode would refuse with `SQLITE_BUSY` instead of waiting).
+
+use crate::{
+    AlertQuery, CrewRow, DeadLetter, NewDeadLetter, NewWorkOrder, Result, StoreError,
+    WorkOrderQuery, alert_conflict, final_statuses, finite, is_foreign_key_violation,
+    is_unique_violation, occupying_statuses, parse_crew_id, parse_district_id, parse_meter_id,
+    parse_text, report_every_h, work_order_conflict,
+};
+use leakwatch_core::{
+    Alert, AlertStatus, Crew, CrewId, EventCode, Finding, GeoPoint, Meter, MeterEvent, MeterId,
+    Reading, Timestamp, TransitionRecord, WorkOrder, WorkOrderStatus,
+};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::types::Json;
+use sqlx::{Row, SqlitePool};
+use std::str::FromStr;
+use std::time::Duration;
+
+/// A write transaction that takes the write lock up front.
+const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
+
+pub(crate) async fn connect(url: &str) -> Result<SqlitePool> {
+    let memory = url.contains(":memory:") || url.contains("mode=memory");
+    let opts = SqliteConnectOptions::from_str(url)
+        .map_err(|e| StoreError::BadUrl(format!("{url}: {e}")))?
+        .foreign_keys(true)
+        .busy_timeout(Duration::from_secs(5));
+    let pool = if memory {
+        // An in-memory database lives as long as its connection: keep exactly one,
+        // forever.
+        SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(opts)
+            .await?
+    } else {
+        let file = opts.get_filename().to_path_buf();
+        if file.as_os_str().is_empty() {
+            return Err(StoreError::BadUrl(format!(
+                "{url}: no file name (use sqlite://PATH or sqlite::memory:)"
+            )));
+        }
+        if let Some(dir) = file.parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::BadUrl(format!("{url}: cannot create {}: {e}", dir.display()))
+            })?;
+        }
+        let opts = opts
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal);
+        SqlitePoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(opts)
+            .await?
+    };
+    sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+    tracing::debug!(url, "connected to sqlite, migrations applied");
+    Ok(pool)
+}
+
+pub(crate) async fn ping(pool: &SqlitePool) -> Result<()> {
+    sqlx::query("SELECT 1").execute(pool).await?;
+    Ok(())
+}
+
+// ---- conversions ----
+
+fn ms(t: Timestamp) -> i64 {
+    t.timestamp_millis()
+}
+
+fn from_ms(v: i64) -> Result<Timestamp> {
+    chrono::DateTime::from_timestamp_millis(v)
+        .ok_or_else(|| StoreError::Corrupt(format!("stored time {v} ms is out of range")))
+}
+
+fn time(row: &SqliteRow, col: &str) -> Result<Timestamp> {
+    from_ms(row.try_get(col)?)
+}
+
+fn opt_time(row: &SqliteRow, col: &str) -> Result<Option<Timestamp>> {
+    row.try_get::<Option<i64>, _>(col)?.map(from_ms).transpose()
+}
+
+fn text(row: &SqliteRow, col: &str) -> Result<String> {
+    Ok(row.try_get(col)?)
+}
+
+/// A list of strings as a JSON array, for `IN (SELECT value FROM json_each(?))`.
+fn json_list(items: Vec<String>) -> String {
+    serde_json::Value::from(items).to_string()
+}
+
+// ---- meters ----
+
+fn meter_from_row(row: &SqliteRow) -> Result<Meter> {
+    Ok(Meter {
+        id: parse_meter_id(text(row, "id")?)?,
+        district: parse_district_id(text(row, "district_id")?)?,
+        kind: parse_text(&text(row, "kind")?, "meter kind")?,
+        location: GeoPoint {
+            lat: row.try_get("lat")?,
+            lon: row.try_get("lon")?,
+        },
+        report_every_h: report_every_h(row.try_get("report_every_h")?)?,
+        status: parse_text(&text(row, "status")?, "meter status")?,
+    })
+}
+
+pub(crate) async fn upsert_meters(pool: &SqlitePool, meters: &[Meter]) -> Result<u64> {
+    let now = ms(chrono::Utc::now());
+    let mut tx = pool.begin_with(BEGIN_WRITE).await?;
+    let mut n = 0;
+    for m in meters {
+        n += sqlx::query(
+            "INSERT INTO meters (id, district_id, kind, lat, lon, report_every_h, status, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+             ON CONFLICT (id) DO UPDATE SET
+                 district_id = excluded.district_id, kind = excluded.kind, lat = excluded.lat,
+                 lon = excluded.lon, report_every_h = excluded.report_every_h,
+                 status = excluded.status, updated_at = excluded.updated_at",
+        )
+        .bind(m.id.as_str())
+        .bind(m.district.as_str())
+        .bind(m.kind.as_str())
+        .bind(m.location.lat)
+        .bind(m.location.lon)
+        .bind(i64::from(m.report_every_h))
+        .bind(m.status.as_str())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    }
+    tx.commit().await?;
+    Ok(n)
+}
+
+pub(crate) async fn get_meter(pool: &SqlitePool, id: &MeterId) -> Result<Option<Meter>> {
+    let row = sqlx::query(
+        "SELECT id, district_id, kind, lat, lon, report_every_h, status FROM meters WHERE id = ?1",
+    )
+    .bind(id.as_str())
+    .fetch_optional(pool)
+    .await?;
+    row.as_ref().map(meter_from_row).transpose()
+}
+
+pub(crate) async fn list_meters(
+    pool: &SqlitePool,
+    after: Option<&MeterId>,
+    limit: u32,
+) -> Result<Vec<Meter>> {
+    let rows = sqlx::query(
+        "SELECT id, district_id, kind, lat, lon, report_every_h, status FROM meters
+         WHERE (?1 IS NULL OR id > ?1) ORDER BY id LIMIT ?2",
+    )
+    .bind(after.map(|m| m.as_str()))
+    .bind(i64::from(limit))
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(meter_from_row).collect()
+}
+
+pub(crate) async fn all_meters(pool: &SqlitePool) -> Result<Vec<Meter>> {
+    let rows = sqlx::query(
+        "SELECT id, district_id, kind, lat, lon, report_every_h, status FROM meters ORDER BY id",
+    )
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(meter_from_row).collect()
+}
+
+// ---- readings and events ----
+
+pub(crate) async fn insert_readings(pool: &SqlitePool, readings: &[Reading]) -> Result<u64> {
+    let mut tx = pool.begin_with(BEGIN_WRITE).await?;
+    let mut n = 0;
+    for r in readings {
+        n += sqlx::query(
+            "INSERT INTO readings (meter_id, t, vol, temp, flow_max, pressure)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
+        )
+        .bind(r.meter.as_str())
+        .bind(ms(r.t))
+        .bind(r.vol)
+        .bind(finite(r.temp))
+        .bind(finite(r.flow_max))
+        .bind(finite(r.pressure))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    }
+    tx.commit().await?;
+    Ok(n)
+}
+
+pub(crate) async fn readings(
+    pool: &SqlitePool,
+    meter: &MeterId,
+    from: Option<Timestamp>,
+    to: Option<Timestamp>,
+    limit: u32,
+) -> Result<Vec<Reading>> {
+    let rows = sqlx::query(
+        "SELECT t, vol, temp, flow_max, pressure FROM readings
+         WHERE meter_id = ?1 AND (?2 IS NULL OR t >= ?2) AND (?3 IS NULL OR t < ?3)
+         ORDER BY t LIMIT ?4",
+    )
+    .bind(meter.as_str())
+    .bind(from.map(ms))
+    .bind(to.map(ms))
+    .bind(i64::from(limit))
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(Reading {
+                meter: meter.clone(),
+                t: time(row, "t")?,
+                vol: row.try_get("vol")?,
+                temp: row.try_get("temp")?,
+                flow_max: row.try_get("flow_max")?,
+                pressure: row.try_get("pressure")?,
+            })
+        })
+        .collect()
+}
+
+pub(crate) async fn count_readings(pool: &SqlitePool) -> Result<i64> {
+    Ok(sqlx::query_scalar("SELECT count(*) FROM readings")
+        .fetch_one(pool)
+        .await?)
+}
+
+pub(crate) async fn insert_events(pool: &SqlitePool, events: &[MeterEvent]) -> Result<u64> {
+    let mut tx = pool.begin_with(BEGIN_WRITE).await?;
+    let mut n = 0;
+    for e in events {
+        n += sqlx::query(
+            "INSERT INTO meter_events (meter_id, t, code) VALUES (?1, ?2, ?3)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(e.meter.as_str())
+        .bind(ms(e.t))
+        .bind(e.code.to_text())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    }
+    tx.commit().await?;
+    Ok(n)
+}
+
+pub(crate) async fn meter_events(
+    pool: &SqlitePool,
+    meter: &MeterId,
+    limit: u32,
+) -> Result<Vec<MeterEvent>> {
+    let rows = sqlx::query(
+        "SELECT t, code FROM meter_events WHERE meter_id = ?1 ORDER BY t DESC, code LIMIT ?2",
+    )
+    .bind(meter.as_str())
+    .bind(i64::from(limit))
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(MeterEvent {
+                meter: meter.clone(),
+                t: time(row, "t")?,
+                code: EventCode::from_text(&text(row, "code")?),
+            })
+        })
+        .collect()
+}
+
+// ---- dead letters ----
+
+pub(crate) async fn dead_letter(pool: &SqlitePool, dl: &NewDeadLetter) -> Result<i64> {
+    Ok(sqlx::query_scalar(
+        "INSERT INTO dead_letters (topic, reason, detail, payload, received_at)
+         VALUES (?1, ?2, ?3, ?4, ?5) RETURNING id",
+    )
+    .bind(&dl.topic)
+    .bind(&dl.reason)
+    .bind(&dl.detail)
+    .bind(&dl.payload)
+    .bind(ms(dl.received_at))
+    .fetch_one(pool)
+    .await?)
+}
+
+pub(crate) async fn list_dead_letters(pool: &SqlitePool, limit: u32) -> Result<Vec<DeadLetter>> {
+    let rows = sqlx::query(
+        "SELECT id, topic, reason, detail, payload, received_at FROM dead_letters
+         ORDER BY id DESC LIMIT ?1",
+    )
+    .bind(i64::from(limit))
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(DeadLetter {
+                id: row.try_get("id")?,
+                topic: row.try_get("topic")?,
+                reason: row.try_get("reason")?,
+                detail: row.try_get("detail")?,
+                payload: row.try_get("payload")?,
+                received_at: time(row, "received_at")?,
+            })
+        })
+        .collect()
+}
+
+pub(crate) async fn count_dead_letters(pool: &SqlitePool) -> Result<i64> {
+    Ok(sqlx::query_scalar("SELECT count(*) FROM dead_letters")
+        .fetch_one(pool)
+        .await?)
+}
+
+// ---- alerts ----
+
+fn alert_from_row(row: &SqliteRow) -> Result<Alert> {
+    let meter_id: Option<String> = row.try_get("meter_id")?;
+    let district_id: Option<String> = row.try_get("district_id")?;
+    let Json(evidence) = row.try_get("evidence")?;
+    Ok(Alert {
+        id: row.try_get("id")?,
+        kind: parse_text(&text(row, "kind")?, "alert kind")?,
+        severity: parse_text(&text(row, "severity")?, "severity")?,
+        status: parse_text(&text(row, "status")?, "alert status")?,
+        meter_id: meter_id.map(parse_meter_id).transpose()?,
+        district_id: district_id.map(parse_district_id).transpose()?,
+        detected_at: time(row, "detected_at")?,
+        last_seen: time(row, "last_seen")?,
+        count: row.try_get("count")?,
+        evidence,
+        work_order_id: row.try_get("work_order_id")?,
+        status_reason: row.try_get("status_reason")?,
+        created_at: time(row, "created_at")?,
+    })
+}
+
+pub(crate) async fn record_finding(
+    pool: &SqlitePool,
+    f: &Finding,
+    subject: &str,
+    now: Timestamp,
+) -> Result<Alert> {
+    let row = sqlx::query(concat!(
+        "INSERT INTO alerts (subject, kind, severity, status, meter_id, district_id,
+                             detected_at, last_seen, count, evidence, created_at)
+         VALUES (?1, ?2, ?3, 'open', ?4, ?5, ?6, ?6, 1, ?7, ?8)
+         ON CONFLICT (subject, kind) WHERE status IN ('open', 'acknowledged', 'escalated')
+         DO UPDATE SET count = alerts.count + 1,
+                       last_seen = MAX(alerts.last_seen, excluded.last_seen),
+                       evidence = excluded.evidence,
+                       severity = ",
+        severity_max!(),
+        " RETURNING ",
+        alert_cols!()
+    ))
+    .bind(subject)
+    .bind(f.kind.as_str())
+    .bind(f.severity.as_str())
+    .bind(f.meter_id.as_ref().map(|m| m.as_str()))
+    .bind(f.district_id.as_ref().map(|d| d.as_str()))
+    .bind(ms(f.detected_at))
+    .bind(Json(&f.evidence))
+    .bind(ms(now))
+    .fetch_one(pool)
+    .await?;
+    alert_from_row(&row)
+}
+
+pub(crate) async fn get_alert(pool: &SqlitePool, id: i64) -> Result<Option<Alert>> {
+    let row = sqlx::query(concat!("SELECT ", alert_cols!(), " FROM alerts WHERE id = ?1"))
+        .bind(id)
+        .fetch_optional(pool)
+        .await?;
+    row.as_ref().map(alert_from_row).transpose()
+}
+
+pub(crate) async fn list_alerts(pool: &SqlitePool, q: &AlertQuery) -> Result<Vec<Alert>> {
+    let rows = sqlx::query(concat!(
+        "SELECT ",
+        alert_cols!(),
+        " FROM alerts
+         WHERE (?1 IS NULL OR status = ?1)
+           AND (?2 IS NULL OR kind = ?2)
+           AND (?3 IS NULL OR detected_at >= ?3)
+           AND (?4 IS NULL OR meter_id = ?4)
+           AND (?5 IS NULL OR id < ?5)
+         ORDER BY id DESC LIMIT ?6"
+    ))
+    .bind(q.status.map(|s| s.as_str()))
+    .bind(q.kind.map(|k| k.as_str()))
+    .bind(q.since.map(ms))
+    .bind(q.meter_id.as_ref().map(|m| m.as_str()))
+    .bind(q.cursor)
+    .bind(i64::from(q.limit))
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(alert_from_row).collect()
+}
+
+pub(crate) async fn set_alert_status(
+    pool: &SqlitePool,
+    id: i64,
+    from: AlertStatus,
+    to: AlertStatus,
+    reason: Option<&str>,
+    work_order_id: Option<i64>,
+) -> Result<Alert> {
+    let updated = sqlx::query(concat!(
+        "UPDATE alerts SET status = ?3,
+                           status_reason = COALESCE(?4, status_reason),
+                           work_order_id = COALESCE(?5, work_order_id)
+         WHERE id = ?1 AND status = ?2 RETURNING ",
+        alert_cols!()
+    ))
+    .bind(id)
+    .bind(from.as_str())
+    .bind(to.as_str())
+    .bind(reason)
+    .bind(work_order_id)
+    .fetch_optional(pool)
+    .await;
+    match updated {
+        Ok(Some(row)) => alert_from_row(&row),
+        Ok(None) => {
+            let status: Option<String> =
+                sqlx::query_scalar("SELECT status FROM alerts WHERE id = ?1")
+                    .bind(id)
+                    .fetch_optional(pool)
+                    .await?;
+            Err(match status {
+                Some(s) => alert_conflict(id, &s),
+                None => StoreError::NotFound(format!("alert {id}")),
+            })
+        }
+        Err(e) if is_unique_violation(&e) => Err(StoreError::Conflict(format!(
+            "alert {id} cannot become {}: another active alert exists for its subject and kind",
+            to.as_str()
+        ))),
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub(crate) async fn count_alerts_by_status(pool: &SqlitePool) -> Result<Vec<(String, i64)>> {
+    Ok(
+        sqlx::query_as("SELECT status, count(*) FROM alerts GROUP BY status")
+            .fetch_all(pool)
+            .await?,
+    )
+}
+
+// ---- crews ----
+
+fn crew_row_from_row(row: &SqliteRow) -> Result<CrewRow> {
+    let pos_lat: Option<f64> = row.try_get("pos_lat")?;
+    let pos_lon: Option<f64> = row.try_get("pos_lon")?;
+    let Json(skills) = row.try_get("skills")?;
+    Ok(CrewRow {
+        crew: Crew {
+            id: parse_crew_id(text(row, "id")?)?,
+            name: row.try_get("name")?,
+            skills,
+            home: GeoPoint {
+                lat: row.try_get("home_lat")?,
+                lon: row.try_get("home_lon")?,
+            },
+            position: pos_lat.zip(pos_lon).map(|(lat, lon)| GeoPoint { lat, lon }),
+            position_at: opt_time(row, "position_at")?,
+            on_shift: row.try_get("on_shift")?,
+        },
+        active_orders: row.try_get("active_orders")?,
+    })
+}
+
+pub(crate) async fn upsert_crews(pool: &SqlitePool, crews: &[Crew]) -> Result<u64> {
+    let mut tx = pool.begin_with(BEGIN_WRITE).await?;
+    let mut n = 0;
+    for c in crews {
+        n += sqlx::query(
+            "INSERT INTO crews (id, name, skills, home_lat, home_lon, pos_lat, pos_lon,
+                                position_at, on_shift)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+             ON CONFLICT (id) DO UPDATE SET
+                 name = excluded.name, skills = excluded.skills,
+                 home_lat = excluded.home_lat, home_lon = excluded.home_lon,
+                 pos_lat = COALESCE(excluded.pos_lat, crews.pos_lat),
+                 pos_lon = COALESCE(excluded.pos_lon, crews.pos_lon),
+                 position_at = CASE WHEN excluded.pos_lat IS NULL THEN crews.position_at
+                                    ELSE excluded.position_at END,
+                 on_shift = excluded.on_shift",
+        )
+        .bind(c.id.as_str())
+        .bind(&c.name)
+        .bind(Json(&c.skills))
+        .bind(c.home.lat)
+        .bind(c.home.lon)
+        .bind(c.position.map(|p| p.lat))
+        .bind(c.position.map(|p| p.lon))
+        .bind(c.position.and(c.position_at).map(ms))
+        .bind(c.on_shift)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    }
+    tx.commit().await?;
+    Ok(n)
+}
+
+pub(crate) async fn list_crews(pool: &SqlitePool, id: Option<&CrewId>) -> Result<Vec<CrewRow>> {
+    let rows = sqlx::query(concat!(
+        "SELECT ",
+        crew_cols!(),
+        ", (SELECT count(*) FROM work_orders w
+            WHERE w.crew_id = c.id
+              AND w.status IN (SELECT value FROM json_each(?2))) AS active_orders
+         FROM crews c WHERE (?1 IS NULL OR c.id = ?1) ORDER BY c.id"
+    ))
+    .bind(id.map(|c| c.as_str()))
+    .bind(json_list(occupying_statuses()))
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(crew_row_from_row).collect()
+}
+
+pub(crate) async fn set_crew_position(
+    pool: &SqlitePool,
+    id: &CrewId,
+    at: GeoPoint,
+    when: Timestamp,
+) -> Result<()> {
+    let done = sqlx::query(
+        "UPDATE crews SET pos_lat = ?2, pos_lon = ?3, position_at = ?4
+         WHERE id = ?1 AND (position_at IS NULL OR position_at <= ?4)",
+    )
+    .bind(id.as_str())
+    .bind(at.lat)
+    .bind(at.lon)
+    .bind(ms(when))
+    .execute(pool)
+    .await?;
+    if done.rows_affected() == 0 {
+        let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM crews WHERE id = ?1")
+            .bind(id.as_str())
+            .fetch_optional(pool)
+            .await?;
+        if exists.is_none() {
+            return Err(StoreError::NotFound(format!("crew {id}")));
+        }
+    }
+    Ok(())
+}
+
+// ---- work orders ----
+
+fn work_order_from_row(row: &SqliteRow) -> Result<WorkOrder> {
+    let meter_id: Option<String> = row.try_get("meter_id")?;
+    let district_id: Option<String> = row.try_get("district_id")?;
+    let crew_id: Option<String> = row.try_get("crew_id")?;
+    Ok(WorkOrder {
+        id: row.try_get("id")?,
+        kind: parse_text(&text(row, "kind")?, "work-order kind")?,
+        priority: parse_text(&text(row, "priority")?, "priority")?,
+        status: parse_text(&text(row, "status")?, "work-order status")?,
+        alert_id: row.try_get("alert_id")?,
+        meter_id: meter_id.map(parse_meter_id).transpose()?,
+        district_id: district_id.map(parse_district_id).transpose()?,
+        location: GeoPoint {
+            lat: row.try_get("lat")?,
+            lon: row.try_get("lon")?,
+        },
+        crew_id: crew_id.map(parse_crew_id).transpose()?,
+        summary: row.try_get("summary")?,
+        created_at: time(row, "created_at")?,
+        updated_at: time(row, "updated_at")?,
+        due_at: opt_time(row, "due_at")?,
+    })
+}
+
+fn transition_from_row(row: &SqliteRow) -> Result<TransitionRecord> {
+    let crew_id: Option<String> = row.try_get("crew_id")?;
+    Ok(TransitionRecord {
+        order_id: row.try_get("order_id")?,
+        from: parse_text(&text(row, "from_status")?, "work-order status")?,
+        to: parse_text(&text(row, "to_status")?, "work-order status")?,
+        action: row.try_get("action")?,
+        actor: row.try_get("actor")?,
+        at: time(row, "at")?,
+        crew_id: crew_id.map(parse_crew_id).transpose()?,
+        note: row.try_get("note")?,
+    })
+}
+
+async fn insert_transition(
+    conn: &mut sqlx::SqliteConnection,
+    id: i64,
+    rec: &TransitionRecord,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO work_order_transitions
+             (order_id, from_status, to_status, action, actor, at, crew_id, note)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )
+    .bind(id)
+    .bind(rec.from.as_str())
+    .bind(rec.to.as_str())
+    .bind(&rec.action)
+    .bind(&rec.actor)
+    .bind(ms(rec.at))
+    .bind(rec.crew_id.as_ref().map(|c| c.as_str()))
+    .bind(&rec.note)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn create_work_order(
+    pool: &SqlitePool,
+    wo: &NewWorkOrder,
+    now: Timestamp,
+) -> Result<WorkOrder> {
+    let mut tx = pool.begin_with(BEGIN_WRITE).await?;
+    let row = sqlx::query(concat!(
+        "INSERT INTO work_orders (kind, priority, status, alert_id, meter_id, district_id,
+                                  lat, lon, summary, created_at, updated_at, due_at)
+         VALUES (?1, ?2, 'created', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10) RETURNING ",
+        work_order_cols!()
+    ))
+    .bind(wo.kind.as_str())
+    .bind(wo.priority.as_str())
+    .bind(wo.alert_id)
+    .bind(wo.meter_id.as_ref().map(|m| m.as_str()))
+    .bind(wo.district_id.as_ref().map(|d| d.as_str()))
+    .bind(wo.location.lat)
+    .bind(wo.location.lon)
+    .bind(&wo.summary)
+    .bind(ms(now))
+    .bind(wo.due_at.map(ms))
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(|e| match (is_foreign_key_violation(&e), wo.alert_id) {
+        (true, Some(a)) => StoreError::NotFound(format!("alert {a}")),
+        _ => e.into(),
+    })?;
+    let order = work_order_from_row(&row)?;
+    let rec = TransitionRecord {
+        order_id: order.id,
+        from: WorkOrderStatus::Created,
+        to: WorkOrderStatus::Created,
+        action: "create".into(),
+        actor: wo.actor.clone(),
+        at: order.created_at,
+        crew_id: None,
+        note: None,
+    };
+    insert_transition(&mut tx, order.id, &rec).await?;
+    tx.commit().await?;
+    Ok(order)
+}
+
+pub(crate) async fn get_work_order(pool: &SqlitePool, id: i64) -> Result<Option<WorkOrder>> {
+    let row = sqlx::query(concat!(
+        "SELECT ",
+        work_order_cols!(),
+        " FROM work_orders WHERE id = ?1"
+    ))
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
+    row.as_ref().map(work_order_from_row).transpose()
+}
+
+pub(crate) async fn list_work_orders(
+    pool: &SqlitePool,
+    q: &WorkOrderQuery,
+) -> Result<Vec<WorkOrder>> {
+    let rows = sqlx::query(concat!(
+        "SELECT ",
+        work_order_cols!(),
+        " FROM work_orders
+         WHERE (?1 IS NULL OR status = ?1)
+           AND (?2 IS NULL OR crew_id = ?2)
+           AND (?3 IS NULL OR id < ?3)
+         ORDER BY id DESC LIMIT ?4"
+    ))
+    .bind(q.status.map(|s| s.as_str()))
+    .bind(q.crew_id.as_ref().map(|c| c.as_str()))
+    .bind(q.cursor)
+    .bind(i64::from(q.limit))
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(work_order_from_row).collect()
+}
+
+pub(crate) async fn apply_transition(
+    pool: &SqlitePool,
+    id: i64,
+    rec: &TransitionRecord,
+    crew: Option<Option<&CrewId>>,
+) -> Result<WorkOrder> {
+    let mut tx = pool.begin_with(BEGIN_WRITE).await?;
+    let updated = sqlx::query(concat!(
+        "UPDATE work_orders SET status = ?3, updated_at = ?4,
+                                crew_id = CASE WHEN ?5 THEN ?6 ELSE crew_id END
+         WHERE id = ?1 AND status = ?2 RETURNING ",
+        work_order_cols!()
+    ))
+    .bind(id)
+    .bind(rec.from.as_str())
+    .bind(rec.to.as_str())
+    .bind(ms(rec.at))
+    .bind(crew.is_some())
+    .bind(crew.flatten().map(|c| c.as_str()))
+    .fetch_optional(&mut *tx)
+    .await
+    .map_err(|e| match crew {
+        Some(Some(c)) if is_foreign_key_violation(&e) => StoreError::NotFound(format!("crew {c}")),
+        _ => e.into(),
+    })?;
+    let Some(row) = updated else {
+        let status: Option<String> =
+            sqlx::query_scalar("SELECT status FROM work_orders WHERE id = ?1")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        return Err(match status {
+            Some(s) => work_order_conflict(id, &s),
+            None => StoreError::NotFound(format!("work order {id}")),
+        });
+    };
+    let order = work_order_from_row(&row)?;
+    insert_transition(&mut tx, id, rec).await?;
+    tx.commit().await?;
+    Ok(order)
+}
+
+pub(crate) async fn work_order_history(
+    pool: &SqlitePool,
+    id: i64,
+) -> Result<Vec<TransitionRecord>> {
+    let rows = sqlx::query(
+        "SELECT order_id, from_status, to_status, action, actor, at, crew_id, note
+         FROM work_order_transitions WHERE order_id = ?1 ORDER BY seq",
+    )
+    .bind(id)
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(transition_from_row).collect()
+}
+
+pub(crate) async fn jobs_for_crew(pool: &SqlitePool, crew: &CrewId) -> Result<Vec<WorkOrder>> {
+    let rows = sqlx::query(concat!(
+        "SELECT ",
+        work_order_cols!(),
+        " FROM work_orders
+         WHERE crew_id = ?1 AND status NOT IN (SELECT value FROM json_each(?2))
+         ORDER BY ",
+        priority_rank!(),
+        ", created_at, id"
+    ))
+    .bind(crew.as_str())
+    .bind(json_list(final_statuses()))
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(work_order_from_row).collect()
+}

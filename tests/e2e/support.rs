@@ -1,0 +1,177 @@
+//! Starting a service per test: port 0, its own database, its own topic prefix.
+
+use leakwatch::app::{self, Running, StartOptions};
+use leakwatch::config::Config;
+use serde_json::Value;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// Which broker and store a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// The embedded broker and a fresh SQLite file.
+    EmbeddedSqlite,
+    /// Mosquitto at LEAKWATCH_TEST_MQTT and a fresh PostgreSQL database.
+    MosquittoPostgres,
+}
+
+/// An environment variable a suite needs; in CI its absence is a failure.
+pub fn required_env(name: &str) -> Option<String> {
+    match std::env::var(name) {
+        Ok(v) if !v.is_empty() => Some(v),
+        _ if std::env::var("CI").is_ok_and(|v| !v.is_empty()) => {
+            panic!("{name} is not set: in CI this suite must run, not skip")
+        }
+        _ => {
+            eprintln!("skipped: {name} not set");
+            None
+        }
+    }
+}
+
+pub fn unique(tag: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!(
+        "{tag}{}x{}x{}",
+        std::process::id(),
+        nanos,
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+pub struct Service {
+    pub running: Option<Running>,
+    pub base: String,
+    pub http: reqwest::Client,
+    pub prefix: String,
+    pub pg: Option<(String, String)>,
+    pub sqlite_path: Option<std::path::PathBuf>,
+}
+
+impl Service {
+    /// Starts a service on `backend`; `None` when the backend's services are not
+    /// configured outside CI.
+    pub async fn start(backend: Backend, tweak: impl FnOnce(&mut Config)) -> Option<Service> {
+        let mut cfg = Config::load(None).expect("defaults load");
+        cfg.http.listen = "127.0.0.1:0".into();
+        let prefix = unique("lwtest");
+        cfg.mqtt.prefix = prefix.clone();
+        cfg.mqtt.client_id = unique("lw-ingest-");
+        let mut pg = None;
+        let mut sqlite_path = None;
+        match backend {
+            Backend::EmbeddedSqlite => {
+                cfg.mqtt.url = String::new();
+                cfg.mqtt.embedded_listen = "127.0.0.1:0".into();
+                let path = std::env::temp_dir().join(format!("{}.db", unique("leakwatch-e2e-")));
+                cfg.database.url = format!("sqlite://{}", path.display());
+                sqlite_path = Some(path);
+            }
+            Backend::MosquittoPostgres => {
+                let mqtt = required_env("LEAKWATCH_TEST_MQTT")?;
+                let admin = required_env("LEAKWATCH_TEST_PG")?;
+                let url = leakwatch_store::testing::fresh_pg_database(&admin)
+                    .await
+                    .expect("create a fresh PostgreSQL database");
+                cfg.mqtt.url = mqtt;
+                cfg.database.url = url.clone();
+                pg = Some((admin, url));
+            }
+        }
+        tweak(&mut cfg);
+        let running = app::start(&cfg, StartOptions::default())
+            .await
+            .expect("service starts");
+        let base = format!("http://{}", running.http_addr);
+        let svc = Service {
+            running: Some(running),
+            base,
+            http: reqwest::Client::new(),
+            prefix,
+            pg,
+            sqlite_path,
+        };
+        svc.wait_ready().await;
+        Some(svc)
+    }
+
+    pub fn running(&self) -> &Running {
+        self.running.as_ref().unwrap()
+    }
+
+    async fn wait_ready(&self) {
+        wait_for("service ready", Duration::from_secs(20), || async {
+            let r = self.http.get(self.url("/readyz")).send().await.ok()?;
+            (r.status() == 200).then_some(())
+        })
+        .await;
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self.http.get(self.url(path)).send().await.expect("GET");
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let r = self
+            .http
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("POST");
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    pub async fn publisher(&self) -> leakwatch_sim::Publisher {
+        let r = self.running();
+        leakwatch_sim::Publisher::connect(&r.mqtt_host, r.mqtt_port, &unique("lw-pub-"))
+            .await
+            .expect("publisher connects")
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(r) = self.running.take() {
+            r.shutdown().await;
+        }
+        if let Some((admin, url)) = self.pg.take() {
+            leakwatch_store::testing::drop_pg_database(&admin, &url).await;
+        }
+        if let Some(p) = self.sqlite_path.take() {
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", p.display()));
+            }
+        }
+    }
+}
+
+/// Polls `probe` until it returns `Some`, failing the test after `timeout`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let started = Instant::now();
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(
+            started.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
