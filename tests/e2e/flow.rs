@@ -60,7 +60,10 @@ async fn whole_path(backend: Backend) {
     })
     .await;
     let stored = svc.running().store.count_readings().await.unwrap();
-    assert_eq!(stored as u64, expected_readings, "every reading stored once");
+    assert_eq!(
+        stored as u64, expected_readings,
+        "every reading stored once"
+    );
 
     // The leak is found, in event time, with evidence.
     let alert: Value = wait_for("the leak alert", Duration::from_secs(30), || async {
@@ -78,13 +81,20 @@ async fn whole_path(backend: Backend) {
     }
     let detected: chrono::DateTime<chrono::Utc> =
         alert["detected_at"].as_str().unwrap().parse().unwrap();
-    assert!(detected >= truth.start, "detected {detected} before the leak began {}", truth.start);
+    assert!(
+        detected >= truth.start,
+        "detected {detected} before the leak began {}",
+        truth.start
+    );
     assert!(
         detected <= truth.start + chrono::Duration::hours(24),
         "detected {detected}, more than 24 h after {}",
         truth.start
     );
-    assert!(detected < start + chrono::Duration::hours(49), "detected_at is event time");
+    assert!(
+        detected < start + chrono::Duration::hours(49),
+        "detected_at is event time"
+    );
     assert_eq!(alert["status"], "open");
     assert_eq!(alert["kind"], "continuous_flow");
     let ev = &alert["evidence"];
@@ -97,7 +107,9 @@ async fn whole_path(backend: Backend) {
 
     // Escalation makes a work order, assigned to the nearest crew.
     let id = alert["id"].as_i64().unwrap();
-    let (status, body) = svc.post(&format!("/api/v1/alerts/{id}/escalate"), &json!({})).await;
+    let (status, body) = svc
+        .post(&format!("/api/v1/alerts/{id}/escalate"), &json!({}))
+        .await;
     assert_eq!(status, 201, "{body}");
     let order = &body["work_order"];
     assert_eq!(body["alert"]["status"], "escalated");
@@ -120,7 +132,9 @@ async fn whole_path(backend: Backend) {
     assert_eq!(loc, meter.location);
 
     // Escalating twice is refused.
-    let (status, _) = svc.post(&format!("/api/v1/alerts/{id}/escalate"), &json!({})).await;
+    let (status, _) = svc
+        .post(&format!("/api/v1/alerts/{id}/escalate"), &json!({}))
+        .await;
     assert_eq!(status, 409);
 
     // The crew sees the job.
@@ -133,12 +147,21 @@ async fn whole_path(backend: Backend) {
 
     // An illegal step is refused with a 4xx that says why, and changes nothing.
     let (status, err) = svc
-        .post(&format!("/api/v1/work-orders/{oid}/transition"), &json!({"action": "arrive"}))
+        .post(
+            &format!("/api/v1/work-orders/{oid}/transition"),
+            &json!({"action": "arrive"}),
+        )
         .await;
     assert_eq!(status, 409, "{err}");
-    assert!(err["error"].as_str().unwrap().contains("cannot arrive"), "{err}");
+    assert!(
+        err["error"].as_str().unwrap().contains("cannot arrive"),
+        "{err}"
+    );
     let (status, err) = svc
-        .post(&format!("/api/v1/work-orders/{oid}/transition"), &json!({"action": "teleport"}))
+        .post(
+            &format!("/api/v1/work-orders/{oid}/transition"),
+            &json!({"action": "teleport"}),
+        )
         .await;
     assert_eq!(status, 422, "{err}");
 
@@ -147,7 +170,10 @@ async fn whole_path(backend: Backend) {
         (json!({"action": "accept"}), "accepted"),
         (json!({"action": "start_travel"}), "en_route"),
         (json!({"action": "arrive"}), "on_site"),
-        (json!({"action": "complete", "notes": "leak at the meter union, tightened"}), "completed"),
+        (
+            json!({"action": "complete", "notes": "leak at the meter union, tightened"}),
+            "completed",
+        ),
     ] {
         let r = svc
             .http
@@ -162,7 +188,10 @@ async fn whole_path(backend: Backend) {
         assert_eq!(wo["status"], expected);
     }
     let (status, _) = svc
-        .post(&format!("/api/v1/work-orders/{oid}/transition"), &json!({"action": "accept"}))
+        .post(
+            &format!("/api/v1/work-orders/{oid}/transition"),
+            &json!({"action": "accept"}),
+        )
         .await;
     assert_eq!(status, 409, "a completed order refuses more steps");
 
@@ -174,7 +203,17 @@ async fn whole_path(backend: Backend) {
         .iter()
         .map(|h| h["action"].as_str().unwrap())
         .collect();
-    assert_eq!(steps, ["create", "assign", "accept", "start_travel", "arrive", "complete"]);
+    assert_eq!(
+        steps,
+        [
+            "create",
+            "assign",
+            "accept",
+            "start_travel",
+            "arrive",
+            "complete"
+        ]
+    );
     assert_eq!(wo["history"][2]["actor"], json!(crew));
     let (_, a) = svc.get(&format!("/api/v1/alerts/{id}")).await;
     assert_eq!(a["status"], "resolved");
@@ -182,7 +221,15 @@ async fn whole_path(backend: Backend) {
     assert!(jobs.as_array().unwrap().is_empty());
 
     // The console lists what is open.
-    let page = svc.http.get(svc.url("/")).send().await.unwrap().text().await.unwrap();
+    let page = svc
+        .http
+        .get(svc.url("/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(page.contains("Open alerts"));
 
     svc.stop().await;

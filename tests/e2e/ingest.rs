@@ -34,18 +34,37 @@ async fn same_message_twice(backend: Backend) {
     p.publish_raw(&topic, msg.as_bytes()).await.unwrap();
     p.publish_raw(&topic, msg.as_bytes()).await.unwrap();
     // A third message after the repeat: once it is stored, the repeat was handled.
-    let marker = json!({"v": 1, "meter": "M1", "readings": [{"t": "2026-11-26T03:00:00Z", "vol": 10.75}]});
-    p.publish_raw(&topic, marker.to_string().as_bytes()).await.unwrap();
+    let marker =
+        json!({"v": 1, "meter": "M1", "readings": [{"t": "2026-11-26T03:00:00Z", "vol": 10.75}]});
+    p.publish_raw(&topic, marker.to_string().as_bytes())
+        .await
+        .unwrap();
     p.flush(Duration::from_secs(10)).await.unwrap();
     wait_for("the marker reading", Duration::from_secs(20), || async {
         (readings_of(&svc, "M1").await == 4).then_some(())
     })
     .await;
     assert_eq!(svc.running().store.count_readings().await.unwrap(), 4);
-    let (_, v) = svc.get("/api/v1/meters/M1/readings?from=2026-11-26T01:00:00Z&to=2026-11-26T03:00:00Z").await;
-    assert_eq!(v, json!([{"t": "2026-11-26T01:00:00Z", "vol": 10.25}, {"t": "2026-11-26T02:00:00Z", "vol": 10.5}]));
-    let metrics = svc.http.get(svc.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("leakwatch_ingest_readings_total{outcome=\"duplicate\"}"), "{metrics}");
+    let (_, v) = svc
+        .get("/api/v1/meters/M1/readings?from=2026-11-26T01:00:00Z&to=2026-11-26T03:00:00Z")
+        .await;
+    assert_eq!(
+        v,
+        json!([{"t": "2026-11-26T01:00:00Z", "vol": 10.25}, {"t": "2026-11-26T02:00:00Z", "vol": 10.5}])
+    );
+    let metrics = svc
+        .http
+        .get(svc.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("leakwatch_ingest_readings_total{outcome=\"duplicate\"}"),
+        "{metrics}"
+    );
     svc.stop().await;
 }
 
@@ -58,16 +77,26 @@ async fn bad_messages_are_dead_lettered(backend: Backend) {
     let m1 = format!("{}/D1/M1/up", svc.prefix);
     p.publish_raw(&m1, b"{not json").await.unwrap();
     // M2's payload on M1's topic: a device publishing for another.
-    let other = json!({"v": 1, "meter": "M2", "readings": [{"t": "2026-11-26T00:00:00Z", "vol": 1.0}]});
-    p.publish_raw(&m1, other.to_string().as_bytes()).await.unwrap();
-    // A meter the registry does not know (reject policy, the default).
-    let ghost = json!({"v": 1, "meter": "GHOST", "readings": [{"t": "2026-11-26T00:00:00Z", "vol": 1.0}]});
-    p.publish_raw(&format!("{}/D1/GHOST/up", svc.prefix), ghost.to_string().as_bytes())
+    let other =
+        json!({"v": 1, "meter": "M2", "readings": [{"t": "2026-11-26T00:00:00Z", "vol": 1.0}]});
+    p.publish_raw(&m1, other.to_string().as_bytes())
         .await
         .unwrap();
+    // A meter the registry does not know (reject policy, the default).
+    let ghost =
+        json!({"v": 1, "meter": "GHOST", "readings": [{"t": "2026-11-26T00:00:00Z", "vol": 1.0}]});
+    p.publish_raw(
+        &format!("{}/D1/GHOST/up", svc.prefix),
+        ghost.to_string().as_bytes(),
+    )
+    .await
+    .unwrap();
     // Ingest goes on.
-    let good = json!({"v": 1, "meter": "M1", "readings": [{"t": "2026-11-26T00:00:00Z", "vol": 1.0}]});
-    p.publish_raw(&m1, good.to_string().as_bytes()).await.unwrap();
+    let good =
+        json!({"v": 1, "meter": "M1", "readings": [{"t": "2026-11-26T00:00:00Z", "vol": 1.0}]});
+    p.publish_raw(&m1, good.to_string().as_bytes())
+        .await
+        .unwrap();
     p.flush(Duration::from_secs(10)).await.unwrap();
     wait_for("the good reading", Duration::from_secs(20), || async {
         (readings_of(&svc, "M1").await == 1).then_some(())
@@ -76,18 +105,42 @@ async fn bad_messages_are_dead_lettered(backend: Backend) {
     let (status, dl) = svc.get("/api/v1/dead-letters").await;
     assert_eq!(status, 200);
     let items = dl.as_array().unwrap();
-    let reasons: Vec<&str> = items.iter().map(|d| d["reason"].as_str().unwrap()).collect();
+    let reasons: Vec<&str> = items
+        .iter()
+        .map(|d| d["reason"].as_str().unwrap())
+        .collect();
     assert_eq!(reasons.len(), 3, "{dl}");
     for r in ["not_json", "meter_mismatch", "unknown_meter"] {
         assert!(reasons.contains(&r), "{r} missing in {reasons:?}");
     }
-    let mismatch = items.iter().find(|d| d["reason"] == "meter_mismatch").unwrap();
+    let mismatch = items
+        .iter()
+        .find(|d| d["reason"] == "meter_mismatch")
+        .unwrap();
     assert_eq!(mismatch["topic"], json!(m1));
-    assert!(mismatch["detail"].as_str().unwrap().contains("M2"), "{mismatch}");
+    assert!(
+        mismatch["detail"].as_str().unwrap().contains("M2"),
+        "{mismatch}"
+    );
     assert!(mismatch["payload"].as_str().unwrap().contains("\"M2\""));
-    assert_eq!(readings_of(&svc, "M2").await, 0, "nothing stored for the wrong meter");
-    let metrics = svc.http.get(svc.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("leakwatch_dead_letters_total{reason=\"meter_mismatch\"}"), "{metrics}");
+    assert_eq!(
+        readings_of(&svc, "M2").await,
+        0,
+        "nothing stored for the wrong meter"
+    );
+    let metrics = svc
+        .http
+        .get(svc.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("leakwatch_dead_letters_total{reason=\"meter_mismatch\"}"),
+        "{metrics}"
+    );
     svc.stop().await;
 }
 

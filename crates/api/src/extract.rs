@@ -25,7 +25,10 @@ where
 }
 
 fn json_rejection(e: JsonRejection) -> ApiError {
-    ApiError::new(e.status(), format!("invalid request body: {}", e.body_text()))
+    ApiError::new(
+        e.status(),
+        format!("invalid request body: {}", e.body_text()),
+    )
 }
 
 /// `axum::extract::Query` with a JSON 400.

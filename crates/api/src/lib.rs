@@ -74,10 +74,10 @@ async fn require_token(State(state): State<AppState>, req: Request, next: Next) 
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    let query = req.uri().query().and_then(|q| {
-        q.split('&')
-            .find_map(|kv| kv.strip_prefix("token="))
-    });
+    let query = req
+        .uri()
+        .query()
+        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("token=")));
     if bearer == Some(expected) || query == Some(expected) {
         next.run(req).await
     } else {

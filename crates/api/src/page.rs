@@ -24,7 +24,11 @@ fn esc(s: &str) -> String {
 
 async fn index(State(s): State<AppState>) -> Result<Html<String>, ApiError> {
     let mut alerts = Vec::new();
-    for status in [AlertStatus::Open, AlertStatus::Acknowledged, AlertStatus::Escalated] {
+    for status in [
+        AlertStatus::Open,
+        AlertStatus::Acknowledged,
+        AlertStatus::Escalated,
+    ] {
         alerts.extend(
             s.store
                 .list_alerts(&AlertQuery {
@@ -35,7 +39,7 @@ async fn index(State(s): State<AppState>) -> Result<Html<String>, ApiError> {
                 .await?,
         );
     }
-    alerts.sort_by(|a, b| b.id.cmp(&a.id));
+    alerts.sort_by_key(|a| std::cmp::Reverse(a.id));
     let mut rows = String::new();
     for a in &alerts {
         let _ = write!(

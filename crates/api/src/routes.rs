@@ -69,10 +69,7 @@ async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
 
 async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
     let text = s.metrics.as_ref().map(|h| h.render()).unwrap_or_default();
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        text,
-    )
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 
 /// A page of a list, with the cursor of the next page when there may be one.
@@ -208,7 +205,9 @@ async fn meter_readings(
         return Err(ApiError::bad_request("from is after to"));
     }
     if s.store.get_meter(&id).await?.is_none() {
-        return Err(ApiError::not_found(format!("meter {id} is not in the registry")));
+        return Err(ApiError::not_found(format!(
+            "meter {id} is not in the registry"
+        )));
     }
     let limit = q.limit.unwrap_or(MAX_LIMIT * 10).min(MAX_LIMIT * 10);
     let rows = s.store.readings(&id, q.from, q.to, limit).await?;
@@ -271,7 +270,9 @@ async fn acknowledge(
     State(s): State<AppState>,
     PathOf(id): PathOf<i64>,
 ) -> Result<Json<Alert>, ApiError> {
-    Ok(Json(s.dispatcher.review(id, &AlertAction::Acknowledge).await?))
+    Ok(Json(
+        s.dispatcher.review(id, &AlertAction::Acknowledge).await?,
+    ))
 }
 
 #[derive(Deserialize)]

@@ -283,10 +283,8 @@ mod tests {
         assert!(Escalated.apply(&AlertAction::Escalate).is_err());
         assert!(Dismissed.apply(&AlertAction::Acknowledge).is_err());
         assert!(
-            Open.apply(&AlertAction::Dismiss {
-                reason: " ".into()
-            })
-            .is_err()
+            Open.apply(&AlertAction::Dismiss { reason: " ".into() })
+                .is_err()
         );
         assert_eq!(
             Open.apply(&AlertAction::Dismiss {

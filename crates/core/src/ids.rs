@@ -105,10 +105,7 @@ mod tests {
 
     #[test]
     fn rejects_empty_long_and_bad_characters() {
-        assert_eq!(
-            MeterId::parse(""),
-            Err(IdError::Empty { what: "meter id" })
-        );
+        assert_eq!(MeterId::parse(""), Err(IdError::Empty { what: "meter id" }));
         assert!(matches!(
             MeterId::parse("x".repeat(65)),
             Err(IdError::TooLong { len: 65, .. })

@@ -395,13 +395,15 @@ mod tests {
             "cannot cancel a work order that is created without a reason"
         );
         let err = next_status(S::Created, &A::Arrive).unwrap_err();
-        assert_eq!(err.to_string(), "cannot arrive a work order that is created");
+        assert_eq!(
+            err.to_string(),
+            "cannot arrive a work order that is created"
+        );
     }
 
     #[test]
     fn actions_read_from_json() {
-        let a: OrderAction =
-            serde_json::from_str(r#"{"action":"assign","crew_id":"C7"}"#).unwrap();
+        let a: OrderAction = serde_json::from_str(r#"{"action":"assign","crew_id":"C7"}"#).unwrap();
         assert_eq!(a.name(), "assign");
         let a: OrderAction = serde_json::from_str(r#"{"action":"complete"}"#).unwrap();
         assert_eq!(a, A::Complete { notes: None });

@@ -11,9 +11,7 @@
 //! are for the integrity detectors, not for this one.
 
 use chrono::Duration;
-use leakwatch_core::{
-    AlertKind, DistrictId, Evidence, Finding, Reading, Severity, Timestamp,
-};
+use leakwatch_core::{AlertKind, DistrictId, Evidence, Finding, Reading, Severity, Timestamp};
 use serde::{Deserialize, Serialize};
 
 /// Settings of the continuous-flow detector.

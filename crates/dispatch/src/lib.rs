@@ -129,7 +129,10 @@ impl Dispatcher {
             return self.escalate(alert_id, "api").await.map(|(a, _)| a);
         }
         let alert = self.alert(alert_id).await?;
-        let to = alert.status.apply(action).map_err(DispatchError::Rejected)?;
+        let to = alert
+            .status
+            .apply(action)
+            .map_err(DispatchError::Rejected)?;
         let reason = match action {
             AlertAction::Dismiss { reason } => Some(reason.as_str()),
             _ => None,
@@ -209,7 +212,12 @@ impl Dispatcher {
             .await?;
         metrics::counter!("leakwatch_work_orders_created_total", "kind" => kind.as_str())
             .increment(1);
-        tracing::info!(alert_id, order_id = order.id, kind = kind.as_str(), "alert escalated");
+        tracing::info!(
+            alert_id,
+            order_id = order.id,
+            kind = kind.as_str(),
+            "alert escalated"
+        );
         let order = if self.cfg.auto_assign {
             self.assign_nearest(order.id).await?.unwrap_or(order)
         } else {
@@ -225,7 +233,11 @@ impl Dispatcher {
         let crews = self.store.list_crews().await?;
         let Some(choice) = choose_crew(&crews, order.location, order.kind.required_skill()) else {
             metrics::counter!("leakwatch_dispatch_no_crew_total").increment(1);
-            tracing::warn!(order_id, skill = order.kind.required_skill(), "no crew available");
+            tracing::warn!(
+                order_id,
+                skill = order.kind.required_skill(),
+                "no crew available"
+            );
             return Ok(None);
         };
         tracing::info!(order_id, crew_id = %choice.crew_id, distance_km = choice.distance_km, "crew chosen");
@@ -302,7 +314,10 @@ impl Dispatcher {
             },
             note,
         };
-        let updated = self.store.apply_transition(order.id, &rec, crew_change).await?;
+        let updated = self
+            .store
+            .apply_transition(order.id, &rec, crew_change)
+            .await?;
         metrics::counter!("leakwatch_work_order_transitions_total", "to" => to.as_str())
             .increment(1);
         if to.is_final()
@@ -383,7 +398,10 @@ mod tests {
         a.crew.position = Some(GeoPoint::new(43.771, 11.25).unwrap());
         let b = crew("B", 43.78, 11.25, true, 0, &["emergency"]);
         assert_eq!(
-            choose_crew(&[a, b], job, "emergency").unwrap().crew_id.as_str(),
+            choose_crew(&[a, b], job, "emergency")
+                .unwrap()
+                .crew_id
+                .as_str(),
             "A"
         );
     }
@@ -395,7 +413,13 @@ mod tests {
             crew("B", 0.1, 0.0, true, 0, &["emergency"]),
             crew("A", -0.1, 0.0, true, 0, &["emergency"]),
         ];
-        assert_eq!(choose_crew(&crews, job, "emergency").unwrap().crew_id.as_str(), "A");
+        assert_eq!(
+            choose_crew(&crews, job, "emergency")
+                .unwrap()
+                .crew_id
+                .as_str(),
+            "A"
+        );
     }
 
     #[test]

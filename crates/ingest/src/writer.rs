@@ -207,7 +207,8 @@ impl Writer {
             .increment(outcome.inserted);
         metrics::counter!("leakwatch_ingest_readings_total", "outcome" => "duplicate")
             .increment(outcome.duplicates);
-        metrics::histogram!("leakwatch_ingest_batch_seconds").record(started.elapsed().as_secs_f64());
+        metrics::histogram!("leakwatch_ingest_batch_seconds")
+            .record(started.elapsed().as_secs_f64());
 
         let mut stored: Stored = accepted
             .into_iter()

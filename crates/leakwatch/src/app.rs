@@ -34,12 +34,10 @@ pub struct Running {
 }
 
 /// A future that resolves when `tx` says stop.
-pub fn stopped(mut rx: watch::Receiver<bool>) -> impl std::future::Future<Output = ()> + Send {
-    async move {
-        while !*rx.borrow_and_update() {
-            if rx.changed().await.is_err() {
-                return;
-            }
+pub async fn stopped(mut rx: watch::Receiver<bool>) {
+    while !*rx.borrow_and_update() {
+        if rx.changed().await.is_err() {
+            return;
         }
     }
 }
@@ -65,9 +63,12 @@ fn bind_http(listen: &str, pick_free: bool) -> anyhow::Result<std::net::TcpListe
 /// dispatcher and HTTP server.
 pub async fn start(cfg: &Config, opts: StartOptions) -> anyhow::Result<Running> {
     let metrics = telemetry::prometheus();
-    let store = Store::connect(&cfg.database.url)
-        .await
-        .with_context(|| format!("cannot open the store at database.url {}", redact(&cfg.database.url)))?;
+    let store = Store::connect(&cfg.database.url).await.with_context(|| {
+        format!(
+            "cannot open the store at database.url {}",
+            redact(&cfg.database.url)
+        )
+    })?;
     tracing::info!(backend = store.backend(), "store ready, migrations applied");
 
     let (mqtt_host, mqtt_port, embedded) = if cfg.mqtt.url.is_empty() {

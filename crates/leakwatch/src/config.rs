@@ -92,7 +92,10 @@ pub fn parse_mqtt_url(url: &str) -> Result<BrokerAddr, String> {
         return Err(format!("{url:?} has no usable host"));
     }
     Ok(BrokerAddr {
-        host: host.trim_start_matches('[').trim_end_matches(']').to_owned(),
+        host: host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned(),
         port,
     })
 }
@@ -146,9 +149,15 @@ impl Config {
                 format!("{:?} is not host:port", self.mqtt.embedded_listen),
             );
         }
-        for (key, v) in [("mqtt.prefix", &self.mqtt.prefix), ("mqtt.crew_prefix", &self.mqtt.crew_prefix)] {
+        for (key, v) in [
+            ("mqtt.prefix", &self.mqtt.prefix),
+            ("mqtt.crew_prefix", &self.mqtt.crew_prefix),
+        ] {
             if v.is_empty() || v.contains(['+', '#']) || v.starts_with('/') || v.ends_with('/') {
-                return bad(key, format!("{v:?} must be a topic prefix without wildcards"));
+                return bad(
+                    key,
+                    format!("{v:?} must be a topic prefix without wildcards"),
+                );
             }
         }
         if self.mqtt.client_id.is_empty() {
@@ -160,7 +169,10 @@ impl Config {
         if self.http.listen.parse::<SocketAddr>().is_err() {
             return bad(
                 "http.listen",
-                format!("{:?} is not host:port, e.g. 127.0.0.1:8080", self.http.listen),
+                format!(
+                    "{:?} is not host:port, e.g. 127.0.0.1:8080",
+                    self.http.listen
+                ),
             );
         }
         if self.ingest.batch_max_readings == 0 {
@@ -168,7 +180,10 @@ impl Config {
         }
         let cf = &self.detect.continuous_flow;
         if cf.window_h == 0 {
-            return bad("detect.continuous_flow.window_h", "must be at least 1".into());
+            return bad(
+                "detect.continuous_flow.window_h",
+                "must be at least 1".into(),
+            );
         }
         if !(cf.zero_threshold_m3.is_finite() && cf.zero_threshold_m3 > 0.0) {
             return bad(
@@ -177,7 +192,10 @@ impl Config {
             );
         }
         if !matches!(self.log.format.as_str(), "text" | "json") {
-            return bad("log.format", format!("{:?} is not \"text\" or \"json\"", self.log.format));
+            return bad(
+                "log.format",
+                format!("{:?} is not \"text\" or \"json\"", self.log.format),
+            );
         }
         Ok(())
     }
@@ -235,15 +253,28 @@ mod tests {
         std::fs::write(&file, "[ingest]\nunknown_meters = \"maybe\"\n").unwrap();
         let e = Config::load_with(Some(&file), Env::prefixed("LEAKWATCH_TEST_NONE__")).unwrap_err();
         assert!(e.to_string().contains("unknown_meters"), "{e}");
-        let e = Config::load_with(Some(&dir.join("missing.toml")), Env::prefixed("X__")).unwrap_err();
+        let e =
+            Config::load_with(Some(&dir.join("missing.toml")), Env::prefixed("X__")).unwrap_err();
         assert!(e.to_string().contains("does not exist"), "{e}");
+    }
+
+    #[test]
+    fn the_example_file_is_valid() {
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/example.toml");
+        let cfg =
+            Config::load_with(Some(&example), Env::prefixed("LEAKWATCH_TEST_NONE__")).unwrap();
+        assert!(cfg.database.url.starts_with("postgres://"));
+        assert_eq!(cfg.mqtt.url, "mqtt://127.0.0.1:1883");
     }
 
     #[test]
     fn mqtt_urls() {
         assert_eq!(
             parse_mqtt_url("mqtt://127.0.0.1:1884").unwrap(),
-            BrokerAddr { host: "127.0.0.1".into(), port: 1884 }
+            BrokerAddr {
+                host: "127.0.0.1".into(),
+                port: 1884
+            }
         );
         assert_eq!(parse_mqtt_url("mqtt://broker").unwrap().port, 1883);
         assert!(parse_mqtt_url("mqtt://h:x").is_err());

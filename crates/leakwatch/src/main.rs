@@ -14,7 +14,11 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 #[derive(Parser)]
-#[command(name = "leakwatch", version, about = "Leak detection and field dispatch for gas networks with electronic meters")]
+#[command(
+    name = "leakwatch",
+    version,
+    about = "Leak detection and field dispatch for gas networks with electronic meters"
+)]
 struct Cli {
     /// Configuration file (TOML); LEAKWATCH__SECTION__KEY variables override it.
     #[arg(long, global = true, value_name = "FILE")]
@@ -136,7 +140,10 @@ fn main() -> std::process::ExitCode {
         }
     };
     telemetry::init_logs(&cfg.log);
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("leakwatch: cannot start the runtime: {e}");
@@ -208,7 +215,11 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         running.http_addr,
         running.mqtt_host,
         running.mqtt_port,
-        if running.embedded_broker { "embedded broker" } else { "external broker" }
+        if running.embedded_broker {
+            "embedded broker"
+        } else {
+            "external broker"
+        }
     );
     terminate().await;
     tracing::info!("shutting down");
@@ -219,21 +230,33 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
 async fn demo(mut cfg: Config, args: DemoArgs) -> anyhow::Result<()> {
     cfg.dispatch.auto_escalate = true;
     let started = Instant::now();
-    let running = app::start(&cfg, StartOptions { pick_free_ports: true }).await?;
+    let running = app::start(
+        &cfg,
+        StartOptions {
+            pick_free_ports: true,
+        },
+    )
+    .await?;
     let mut fleet = args.fleet.fleet();
     running.store.upsert_meters(&fleet.registry()).await?;
     running.store.upsert_crews(&fleet.crews()).await?;
     let url = format!("http://{}", running.http_addr);
     println!();
     println!("  leakwatch demo is running");
-    println!("  console:   {url}/   (no login on the demo: set http.api_token to require a bearer token)");
+    println!(
+        "  console:   {url}/   (no login on the demo: set http.api_token to require a bearer token)"
+    );
     println!("  API:       {url}/api/v1/alerts   {url}/api/v1/work-orders   {url}/api/v1/crews");
     println!("  health:    {url}/healthz   {url}/readyz   {url}/metrics");
     println!(
         "  MQTT:      {}:{} ({} broker), topics {}/{{district}}/{{meter}}/up",
         running.mqtt_host,
         running.mqtt_port,
-        if running.embedded_broker { "embedded" } else { "external" },
+        if running.embedded_broker {
+            "embedded"
+        } else {
+            "external"
+        },
         cfg.mqtt.prefix
     );
     println!("  store:     {}", app::redact(&cfg.database.url));
@@ -267,7 +290,13 @@ async fn demo(mut cfg: Config, args: DemoArgs) -> anyhow::Result<()> {
         let mut said_order = false;
         loop {
             tokio::time::sleep(Duration::from_secs(1)).await;
-            let Ok(alerts) = store.list_alerts(&AlertQuery { limit: 1, ..AlertQuery::default() }).await else {
+            let Ok(alerts) = store
+                .list_alerts(&AlertQuery {
+                    limit: 1,
+                    ..AlertQuery::default()
+                })
+                .await
+            else {
                 continue;
             };
             if let Some(a) = alerts.iter().min_by_key(|a| a.id)
@@ -279,12 +308,16 @@ async fn demo(mut cfg: Config, args: DemoArgs) -> anyhow::Result<()> {
                     started.elapsed().as_secs_f64(),
                     a.id,
                     a.kind,
-                    a.meter_id.as_ref().map(|m| m.to_string()).unwrap_or_default(),
+                    a.meter_id
+                        .as_ref()
+                        .map(|m| m.to_string())
+                        .unwrap_or_default(),
                     a.detected_at.to_rfc3339(),
                     a.evidence.explanation
                 );
             }
-            if said_alert && !said_order
+            if said_alert
+                && !said_order
                 && let Ok(orders) = store.list_work_orders(&Default::default()).await
                 && let Some(o) = orders.iter().find(|o| o.crew_id.is_some())
             {
@@ -294,7 +327,10 @@ async fn demo(mut cfg: Config, args: DemoArgs) -> anyhow::Result<()> {
                     started.elapsed().as_secs_f64(),
                     o.id,
                     o.kind.as_str(),
-                    o.crew_id.as_ref().map(|c| c.to_string()).unwrap_or_default(),
+                    o.crew_id
+                        .as_ref()
+                        .map(|c| c.to_string())
+                        .unwrap_or_default(),
                     o.id
                 );
             }
@@ -324,12 +360,20 @@ async fn sim(args: SimArgs) -> anyhow::Result<()> {
     if let Some(path) = &args.registry_out {
         std::fs::write(path, fleet.to_csv())
             .with_context(|| format!("cannot write {}", path.display()))?;
-        println!("registry of {} meters written to {}", fleet.meter_count(), path.display());
+        println!(
+            "registry of {} meters written to {}",
+            fleet.meter_count(),
+            path.display()
+        );
     }
     if let Some(path) = &args.truth_out {
         std::fs::write(path, serde_json::to_vec_pretty(fleet.truth())?)
             .with_context(|| format!("cannot write {}", path.display()))?;
-        println!("ground truth of {} leaks written to {}", fleet.truth().len(), path.display());
+        println!(
+            "ground truth of {} leaks written to {}",
+            fleet.truth().len(),
+            path.display()
+        );
     }
     if args.registry_out.is_some() {
         return Ok(());
@@ -365,7 +409,14 @@ fn read_meter_csv(path: &Path) -> anyhow::Result<Vec<leakwatch_core::Meter>> {
         .from_path(path)
         .with_context(|| format!("cannot read {}", path.display()))?;
     let headers = reader.headers()?.clone();
-    let expected = ["meter_id", "district_id", "kind", "lat", "lon", "report_every_h"];
+    let expected = [
+        "meter_id",
+        "district_id",
+        "kind",
+        "lat",
+        "lon",
+        "report_every_h",
+    ];
     if headers.iter().take(6).ne(expected.iter().copied()) {
         bail!(
             "{}: the header is {:?}; expected {}",

@@ -21,8 +21,8 @@ pub fn prometheus() -> PrometheusHandle {
 
 /// Structured logs to stderr, as text or JSON; `RUST_LOG` overrides the level.
 pub fn init_logs(cfg: &LogConfig) {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(cfg.level.as_str()));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(cfg.level.as_str()));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -45,7 +45,9 @@ async fn run_sqlite_memory<Fut>(case: impl FnOnce(Store) -> Fut)
 where
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let store = Store::connect("sqlite::memory:").await.expect("connect to sqlite memory");
+    let store = Store::connect("sqlite::memory:")
+        .await
+        .expect("connect to sqlite memory");
     if let Err(panic) = run_isolated(store, case).await {
         std::panic::resume_unwind(panic);
     }
@@ -59,7 +61,9 @@ where
         println!("skipped: {PG_ENV} not set");
         return;
     };
-    let url = fresh_pg_database(&admin).await.expect("create test database");
+    let url = fresh_pg_database(&admin)
+        .await
+        .expect("create test database");
     let result = match Store::connect(&url).await {
         Ok(store) => {
             assert_eq!(store.backend(), "postgres");
@@ -287,7 +291,13 @@ async fn case_meters_upsert_get_list(store: &Store) {
     // Update by id.
     let mut a9 = meter("A9", "D7");
     a9.report_every_h = 6;
-    assert_eq!(store.upsert_meters(std::slice::from_ref(&a9)).await.unwrap(), 1);
+    assert_eq!(
+        store
+            .upsert_meters(std::slice::from_ref(&a9))
+            .await
+            .unwrap(),
+        1
+    );
     assert_eq!(store.get_meter(&mid("A9")).await.unwrap(), Some(a9));
 
     // Keyset pagination walks every meter once, in bytewise id order.
@@ -346,7 +356,16 @@ async fn case_readings_idempotent(store: &Store) {
     );
     // Same times on another meter are not duplicates.
     assert_eq!(
-        store.insert_readings(&batch[..3].iter().map(|r| Reading { meter: mid("M2"), ..r.clone() }).collect::<Vec<_>>())
+        store
+            .insert_readings(
+                &batch[..3]
+                    .iter()
+                    .map(|r| Reading {
+                        meter: mid("M2"),
+                        ..r.clone()
+                    })
+                    .collect::<Vec<_>>()
+            )
             .await
             .unwrap()
             .inserted,
@@ -532,7 +551,9 @@ async fn case_record_finding_creates_then_updates(store: &Store) {
     assert_eq!(a.evidence, evidence(0.05, 1000));
     assert_eq!(a.work_order_id, None);
     assert_eq!(a.status_reason, None);
-    assert!(a.created_at > before && a.created_at < chrono::Utc::now() + chrono::Duration::seconds(5));
+    assert!(
+        a.created_at > before && a.created_at < chrono::Utc::now() + chrono::Duration::seconds(5)
+    );
     assert_eq!(store.get_alert(a.id).await.unwrap(), Some(a.clone()));
 
     // A later, more severe repeat.
@@ -562,7 +583,13 @@ async fn case_record_finding_creates_then_updates(store: &Store) {
 
     // An acknowledged alert is still active: repeats update it.
     store
-        .set_alert_status(a.id, AlertStatus::Open, AlertStatus::Acknowledged, None, None)
+        .set_alert_status(
+            a.id,
+            AlertStatus::Open,
+            AlertStatus::Acknowledged,
+            None,
+            None,
+        )
         .await
         .unwrap();
     let (d, created) = store
@@ -570,7 +597,10 @@ async fn case_record_finding_creates_then_updates(store: &Store) {
         .await
         .unwrap();
     assert!(!created);
-    assert_eq!((d.id, d.count, d.status), (a.id, 4, AlertStatus::Acknowledged));
+    assert_eq!(
+        (d.id, d.count, d.status),
+        (a.id, 4, AlertStatus::Acknowledged)
+    );
 
     // Another subject is another alert: a meter, and a district-only finding.
     let (e, created) = store
@@ -626,7 +656,13 @@ async fn case_new_alert_after_dismiss_or_resolve(store: &Store) {
 
     // Escalate, then resolve: the next finding opens a third alert.
     store
-        .set_alert_status(b.id, AlertStatus::Open, AlertStatus::Escalated, None, Some(77))
+        .set_alert_status(
+            b.id,
+            AlertStatus::Open,
+            AlertStatus::Escalated,
+            None,
+            Some(77),
+        )
         .await
         .unwrap();
     let (b2, created) = store
@@ -636,10 +672,20 @@ async fn case_new_alert_after_dismiss_or_resolve(store: &Store) {
     assert!(!created, "an escalated alert is still active");
     assert_eq!(b2.id, b.id);
     let resolved = store
-        .set_alert_status(b.id, AlertStatus::Escalated, AlertStatus::Resolved, None, None)
+        .set_alert_status(
+            b.id,
+            AlertStatus::Escalated,
+            AlertStatus::Resolved,
+            None,
+            None,
+        )
         .await
         .unwrap();
-    assert_eq!(resolved.work_order_id, Some(77), "None leaves the work order");
+    assert_eq!(
+        resolved.work_order_id,
+        Some(77),
+        "None leaves the work order"
+    );
     let (c, created) = store
         .record_finding(&finding("M1", 300, Severity::Warning))
         .await
@@ -654,7 +700,13 @@ async fn case_alert_status_compare_and_set(store: &Store) {
         .await
         .unwrap();
     let acked = store
-        .set_alert_status(a.id, AlertStatus::Open, AlertStatus::Acknowledged, None, None)
+        .set_alert_status(
+            a.id,
+            AlertStatus::Open,
+            AlertStatus::Acknowledged,
+            None,
+            None,
+        )
         .await
         .unwrap();
     assert_eq!(acked.status, AlertStatus::Acknowledged);
@@ -664,13 +716,25 @@ async fn case_alert_status_compare_and_set(store: &Store) {
     // Stale `from`.
     assert_conflict(
         store
-            .set_alert_status(a.id, AlertStatus::Open, AlertStatus::Acknowledged, None, None)
+            .set_alert_status(
+                a.id,
+                AlertStatus::Open,
+                AlertStatus::Acknowledged,
+                None,
+                None,
+            )
             .await,
         &format!("alert {} is acknowledged", a.id),
     );
     assert_conflict(
         store
-            .set_alert_status(a.id, AlertStatus::Open, AlertStatus::Dismissed, Some("x"), None)
+            .set_alert_status(
+                a.id,
+                AlertStatus::Open,
+                AlertStatus::Dismissed,
+                Some("x"),
+                None,
+            )
             .await,
         &format!("alert {} is acknowledged", a.id),
     );
@@ -681,7 +745,13 @@ async fn case_alert_status_compare_and_set(store: &Store) {
     );
     assert_not_found(
         store
-            .set_alert_status(9999, AlertStatus::Open, AlertStatus::Acknowledged, None, None)
+            .set_alert_status(
+                9999,
+                AlertStatus::Open,
+                AlertStatus::Acknowledged,
+                None,
+                None,
+            )
             .await,
         "alert 9999",
     );
@@ -747,12 +817,24 @@ async fn case_list_alerts_filters_and_cursor(store: &Store) {
     // M0..M2 acknowledged, M3 dismissed.
     for id in &ids[..3] {
         store
-            .set_alert_status(*id, AlertStatus::Open, AlertStatus::Acknowledged, None, None)
+            .set_alert_status(
+                *id,
+                AlertStatus::Open,
+                AlertStatus::Acknowledged,
+                None,
+                None,
+            )
             .await
             .unwrap();
     }
     store
-        .set_alert_status(ids[3], AlertStatus::Open, AlertStatus::Dismissed, Some("r"), None)
+        .set_alert_status(
+            ids[3],
+            AlertStatus::Open,
+            AlertStatus::Dismissed,
+            Some("r"),
+            None,
+        )
         .await
         .unwrap();
 
@@ -875,7 +957,14 @@ async fn case_concurrent_findings_make_one_alert(store: &Store) {
     let alert = store.get_alert(id).await.unwrap().unwrap();
     assert_eq!(alert.count, 8);
     assert_eq!(alert.last_seen, t(70));
-    assert_eq!(store.list_alerts(&AlertQuery::default()).await.unwrap().len(), 1);
+    assert_eq!(
+        store
+            .list_alerts(&AlertQuery::default())
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
 }
 
 async fn case_crews_upsert_list_positions(store: &Store) {
@@ -901,18 +990,27 @@ async fn case_crews_upsert_list_positions(store: &Store) {
     assert_eq!(rows[1].status(), CrewStatus::OffShift);
 
     let pos = GeoPoint::new(45.5, 9.25).unwrap();
-    store.set_crew_position(&cid("C-1"), pos, t(100)).await.unwrap();
+    store
+        .set_crew_position(&cid("C-1"), pos, t(100))
+        .await
+        .unwrap();
     let got = store.get_crew(&cid("C-1")).await.unwrap().unwrap();
     assert_eq!(got.crew.position, Some(pos));
     assert_eq!(got.crew.position_at, Some(t(100)));
 
     // An older position is ignored; a newer one replaces it.
     let old = GeoPoint::new(44.0, 8.0).unwrap();
-    store.set_crew_position(&cid("C-1"), old, t(50)).await.unwrap();
+    store
+        .set_crew_position(&cid("C-1"), old, t(50))
+        .await
+        .unwrap();
     let got = store.get_crew(&cid("C-1")).await.unwrap().unwrap();
     assert_eq!(got.crew.position, Some(pos));
     let newer = GeoPoint::new(45.6, 9.3).unwrap();
-    store.set_crew_position(&cid("C-1"), newer, t(200)).await.unwrap();
+    store
+        .set_crew_position(&cid("C-1"), newer, t(200))
+        .await
+        .unwrap();
     let got = store.get_crew(&cid("C-1")).await.unwrap().unwrap();
     assert_eq!(got.crew.position, Some(newer));
     assert_eq!(got.crew.position_at, Some(t(200)));
@@ -953,28 +1051,74 @@ async fn case_crews_active_orders(store: &Store) {
         .unwrap();
     let mut orders = Vec::new();
     for _ in 0..4 {
-        orders.push(store.create_work_order(&new_order(Priority::High, None)).await.unwrap());
+        orders.push(
+            store
+                .create_work_order(&new_order(Priority::High, None))
+                .await
+                .unwrap(),
+        );
     }
     // Order 0: assigned to C1. Order 1: assigned to C1 and accepted.
     // Order 2: assigned to C2, then cancelled. Order 3: unassigned (created).
     store
-        .apply_transition(orders[0].id, &rec(orders[0].id, S::Created, S::Assigned, "assign", 10, Some("C1")), Some(Some(&cid("C1"))))
+        .apply_transition(
+            orders[0].id,
+            &rec(
+                orders[0].id,
+                S::Created,
+                S::Assigned,
+                "assign",
+                10,
+                Some("C1"),
+            ),
+            Some(Some(&cid("C1"))),
+        )
         .await
         .unwrap();
     store
-        .apply_transition(orders[1].id, &rec(orders[1].id, S::Created, S::Assigned, "assign", 10, Some("C1")), Some(Some(&cid("C1"))))
+        .apply_transition(
+            orders[1].id,
+            &rec(
+                orders[1].id,
+                S::Created,
+                S::Assigned,
+                "assign",
+                10,
+                Some("C1"),
+            ),
+            Some(Some(&cid("C1"))),
+        )
         .await
         .unwrap();
     store
-        .apply_transition(orders[1].id, &rec(orders[1].id, S::Assigned, S::Accepted, "accept", 20, None), None)
+        .apply_transition(
+            orders[1].id,
+            &rec(orders[1].id, S::Assigned, S::Accepted, "accept", 20, None),
+            None,
+        )
         .await
         .unwrap();
     store
-        .apply_transition(orders[2].id, &rec(orders[2].id, S::Created, S::Assigned, "assign", 10, Some("C2")), Some(Some(&cid("C2"))))
+        .apply_transition(
+            orders[2].id,
+            &rec(
+                orders[2].id,
+                S::Created,
+                S::Assigned,
+                "assign",
+                10,
+                Some("C2"),
+            ),
+            Some(Some(&cid("C2"))),
+        )
         .await
         .unwrap();
     store
-        .apply_transition(orders[2].id, &rec(orders[2].id, S::Assigned, S::Cancelled, "cancel", 30, None), None)
+        .apply_transition(
+            orders[2].id,
+            &rec(orders[2].id, S::Assigned, S::Cancelled, "cancel", 30, None),
+            None,
+        )
         .await
         .unwrap();
 
@@ -1000,7 +1144,10 @@ async fn case_crews_active_orders(store: &Store) {
 
 async fn case_work_order_lifecycle(store: &Store) {
     use WorkOrderStatus as S;
-    store.upsert_crews(&[crew("C1", true), crew("C2", true)]).await.unwrap();
+    store
+        .upsert_crews(&[crew("C1", true), crew("C2", true)])
+        .await
+        .unwrap();
     let (alert, _) = store
         .record_finding(&finding("M1", 0, Severity::Critical))
         .await
@@ -1034,15 +1181,53 @@ async fn case_work_order_lifecycle(store: &Store) {
 
     // Assign to C1 (sets the crew), move to C2, accept (crew left as is),
     // unassign (crew cleared), assign again, travel, arrive, complete.
-    let steps: Vec<(TransitionRecord, Option<Option<&str>>, Option<&str>)> = vec![
-        (rec(wo.id, S::Created, S::Assigned, "assign", 10, Some("C1")), Some(Some("C1")), Some("C1")),
-        (rec(wo.id, S::Assigned, S::Assigned, "assign", 20, Some("C2")), Some(Some("C2")), Some("C2")),
-        (rec(wo.id, S::Assigned, S::Accepted, "accept", 30, None), None, Some("C2")),
-        (rec(wo.id, S::Accepted, S::Created, "unassign", 40, None), Some(None), None),
-        (rec(wo.id, S::Created, S::Assigned, "assign", 50, Some("C1")), Some(Some("C1")), Some("C1")),
-        (rec(wo.id, S::Assigned, S::Accepted, "accept", 60, None), None, Some("C1")),
-        (rec(wo.id, S::Accepted, S::EnRoute, "start_travel", 70, None), None, Some("C1")),
-        (rec(wo.id, S::EnRoute, S::OnSite, "arrive", 80, None), None, Some("C1")),
+    // (the record, the crew change asked for, the crew afterwards)
+    type Step = (
+        TransitionRecord,
+        Option<Option<&'static str>>,
+        Option<&'static str>,
+    );
+    let steps: Vec<Step> = vec![
+        (
+            rec(wo.id, S::Created, S::Assigned, "assign", 10, Some("C1")),
+            Some(Some("C1")),
+            Some("C1"),
+        ),
+        (
+            rec(wo.id, S::Assigned, S::Assigned, "assign", 20, Some("C2")),
+            Some(Some("C2")),
+            Some("C2"),
+        ),
+        (
+            rec(wo.id, S::Assigned, S::Accepted, "accept", 30, None),
+            None,
+            Some("C2"),
+        ),
+        (
+            rec(wo.id, S::Accepted, S::Created, "unassign", 40, None),
+            Some(None),
+            None,
+        ),
+        (
+            rec(wo.id, S::Created, S::Assigned, "assign", 50, Some("C1")),
+            Some(Some("C1")),
+            Some("C1"),
+        ),
+        (
+            rec(wo.id, S::Assigned, S::Accepted, "accept", 60, None),
+            None,
+            Some("C1"),
+        ),
+        (
+            rec(wo.id, S::Accepted, S::EnRoute, "start_travel", 70, None),
+            None,
+            Some("C1"),
+        ),
+        (
+            rec(wo.id, S::EnRoute, S::OnSite, "arrive", 80, None),
+            None,
+            Some("C1"),
+        ),
         (
             TransitionRecord {
                 note: Some("valve replaced".into()),
@@ -1062,7 +1247,12 @@ async fn case_work_order_lifecycle(store: &Store) {
         assert_eq!(updated.status, r.to, "{}", r.action);
         assert_eq!(updated.updated_at, r.at);
         assert_eq!(updated.created_at, wo.created_at);
-        assert_eq!(updated.crew_id.as_ref().map(|c| c.as_str()), *crew_after, "{}", r.action);
+        assert_eq!(
+            updated.crew_id.as_ref().map(|c| c.as_str()),
+            *crew_after,
+            "{}",
+            r.action
+        );
         assert_eq!(store.get_work_order(wo.id).await.unwrap(), Some(updated));
     }
 
@@ -1071,7 +1261,13 @@ async fn case_work_order_lifecycle(store: &Store) {
     for (got, (want, _, _)) in history[1..].iter().zip(&steps) {
         assert_eq!(got, want);
     }
-    assert!(store.work_order_history(wo.id + 1000).await.unwrap().is_empty());
+    assert!(
+        store
+            .work_order_history(wo.id + 1000)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 async fn case_work_order_conflicts_and_not_found(store: &Store) {
@@ -1085,21 +1281,33 @@ async fn case_work_order_conflicts_and_not_found(store: &Store) {
     // Wrong `from`: nothing changes, nothing is recorded.
     assert_conflict(
         store
-            .apply_transition(wo.id, &rec(wo.id, S::Assigned, S::Accepted, "accept", 10, None), None)
+            .apply_transition(
+                wo.id,
+                &rec(wo.id, S::Assigned, S::Accepted, "accept", 10, None),
+                None,
+            )
             .await,
         &format!("work order {} is created", wo.id),
     );
     // Unknown order.
     assert_not_found(
         store
-            .apply_transition(9999, &rec(9999, S::Created, S::Assigned, "assign", 10, Some("C1")), Some(Some(&cid("C1"))))
+            .apply_transition(
+                9999,
+                &rec(9999, S::Created, S::Assigned, "assign", 10, Some("C1")),
+                Some(Some(&cid("C1"))),
+            )
             .await,
         "work order 9999",
     );
     // Unknown crew: the whole transition is refused.
     assert_not_found(
         store
-            .apply_transition(wo.id, &rec(wo.id, S::Created, S::Assigned, "assign", 10, Some("C9")), Some(Some(&cid("C9"))))
+            .apply_transition(
+                wo.id,
+                &rec(wo.id, S::Created, S::Assigned, "assign", 10, Some("C9")),
+                Some(Some(&cid("C9"))),
+            )
             .await,
         "crew C9",
     );
@@ -1108,12 +1316,20 @@ async fn case_work_order_conflicts_and_not_found(store: &Store) {
 
     // After a real move, the old `from` is stale.
     store
-        .apply_transition(wo.id, &rec(wo.id, S::Created, S::Cancelled, "cancel", 20, None), None)
+        .apply_transition(
+            wo.id,
+            &rec(wo.id, S::Created, S::Cancelled, "cancel", 20, None),
+            None,
+        )
         .await
         .unwrap();
     assert_conflict(
         store
-            .apply_transition(wo.id, &rec(wo.id, S::Created, S::Assigned, "assign", 30, Some("C1")), Some(Some(&cid("C1"))))
+            .apply_transition(
+                wo.id,
+                &rec(wo.id, S::Created, S::Assigned, "assign", 30, Some("C1")),
+                Some(Some(&cid("C1"))),
+            )
             .await,
         &format!("work order {} is cancelled", wo.id),
     );
@@ -1138,7 +1354,10 @@ async fn case_work_order_conflicts_and_not_found(store: &Store) {
 
 async fn case_jobs_for_crew_ordering(store: &Store) {
     use WorkOrderStatus as S;
-    store.upsert_crews(&[crew("C1", true), crew("C2", true)]).await.unwrap();
+    store
+        .upsert_crews(&[crew("C1", true), crew("C2", true)])
+        .await
+        .unwrap();
     let priorities = [
         Priority::Low,
         Priority::Emergency,
@@ -1154,7 +1373,8 @@ async fn case_jobs_for_crew_ordering(store: &Store) {
         // Distinct creation times, even at SQLite's millisecond precision.
         tokio::time::sleep(std::time::Duration::from_millis(3)).await;
     }
-    let assign = |id: i64, crew: &'static str| rec(id, S::Created, S::Assigned, "assign", 10, Some(crew));
+    let assign =
+        |id: i64, crew: &'static str| rec(id, S::Created, S::Assigned, "assign", 10, Some(crew));
     for wo in &orders[..5] {
         store
             .apply_transition(wo.id, &assign(wo.id, "C1"), Some(Some(&cid("C1"))))
@@ -1162,7 +1382,11 @@ async fn case_jobs_for_crew_ordering(store: &Store) {
             .unwrap();
     }
     store
-        .apply_transition(orders[5].id, &assign(orders[5].id, "C2"), Some(Some(&cid("C2"))))
+        .apply_transition(
+            orders[5].id,
+            &assign(orders[5].id, "C2"),
+            Some(Some(&cid("C2"))),
+        )
         .await
         .unwrap();
     // Order 2 (normal) is finished: it leaves the crew's list.
@@ -1172,7 +1396,11 @@ async fn case_jobs_for_crew_ordering(store: &Store) {
         (S::EnRoute, S::UnableToComplete, "unable_to_complete"),
     ] {
         store
-            .apply_transition(orders[2].id, &rec(orders[2].id, from, to, action, 20, None), None)
+            .apply_transition(
+                orders[2].id,
+                &rec(orders[2].id, from, to, action, 20, None),
+                None,
+            )
             .await
             .unwrap();
     }
@@ -1212,7 +1440,11 @@ async fn case_list_work_orders_filters_and_cursor(store: &Store) {
     }
     for id in &ids[..3] {
         store
-            .apply_transition(*id, &rec(*id, S::Created, S::Assigned, "assign", 10, Some("C1")), Some(Some(&cid("C1"))))
+            .apply_transition(
+                *id,
+                &rec(*id, S::Created, S::Assigned, "assign", 10, Some("C1")),
+                Some(Some(&cid("C1"))),
+            )
             .await
             .unwrap();
     }
@@ -1278,7 +1510,10 @@ async fn case_list_work_orders_filters_and_cursor(store: &Store) {
 
 async fn case_concurrent_transitions_one_wins(store: &Store) {
     use WorkOrderStatus as S;
-    store.upsert_crews(&[crew("C1", true), crew("C2", true)]).await.unwrap();
+    store
+        .upsert_crews(&[crew("C1", true), crew("C2", true)])
+        .await
+        .unwrap();
     let wo = store
         .create_work_order(&new_order(Priority::High, None))
         .await
@@ -1322,7 +1557,10 @@ async fn sqlite_file_persists_across_reconnects() {
     let url = format!("sqlite://{}/a/b/lw.db", dir.display());
     let store = Store::connect(&url).await.unwrap();
     store.upsert_meters(&[meter("M1", "D1")]).await.unwrap();
-    store.insert_readings(&[reading("M1", 0, 1.0)]).await.unwrap();
+    store
+        .insert_readings(&[reading("M1", 0, 1.0)])
+        .await
+        .unwrap();
     store.close().await;
     assert!(store.ping().await.is_err(), "a closed store refuses calls");
 
@@ -1384,7 +1622,9 @@ async fn postgres_test_databases_are_dropped() {
     store.ping().await.unwrap();
     // Dropped even while the store still holds connections.
     drop_pg_database(&admin, &url).await;
-    let Store::Postgres(_) = &store else { unreachable!() };
+    let Store::Postgres(_) = &store else {
+        unreachable!()
+    };
     let admin_store = sqlx::PgPool::connect(&admin).await.unwrap();
     let left: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_database WHERE datname = $1")
         .bind(&name)

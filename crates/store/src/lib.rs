@@ -69,9 +69,9 @@ pub mod testing;
 mod conformance;
 
 use leakwatch_core::{
-    Alert, AlertKind, AlertStatus, Crew, CrewId, CrewStatus, DistrictId, Finding, GeoPoint,
-    Meter, MeterEvent, MeterId, Priority, Reading, Timestamp, TransitionRecord, WorkOrder,
-    WorkOrderKind, WorkOrderStatus,
+    Alert, AlertKind, AlertStatus, Crew, CrewId, CrewStatus, DistrictId, Finding, GeoPoint, Meter,
+    MeterEvent, MeterId, Priority, Reading, Timestamp, TransitionRecord, WorkOrder, WorkOrderKind,
+    WorkOrderStatus,
 };
 use serde::{Serialize, Serializer};
 use std::str::FromStr;
@@ -282,7 +282,9 @@ impl Default for WorkOrderQuery {
 /// clone (the pools are reference-counted).
 #[derive(Clone, Debug)]
 pub enum Store {
+    /// A PostgreSQL pool (10 connections).
     Postgres(sqlx::PgPool),
+    /// An SQLite pool (4 connections to a WAL file, or 1 to an in-memory database).
     Sqlite(sqlx::SqlitePool),
 }
 
@@ -477,10 +479,7 @@ impl Store {
         reason: Option<&str>,
         work_order_id: Option<i64>,
     ) -> Result<Alert> {
-        dispatch!(
-            self,
-            set_alert_status(id, from, to, reason, work_order_id)
-        )
+        dispatch!(self, set_alert_status(id, from, to, reason, work_order_id))
     }
 
     /// The number of alerts in each status, for every status in [`AlertStatus::ALL`]
@@ -524,7 +523,12 @@ impl Store {
     /// Records a crew's position at `when`. A position older than the stored one is
     /// ignored (positions may arrive out of order); an unknown crew is
     /// [`StoreError::NotFound`].
-    pub async fn set_crew_position(&self, id: &CrewId, at: GeoPoint, when: Timestamp) -> Result<()> {
+    pub async fn set_crew_position(
+        &self,
+        id: &CrewId,
+        at: GeoPoint,
+        when: Timestamp,
+    ) -> Result<()> {
         dispatch!(self, set_crew_position(id, at, when))
     }
 
@@ -691,7 +695,10 @@ mod tests {
     #[tokio::test]
     async fn unknown_schemes_are_bad_urls() {
         let err = Store::connect("mysql://u:pw@h/db").await.unwrap_err();
-        assert!(matches!(err, StoreError::BadUrl(ref m) if !m.contains("pw")), "{err}");
+        assert!(
+            matches!(err, StoreError::BadUrl(ref m) if !m.contains("pw")),
+            "{err}"
+        );
         assert!(!err.is_retryable());
     }
 

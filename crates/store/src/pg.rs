@@ -320,10 +320,14 @@ pub(crate) async fn record_finding(
 }
 
 pub(crate) async fn get_alert(pool: &PgPool, id: i64) -> Result<Option<Alert>> {
-    let row = sqlx::query(concat!("SELECT ", alert_cols!(), " FROM alerts WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(pool)
-        .await?;
+    let row = sqlx::query(concat!(
+        "SELECT ",
+        alert_cols!(),
+        " FROM alerts WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
     row.as_ref().map(alert_from_row).transpose()
 }
 
@@ -375,10 +379,11 @@ pub(crate) async fn set_alert_status(
     match updated {
         Ok(Some(row)) => alert_from_row(&row),
         Ok(None) => {
-            let status: Option<String> = sqlx::query_scalar("SELECT status FROM alerts WHERE id = $1")
-                .bind(id)
-                .fetch_optional(pool)
-                .await?;
+            let status: Option<String> =
+                sqlx::query_scalar("SELECT status FROM alerts WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(pool)
+                    .await?;
             Err(match status {
                 Some(s) => alert_conflict(id, &s),
                 None => StoreError::NotFound(format!("alert {id}")),

@@ -385,10 +385,14 @@ pub(crate) async fn record_finding(
 }
 
 pub(crate) async fn get_alert(pool: &SqlitePool, id: i64) -> Result<Option<Alert>> {
-    let row = sqlx::query(concat!("SELECT ", alert_cols!(), " FROM alerts WHERE id = ?1"))
-        .bind(id)
-        .fetch_optional(pool)
-        .await?;
+    let row = sqlx::query(concat!(
+        "SELECT ",
+        alert_cols!(),
+        " FROM alerts WHERE id = ?1"
+    ))
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
     row.as_ref().map(alert_from_row).transpose()
 }
 

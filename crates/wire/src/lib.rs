@@ -45,7 +45,10 @@ pub enum DecodeError {
     #[error("events[{index}]: {problem}")]
     BadEvent { index: usize, problem: String },
     #[error("{field}: {problem}")]
-    BadField { field: &'static str, problem: String },
+    BadField {
+        field: &'static str,
+        problem: String,
+    },
 }
 
 impl DecodeError {
@@ -146,15 +149,24 @@ pub fn decode(prefix: &str, topic: &str, payload: &[u8]) -> Result<Uplink, Decod
     let text = std::str::from_utf8(payload).map_err(|e| DecodeError::NotUtf8 {
         offset: e.valid_up_to(),
     })?;
-    let value: Value = serde_json::from_str(text).map_err(|e| DecodeError::NotJson(e.to_string()))?;
+    let value: Value =
+        serde_json::from_str(text).map_err(|e| DecodeError::NotJson(e.to_string()))?;
     let Value::Object(obj) = value else {
         return Err(DecodeError::NotObject);
     };
 
     match obj.get("v") {
         Some(Value::Number(n)) if n.as_u64() == Some(1) => {}
-        Some(other) => return Err(DecodeError::BadVersion(format!("\"v\" is {other}, expected 1"))),
-        None => return Err(DecodeError::BadVersion("\"v\" is missing, expected 1".into())),
+        Some(other) => {
+            return Err(DecodeError::BadVersion(format!(
+                "\"v\" is {other}, expected 1"
+            )));
+        }
+        None => {
+            return Err(DecodeError::BadVersion(
+                "\"v\" is missing, expected 1".into(),
+            ));
+        }
     }
 
     let payload_meter = match obj.get("meter") {

@@ -45,10 +45,15 @@ fn accepts_unix_seconds_offsets_numeric_codes_and_unknown_fields() {
 
 #[test]
 fn a_message_may_carry_only_events_or_only_status() {
-    assert!(ok(r#"{"v":1,"meter":"PDR00012345678","events":[{"t":0,"code":"battery_low"}]}"#)
-        .readings
-        .is_empty());
-    assert_eq!(ok(r#"{"v":1,"meter":"PDR00012345678","battery":3}"#).battery, Some(3));
+    assert!(
+        ok(r#"{"v":1,"meter":"PDR00012345678","events":[{"t":0,"code":"battery_low"}]}"#)
+            .readings
+            .is_empty()
+    );
+    assert_eq!(
+        ok(r#"{"v":1,"meter":"PDR00012345678","battery":3}"#).battery,
+        Some(3)
+    );
 }
 
 #[test]
@@ -63,19 +68,58 @@ fn rejects_with_reasons() {
         (r#"{"v":1,"meter":"A/B"}"#, "bad_meter"),
         (r#"{"v":1,"meter":12}"#, "bad_field"),
         (r#"{"v":1,"meter":"OTHER"}"#, "meter_mismatch"),
-        (r#"{"v":1,"meter":"PDR00012345678","readings":{}}"#, "bad_field"),
-        (r#"{"v":1,"meter":"PDR00012345678","readings":[{"vol":1}]}"#, "bad_reading"),
-        (r#"{"v":1,"meter":"PDR00012345678","readings":[{"t":"yesterday","vol":1}]}"#, "bad_reading"),
-        (r#"{"v":1,"meter":"PDR00012345678","readings":[{"t":0}]}"#, "bad_reading"),
-        (r#"{"v":1,"meter":"PDR00012345678","readings":[{"t":0,"vol":-1}]}"#, "bad_reading"),
-        (r#"{"v":1,"meter":"PDR00012345678","readings":[{"t":0,"vol":"1"}]}"#, "bad_reading"),
-        (r#"{"v":1,"meter":"PDR00012345678","readings":[{"t":0,"vol":1e999}]}"#, "not_json"),
-        (r#"{"v":1,"meter":"PDR00012345678","readings":[{"t":0,"vol":NaN}]}"#, "not_json"),
-        (r#"{"v":1,"meter":"PDR00012345678","events":[{"t":0,"code":"boom"}]}"#, "bad_event"),
-        (r#"{"v":1,"meter":"PDR00012345678","events":[{"t":0,"code":-3}]}"#, "bad_event"),
-        (r#"{"v":1,"meter":"PDR00012345678","battery":101}"#, "bad_field"),
-        (r#"{"v":1,"meter":"PDR00012345678","battery":-1}"#, "bad_field"),
-        (r#"{"v":1,"meter":"PDR00012345678","valve":"ajar"}"#, "bad_field"),
+        (
+            r#"{"v":1,"meter":"PDR00012345678","readings":{}}"#,
+            "bad_field",
+        ),
+        (
+            r#"{"v":1,"meter":"PDR00012345678","readings":[{"vol":1}]}"#,
+            "bad_reading",
+        ),
+        (
+            r#"{"v":1,"meter":"PDR00012345678","readings":[{"t":"yesterday","vol":1}]}"#,
+            "bad_reading",
+        ),
+        (
+            r#"{"v":1,"meter":"PDR00012345678","readings":[{"t":0}]}"#,
+            "bad_reading",
+        ),
+        (
+            r#"{"v":1,"meter":"PDR00012345678","readings":[{"t":0,"vol":-1}]}"#,
+            "bad_reading",
+        ),
+        (
+            r#"{"v":1,"meter":"PDR00012345678","readings":[{"t":0,"vol":"1"}]}"#,
+            "bad_reading",
+        ),
+        (
+            r#"{"v":1,"meter":"PDR00012345678","readings":[{"t":0,"vol":1e999}]}"#,
+            "not_json",
+        ),
+        (
+            r#"{"v":1,"meter":"PDR00012345678","readings":[{"t":0,"vol":NaN}]}"#,
+            "not_json",
+        ),
+        (
+            r#"{"v":1,"meter":"PDR00012345678","events":[{"t":0,"code":"boom"}]}"#,
+            "bad_event",
+        ),
+        (
+            r#"{"v":1,"meter":"PDR00012345678","events":[{"t":0,"code":-3}]}"#,
+            "bad_event",
+        ),
+        (
+            r#"{"v":1,"meter":"PDR00012345678","battery":101}"#,
+            "bad_field",
+        ),
+        (
+            r#"{"v":1,"meter":"PDR00012345678","battery":-1}"#,
+            "bad_field",
+        ),
+        (
+            r#"{"v":1,"meter":"PDR00012345678","valve":"ajar"}"#,
+            "bad_field",
+        ),
     ];
     for (payload, reason) in cases {
         assert_eq!(err(payload).reason(), *reason, "payload {payload}");
@@ -84,7 +128,8 @@ fn rejects_with_reasons() {
 
 #[test]
 fn names_the_bad_reading() {
-    let e = err(r#"{"v":1,"meter":"PDR00012345678","readings":[{"t":0,"vol":1},{"t":0,"vol":-2}]}"#);
+    let e =
+        err(r#"{"v":1,"meter":"PDR00012345678","readings":[{"t":0,"vol":1},{"t":0,"vol":-2}]}"#);
     assert_eq!(e.to_string(), "readings[1]: \"vol\" -2 is negative");
 }
 
@@ -93,13 +138,24 @@ fn rejects_non_utf8_and_oversized_payloads() {
     let e = decode("gas", TOPIC, &[b'{', 0xff, 0xfe, b'}']).unwrap_err();
     assert_eq!(e, DecodeError::NotUtf8 { offset: 1 });
     let big = vec![b' '; MAX_PAYLOAD_BYTES + 1];
-    assert_eq!(decode("gas", TOPIC, &big).unwrap_err().reason(), "too_large");
+    assert_eq!(
+        decode("gas", TOPIC, &big).unwrap_err().reason(),
+        "too_large"
+    );
 }
 
 #[test]
 fn topic_rules() {
     assert!(parse_topic("gas", "gas/D1/M1/up").is_ok());
-    for bad in ["gas/D1/M1", "gas/D1/M1/down", "water/D1/M1/up", "gas/D1/M 1/up", "gas//M1/up", "gas/D1/M1/up/x", "gasD1/M1/up"] {
+    for bad in [
+        "gas/D1/M1",
+        "gas/D1/M1/down",
+        "water/D1/M1/up",
+        "gas/D1/M 1/up",
+        "gas//M1/up",
+        "gas/D1/M1/up/x",
+        "gasD1/M1/up",
+    ] {
         let e = parse_topic("gas", bad).unwrap_err();
         assert_eq!(e.reason(), "bad_topic", "{bad}");
     }
