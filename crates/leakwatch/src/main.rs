@@ -227,8 +227,18 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The demo's own store, recreated at each start, unless a database was configured.
+const DEMO_DB: &str = "data/demo.db";
+
 async fn demo(mut cfg: Config, args: DemoArgs) -> anyhow::Result<()> {
     cfg.dispatch.auto_escalate = true;
+    let defaults = Config::load(None).ok();
+    if defaults.as_ref().map(|d| d.database.url.as_str()) == Some(cfg.database.url.as_str()) {
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{DEMO_DB}{suffix}"));
+        }
+        cfg.database.url = format!("sqlite://{DEMO_DB}");
+    }
     let started = Instant::now();
     let running = app::start(
         &cfg,
@@ -237,6 +247,26 @@ async fn demo(mut cfg: Config, args: DemoArgs) -> anyhow::Result<()> {
         },
     )
     .await?;
+    let wanted_http = cfg.http.listen.parse::<std::net::SocketAddr>().ok();
+    if wanted_http.is_some_and(|w| w.port() != running.http_addr.port()) {
+        println!(
+            "  note: {} was taken, the console uses port {} instead (set LEAKWATCH__HTTP__LISTEN to choose)",
+            cfg.http.listen,
+            running.http_addr.port()
+        );
+    }
+    let wanted_mqtt = cfg
+        .mqtt
+        .embedded_listen
+        .parse::<std::net::SocketAddr>()
+        .ok();
+    if running.embedded_broker && wanted_mqtt.is_some_and(|w| w.port() != running.mqtt_port) {
+        println!(
+            "  note: {} was taken (another MQTT broker?), the embedded broker uses port {} instead \
+             (set LEAKWATCH__MQTT__EMBEDDED_LISTEN to choose, or LEAKWATCH__MQTT__URL to use the other broker)",
+            cfg.mqtt.embedded_listen, running.mqtt_port
+        );
+    }
     let mut fleet = args.fleet.fleet();
     running.store.upsert_meters(&fleet.registry()).await?;
     running.store.upsert_crews(&fleet.crews()).await?;
@@ -259,7 +289,15 @@ async fn demo(mut cfg: Config, args: DemoArgs) -> anyhow::Result<()> {
         },
         cfg.mqtt.prefix
     );
-    println!("  store:     {}", app::redact(&cfg.database.url));
+    println!(
+        "  store:     {}{}",
+        app::redact(&cfg.database.url),
+        if cfg.database.url.ends_with(DEMO_DB) {
+            " (the demo's own, recreated at each start)"
+        } else {
+            ""
+        }
+    );
     println!(
         "  fleet:     {} meters in {} districts, {} leaks injected, {} ms per simulated hour",
         fleet.meter_count(),
@@ -337,16 +375,19 @@ async fn demo(mut cfg: Config, args: DemoArgs) -> anyhow::Result<()> {
         }
     });
 
-    tokio::select! {
-        _ = terminate() => {}
-        r = sim => match r {
-            Ok(Ok(stats)) => println!("  simulator finished: {} messages, {} readings; still serving, Ctrl-C to stop", stats.messages, stats.readings),
-            Ok(Err(e)) => tracing::error!(error = %e, "simulator stopped"),
-            Err(e) => tracing::error!(error = %e, "simulator task failed"),
-        },
-    }
+    let sim_ended = tokio::select! {
+        _ = terminate() => false,
+        r = sim => {
+            match r {
+                Ok(Ok(stats)) => println!("  simulator finished: {} messages, {} readings; still serving, Ctrl-C to stop", stats.messages, stats.readings),
+                Ok(Err(e)) => tracing::error!(error = %e, "simulator stopped"),
+                Err(e) => tracing::error!(error = %e, "simulator task failed"),
+            }
+            true
+        }
+    };
     let _ = stop_tx.send(true);
-    if !progress.is_finished() {
+    if sim_ended {
         // Keep serving after the simulator ends, until asked to stop.
         terminate().await;
     }
