@@ -3,6 +3,8 @@
 //! PostgreSQL (`LEAKWATCH_TEST_MQTT`, `LEAKWATCH_TEST_PG`; `.ci/run` sets both, and
 //! with `CI` set a missing one fails the test instead of skipping it).
 
+mod corpus;
+mod durability;
 mod flow;
 mod ingest;
 mod support;

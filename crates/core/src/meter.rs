@@ -1,6 +1,6 @@
 //! The meter registry's record.
 
-use crate::{DistrictId, GeoPoint, MeterId};
+use crate::{DistrictId, GeoPoint, MeterId, Timestamp};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
@@ -85,6 +85,12 @@ pub struct Meter {
     /// How often the meter is expected to push, in hours (silence is judged against it).
     pub report_every_h: u32,
     pub status: MeterStatus,
+    /// When the meter was installed, if the registry knows.
+    #[serde(default)]
+    pub installed_at: Option<Timestamp>,
+    /// Rated capacity in m³/h (e.g. 6.0 for a G4), if the registry knows.
+    #[serde(default)]
+    pub max_flow_m3h: Option<f64>,
 }
 
 #[cfg(test)]
@@ -101,7 +107,8 @@ mod tests {
 }
 
 /// A meter as registries exchange it: one CSV row of
-/// `meter_id,district_id,kind,lat,lon,report_every_h`, or one JSON object of
+/// `meter_id,district_id,kind,lat,lon,report_every_h` (plus the optional columns
+/// `status`, `installed_at` and `max_flow_m3h`), or one JSON object of
 /// `POST /api/v1/meters` with the same fields.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -117,6 +124,12 @@ pub struct MeterRecord {
     /// `active` when absent.
     #[serde(default)]
     pub status: Option<String>,
+    /// Installation date, RFC 3339 (e.g. `2021-03-04T00:00:00Z`); unknown when absent.
+    #[serde(default)]
+    pub installed_at: Option<String>,
+    /// Rated capacity in m³/h, > 0 (e.g. 6.0 for a G4); unknown when absent.
+    #[serde(default)]
+    pub max_flow_m3h: Option<f64>,
 }
 
 impl MeterRecord {
@@ -137,6 +150,19 @@ impl MeterRecord {
             None => MeterStatus::Active,
             Some(s) => s.parse().map_err(|e| format!("status: {e}"))?,
         };
+        let installed_at = match self.installed_at.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(s) => Some(
+                chrono::DateTime::parse_from_rfc3339(s)
+                    .map_err(|e| format!("installed_at: {s:?} is not an RFC 3339 time: {e}"))?
+                    .with_timezone(&chrono::Utc),
+            ),
+        };
+        if let Some(q) = self.max_flow_m3h
+            && !(q.is_finite() && q > 0.0)
+        {
+            return Err(format!("max_flow_m3h: {q} is not a positive number"));
+        }
         Ok(Meter {
             id,
             district,
@@ -144,6 +170,8 @@ impl MeterRecord {
             location,
             report_every_h,
             status,
+            installed_at,
+            max_flow_m3h: self.max_flow_m3h,
         })
     }
 }
@@ -158,6 +186,10 @@ impl From<&Meter> for MeterRecord {
             lon: m.location.lon,
             report_every_h: Some(m.report_every_h),
             status: Some(m.status.as_str().to_owned()),
+            installed_at: m
+                .installed_at
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)),
+            max_flow_m3h: m.max_flow_m3h,
         }
     }
 }
@@ -175,6 +207,8 @@ mod record_tests {
             lon: 11.2,
             report_every_h: None,
             status: None,
+            installed_at: None,
+            max_flow_m3h: None,
         }
     }
 
@@ -201,5 +235,52 @@ mod record_tests {
         let mut r = rec();
         r.report_every_h = Some(0);
         assert!(r.to_meter().unwrap_err().starts_with("report_every_h:"));
+        let mut r = rec();
+        r.installed_at = Some("2021-13-01".into());
+        assert!(r.to_meter().unwrap_err().starts_with("installed_at:"));
+        for bad in [0.0, -6.0, f64::NAN, f64::INFINITY] {
+            let mut r = rec();
+            r.max_flow_m3h = Some(bad);
+            assert!(
+                r.to_meter().unwrap_err().starts_with("max_flow_m3h:"),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn installation_date_and_capacity_round_trip() {
+        let mut r = rec();
+        r.installed_at = Some("2021-03-04T05:06:07+01:00".into());
+        r.max_flow_m3h = Some(6.0);
+        let m = r.to_meter().unwrap();
+        assert_eq!(
+            m.installed_at,
+            Some(chrono::DateTime::from_timestamp(1_614_830_767, 0).unwrap())
+        );
+        assert_eq!(m.max_flow_m3h, Some(6.0));
+        let back = MeterRecord::from(&m);
+        assert_eq!(back.installed_at.as_deref(), Some("2021-03-04T04:06:07Z"));
+        assert_eq!(back.to_meter().unwrap(), m);
+        // An empty CSV cell means unknown.
+        let mut r = rec();
+        r.installed_at = Some(String::new());
+        assert_eq!(r.to_meter().unwrap().installed_at, None);
+    }
+
+    #[test]
+    fn the_new_columns_are_optional_in_json() {
+        let r: MeterRecord = serde_json::from_str(
+            r#"{"meter_id":"M1","district_id":"D1","kind":"customer","lat":1.0,"lon":2.0}"#,
+        )
+        .unwrap();
+        assert_eq!(r.installed_at, None);
+        assert_eq!(r.max_flow_m3h, None);
+        let m: Meter = serde_json::from_value(serde_json::json!({
+            "id": "M1", "district": "D1", "kind": "customer",
+            "location": {"lat": 1.0, "lon": 2.0}, "report_every_h": 24, "status": "active"
+        }))
+        .unwrap();
+        assert_eq!((m.installed_at, m.max_flow_m3h), (None, None));
     }
 }

@@ -10,18 +10,21 @@
 //! rest (QoS 1, persistent session). This crate does not detect anything and does not
 //! own the registry; it reads meters from the store.
 
+mod judge;
 mod writer;
 
 use leakwatch_core::{Meter, Reading};
 use leakwatch_store::Store;
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, Publish, QoS};
 use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
+pub use judge::{Refusal, Rules, judge};
 pub use writer::{BatchOutcome, Writer};
 
 /// What to do with a message from a meter the registry does not know.
@@ -44,6 +47,12 @@ pub struct IngestConfig {
     pub batch_max_readings: usize,
     /// Messages waiting between the MQTT connection and the writer (bounded memory).
     pub queue_messages: usize,
+    /// Minutes a measurement time may lie after its receipt (clock drift allowance);
+    /// later ones are rejected as `t_in_future`.
+    pub max_future_min: u32,
+    /// Capacity (m3/h) assumed for customer meters without a rated `max_flow_m3h`;
+    /// more consumption than this over an interval flags the reading `jump`.
+    pub default_customer_max_flow_m3h: f64,
 }
 
 impl Default for IngestConfig {
@@ -52,6 +61,8 @@ impl Default for IngestConfig {
             unknown_meters: UnknownMeters::Reject,
             batch_max_readings: 10_000,
             queue_messages: 1_000,
+            max_future_min: 60,
+            default_customer_max_flow_m3h: 10.0,
         }
     }
 }
@@ -107,57 +118,89 @@ pub async fn run(
         )
         .set_request_channel_capacity(usize::from(broker.inflight) * 4 + 64);
     let (client, mut eventloop) = AsyncClient::new(opts, usize::from(broker.inflight) * 4 + 64);
+    // Publishes go to the writer over a bounded channel; acknowledgements come back
+    // over an unbounded one, so the writer never waits on this task (no deadlock) and
+    // this task never waits on the writer: when the writer's queue is full it stops
+    // reading from the broker, which then holds the rest.
     let (tx, rx) = mpsc::channel(cfg.queue_messages.max(1));
+    let (ack_tx, mut ack_rx) = mpsc::unbounded_channel::<Publish>();
     let filter = leakwatch_wire::uplink_filter(&broker.prefix);
 
     let writer = Writer::new(store, cfg, broker.prefix.clone());
-    let writer_task = tokio::spawn(writer.run(rx, client.clone(), sink));
+    let writer_task = tokio::spawn(writer.run(rx, ack_tx, sink));
 
     tokio::pin!(shutdown);
     let mut backoff = Duration::from_millis(100);
+    let mut held: Option<Publish> = None;
+    let mut unsent_acks: VecDeque<Publish> = VecDeque::new();
     loop {
-        let event = tokio::select! {
+        tokio::select! {
             _ = &mut shutdown => break,
-            ev = eventloop.poll() => ev,
-        };
-        match event {
-            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                health.set_connected(true);
-                backoff = Duration::from_millis(100);
-                tracing::info!(
-                    host = %broker.host, port = broker.port,
-                    session_present = ack.session_present, "connected to broker"
-                );
-                // Subscribing again is harmless when the session was kept.
-                if let Err(e) = client.try_subscribe(filter.clone(), QoS::AtLeastOnce) {
-                    tracing::error!(error = %e, "could not subscribe");
+            Some(p) = ack_rx.recv() => unsent_acks.push_back(p),
+            permit = tx.reserve(), if held.is_some() => match permit {
+                Ok(permit) => permit.send(held.take().expect("held")),
+                Err(_) => break,
+            },
+            event = eventloop.poll(), if held.is_none() => match event {
+                Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                    health.set_connected(true);
+                    backoff = Duration::from_millis(100);
+                    tracing::info!(
+                        host = %broker.host, port = broker.port,
+                        session_present = ack.session_present, "connected to broker"
+                    );
+                    // Subscribing again is harmless when the session was kept.
+                    if let Err(e) = client.try_subscribe(filter.clone(), QoS::AtLeastOnce) {
+                        tracing::error!(error = %e, "could not subscribe");
+                    }
                 }
+                Ok(Event::Incoming(Packet::Publish(p))) => match tx.try_send(p) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(p)) => held = Some(p),
+                    Err(mpsc::error::TrySendError::Closed(_)) => break,
+                },
+                Ok(_) => {}
+                Err(e) => {
+                    if health.broker_connected() {
+                        tracing::warn!(error = %e, "broker connection lost; reconnecting");
+                    } else {
+                        tracing::debug!(error = %e, "broker still unreachable");
+                    }
+                    health.set_connected(false);
+                    tokio::select! {
+                        _ = &mut shutdown => break,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            },
+        }
+        // Hand acknowledgements to the connection without ever blocking on it.
+        while let Some(p) = unsent_acks.front() {
+            if client.try_ack(p).is_err() {
+                break;
             }
-            Ok(Event::Incoming(Packet::Publish(p))) => {
-                if tx.send(p).await.is_err() {
-                    break;
-                }
-            }
-            Ok(_) => {}
-            Err(e) => {
-                if health.broker_connected() {
-                    tracing::warn!(error = %e, "broker connection lost; reconnecting");
-                } else {
-                    tracing::debug!(error = %e, "broker still unreachable");
-                }
-                health.set_connected(false);
-                tokio::select! {
-                    _ = &mut shutdown => break,
-                    _ = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-            }
+            unsent_acks.pop_front();
         }
     }
     drop(tx);
     // Let the writer finish the batch in hand; what it has not acknowledged the
     // broker redelivers on the next start.
     let _ = tokio::time::timeout(Duration::from_secs(10), writer_task).await;
+    // Send the acknowledgements of what it committed before saying goodbye.
+    while let Ok(p) = ack_rx.try_recv() {
+        unsent_acks.push_back(p);
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while let Some(p) = unsent_acks.front() {
+            if client.try_ack(p).is_ok() {
+                unsent_acks.pop_front();
+            } else if eventloop.poll().await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
     let _ = client.try_disconnect();
     let _ = tokio::time::timeout(Duration::from_millis(500), async {
         while eventloop.poll().await.is_ok() {}

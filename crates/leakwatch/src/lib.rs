@@ -9,3 +9,4 @@ pub mod broker;
 pub mod config;
 pub mod detection;
 pub mod telemetry;
+pub mod testkit;

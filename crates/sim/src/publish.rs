@@ -626,8 +626,14 @@ mod tests {
                 .await
                 .unwrap_or_else(|_| panic!("only {n} of {total} messages arrived"))
                 .unwrap();
-            let up = leakwatch_wire::decode(&prefix, &topic, &payload)
+            let decoded = leakwatch_wire::decode(&prefix, &topic, &payload)
                 .unwrap_or_else(|e| panic!("{topic}: {e}"));
+            assert!(
+                decoded.rejected.is_empty(),
+                "{topic}: {:?}",
+                decoded.rejected
+            );
+            let up = decoded.uplink;
             assert!(up.events.is_empty());
             assert!(up.battery.is_some());
             assert!(up.readings.len() == 6 || up.readings.len() == 7, "{topic}");

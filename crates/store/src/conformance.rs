@@ -4,7 +4,8 @@
 
 use crate::testing::{PG_ENV, drop_pg_database, fresh_pg_database, unique_suffix};
 use crate::{
-    AlertQuery, InsertOutcome, NewDeadLetter, NewWorkOrder, Store, StoreError, WorkOrderQuery,
+    AlertQuery, HourlyRow, InsertOutcome, NewDeadLetter, NewWorkOrder, ReadingFlags, Store,
+    StoreError, WorkOrderQuery,
 };
 use leakwatch_core::{
     AlertKind, AlertStatus, Crew, CrewId, CrewStatus, DistrictId, EventCode, Evidence, Finding,
@@ -118,6 +119,13 @@ conformance!(
     case_jobs_for_crew_ordering,
     case_list_work_orders_filters_and_cursor,
     case_concurrent_transitions_one_wins,
+    case_duplicates_and_conflicts,
+    case_reading_flags_round_trip,
+    case_latest_readings,
+    case_hourly_rollup_across_batches,
+    case_retention_keeps_the_rollup,
+    case_meter_installation_and_capacity,
+    case_migrations_apply_without_timescale,
 );
 
 // ---- fixtures ----
@@ -147,6 +155,8 @@ fn meter(id: &str, district: &str) -> Meter {
         location: GeoPoint::new(45.46, 9.19).unwrap(),
         report_every_h: 24,
         status: MeterStatus::Active,
+        installed_at: None,
+        max_flow_m3h: None,
     }
 }
 
@@ -332,17 +342,20 @@ async fn case_readings_idempotent(store: &Store) {
         store.insert_readings(&batch).await.unwrap(),
         InsertOutcome {
             inserted: 10,
-            duplicates: 0
+            duplicates: 0,
+            conflicts: 0
         }
     );
     assert_eq!(
         store.insert_readings(&batch).await.unwrap(),
         InsertOutcome {
             inserted: 0,
-            duplicates: 10
+            duplicates: 10,
+            conflicts: 0
         }
     );
-    // Overlap: 5 old, 5 new, and a new one repeated within the batch.
+    // Overlap: 5 old ones with other volumes (conflicts), 5 new, and a new one repeated
+    // within the batch with another volume (a conflict with the first of the batch).
     let mut overlap: Vec<Reading> = (5..15)
         .map(|i| reading("M1", i * 3600, 100.0 + i as f64))
         .collect();
@@ -351,7 +364,8 @@ async fn case_readings_idempotent(store: &Store) {
         store.insert_readings(&overlap).await.unwrap(),
         InsertOutcome {
             inserted: 5,
-            duplicates: 6
+            duplicates: 0,
+            conflicts: 6
         }
     );
     // Same times on another meter are not duplicates.
@@ -373,7 +387,7 @@ async fn case_readings_idempotent(store: &Store) {
     );
     assert_eq!(store.count_readings().await.unwrap(), 18);
 
-    // Duplicates left the first values in place.
+    // Duplicates and conflicts left the first values in place.
     let stored = store.readings(&mid("M1"), None, None, 100).await.unwrap();
     assert_eq!(stored.len(), 15);
     assert_eq!(stored[5].vol, 5.0);
@@ -1549,7 +1563,496 @@ async fn case_concurrent_transitions_one_wins(store: &Store) {
     assert_eq!(history[1].crew_id, ok[0].crew_id);
 }
 
+/// A whole-second time `min` minutes into hour `h` (hour 0 starts on a UTC hour).
+fn at(h: i64, min: i64) -> Timestamp {
+    // t(2_800) = 1_700_002_800 s = 472_223 h exactly.
+    t(2_800 + h * 3_600 + min * 60)
+}
+
+fn flagged(m: &str, when: Timestamp, vol: f64, flags: u16) -> (Reading, ReadingFlags) {
+    (
+        Reading {
+            t: when,
+            ..reading(m, 0, vol)
+        },
+        ReadingFlags(flags),
+    )
+}
+
+fn hour_row(m: &str, h: i64, first: (Timestamp, f64), last: (Timestamp, f64), n: i64) -> HourlyRow {
+    HourlyRow {
+        meter_id: mid(m),
+        hour: at(h, 0),
+        first_t: first.0,
+        first_vol: first.1,
+        last_t: last.0,
+        last_vol: last.1,
+        n,
+    }
+}
+
+async fn case_duplicates_and_conflicts(store: &Store) {
+    let first = vec![
+        flagged("M1", at(0, 0), 1.0, 0),
+        flagged("M1", at(0, 10), 2.0, 0),
+    ];
+    assert_eq!(
+        store.insert_batch(&first, t(100)).await.unwrap(),
+        InsertOutcome {
+            inserted: 2,
+            duplicates: 0,
+            conflicts: 0
+        }
+    );
+    let second = vec![
+        flagged("M1", at(0, 0), 1.0, 0),  // duplicate of a stored reading
+        flagged("M1", at(0, 10), 2.5, 0), // conflict with a stored reading
+        flagged("M1", at(0, 20), 3.0, 0), // new
+        flagged("M1", at(0, 20), 3.0, 1), // duplicate within the batch
+        flagged("M1", at(0, 20), 3.5, 0), // conflict within the batch
+        flagged("M1", at(0, 0), 1.0 + 1e-12, 0), // same volume after rounding
+        flagged("M2", at(0, 0), 7.0, 0),  // same time, other meter: new
+    ];
+    assert_eq!(
+        store.insert_batch(&second, t(200)).await.unwrap(),
+        InsertOutcome {
+            inserted: 2,
+            duplicates: 3,
+            conflicts: 2
+        }
+    );
+    // Stored readings are never changed.
+    let vols: Vec<f64> = store
+        .readings(&mid("M1"), None, None, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.vol)
+        .collect();
+    assert_eq!(vols, vec![1.0, 2.0, 3.0]);
+    assert_eq!(store.count_readings().await.unwrap(), 4);
+
+    // The conflicts, newest first, as they arrived.
+    assert_eq!(store.count_conflicts().await.unwrap(), 2);
+    let c = store.list_conflicts(10).await.unwrap();
+    assert_eq!(c.len(), 2);
+    assert!(c[0].id > c[1].id);
+    assert_eq!(
+        (&c[0].meter_id, c[0].t, c[0].stored_vol, c[0].received_vol),
+        (&mid("M1"), at(0, 20), 3.0, 3.5)
+    );
+    assert_eq!(
+        (&c[1].meter_id, c[1].t, c[1].stored_vol, c[1].received_vol),
+        (&mid("M1"), at(0, 10), 2.0, 2.5)
+    );
+    assert!(c.iter().all(|c| c.received_at == t(200)));
+    let json = serde_json::to_value(&c[1]).unwrap();
+    assert_eq!(json["meter_id"], "M1");
+    assert_eq!(json["stored_vol"], 2.0);
+    assert_eq!(json["received_vol"], 2.5);
+
+    // Every arrival of a conflicting value is logged; limits apply.
+    let third = vec![flagged("M1", at(0, 10), 2.5, 0)];
+    assert_eq!(
+        store.insert_batch(&third, t(300)).await.unwrap(),
+        InsertOutcome {
+            inserted: 0,
+            duplicates: 0,
+            conflicts: 1
+        }
+    );
+    assert_eq!(store.count_conflicts().await.unwrap(), 3);
+    let newest = store.list_conflicts(1).await.unwrap();
+    assert_eq!(newest.len(), 1);
+    assert_eq!(newest[0].received_at, t(300));
+    // Only the inserted rows were rolled up.
+    let hours = store.hourly(&mid("M1"), None, None).await.unwrap();
+    assert_eq!(
+        hours,
+        vec![hour_row("M1", 0, (at(0, 0), 1.0), (at(0, 20), 3.0), 3)]
+    );
+}
+
+async fn case_reading_flags_round_trip(store: &Store) {
+    let rows = vec![
+        flagged("M1", at(0, 0), 1.0, 0),
+        flagged("M1", at(0, 10), 0.5, ReadingFlags::COUNTER_REGRESSION),
+        flagged(
+            "M1",
+            at(0, 20),
+            90.0,
+            ReadingFlags::JUMP | ReadingFlags::LATE,
+        ),
+        flagged("M1", at(0, 30), 91.0, 0x8000), // a bit the store does not know
+    ];
+    store.insert_batch(&rows, t(0)).await.unwrap();
+    let got = store
+        .readings_flagged(&mid("M1"), None, None, 10)
+        .await
+        .unwrap();
+    assert_eq!(got, rows);
+    assert_eq!(got[2].1.names(), vec!["late", "jump"]);
+    // A duplicate with other flags changes nothing.
+    let again = vec![flagged("M1", at(0, 0), 1.0, ReadingFlags::LATE)];
+    assert_eq!(
+        store.insert_batch(&again, t(1)).await.unwrap().duplicates,
+        1
+    );
+    let got = store
+        .readings_flagged(&mid("M1"), Some(at(0, 0)), Some(at(0, 15)), 10)
+        .await
+        .unwrap();
+    assert_eq!(got, rows[..2].to_vec());
+    // insert_readings stores no flags.
+    store
+        .insert_readings(&[Reading {
+            t: at(1, 0),
+            ..reading("M1", 0, 92.0)
+        }])
+        .await
+        .unwrap();
+    let last = store
+        .readings_flagged(&mid("M1"), Some(at(1, 0)), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(last[0].1, ReadingFlags::default());
+}
+
+async fn case_latest_readings(store: &Store) {
+    assert!(store.latest_readings(&[]).await.unwrap().is_empty());
+    let rows = vec![
+        flagged("M1", at(0, 0), 1.0, 0),
+        flagged("M1", at(2, 30), 3.0, 0),
+        flagged("M2", at(5, 0), 50.0, 0),
+    ];
+    store.insert_batch(&rows, t(0)).await.unwrap();
+    // A late reading does not move the latest.
+    store
+        .insert_batch(&[flagged("M1", at(1, 0), 2.0, ReadingFlags::LATE)], t(1))
+        .await
+        .unwrap();
+    let latest = store
+        .latest_readings(&[mid("M1"), mid("M2"), mid("M3"), mid("M1")])
+        .await
+        .unwrap();
+    assert_eq!(latest.len(), 2, "{latest:?}");
+    assert_eq!(latest[&mid("M1")], (at(2, 30), 3.0));
+    assert_eq!(latest[&mid("M2")], (at(5, 0), 50.0));
+    // Newer in the same hour, then in a later hour.
+    store
+        .insert_batch(
+            &[
+                flagged("M1", at(2, 45), 3.5, 0),
+                flagged("M2", at(7, 1), 51.0, 0),
+            ],
+            t(2),
+        )
+        .await
+        .unwrap();
+    let latest = store
+        .latest_readings(&[mid("M1"), mid("M2")])
+        .await
+        .unwrap();
+    assert_eq!(latest[&mid("M1")], (at(2, 45), 3.5));
+    assert_eq!(latest[&mid("M2")], (at(7, 1), 51.0));
+    // Retention does not make the ingestor forget.
+    store.drop_raw_readings_before(at(10, 0)).await.unwrap();
+    assert_eq!(store.count_readings().await.unwrap(), 0);
+    let after = store
+        .latest_readings(&[mid("M1"), mid("M2")])
+        .await
+        .unwrap();
+    assert_eq!(after, latest);
+}
+
+async fn case_hourly_rollup_across_batches(store: &Store) {
+    let first = vec![
+        flagged("M1", at(0, 30), 2.0, 0),
+        flagged("M1", at(0, 10), 1.0, 0),
+        flagged("M1", at(1, 0), 3.0, 0),
+        flagged("M1", at(1, 50), 4.0, 0),
+        flagged("M2", at(0, 59), 10.0, 0),
+    ];
+    store.insert_batch(&first, t(0)).await.unwrap();
+    assert_eq!(
+        store.hourly(&mid("M1"), None, None).await.unwrap(),
+        vec![
+            hour_row("M1", 0, (at(0, 10), 1.0), (at(0, 30), 2.0), 2),
+            hour_row("M1", 1, (at(1, 0), 3.0), (at(1, 50), 4.0), 2),
+        ]
+    );
+    let ms = chrono::Duration::milliseconds(1);
+    let second = vec![
+        flagged("M1", at(0, 5), 0.5, ReadingFlags::LATE), // late: the new first of hour 0
+        flagged("M1", at(0, 40), 2.5, 0),                 // the new last of hour 0
+        flagged("M1", at(1, 20), 3.5, 0),                 // in between: first/last stay
+        flagged("M1", at(2, 0), 5.0, 0),                  // a new hour, on its boundary
+        flagged("M1", at(3, 0) - ms, 5.5, 0),             // the last instant of hour 2
+        flagged("M1", at(0, 10), 1.0, 0),                 // duplicate: not counted
+        flagged("M1", at(1, 0), 9.0, 0),                  // conflict: not counted
+    ];
+    assert_eq!(
+        store.insert_batch(&second, t(1)).await.unwrap(),
+        InsertOutcome {
+            inserted: 5,
+            duplicates: 1,
+            conflicts: 1
+        }
+    );
+    let all = store.hourly(&mid("M1"), None, None).await.unwrap();
+    assert_eq!(
+        all,
+        vec![
+            hour_row("M1", 0, (at(0, 5), 0.5), (at(0, 40), 2.5), 4),
+            hour_row("M1", 1, (at(1, 0), 3.0), (at(1, 50), 4.0), 3),
+            hour_row("M1", 2, (at(2, 0), 5.0), (at(3, 0) - ms, 5.5), 2),
+        ]
+    );
+    // Hours starting in [from, to).
+    assert_eq!(
+        store
+            .hourly(&mid("M1"), Some(at(1, 0)), Some(at(2, 0)))
+            .await
+            .unwrap(),
+        all[1..2].to_vec()
+    );
+    assert_eq!(
+        store
+            .hourly(&mid("M1"), Some(at(0, 30)), None)
+            .await
+            .unwrap(),
+        all[1..].to_vec()
+    );
+    assert_eq!(
+        store
+            .hourly(&mid("M1"), None, Some(at(0, 1)))
+            .await
+            .unwrap(),
+        all[..1].to_vec()
+    );
+    assert_eq!(
+        store.hourly(&mid("M2"), None, None).await.unwrap(),
+        vec![hour_row("M2", 0, (at(0, 59), 10.0), (at(0, 59), 10.0), 1)]
+    );
+    assert!(
+        store
+            .hourly(&mid("M3"), None, None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let json = serde_json::to_value(&all[0]).unwrap();
+    assert_eq!(json["meter_id"], "M1");
+    assert_eq!(json["n"], 4);
+    assert_eq!(json["first_vol"], 0.5);
+}
+
+async fn case_retention_keeps_the_rollup(store: &Store) {
+    let rows: Vec<_> = (0..6)
+        .flat_map(|h| {
+            [
+                flagged("M1", at(h, 0), h as f64, 0),
+                flagged("M1", at(h, 30), h as f64 + 0.5, 0),
+                flagged("M2", at(h, 15), 100.0 + h as f64, 0),
+            ]
+        })
+        .collect();
+    store.insert_batch(&rows, t(0)).await.unwrap();
+    let before = store.hourly(&mid("M1"), None, None).await.unwrap();
+    assert_eq!(before.len(), 6);
+
+    // Everything before hour 4 goes: 4 hours x 3 readings.
+    assert_eq!(store.drop_raw_readings_before(at(4, 0)).await.unwrap(), 12);
+    assert_eq!(store.count_readings().await.unwrap(), 6);
+    let left = store.readings(&mid("M1"), None, None, 100).await.unwrap();
+    assert_eq!(left.first().unwrap().t, at(4, 0));
+    assert_eq!(store.hourly(&mid("M1"), None, None).await.unwrap(), before);
+    assert_eq!(store.hourly(&mid("M2"), None, None).await.unwrap().len(), 6);
+    // Nothing more to drop.
+    assert_eq!(store.drop_raw_readings_before(at(4, 0)).await.unwrap(), 0);
+
+    // A late reading into a dropped hour still merges into its rollup row.
+    let outcome = store
+        .insert_batch(&[flagged("M1", at(1, 10), 1.25, ReadingFlags::LATE)], t(1))
+        .await
+        .unwrap();
+    assert_eq!(outcome.inserted, 1);
+    let h1 = &store
+        .hourly(&mid("M1"), Some(at(1, 0)), Some(at(2, 0)))
+        .await
+        .unwrap()[0];
+    assert_eq!(*h1, hour_row("M1", 1, (at(1, 0), 1.0), (at(1, 30), 1.5), 3));
+}
+
+async fn case_meter_installation_and_capacity(store: &Store) {
+    let mut g4 = meter("M1", "D1");
+    g4.installed_at = Some(t(-86_400 * 365));
+    g4.max_flow_m3h = Some(6.0);
+    let plain = meter("M2", "D1");
+    let mut odd = meter("M3", "D1");
+    odd.max_flow_m3h = Some(f64::NAN);
+    store
+        .upsert_meters(&[g4.clone(), plain.clone(), odd])
+        .await
+        .unwrap();
+    assert_eq!(store.get_meter(&mid("M1")).await.unwrap(), Some(g4.clone()));
+    assert_eq!(store.get_meter(&mid("M2")).await.unwrap(), Some(plain));
+    let m3 = store.get_meter(&mid("M3")).await.unwrap().unwrap();
+    assert_eq!(m3.max_flow_m3h, None, "NaN is stored as NULL");
+    let listed = store.list_meters(None, 10).await.unwrap();
+    assert_eq!(listed[0], g4);
+    assert_eq!(store.all_meters().await.unwrap()[0], g4);
+    // Updates replace them, back to unknown too.
+    let mut changed = g4.clone();
+    changed.installed_at = None;
+    changed.max_flow_m3h = Some(10.0);
+    store.upsert_meters(&[changed.clone()]).await.unwrap();
+    assert_eq!(store.get_meter(&mid("M1")).await.unwrap(), Some(changed));
+}
+
+async fn case_migrations_apply_without_timescale(store: &Store) {
+    // Connecting applied every migration; 0003 (PostgreSQL only) is a no-op without the
+    // extension.
+    match store {
+        Store::Sqlite(p) => {
+            assert!(!store.has_timescale());
+            let v: i64 = sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations")
+                .fetch_one(p)
+                .await
+                .unwrap();
+            assert_eq!(v, 2);
+        }
+        Store::Postgres(p) => {
+            let pool = p.pool();
+            let v: i64 = sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations")
+                .fetch_one(pool)
+                .await
+                .unwrap();
+            assert_eq!(v, 3);
+            let available: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM pg_available_extensions
+                                WHERE name = 'timescaledb')",
+            )
+            .fetch_one(pool)
+            .await
+            .unwrap();
+            let installed: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb')",
+            )
+            .fetch_one(pool)
+            .await
+            .unwrap();
+            if !available {
+                assert!(!installed);
+                assert!(!store.has_timescale());
+            } else {
+                println!(
+                    "timescaledb available: has_timescale = {}",
+                    store.has_timescale()
+                );
+            }
+            // The plain-PostgreSQL schema of 0002 is there either way.
+            let brin: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM pg_indexes WHERE indexname = 'readings_t_brin')",
+            )
+            .fetch_one(pool)
+            .await
+            .unwrap();
+            assert!(brin);
+        }
+    }
+    store.ping().await.unwrap();
+}
+
 // ---- backend-specific checks ----
+
+/// Readings stored before migration 0002 are rolled up by it.
+async fn check_rollup_backfill(store: &Store) {
+    let hours = store.hourly(&mid("M1"), None, None).await.unwrap();
+    assert_eq!(
+        hours,
+        vec![
+            hour_row("M1", 0, (at(0, 5), 1.0), (at(0, 50), 3.0), 3),
+            hour_row("M1", 1, (at(1, 0), 4.0), (at(1, 0), 4.0), 1),
+        ]
+    );
+    let rows = store
+        .readings_flagged(&mid("M1"), None, None, 10)
+        .await
+        .unwrap();
+    assert!(rows.iter().all(|(_, f)| *f == ReadingFlags::default()));
+    assert_eq!(
+        store.latest_readings(&[mid("M1")]).await.unwrap()[&mid("M1")],
+        (at(1, 0), 4.0)
+    );
+}
+
+const OLD_READINGS: [(i64, i64, f64); 4] = [(0, 20, 2.0), (0, 5, 1.0), (0, 50, 3.0), (1, 0, 4.0)];
+
+#[tokio::test]
+async fn sqlite_migration_0002_rolls_up_existing_readings() {
+    let dir = std::env::temp_dir().join(format!("leakwatch-store-{}", unique_suffix()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let url = format!("sqlite://{}/lw.db?mode=rwc", dir.display());
+    {
+        let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+        sqlx::migrate!("./migrations/sqlite")
+            .run_to(1, &pool)
+            .await
+            .unwrap();
+        for (h, m, vol) in OLD_READINGS {
+            sqlx::query("INSERT INTO readings (meter_id, t, vol) VALUES ('M1', ?1, ?2)")
+                .bind(at(h, m).timestamp_millis())
+                .bind(vol)
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+        pool.close().await;
+    }
+    let store = Store::connect(&url).await.unwrap();
+    check_rollup_backfill(&store).await;
+    store.close().await;
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test]
+async fn postgres_migration_0002_rolls_up_existing_readings() {
+    let Ok(admin) = std::env::var(PG_ENV) else {
+        println!("skipped: {PG_ENV} not set");
+        return;
+    };
+    let url = fresh_pg_database(&admin).await.unwrap();
+    let result = async {
+        let pool = sqlx::PgPool::connect(&url).await.unwrap();
+        sqlx::migrate!("./migrations/postgres")
+            .run_to(1, &pool)
+            .await
+            .unwrap();
+        for (h, m, vol) in OLD_READINGS {
+            sqlx::query("INSERT INTO readings (meter_id, t, vol) VALUES ('M1', $1, $2)")
+                .bind(at(h, m))
+                .bind(vol)
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+        pool.close().await;
+        let store = Store::connect(&url).await.unwrap();
+        let out = tokio::spawn({
+            let store = store.clone();
+            async move { check_rollup_backfill(&store).await }
+        })
+        .await;
+        store.close().await;
+        out
+    }
+    .await;
+    drop_pg_database(&admin, &url).await;
+    if let Err(e) = result {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
 
 #[tokio::test]
 async fn sqlite_file_persists_across_reconnects() {
@@ -1645,4 +2148,203 @@ async fn postgres_test_databases_are_dropped() {
         n
     };
     assert!(still > 0);
+}
+
+/// A scenario touching every outcome: new rows, late rows, repeats across and within
+/// batches, conflicts, several meters and hours.
+fn scenario() -> Vec<Vec<(Reading, ReadingFlags)>> {
+    vec![
+        vec![
+            flagged("M1", at(0, 10), 1.0, 0),
+            flagged("M1", at(0, 40), 2.0, 0),
+            flagged("M2", at(0, 0), 5.0, ReadingFlags::JUMP),
+            flagged("M1", at(0, 40), 2.0, 0), // within the batch: duplicate
+            flagged("M1", at(1, 5), 3.0, 0),
+        ],
+        vec![
+            flagged("M1", at(1, 5), 3.0, 0),                  // duplicate
+            flagged("M1", at(0, 40), 2.2, 0),                 // conflict
+            flagged("M1", at(0, 0), 0.5, ReadingFlags::LATE), // late, new first of hour 0
+            flagged("M1", at(1, 30), 3.5, 0),                 // same hour as the latest
+            flagged("M1", at(1, 30), 3.6, 0),                 // within the batch: conflict
+            flagged("M2", at(2, 0), 6.0, 0),
+            flagged("M3", at(2, 0), 9.0, 0), // a meter never seen
+        ],
+        vec![flagged("M2", at(2, 0), 6.0, 0)],
+    ]
+}
+
+type Observed = (
+    Vec<InsertOutcome>,
+    Vec<Vec<(Reading, ReadingFlags)>>,
+    Vec<Vec<HourlyRow>>,
+    Vec<(String, Timestamp, f64, f64)>,
+);
+
+async fn observe(store: &Store, path: Option<crate::PgInsertPath>) -> Observed {
+    let mut outcomes = Vec::new();
+    for batch in scenario() {
+        outcomes.push(match path {
+            Some(p) => store.insert_batch_via(p, &batch, t(0)).await.unwrap(),
+            None => store.insert_batch(&batch, t(0)).await.unwrap(),
+        });
+    }
+    let mut readings = Vec::new();
+    let mut hours = Vec::new();
+    for m in ["M1", "M2", "M3"] {
+        readings.push(
+            store
+                .readings_flagged(&mid(m), None, None, 100)
+                .await
+                .unwrap(),
+        );
+        hours.push(store.hourly(&mid(m), None, None).await.unwrap());
+    }
+    let conflicts = store
+        .list_conflicts(100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.meter_id.to_string(), c.t, c.stored_vol, c.received_vol))
+        .collect();
+    (outcomes, readings, hours, conflicts)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_insert_paths_agree_with_sqlite() {
+    let Ok(admin) = std::env::var(PG_ENV) else {
+        println!("skipped: {PG_ENV} not set");
+        return;
+    };
+    let reference = {
+        let store = Store::connect("sqlite::memory:").await.unwrap();
+        observe(&store, None).await
+    };
+    assert_eq!(
+        reference.0,
+        vec![
+            InsertOutcome {
+                inserted: 4,
+                duplicates: 1,
+                conflicts: 0
+            },
+            InsertOutcome {
+                inserted: 4,
+                duplicates: 1,
+                conflicts: 2
+            },
+            InsertOutcome {
+                inserted: 0,
+                duplicates: 1,
+                conflicts: 0
+            },
+        ]
+    );
+    for path in crate::PgInsertPath::ALL {
+        let url = fresh_pg_database(&admin).await.unwrap();
+        let store = Store::connect(&url).await.unwrap();
+        let got = tokio::spawn({
+            let store = store.clone();
+            async move { observe(&store, Some(path)).await }
+        })
+        .await;
+        store.close().await;
+        drop_pg_database(&admin, &url).await;
+        assert_eq!(got.unwrap(), reference, "{path:?}");
+    }
+}
+
+/// Another writer stores a key (or an hour) after the default path probed for its
+/// meters: the COPY meets it, rolls back to its savepoint, and the upserting statements
+/// take over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_copy_falls_back_when_another_writer_races() {
+    let Ok(admin) = std::env::var(PG_ENV) else {
+        println!("skipped: {PG_ENV} not set");
+        return;
+    };
+    let url = fresh_pg_database(&admin).await.unwrap();
+    let store = Store::connect(&url).await.unwrap();
+    let result = tokio::spawn({
+        let store = store.clone();
+        async move {
+            let Store::Postgres(pg) = &store else {
+                unreachable!()
+            };
+            // The other writer: a reading of M1 at hour 0 and one of M2 at 0:10, with
+            // their rollup rows, not committed yet.
+            let mut other = pg.pool().begin().await.unwrap();
+            for (m, when, vol) in [("M1", at(0, 0), 1.0), ("M2", at(0, 10), 10.0)] {
+                sqlx::query("INSERT INTO readings (meter_id, t, vol) VALUES ($1, $2, $3)")
+                    .bind(m)
+                    .bind(when)
+                    .bind(vol)
+                    .execute(&mut *other)
+                    .await
+                    .unwrap();
+                sqlx::query("INSERT INTO readings_hourly VALUES ($1, $2, $3, $4, $3, $4, 1)")
+                    .bind(m)
+                    .bind(at(0, 0))
+                    .bind(when)
+                    .bind(vol)
+                    .execute(&mut *other)
+                    .await
+                    .unwrap();
+            }
+            // M1: same key, another volume (the readings COPY meets it). M2: another time
+            // in the same hour (the readings COPY passes, the hourly COPY meets the hour).
+            let first = tokio::spawn({
+                let store = store.clone();
+                async move {
+                    store
+                        .insert_batch(
+                            &[
+                                flagged("M1", at(0, 0), 1.5, 0),
+                                flagged("M1", at(1, 0), 2.0, 0),
+                            ],
+                            t(0),
+                        )
+                        .await
+                }
+            });
+            let second = tokio::spawn({
+                let store = store.clone();
+                async move {
+                    store
+                        .insert_batch(&[flagged("M2", at(0, 20), 11.0, 0)], t(0))
+                        .await
+                }
+            });
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            assert!(!first.is_finished() && !second.is_finished(), "both wait");
+            other.commit().await.unwrap();
+            assert_eq!(
+                first.await.unwrap().unwrap(),
+                InsertOutcome {
+                    inserted: 1,
+                    duplicates: 0,
+                    conflicts: 1
+                }
+            );
+            assert_eq!(second.await.unwrap().unwrap().inserted, 1);
+            assert_eq!(
+                store.hourly(&mid("M1"), None, None).await.unwrap(),
+                vec![
+                    hour_row("M1", 0, (at(0, 0), 1.0), (at(0, 0), 1.0), 1),
+                    hour_row("M1", 1, (at(1, 0), 2.0), (at(1, 0), 2.0), 1),
+                ]
+            );
+            assert_eq!(
+                store.hourly(&mid("M2"), None, None).await.unwrap(),
+                vec![hour_row("M2", 0, (at(0, 10), 10.0), (at(0, 20), 11.0), 2)]
+            );
+            assert_eq!(store.count_conflicts().await.unwrap(), 1);
+        }
+    })
+    .await;
+    store.close().await;
+    drop_pg_database(&admin, &url).await;
+    if let Err(e) = result {
+        std::panic::resume_unwind(e.into_panic());
+    }
 }

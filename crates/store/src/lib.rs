@@ -20,6 +20,21 @@
 //! * Enums are stored as their `as_str()` text; alert evidence as JSON (PG `JSONB`,
 //!   SQLite `TEXT`); crew skills as `TEXT[]` (PG) or a JSON array (SQLite).
 //! * Identifiers are ordered bytewise on both backends (PG columns use `COLLATE "C"`).
+//!
+//! Readings: [`Store::insert_batch`] stores each (meter, t) once. A repeat with the same
+//! volume is a duplicate (nothing written); a repeat with another volume is a conflict:
+//! the stored reading stays as it is and the repeat is logged in `reading_conflicts`. The
+//! same transaction maintains `readings_hourly` (first and last reading of each meter and
+//! UTC hour), which survives [`Store::drop_raw_readings_before`] (retention). On
+//! PostgreSQL with the TimescaleDB extension, `readings` is also a compressed hypertable
+//! (migration `0003_timescale.sql`) and retention drops whole chunks.
+
+/// The columns of `meters` that make a [`Meter`].
+macro_rules! meter_cols {
+    () => {
+        "id, district_id, kind, lat, lon, report_every_h, status, installed_at, max_flow_m3h"
+    };
+}
 
 /// The columns of `alerts` that make an [`Alert`], in the order the row mappers read.
 macro_rules! alert_cols {
@@ -74,6 +89,7 @@ use leakwatch_core::{
     WorkOrderStatus,
 };
 use serde::{Serialize, Serializer};
+use std::collections::HashMap;
 use std::str::FromStr;
 
 /// What can go wrong talking to the store.
@@ -141,12 +157,112 @@ fn sqlx_retryable(e: &sqlx::Error) -> bool {
 /// The result of every store call.
 pub type Result<T> = std::result::Result<T, StoreError>;
 
-/// How a batch of readings went: rows newly stored, and rows already there (same meter
-/// and time) that were left untouched.
+/// How a batch of readings went. Every row of the batch is counted once, in exactly one
+/// of the three.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct InsertOutcome {
+    /// Rows newly stored.
     pub inserted: u64,
+    /// Rows whose (meter, t) was already stored (or came earlier in the batch) with the
+    /// same volume ([`same_volume`]): nothing written.
     pub duplicates: u64,
+    /// Rows whose (meter, t) was already stored (or came earlier in the batch) with
+    /// another volume: the stored reading is left as it is and the row is logged in
+    /// `reading_conflicts` ([`Store::list_conflicts`]).
+    pub conflicts: u64,
+}
+
+/// Quality flags the ingestor attaches to a stored reading (bitmask, stored as an integer
+/// column `flags`). Bits the store does not know are kept as they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct ReadingFlags(pub u16);
+
+impl ReadingFlags {
+    /// Older than the meter's latest stored reading when it arrived.
+    pub const LATE: u16 = 1;
+    /// The volume index went down compared with the previous reading.
+    pub const COUNTER_REGRESSION: u16 = 2;
+    /// The volume index rose faster than the meter's capacity allows.
+    pub const JUMP: u16 = 4;
+
+    const NAMES: [(u16, &'static str); 3] = [
+        (Self::LATE, "late"),
+        (Self::COUNTER_REGRESSION, "counter_regression"),
+        (Self::JUMP, "jump"),
+    ];
+
+    /// Whether every bit of `bits` is set.
+    pub fn contains(&self, bits: u16) -> bool {
+        self.0 & bits == bits
+    }
+
+    /// These flags with `bits` also set.
+    #[must_use]
+    pub fn with(self, bits: u16) -> Self {
+        ReadingFlags(self.0 | bits)
+    }
+
+    /// The names of the known flags that are set, in bit order: `"late"`,
+    /// `"counter_regression"`, `"jump"`.
+    pub fn names(&self) -> Vec<&'static str> {
+        Self::NAMES
+            .iter()
+            .filter(|(bit, _)| self.0 & bit != 0)
+            .map(|(_, name)| *name)
+            .collect()
+    }
+
+    /// From the stored integer.
+    fn from_db(v: i64) -> Result<Self> {
+        u16::try_from(v)
+            .map(ReadingFlags)
+            .map_err(|_| StoreError::Corrupt(format!("stored reading flags {v}")))
+    }
+}
+
+/// Whether two volumes are the same reading: equal once rounded to 1e-9 m³. Meters round
+/// to the litre (1e-3 m³), so anything below 1e-9 is representation noise (a value that
+/// went through decimal text and back), never a different reading.
+pub fn same_volume(a: f64, b: f64) -> bool {
+    a == b || (a * 1e9).round() == (b * 1e9).round()
+}
+
+/// A reading that arrived for a (meter, t) already stored with another volume.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ReadingConflict {
+    pub id: i64,
+    pub meter_id: MeterId,
+    pub t: Timestamp,
+    /// The volume stored (and kept).
+    pub stored_vol: f64,
+    /// The volume that arrived (and was not stored).
+    pub received_vol: f64,
+    /// When the batch holding it was received (the `received_at` of
+    /// [`Store::insert_batch`]).
+    pub received_at: Timestamp,
+}
+
+/// A meter's readings within one UTC hour: the first and last by time, and how many.
+/// Consumption within the hour is `last_vol - first_vol`; across hours, subtract the
+/// previous row's `last_vol`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HourlyRow {
+    pub meter_id: MeterId,
+    /// The start of the hour (UTC).
+    pub hour: Timestamp,
+    pub first_t: Timestamp,
+    pub first_vol: f64,
+    pub last_t: Timestamp,
+    pub last_vol: f64,
+    /// How many readings the hour received (raw readings later dropped still count).
+    pub n: i64,
+}
+
+/// The start of the UTC hour holding `t`.
+fn hour_of(t: Timestamp) -> Timestamp {
+    let micros = t.timestamp_micros();
+    let floored = micros - micros.rem_euclid(3_600_000_000);
+    chrono::DateTime::from_timestamp_micros(floored).unwrap_or(t)
 }
 
 /// A message that could not be processed, to be kept for a person to look at.
@@ -282,16 +398,56 @@ impl Default for WorkOrderQuery {
 /// clone (the pools are reference-counted).
 #[derive(Clone, Debug)]
 pub enum Store {
-    /// A PostgreSQL pool (10 connections).
-    Postgres(sqlx::PgPool),
+    /// A PostgreSQL pool (10 connections) and what the server offers.
+    Postgres(PgStore),
     /// An SQLite pool (4 connections to a WAL file, or 1 to an in-memory database).
     Sqlite(sqlx::SqlitePool),
+}
+
+/// How the PostgreSQL backend stores a batch of readings. [`Store::insert_batch`] takes
+/// [`PgInsertPath::DEFAULT`]; the others stay for the benchmark that chose it
+/// (`benches/store_pg.rs`).
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PgInsertPath {
+    /// `INSERT ... SELECT FROM UNNEST(arrays) ON CONFLICT DO NOTHING RETURNING`, the
+    /// rollup in a CTE over the returned rows.
+    Unnest,
+    /// `COPY` into a temporary staging table, then as `Unnest` from it.
+    CopyStaging,
+    /// Rows after their meter's latest stored reading are COPYed (readings and new
+    /// hours), the rest go through `Unnest`.
+    Split,
+}
+
+impl PgInsertPath {
+    pub const DEFAULT: PgInsertPath = PgInsertPath::Split;
+    pub const ALL: [PgInsertPath; 3] = [
+        PgInsertPath::Unnest,
+        PgInsertPath::CopyStaging,
+        PgInsertPath::Split,
+    ];
+}
+
+/// A PostgreSQL pool and the features found at connect.
+#[derive(Clone, Debug)]
+pub struct PgStore {
+    pool: sqlx::PgPool,
+    /// `readings` is a TimescaleDB hypertable (migration 0003 found the extension).
+    timescale: bool,
+}
+
+impl PgStore {
+    /// The connection pool.
+    pub fn pool(&self) -> &sqlx::PgPool {
+        &self.pool
+    }
 }
 
 macro_rules! dispatch {
     ($self:ident, $f:ident ( $($arg:expr),* )) => {
         match $self {
-            Store::Postgres(p) => pg::$f(p $(, $arg)*).await,
+            Store::Postgres(p) => pg::$f(&p.pool $(, $arg)*).await,
             Store::Sqlite(p) => sqlite::$f(p $(, $arg)*).await,
         }
     };
@@ -306,7 +462,8 @@ impl Store {
     /// database living as long as the store, served by a single connection).
     pub async fn connect(url: &str) -> Result<Store> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            pg::connect(url).await.map(Store::Postgres)
+            let (pool, timescale) = pg::connect(url).await?;
+            Ok(Store::Postgres(PgStore { pool, timescale }))
         } else if url.starts_with("sqlite:") {
             sqlite::connect(url).await.map(Store::Sqlite)
         } else {
@@ -325,6 +482,12 @@ impl Store {
         }
     }
 
+    /// Whether `readings` is a TimescaleDB hypertable (PostgreSQL with the `timescaledb`
+    /// extension when the migrations ran). Always `false` on SQLite.
+    pub fn has_timescale(&self) -> bool {
+        matches!(self, Store::Postgres(p) if p.timescale)
+    }
+
     /// Checks that the database answers.
     pub async fn ping(&self) -> Result<()> {
         dispatch!(self, ping())
@@ -333,7 +496,7 @@ impl Store {
     /// Closes every connection; later calls fail.
     pub async fn close(&self) {
         match self {
-            Store::Postgres(p) => p.close().await,
+            Store::Postgres(p) => p.pool.close().await,
             Store::Sqlite(p) => p.close().await,
         }
     }
@@ -368,27 +531,77 @@ impl Store {
 
     // ---- readings and events ----
 
-    /// Stores readings, idempotently on (meter, t): a reading whose meter and time are
-    /// already stored is counted as a duplicate and left as it was (also within the same
-    /// batch: the first one wins). One transaction per call.
+    /// Stores readings with their flags, in one transaction, idempotently on (meter, t):
+    ///
+    /// * a (meter, t) not stored yet is inserted, and its hour is rolled up into
+    ///   `readings_hourly` ([`Store::hourly`]);
+    /// * a (meter, t) already stored with the same volume ([`same_volume`]) is a
+    ///   duplicate: nothing is written;
+    /// * a (meter, t) already stored with another volume is a conflict: the stored reading
+    ///   is left as it is and the row is logged in `reading_conflicts` with `received_at`.
+    ///
+    /// Within the batch the first row of a (meter, t) wins and later ones count as
+    /// duplicates or conflicts against it. The flags of duplicates and conflicts are
+    /// dropped.
     ///
     /// Non-finite optional values (`temp`, `flow_max`, `pressure`) are stored as NULL;
     /// a non-finite `vol` refuses the whole batch with [`StoreError::Corrupt`].
-    pub async fn insert_readings(&self, readings: &[Reading]) -> Result<InsertOutcome> {
-        if readings.is_empty() {
+    ///
+    /// On PostgreSQL, rows later than their meter's latest stored reading (the usual
+    /// case) go in with binary `COPY`, the rest with `INSERT ... ON CONFLICT`; SQLite
+    /// runs cached prepared statements row by row. `benches/store_pg.rs` measures it.
+    pub async fn insert_batch(
+        &self,
+        rows: &[(Reading, ReadingFlags)],
+        received_at: Timestamp,
+    ) -> Result<InsertOutcome> {
+        if rows.is_empty() {
             return Ok(InsertOutcome::default());
         }
-        if let Some(r) = readings.iter().find(|r| !r.vol.is_finite()) {
+        if let Some((r, _)) = rows.iter().find(|(r, _)| !r.vol.is_finite()) {
             return Err(StoreError::Corrupt(format!(
                 "reading of meter {} at {} has a non-finite volume {}",
                 r.meter, r.t, r.vol
             )));
         }
-        let inserted: u64 = dispatch!(self, insert_readings(readings))?;
+        let (inserted, conflicts): (u64, u64) = dispatch!(self, insert_batch(rows, received_at))?;
         Ok(InsertOutcome {
             inserted,
-            duplicates: readings.len() as u64 - inserted,
+            duplicates: rows.len() as u64 - inserted - conflicts,
+            conflicts,
         })
+    }
+
+    /// [`Store::insert_batch`] along a chosen PostgreSQL path (SQLite has one). Only for
+    /// the benchmark that compares them (`benches/store_pg.rs`).
+    #[doc(hidden)]
+    pub async fn insert_batch_via(
+        &self,
+        path: PgInsertPath,
+        rows: &[(Reading, ReadingFlags)],
+        received_at: Timestamp,
+    ) -> Result<InsertOutcome> {
+        if rows.is_empty() {
+            return Ok(InsertOutcome::default());
+        }
+        let (inserted, conflicts) = match self {
+            Store::Postgres(p) => pg::insert_batch_via(&p.pool, path, rows, received_at).await?,
+            Store::Sqlite(p) => sqlite::insert_batch(p, rows, received_at).await?,
+        };
+        Ok(InsertOutcome {
+            inserted,
+            duplicates: rows.len() as u64 - inserted - conflicts,
+            conflicts,
+        })
+    }
+
+    /// [`Store::insert_batch`] with no flags, received now.
+    pub async fn insert_readings(&self, readings: &[Reading]) -> Result<InsertOutcome> {
+        let rows: Vec<(Reading, ReadingFlags)> = readings
+            .iter()
+            .map(|r| (r.clone(), ReadingFlags::default()))
+            .collect();
+        self.insert_batch(&rows, chrono::Utc::now()).await
     }
 
     /// A meter's readings ordered by time, `from` inclusive, `to` exclusive, at most
@@ -400,7 +613,69 @@ impl Store {
         to: Option<Timestamp>,
         limit: u32,
     ) -> Result<Vec<Reading>> {
-        dispatch!(self, readings(meter, from, to, limit))
+        let rows = self.readings_flagged(meter, from, to, limit).await?;
+        Ok(rows.into_iter().map(|(r, _)| r).collect())
+    }
+
+    /// [`Store::readings`] with each reading's flags.
+    pub async fn readings_flagged(
+        &self,
+        meter: &MeterId,
+        from: Option<Timestamp>,
+        to: Option<Timestamp>,
+        limit: u32,
+    ) -> Result<Vec<(Reading, ReadingFlags)>> {
+        dispatch!(self, readings_flagged(meter, from, to, limit))
+    }
+
+    /// Each listed meter's latest reading ever stored, as (t, vol); meters with none are
+    /// left out. Read from the hourly rollup, so a reading dropped by
+    /// [`Store::drop_raw_readings_before`] still counts: this is what the ingestor judges
+    /// late, regressing and jumping readings against.
+    pub async fn latest_readings(
+        &self,
+        meters: &[MeterId],
+    ) -> Result<HashMap<MeterId, (Timestamp, f64)>> {
+        if meters.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let ids: Vec<&str> = meters.iter().map(|m| m.as_str()).collect();
+        let rows: Vec<(String, Timestamp, f64)> = dispatch!(self, latest_readings(&ids))?;
+        rows.into_iter()
+            .map(|(m, t, vol)| Ok((parse_meter_id(m)?, (t, vol))))
+            .collect()
+    }
+
+    /// A meter's hourly rollup ordered by hour: the hours starting in [`from`, `to`)
+    /// (either bound may be open).
+    pub async fn hourly(
+        &self,
+        meter: &MeterId,
+        from: Option<Timestamp>,
+        to: Option<Timestamp>,
+    ) -> Result<Vec<HourlyRow>> {
+        dispatch!(self, hourly(meter, from, to))
+    }
+
+    /// Retention: deletes the raw readings with `t` before `before` and returns how many
+    /// there were; `readings_hourly` is kept. With TimescaleDB, the chunks entirely
+    /// before `before` are dropped (`drop_chunks`, no dead rows left behind) and the rest
+    /// deleted row by row; the count is taken first in the same transaction.
+    pub async fn drop_raw_readings_before(&self, before: Timestamp) -> Result<u64> {
+        match self {
+            Store::Postgres(p) => pg::drop_raw_readings_before(&p.pool, p.timescale, before).await,
+            Store::Sqlite(p) => sqlite::drop_raw_readings_before(p, before).await,
+        }
+    }
+
+    /// The latest conflicts, newest (highest id) first.
+    pub async fn list_conflicts(&self, limit: u32) -> Result<Vec<ReadingConflict>> {
+        dispatch!(self, list_conflicts(limit))
+    }
+
+    /// How many conflicts are logged.
+    pub async fn count_conflicts(&self) -> Result<i64> {
+        dispatch!(self, count_conflicts())
     }
 
     /// How many readings are stored.
@@ -619,6 +894,45 @@ fn report_every_h(v: i64) -> Result<u32> {
     u32::try_from(v).map_err(|_| StoreError::Corrupt(format!("stored report_every_h {v}")))
 }
 
+/// The hourly rollup of some newly stored readings, keyed by (meter, hour), to be merged
+/// into `readings_hourly`.
+#[derive(Debug, Default)]
+struct Rollup<'a> {
+    hours: std::collections::BTreeMap<(&'a str, Timestamp), HourAgg>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct HourAgg {
+    first_t: Timestamp,
+    first_vol: f64,
+    last_t: Timestamp,
+    last_vol: f64,
+    n: i64,
+}
+
+impl<'a> Rollup<'a> {
+    fn add(&mut self, meter: &'a str, t: Timestamp, vol: f64) {
+        self.hours
+            .entry((meter, hour_of(t)))
+            .and_modify(|h| {
+                if t < h.first_t {
+                    (h.first_t, h.first_vol) = (t, vol);
+                }
+                if t > h.last_t {
+                    (h.last_t, h.last_vol) = (t, vol);
+                }
+                h.n += 1;
+            })
+            .or_insert(HourAgg {
+                first_t: t,
+                first_vol: vol,
+                last_t: t,
+                last_vol: vol,
+                n: 1,
+            });
+    }
+}
+
 /// Maps NaN and infinities to NULL.
 fn finite(v: Option<f64>) -> Option<f64> {
     v.filter(|x| x.is_finite())
@@ -680,6 +994,50 @@ mod tests {
     fn last_by_key_keeps_the_last_in_first_seen_order() {
         let v = vec![("a", 1), ("b", 2), ("a", 3)];
         assert_eq!(last_by_key(&v, |x| x.0), vec![("a", 3), ("b", 2)]);
+    }
+
+    #[test]
+    fn reading_flags_name_their_bits() {
+        assert!(ReadingFlags::default().names().is_empty());
+        let f = ReadingFlags(ReadingFlags::LATE).with(ReadingFlags::JUMP);
+        assert_eq!(f.names(), vec!["late", "jump"]);
+        assert!(f.contains(ReadingFlags::JUMP));
+        assert!(!f.contains(ReadingFlags::COUNTER_REGRESSION));
+        assert_eq!(
+            ReadingFlags(0xffff).names(),
+            vec!["late", "counter_regression", "jump"]
+        );
+        assert_eq!(serde_json::to_value(f).unwrap(), serde_json::json!(5));
+        assert!(ReadingFlags::from_db(70_000).is_err());
+        assert!(ReadingFlags::from_db(-1).is_err());
+    }
+
+    #[test]
+    fn volumes_compare_after_rounding_to_1e_9() {
+        assert!(same_volume(12_345.678, 12_345.678));
+        assert!(same_volume(0.1 + 0.2, 0.3));
+        assert!(same_volume(1.000_000_000_1, 1.0));
+        assert!(!same_volume(1.001, 1.0));
+        assert!(!same_volume(1.000_000_002, 1.0));
+    }
+
+    #[test]
+    fn hours_are_floored_in_utc() {
+        let t = |s: i64, us: i64| {
+            chrono::DateTime::from_timestamp(s, 0).unwrap() + chrono::Duration::microseconds(us)
+        };
+        assert_eq!(hour_of(t(7_200, 0)), t(7_200, 0));
+        assert_eq!(hour_of(t(10_799, 999_999)), t(7_200, 0));
+        assert_eq!(hour_of(t(-1, 0)), t(-3_600, 0));
+        let mut r = Rollup::default();
+        r.add("M", t(3_700, 0), 2.0);
+        r.add("M", t(3_650, 0), 1.0);
+        r.add("M", t(7_100, 0), 3.0);
+        r.add("M", t(7_300, 0), 4.0);
+        let h = r.hours[&("M", t(3_600, 0))];
+        assert_eq!((h.first_t, h.first_vol), (t(3_650, 0), 1.0));
+        assert_eq!((h.last_t, h.last_vol, h.n), (t(7_100, 0), 3.0, 3));
+        assert_eq!(r.hours.len(), 2);
     }
 
     #[test]

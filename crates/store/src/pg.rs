@@ -1,10 +1,12 @@
-//! The PostgreSQL backend: times are `TIMESTAMPTZ`, batches go through `UNNEST` arrays.
+//! The PostgreSQL backend: times are `TIMESTAMPTZ`; batches go through `UNNEST` arrays, and
+//! new readings through binary `COPY` (see [`insert_split`]).
 
 use crate::{
-    AlertQuery, CrewRow, DeadLetter, NewDeadLetter, NewWorkOrder, Result, StoreError,
-    WorkOrderQuery, alert_conflict, final_statuses, finite, is_foreign_key_violation,
-    is_unique_violation, occupying_statuses, parse_crew_id, parse_district_id, parse_meter_id,
-    parse_text, redact, report_every_h, work_order_conflict,
+    AlertQuery, CrewRow, DeadLetter, HourAgg, HourlyRow, NewDeadLetter, NewWorkOrder, PgInsertPath,
+    ReadingConflict, ReadingFlags, Result, Rollup, StoreError, WorkOrderQuery, alert_conflict,
+    final_statuses, finite, is_foreign_key_violation, is_unique_violation, occupying_statuses,
+    parse_crew_id, parse_district_id, parse_meter_id, parse_text, redact, report_every_h,
+    same_volume, work_order_conflict,
 };
 use leakwatch_core::{
     Alert, AlertStatus, Crew, CrewId, EventCode, Finding, GeoPoint, Meter, MeterEvent, MeterId,
@@ -13,10 +15,13 @@ use leakwatch_core::{
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::types::Json;
 use sqlx::{PgPool, Row};
+use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 use std::time::Duration;
 
-pub(crate) async fn connect(url: &str) -> Result<PgPool> {
+/// Connects, applies the migrations and says whether `readings` is a TimescaleDB
+/// hypertable.
+pub(crate) async fn connect(url: &str) -> Result<(PgPool, bool)> {
     let opts = PgConnectOptions::from_str(url)
         .map_err(|e| StoreError::BadUrl(format!("{}: {e}", redact(url))))?;
     let pool = PgPoolOptions::new()
@@ -25,8 +30,22 @@ pub(crate) async fn connect(url: &str) -> Result<PgPool> {
         .connect_with(opts)
         .await?;
     sqlx::migrate!("./migrations/postgres").run(&pool).await?;
-    tracing::debug!(url = %redact(url), "connected to postgres, migrations applied");
-    Ok(pool)
+    // The catalog view only exists with the extension: look for the extension first.
+    let timescale: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb')",
+    )
+    .fetch_one(&pool)
+    .await?;
+    let timescale = timescale
+        && sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM timescaledb_information.hypertables
+                            WHERE hypertable_schema = current_schema()
+                              AND hypertable_name = 'readings')",
+        )
+        .fetch_one(&pool)
+        .await?;
+    tracing::debug!(url = %redact(url), timescale, "connected to postgres, migrations applied");
+    Ok((pool, timescale))
 }
 
 pub(crate) async fn ping(pool: &PgPool) -> Result<()> {
@@ -47,6 +66,8 @@ fn meter_from_row(row: &PgRow) -> Result<Meter> {
         },
         report_every_h: report_every_h(row.try_get("report_every_h")?)?,
         status: parse_text(row.try_get("status")?, "meter status")?,
+        installed_at: row.try_get("installed_at")?,
+        max_flow_m3h: row.try_get("max_flow_m3h")?,
     })
 }
 
@@ -58,14 +79,19 @@ pub(crate) async fn upsert_meters(pool: &PgPool, meters: &[Meter]) -> Result<u64
     let lons: Vec<f64> = meters.iter().map(|m| m.location.lon).collect();
     let every: Vec<i64> = meters.iter().map(|m| i64::from(m.report_every_h)).collect();
     let statuses: Vec<&str> = meters.iter().map(|m| m.status.as_str()).collect();
+    let installed: Vec<Option<Timestamp>> = meters.iter().map(|m| m.installed_at).collect();
+    let max_flows: Vec<Option<f64>> = meters.iter().map(|m| finite(m.max_flow_m3h)).collect();
     let done = sqlx::query(
-        "INSERT INTO meters (id, district_id, kind, lat, lon, report_every_h, status, updated_at)
+        "INSERT INTO meters (id, district_id, kind, lat, lon, report_every_h, status,
+                             installed_at, max_flow_m3h, updated_at)
          SELECT u.*, now() FROM UNNEST($1::text[], $2::text[], $3::text[], $4::float8[],
-                                       $5::float8[], $6::int8[], $7::text[]) AS u
+                                       $5::float8[], $6::int8[], $7::text[],
+                                       $8::timestamptz[], $9::float8[]) AS u
          ON CONFLICT (id) DO UPDATE SET
              district_id = excluded.district_id, kind = excluded.kind, lat = excluded.lat,
              lon = excluded.lon, report_every_h = excluded.report_every_h,
-             status = excluded.status, updated_at = excluded.updated_at",
+             status = excluded.status, installed_at = excluded.installed_at,
+             max_flow_m3h = excluded.max_flow_m3h, updated_at = excluded.updated_at",
     )
     .bind(&ids)
     .bind(&districts)
@@ -74,15 +100,19 @@ pub(crate) async fn upsert_meters(pool: &PgPool, meters: &[Meter]) -> Result<u64
     .bind(&lons)
     .bind(&every)
     .bind(&statuses)
+    .bind(&installed)
+    .bind(&max_flows)
     .execute(pool)
     .await?;
     Ok(done.rows_affected())
 }
 
 pub(crate) async fn get_meter(pool: &PgPool, id: &MeterId) -> Result<Option<Meter>> {
-    let row = sqlx::query(
-        "SELECT id, district_id, kind, lat, lon, report_every_h, status FROM meters WHERE id = $1",
-    )
+    let row = sqlx::query(concat!(
+        "SELECT ",
+        meter_cols!(),
+        " FROM meters WHERE id = $1"
+    ))
     .bind(id.as_str())
     .fetch_optional(pool)
     .await?;
@@ -94,10 +124,11 @@ pub(crate) async fn list_meters(
     after: Option<&MeterId>,
     limit: u32,
 ) -> Result<Vec<Meter>> {
-    let rows = sqlx::query(
-        "SELECT id, district_id, kind, lat, lon, report_every_h, status FROM meters
-         WHERE ($1::text IS NULL OR id > $1) ORDER BY id LIMIT $2",
-    )
+    let rows = sqlx::query(concat!(
+        "SELECT ",
+        meter_cols!(),
+        " FROM meters WHERE ($1::text IS NULL OR id > $1) ORDER BY id LIMIT $2"
+    ))
     .bind(after.map(|m| m.as_str()))
     .bind(i64::from(limit))
     .fetch_all(pool)
@@ -106,9 +137,11 @@ pub(crate) async fn list_meters(
 }
 
 pub(crate) async fn all_meters(pool: &PgPool) -> Result<Vec<Meter>> {
-    let rows = sqlx::query(
-        "SELECT id, district_id, kind, lat, lon, report_every_h, status FROM meters ORDER BY id",
-    )
+    let rows = sqlx::query(concat!(
+        "SELECT ",
+        meter_cols!(),
+        " FROM meters ORDER BY id"
+    ))
     .fetch_all(pool)
     .await?;
     rows.iter().map(meter_from_row).collect()
@@ -116,39 +149,493 @@ pub(crate) async fn all_meters(pool: &PgPool) -> Result<Vec<Meter>> {
 
 // ---- readings and events ----
 
-pub(crate) async fn insert_readings(pool: &PgPool, readings: &[Reading]) -> Result<u64> {
-    let meters: Vec<&str> = readings.iter().map(|r| r.meter.as_str()).collect();
-    let ts: Vec<Timestamp> = readings.iter().map(|r| r.t).collect();
-    let vols: Vec<f64> = readings.iter().map(|r| r.vol).collect();
-    let temps: Vec<Option<f64>> = readings.iter().map(|r| finite(r.temp)).collect();
-    let flows: Vec<Option<f64>> = readings.iter().map(|r| finite(r.flow_max)).collect();
-    let pressures: Vec<Option<f64>> = readings.iter().map(|r| finite(r.pressure)).collect();
+/// Merges the rows of the relation `ins` (meter_id, t, vol: readings just stored) into
+/// `readings_hourly`, one upsert per (meter, UTC hour): first/last by time, count added.
+macro_rules! rollup_from_ins {
+    () => {
+        concat!(
+        "INSERT INTO readings_hourly AS h (meter_id, hour, first_t, first_vol, last_t, last_vol, n)
+         SELECT meter_id, date_trunc('hour', t, 'UTC'),
+                min(t), (array_agg(vol ORDER BY t))[1],
+                max(t), (array_agg(vol ORDER BY t DESC))[1],
+                count(*)
+         FROM ins GROUP BY 1, 2
+         ON CONFLICT (meter_id, hour) DO UPDATE SET ",
+            rollup_merge!()
+        )
+    };
+}
+
+/// The `SET` list merging `excluded` into the stored `readings_hourly` row `h`: the
+/// earlier first, the later last, counts added (the new rows never share a time with
+/// the stored ones, so there are no ties).
+macro_rules! rollup_merge {
+    () => {
+        "first_t = LEAST(h.first_t, excluded.first_t),
+         first_vol = CASE WHEN excluded.first_t < h.first_t
+                          THEN excluded.first_vol ELSE h.first_vol END,
+         last_t = GREATEST(h.last_t, excluded.last_t),
+         last_vol = CASE WHEN excluded.last_t > h.last_t
+                         THEN excluded.last_vol ELSE h.last_vol END,
+         n = h.n + excluded.n"
+    };
+}
+
+/// A batch as column arrays, for `UNNEST`.
+struct Columns<'a> {
+    meters: Vec<&'a str>,
+    ts: Vec<Timestamp>,
+    vols: Vec<f64>,
+    temps: Vec<Option<f64>>,
+    flows: Vec<Option<f64>>,
+    pressures: Vec<Option<f64>>,
+    flags: Vec<i32>,
+}
+
+impl<'a> Columns<'a> {
+    fn new(rows: &[&'a Batched]) -> Self {
+        Columns {
+            meters: rows.iter().map(|(r, _)| r.meter.as_str()).collect(),
+            ts: rows.iter().map(|(r, _)| r.t).collect(),
+            vols: rows.iter().map(|(r, _)| r.vol).collect(),
+            temps: rows.iter().map(|(r, _)| finite(r.temp)).collect(),
+            flows: rows.iter().map(|(r, _)| finite(r.flow_max)).collect(),
+            pressures: rows.iter().map(|(r, _)| finite(r.pressure)).collect(),
+            flags: rows.iter().map(|(_, f)| i32::from(f.0)).collect(),
+        }
+    }
+}
+
+/// Stores a batch (see `Store::insert_batch`); returns (inserted, conflicts).
+pub(crate) async fn insert_batch(
+    pool: &PgPool,
+    rows: &[(Reading, ReadingFlags)],
+    received_at: Timestamp,
+) -> Result<(u64, u64)> {
+    insert_batch_via(pool, PgInsertPath::DEFAULT, rows, received_at).await
+}
+
+/// [`insert_batch`] along a chosen path, in one transaction.
+pub(crate) async fn insert_batch_via(
+    pool: &PgPool,
+    path: PgInsertPath,
+    rows: &[(Reading, ReadingFlags)],
+    received_at: Timestamp,
+) -> Result<(u64, u64)> {
+    let all: Vec<&Batched> = rows.iter().collect();
+    let mut tx = pool.begin().await?;
+    let out = match path {
+        PgInsertPath::Unnest => insert_unnest(&mut tx, &all, received_at).await?,
+        PgInsertPath::CopyStaging => insert_staged(&mut tx, &all, received_at).await?,
+        PgInsertPath::Split => insert_split(&mut tx, &all, received_at).await?,
+    };
+    tx.commit().await?;
+    Ok(out)
+}
+
+type Batched = (Reading, ReadingFlags);
+
+/// One statement inserts the rows from `UNNEST` arrays (`ON CONFLICT DO NOTHING`, so
+/// the first row of a key wins, in array order) and, in a data-modifying CTE over the
+/// rows it inserted, upserts their hours into `readings_hourly`. Only when some rows were
+/// not inserted does a second statement look for conflicts.
+async fn insert_unnest(
+    conn: &mut sqlx::PgConnection,
+    rows: &[&Batched],
+    received_at: Timestamp,
+) -> Result<(u64, u64)> {
+    let c = Columns::new(rows);
+    let inserted: i64 = sqlx::query_scalar(concat!(
+        "WITH ins AS (
+             INSERT INTO readings (meter_id, t, vol, temp, flow_max, pressure, flags)
+             SELECT * FROM UNNEST($1::text[], $2::timestamptz[], $3::float8[], $4::float8[],
+                                  $5::float8[], $6::float8[], $7::int4[])
+             ON CONFLICT DO NOTHING
+             RETURNING meter_id, t, vol
+         ), rollup AS (",
+        rollup_from_ins!(),
+        ") SELECT count(*) FROM ins"
+    ))
+    .bind(&c.meters)
+    .bind(&c.ts)
+    .bind(&c.vols)
+    .bind(&c.temps)
+    .bind(&c.flows)
+    .bind(&c.pressures)
+    .bind(&c.flags)
+    .fetch_one(&mut *conn)
+    .await?;
+    let inserted = inserted as u64;
+    let conflicts = if inserted < rows.len() as u64 {
+        record_conflicts(conn, &c, received_at).await?
+    } else {
+        0
+    };
+    Ok((inserted, conflicts))
+}
+
+/// COPY into a session-local staging table, then the same single statement as
+/// [`insert_unnest`] reading from it.
+async fn insert_staged(
+    conn: &mut sqlx::PgConnection,
+    rows: &[&Batched],
+    received_at: Timestamp,
+) -> Result<(u64, u64)> {
+    sqlx::query(
+        "CREATE TEMP TABLE IF NOT EXISTS lw_staging (
+             meter_id TEXT COLLATE \"C\", t TIMESTAMPTZ, vol FLOAT8, temp FLOAT8,
+             flow_max FLOAT8, pressure FLOAT8, flags INT4, i INT8
+         ) ON COMMIT DELETE ROWS",
+    )
+    .execute(&mut *conn)
+    .await?;
+    let mut copy = conn
+        .copy_in_raw(
+            "COPY lw_staging (meter_id, t, vol, temp, flow_max, pressure, flags, i)
+             FROM STDIN (FORMAT binary)",
+        )
+        .await?;
+    copy.send(encode_readings(rows, true)).await?;
+    copy.finish().await?;
+    let inserted: i64 = sqlx::query_scalar(concat!(
+        "WITH ins AS (
+             INSERT INTO readings (meter_id, t, vol, temp, flow_max, pressure, flags)
+             SELECT meter_id, t, vol, temp, flow_max, pressure, flags FROM lw_staging
+             ORDER BY i
+             ON CONFLICT DO NOTHING
+             RETURNING meter_id, t, vol
+         ), rollup AS (",
+        rollup_from_ins!(),
+        ") SELECT count(*) FROM ins"
+    ))
+    .fetch_one(&mut *conn)
+    .await?;
+    let inserted = inserted as u64;
+    let conflicts = if inserted < rows.len() as u64 {
+        record_conflicts(conn, &Columns::new(rows), received_at).await?
+    } else {
+        0
+    };
+    Ok((inserted, conflicts))
+}
+
+/// The default path. `INSERT ... ON CONFLICT` pays a speculative insertion per row,
+/// about twice what a plain COPY costs, so the batch is split on what the rollup says
+/// each meter's latest stored reading is (one index probe per meter):
+///
+/// * rows after their meter's latest reading cannot be stored yet: the first row of
+///   each such key is COPYed straight into `readings`. Their hours are aggregated here;
+///   hours after the meter's latest hour are COPYed into `readings_hourly`, the others
+///   upserted.
+/// * the rest (late readings, repeats, redeliveries) take [`insert_unnest`], which
+///   sorts out duplicates and conflicts. It runs after the COPY, so a repeat of a key
+///   first seen in this batch compares with that first row.
+///
+/// Each COPY runs under a savepoint: if another writer stored one of those keys (or
+/// hours) since the probe, COPY fails with a unique violation, and the whole batch (or
+/// that rollup) falls back to the upserting statements.
+async fn insert_split(
+    conn: &mut sqlx::PgConnection,
+    rows: &[&Batched],
+    received_at: Timestamp,
+) -> Result<(u64, u64)> {
+    let latest = latest_hours(conn, rows).await?;
+    let mut keys = HashSet::with_capacity(rows.len());
+    let (mut fresh, mut rest) = (Vec::with_capacity(rows.len()), Vec::new());
+    for &row in rows {
+        let r = &row.0;
+        let after_latest = latest
+            .get(r.meter.as_str())
+            .is_none_or(|&(_, last_t)| r.t > last_t);
+        if after_latest && keys.insert((r.meter.as_str(), r.t)) {
+            fresh.push(row);
+        } else {
+            rest.push(row);
+        }
+    }
+    drop(keys);
+    if !fresh.is_empty() {
+        // The rollup is aggregated and encoded while the server takes the COPY.
+        let hours =
+            copy_under_savepoint(conn, COPY_READINGS, encode_readings(&fresh, false), || {
+                let mut rollup = Rollup::default();
+                for (r, _) in &fresh {
+                    rollup.add(r.meter.as_str(), r.t, r.vol);
+                }
+                rollup
+            })
+            .await?;
+        let Some(rollup) = hours else {
+            tracing::debug!("COPY met a reading stored since the probe; upserting the batch");
+            return insert_unnest(conn, rows, received_at).await;
+        };
+        let (new_hours, old_hours): (Vec<_>, Vec<_>) =
+            rollup.hours.iter().partition(|((m, hour), _)| {
+                latest
+                    .get(*m)
+                    .is_none_or(|&(latest_hour, _)| *hour > latest_hour)
+            });
+        if !new_hours.is_empty()
+            && copy_under_savepoint(conn, COPY_HOURLY, encode_hours(&new_hours), || ())
+                .await?
+                .is_none()
+        {
+            tracing::debug!("COPY met an hour stored since the probe; upserting the hours");
+            upsert_hours(conn, &new_hours).await?;
+        }
+        if !old_hours.is_empty() {
+            upsert_hours(conn, &old_hours).await?;
+        }
+    }
+    let (inserted, conflicts) = if rest.is_empty() {
+        (0, 0)
+    } else {
+        insert_unnest(conn, &rest, received_at).await?
+    };
+    Ok((fresh.len() as u64 + inserted, conflicts))
+}
+
+/// The latest stored hour and reading time of each meter of the batch that has any.
+async fn latest_hours(
+    conn: &mut sqlx::PgConnection,
+    rows: &[&Batched],
+) -> Result<HashMap<String, (Timestamp, Timestamp)>> {
+    let mut meters: Vec<&str> = rows.iter().map(|(r, _)| r.meter.as_str()).collect();
+    meters.sort_unstable();
+    meters.dedup();
+    let found: Vec<(String, Timestamp, Timestamp)> = sqlx::query_as(
+        "SELECT m.id, h.hour, h.last_t
+         FROM UNNEST($1::text[]) AS m (id)
+         CROSS JOIN LATERAL (SELECT hour, last_t FROM readings_hourly
+                             WHERE meter_id = m.id ORDER BY hour DESC LIMIT 1) AS h",
+    )
+    .bind(&meters)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(found
+        .into_iter()
+        .map(|(m, hour, last_t)| (m, (hour, last_t)))
+        .collect())
+}
+
+/// Runs a `COPY ... FROM STDIN` of `data` under a savepoint, and `meanwhile` while the
+/// server takes the data. `Ok(None)` (and nothing written) if the COPY hit a unique
+/// violation.
+async fn copy_under_savepoint<T>(
+    conn: &mut sqlx::PgConnection,
+    statement: &str,
+    data: Vec<u8>,
+    meanwhile: impl FnOnce() -> T,
+) -> Result<Option<T>> {
+    let mut sp = sqlx::Connection::begin(&mut *conn).await?;
+    let mut copy = sp.copy_in_raw(statement).await?;
+    copy.send(data).await?;
+    let out = meanwhile();
+    match copy.finish().await {
+        Ok(_) => {
+            sp.commit().await?;
+            Ok(Some(out))
+        }
+        Err(e) if is_unique_violation(&e) => {
+            sp.rollback().await?;
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub(crate) type HourEntry<'r, 'a> = (&'r (&'a str, Timestamp), &'r HourAgg);
+
+/// Merges hours aggregated here into `readings_hourly`, in one statement.
+async fn upsert_hours(conn: &mut sqlx::PgConnection, hours: &[HourEntry<'_, '_>]) -> Result<()> {
+    let meters: Vec<&str> = hours.iter().map(|((m, _), _)| *m).collect();
+    let starts: Vec<Timestamp> = hours.iter().map(|((_, hour), _)| *hour).collect();
+    let first_t: Vec<Timestamp> = hours.iter().map(|(_, h)| h.first_t).collect();
+    let first_vol: Vec<f64> = hours.iter().map(|(_, h)| h.first_vol).collect();
+    let last_t: Vec<Timestamp> = hours.iter().map(|(_, h)| h.last_t).collect();
+    let last_vol: Vec<f64> = hours.iter().map(|(_, h)| h.last_vol).collect();
+    let counts: Vec<i64> = hours.iter().map(|(_, h)| h.n).collect();
+    sqlx::query(concat!(
+        "INSERT INTO readings_hourly AS h (meter_id, hour, first_t, first_vol, last_t, last_vol, n)
+         SELECT * FROM UNNEST($1::text[], $2::timestamptz[], $3::timestamptz[], $4::float8[],
+                              $5::timestamptz[], $6::float8[], $7::int8[])
+         ON CONFLICT (meter_id, hour) DO UPDATE SET ",
+        rollup_merge!()
+    ))
+    .bind(&meters)
+    .bind(&starts)
+    .bind(&first_t)
+    .bind(&first_vol)
+    .bind(&last_t)
+    .bind(&last_vol)
+    .bind(&counts)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// `COPY` of [`encode_readings`]'s rows into `readings`.
+pub(crate) const COPY_READINGS: &str =
+    "COPY readings (meter_id, t, vol, temp, flow_max, pressure, flags) FROM STDIN (FORMAT binary)";
+
+/// `COPY` of [`encode_hours`]'s rows into `readings_hourly`.
+pub(crate) const COPY_HOURLY: &str = "COPY readings_hourly (meter_id, hour, first_t, first_vol, last_t, \
+                           last_vol, n) FROM STDIN (FORMAT binary)";
+
+/// A `COPY ... (FORMAT binary)` stream being written.
+struct CopyBinary(Vec<u8>);
+
+impl CopyBinary {
+    fn new(rows: usize, row_bytes: usize) -> Self {
+        let mut buf = Vec::with_capacity(21 + rows * row_bytes);
+        buf.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
+        buf.extend_from_slice(&0i32.to_be_bytes()); // flags: no OIDs
+        buf.extend_from_slice(&0i32.to_be_bytes()); // no header extension
+        CopyBinary(buf)
+    }
+
+    fn row(&mut self, fields: i16) {
+        self.0.extend_from_slice(&fields.to_be_bytes());
+    }
+
+    fn field(&mut self, bytes: &[u8]) {
+        self.0
+            .extend_from_slice(&(bytes.len() as i32).to_be_bytes());
+        self.0.extend_from_slice(bytes);
+    }
+
+    fn null(&mut self) {
+        self.0.extend_from_slice(&(-1i32).to_be_bytes());
+    }
+
+    fn text(&mut self, s: &str) {
+        self.field(s.as_bytes());
+    }
+
+    /// `timestamptz`: microseconds from 2000-01-01 UTC.
+    fn time(&mut self, t: Timestamp) {
+        self.field(&(t.timestamp_micros() - 946_684_800_000_000).to_be_bytes());
+    }
+
+    /// `float8`; NULL when absent or not finite.
+    fn float(&mut self, v: Option<f64>) {
+        match finite(v) {
+            Some(v) => self.field(&v.to_be_bytes()),
+            None => self.null(),
+        }
+    }
+
+    fn int4(&mut self, v: i32) {
+        self.field(&v.to_be_bytes());
+    }
+
+    fn int8(&mut self, v: i64) {
+        self.field(&v.to_be_bytes());
+    }
+
+    fn finish(mut self) -> Vec<u8> {
+        self.0.extend_from_slice(&(-1i16).to_be_bytes());
+        self.0
+    }
+}
+
+/// Rows for [`COPY_READINGS`] (and, `with_index`, their 1-based position in the batch
+/// as an eighth column).
+pub(crate) fn encode_readings(rows: &[&Batched], with_index: bool) -> Vec<u8> {
+    let mut out = CopyBinary::new(rows.len(), 100);
+    for (i, (r, flags)) in rows.iter().enumerate() {
+        out.row(if with_index { 8 } else { 7 });
+        out.text(r.meter.as_str());
+        out.time(r.t);
+        out.float(Some(r.vol));
+        out.float(r.temp);
+        out.float(r.flow_max);
+        out.float(r.pressure);
+        out.int4(i32::from(flags.0));
+        if with_index {
+            out.int8(i as i64 + 1);
+        }
+    }
+    out.finish()
+}
+
+/// Rows for [`COPY_HOURLY`].
+pub(crate) fn encode_hours(hours: &[HourEntry<'_, '_>]) -> Vec<u8> {
+    let mut out = CopyBinary::new(hours.len(), 100);
+    for ((m, hour), h) in hours {
+        out.row(7);
+        out.text(m);
+        out.time(*hour);
+        out.time(h.first_t);
+        out.float(Some(h.first_vol));
+        out.time(h.last_t);
+        out.float(Some(h.last_vol));
+        out.int8(h.n);
+    }
+    out.finish()
+}
+
+/// Logs the rows of the batch whose (meter, t) is stored with another volume; returns
+/// how many.
+async fn record_conflicts(
+    conn: &mut sqlx::PgConnection,
+    c: &Columns<'_>,
+    received_at: Timestamp,
+) -> Result<u64> {
+    // Exact inequality in SQL narrows the candidates; `same_volume` decides.
+    let candidates: Vec<(i64, f64)> = sqlx::query_as(
+        "SELECT u.i, r.vol
+         FROM UNNEST($1::text[], $2::timestamptz[], $3::float8[]) WITH ORDINALITY
+              AS u (meter_id, t, vol, i)
+         JOIN readings r ON r.meter_id = u.meter_id AND r.t = u.t
+         WHERE r.vol <> u.vol
+         ORDER BY u.i",
+    )
+    .bind(&c.meters)
+    .bind(&c.ts)
+    .bind(&c.vols)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut meters = Vec::new();
+    let mut ts = Vec::new();
+    let mut stored = Vec::new();
+    let mut received = Vec::new();
+    for (i, stored_vol) in candidates {
+        let i = (i - 1) as usize;
+        if !same_volume(stored_vol, c.vols[i]) {
+            meters.push(c.meters[i]);
+            ts.push(c.ts[i]);
+            stored.push(stored_vol);
+            received.push(c.vols[i]);
+        }
+    }
+    if meters.is_empty() {
+        return Ok(0);
+    }
     let done = sqlx::query(
-        "INSERT INTO readings (meter_id, t, vol, temp, flow_max, pressure)
-         SELECT * FROM UNNEST($1::text[], $2::timestamptz[], $3::float8[], $4::float8[],
-                              $5::float8[], $6::float8[])
-         ON CONFLICT DO NOTHING",
+        "INSERT INTO reading_conflicts (meter_id, t, stored_vol, received_vol, received_at)
+         SELECT u.*, $5 FROM UNNEST($1::text[], $2::timestamptz[], $3::float8[], $4::float8[])
+                             AS u",
     )
     .bind(&meters)
     .bind(&ts)
-    .bind(&vols)
-    .bind(&temps)
-    .bind(&flows)
-    .bind(&pressures)
-    .execute(pool)
+    .bind(&stored)
+    .bind(&received)
+    .bind(received_at)
+    .execute(&mut *conn)
     .await?;
     Ok(done.rows_affected())
 }
 
-pub(crate) async fn readings(
+pub(crate) async fn readings_flagged(
     pool: &PgPool,
     meter: &MeterId,
     from: Option<Timestamp>,
     to: Option<Timestamp>,
     limit: u32,
-) -> Result<Vec<Reading>> {
+) -> Result<Vec<(Reading, ReadingFlags)>> {
     let rows = sqlx::query(
-        "SELECT t, vol, temp, flow_max, pressure FROM readings
+        "SELECT t, vol, temp, flow_max, pressure, flags FROM readings
          WHERE meter_id = $1
            AND ($2::timestamptz IS NULL OR t >= $2)
            AND ($3::timestamptz IS NULL OR t < $3)
@@ -162,16 +649,125 @@ pub(crate) async fn readings(
     .await?;
     rows.iter()
         .map(|row| {
-            Ok(Reading {
+            let reading = Reading {
                 meter: meter.clone(),
                 t: row.try_get("t")?,
                 vol: row.try_get("vol")?,
                 temp: row.try_get("temp")?,
                 flow_max: row.try_get("flow_max")?,
                 pressure: row.try_get("pressure")?,
+            };
+            let flags = ReadingFlags::from_db(i64::from(row.try_get::<i32, _>("flags")?))?;
+            Ok((reading, flags))
+        })
+        .collect()
+}
+
+pub(crate) async fn latest_readings(
+    pool: &PgPool,
+    meters: &[&str],
+) -> Result<Vec<(String, Timestamp, f64)>> {
+    Ok(sqlx::query_as(
+        "SELECT m.id, h.last_t, h.last_vol
+         FROM (SELECT DISTINCT id FROM UNNEST($1::text[]) AS u (id)) AS m
+         CROSS JOIN LATERAL (SELECT last_t, last_vol FROM readings_hourly
+                             WHERE meter_id = m.id ORDER BY hour DESC LIMIT 1) AS h",
+    )
+    .bind(meters)
+    .fetch_all(pool)
+    .await?)
+}
+
+pub(crate) async fn hourly(
+    pool: &PgPool,
+    meter: &MeterId,
+    from: Option<Timestamp>,
+    to: Option<Timestamp>,
+) -> Result<Vec<HourlyRow>> {
+    let rows = sqlx::query(
+        "SELECT hour, first_t, first_vol, last_t, last_vol, n FROM readings_hourly
+         WHERE meter_id = $1
+           AND ($2::timestamptz IS NULL OR hour >= $2)
+           AND ($3::timestamptz IS NULL OR hour < $3)
+         ORDER BY hour",
+    )
+    .bind(meter.as_str())
+    .bind(from)
+    .bind(to)
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(HourlyRow {
+                meter_id: meter.clone(),
+                hour: row.try_get("hour")?,
+                first_t: row.try_get("first_t")?,
+                first_vol: row.try_get("first_vol")?,
+                last_t: row.try_get("last_t")?,
+                last_vol: row.try_get("last_vol")?,
+                n: row.try_get("n")?,
             })
         })
         .collect()
+}
+
+pub(crate) async fn drop_raw_readings_before(
+    pool: &PgPool,
+    timescale: bool,
+    before: Timestamp,
+) -> Result<u64> {
+    if !timescale {
+        let done = sqlx::query("DELETE FROM readings WHERE t < $1")
+            .bind(before)
+            .execute(pool)
+            .await?;
+        return Ok(done.rows_affected());
+    }
+    let mut tx = pool.begin().await?;
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM readings WHERE t < $1")
+        .bind(before)
+        .fetch_one(&mut *tx)
+        .await?;
+    // Whole chunks first (cheap, no dead rows), then what is left of the chunk that
+    // straddles `before`.
+    sqlx::query("SELECT drop_chunks('readings', older_than => $1::timestamptz)")
+        .bind(before)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("DELETE FROM readings WHERE t < $1")
+        .bind(before)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(n as u64)
+}
+
+pub(crate) async fn list_conflicts(pool: &PgPool, limit: u32) -> Result<Vec<ReadingConflict>> {
+    let rows = sqlx::query(
+        "SELECT id, meter_id, t, stored_vol, received_vol, received_at FROM reading_conflicts
+         ORDER BY id DESC LIMIT $1",
+    )
+    .bind(i64::from(limit))
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(ReadingConflict {
+                id: row.try_get("id")?,
+                meter_id: parse_meter_id(row.try_get("meter_id")?)?,
+                t: row.try_get("t")?,
+                stored_vol: row.try_get("stored_vol")?,
+                received_vol: row.try_get("received_vol")?,
+                received_at: row.try_get("received_at")?,
+            })
+        })
+        .collect()
+}
+
+pub(crate) async fn count_conflicts(pool: &PgPool) -> Result<i64> {
+    Ok(sqlx::query_scalar("SELECT count(*) FROM reading_conflicts")
+        .fetch_one(pool)
+        .await?)
 }
 
 pub(crate) async fn count_readings(pool: &PgPool) -> Result<i64> {

@@ -3,10 +3,11 @@
 //! lock, which WAL mode would refuse with `SQLITE_BUSY` instead of waiting).
 
 use crate::{
-    AlertQuery, CrewRow, DeadLetter, NewDeadLetter, NewWorkOrder, Result, StoreError,
-    WorkOrderQuery, alert_conflict, final_statuses, finite, is_foreign_key_violation,
-    is_unique_violation, occupying_statuses, parse_crew_id, parse_district_id, parse_meter_id,
-    parse_text, report_every_h, work_order_conflict,
+    AlertQuery, CrewRow, DeadLetter, HourlyRow, NewDeadLetter, NewWorkOrder, ReadingConflict,
+    ReadingFlags, Result, Rollup, StoreError, WorkOrderQuery, alert_conflict, final_statuses,
+    finite, is_foreign_key_violation, is_unique_violation, occupying_statuses, parse_crew_id,
+    parse_district_id, parse_meter_id, parse_text, report_every_h, same_volume,
+    work_order_conflict,
 };
 use leakwatch_core::{
     Alert, AlertStatus, Crew, CrewId, EventCode, Finding, GeoPoint, Meter, MeterEvent, MeterId,
@@ -114,6 +115,8 @@ fn meter_from_row(row: &SqliteRow) -> Result<Meter> {
         },
         report_every_h: report_every_h(row.try_get("report_every_h")?)?,
         status: parse_text(&text(row, "status")?, "meter status")?,
+        installed_at: opt_time(row, "installed_at")?,
+        max_flow_m3h: row.try_get("max_flow_m3h")?,
     })
 }
 
@@ -123,12 +126,14 @@ pub(crate) async fn upsert_meters(pool: &SqlitePool, meters: &[Meter]) -> Result
     let mut n = 0;
     for m in meters {
         n += sqlx::query(
-            "INSERT INTO meters (id, district_id, kind, lat, lon, report_every_h, status, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+            "INSERT INTO meters (id, district_id, kind, lat, lon, report_every_h, status,
+                                 installed_at, max_flow_m3h, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?9, ?10, ?8)
              ON CONFLICT (id) DO UPDATE SET
                  district_id = excluded.district_id, kind = excluded.kind, lat = excluded.lat,
                  lon = excluded.lon, report_every_h = excluded.report_every_h,
-                 status = excluded.status, updated_at = excluded.updated_at",
+                 status = excluded.status, installed_at = excluded.installed_at,
+                 max_flow_m3h = excluded.max_flow_m3h, updated_at = excluded.updated_at",
         )
         .bind(m.id.as_str())
         .bind(m.district.as_str())
@@ -138,6 +143,8 @@ pub(crate) async fn upsert_meters(pool: &SqlitePool, meters: &[Meter]) -> Result
         .bind(i64::from(m.report_every_h))
         .bind(m.status.as_str())
         .bind(now)
+        .bind(m.installed_at.map(ms))
+        .bind(finite(m.max_flow_m3h))
         .execute(&mut *tx)
         .await?
         .rows_affected();
@@ -147,9 +154,11 @@ pub(crate) async fn upsert_meters(pool: &SqlitePool, meters: &[Meter]) -> Result
 }
 
 pub(crate) async fn get_meter(pool: &SqlitePool, id: &MeterId) -> Result<Option<Meter>> {
-    let row = sqlx::query(
-        "SELECT id, district_id, kind, lat, lon, report_every_h, status FROM meters WHERE id = ?1",
-    )
+    let row = sqlx::query(concat!(
+        "SELECT ",
+        meter_cols!(),
+        " FROM meters WHERE id = ?1"
+    ))
     .bind(id.as_str())
     .fetch_optional(pool)
     .await?;
@@ -161,10 +170,11 @@ pub(crate) async fn list_meters(
     after: Option<&MeterId>,
     limit: u32,
 ) -> Result<Vec<Meter>> {
-    let rows = sqlx::query(
-        "SELECT id, district_id, kind, lat, lon, report_every_h, status FROM meters
-         WHERE (?1 IS NULL OR id > ?1) ORDER BY id LIMIT ?2",
-    )
+    let rows = sqlx::query(concat!(
+        "SELECT ",
+        meter_cols!(),
+        " FROM meters WHERE (?1 IS NULL OR id > ?1) ORDER BY id LIMIT ?2"
+    ))
     .bind(after.map(|m| m.as_str()))
     .bind(i64::from(limit))
     .fetch_all(pool)
@@ -173,9 +183,11 @@ pub(crate) async fn list_meters(
 }
 
 pub(crate) async fn all_meters(pool: &SqlitePool) -> Result<Vec<Meter>> {
-    let rows = sqlx::query(
-        "SELECT id, district_id, kind, lat, lon, report_every_h, status FROM meters ORDER BY id",
-    )
+    let rows = sqlx::query(concat!(
+        "SELECT ",
+        meter_cols!(),
+        " FROM meters ORDER BY id"
+    ))
     .fetch_all(pool)
     .await?;
     rows.iter().map(meter_from_row).collect()
@@ -183,13 +195,22 @@ pub(crate) async fn all_meters(pool: &SqlitePool) -> Result<Vec<Meter>> {
 
 // ---- readings and events ----
 
-pub(crate) async fn insert_readings(pool: &SqlitePool, readings: &[Reading]) -> Result<u64> {
+/// Stores a batch (see `Store::insert_batch`); returns (inserted, conflicts). Row by row
+/// with cached prepared statements in one `BEGIN IMMEDIATE` transaction; the hours of the
+/// inserted rows are aggregated here and merged into `readings_hourly` once per hour.
+pub(crate) async fn insert_batch(
+    pool: &SqlitePool,
+    rows: &[(Reading, ReadingFlags)],
+    received_at: Timestamp,
+) -> Result<(u64, u64)> {
     let mut tx = pool.begin_with(BEGIN_WRITE).await?;
-    let mut n = 0;
-    for r in readings {
-        n += sqlx::query(
-            "INSERT INTO readings (meter_id, t, vol, temp, flow_max, pressure)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
+    let mut inserted = 0;
+    let mut conflicts = 0;
+    let mut rollup = Rollup::default();
+    for (r, flags) in rows {
+        let new = sqlx::query(
+            "INSERT INTO readings (meter_id, t, vol, temp, flow_max, pressure, flags)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
         )
         .bind(r.meter.as_str())
         .bind(ms(r.t))
@@ -197,23 +218,76 @@ pub(crate) async fn insert_readings(pool: &SqlitePool, readings: &[Reading]) -> 
         .bind(finite(r.temp))
         .bind(finite(r.flow_max))
         .bind(finite(r.pressure))
+        .bind(i64::from(flags.0))
         .execute(&mut *tx)
         .await?
-        .rows_affected();
+        .rows_affected()
+            == 1;
+        if new {
+            inserted += 1;
+            // Times are stored at millisecond precision: roll up what is stored.
+            rollup.add(r.meter.as_str(), from_ms(ms(r.t))?, r.vol);
+            continue;
+        }
+        let stored: Option<f64> =
+            sqlx::query_scalar("SELECT vol FROM readings WHERE meter_id = ?1 AND t = ?2")
+                .bind(r.meter.as_str())
+                .bind(ms(r.t))
+                .fetch_optional(&mut *tx)
+                .await?;
+        if let Some(stored) = stored
+            && !same_volume(stored, r.vol)
+        {
+            sqlx::query(
+                "INSERT INTO reading_conflicts (meter_id, t, stored_vol, received_vol, received_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
+            .bind(r.meter.as_str())
+            .bind(ms(r.t))
+            .bind(stored)
+            .bind(r.vol)
+            .bind(ms(received_at))
+            .execute(&mut *tx)
+            .await?;
+            conflicts += 1;
+        }
+    }
+    for ((meter, hour), h) in &rollup.hours {
+        sqlx::query(
+            "INSERT INTO readings_hourly (meter_id, hour, first_t, first_vol, last_t, last_vol, n)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT (meter_id, hour) DO UPDATE SET
+                 first_t = min(first_t, excluded.first_t),
+                 first_vol = CASE WHEN excluded.first_t < first_t
+                                  THEN excluded.first_vol ELSE first_vol END,
+                 last_t = max(last_t, excluded.last_t),
+                 last_vol = CASE WHEN excluded.last_t > last_t
+                                 THEN excluded.last_vol ELSE last_vol END,
+                 n = n + excluded.n",
+        )
+        .bind(*meter)
+        .bind(ms(*hour))
+        .bind(ms(h.first_t))
+        .bind(h.first_vol)
+        .bind(ms(h.last_t))
+        .bind(h.last_vol)
+        .bind(h.n)
+        .execute(&mut *tx)
+        .await?;
     }
     tx.commit().await?;
-    Ok(n)
+    Ok((inserted, conflicts))
 }
 
-pub(crate) async fn readings(
+pub(crate) async fn readings_flagged(
     pool: &SqlitePool,
     meter: &MeterId,
     from: Option<Timestamp>,
     to: Option<Timestamp>,
     limit: u32,
-) -> Result<Vec<Reading>> {
+) -> Result<Vec<(Reading, ReadingFlags)>> {
     let rows = sqlx::query(
-        "SELECT t, vol, temp, flow_max, pressure FROM readings
+        "SELECT t, vol, temp, flow_max, pressure, flags FROM readings
          WHERE meter_id = ?1 AND (?2 IS NULL OR t >= ?2) AND (?3 IS NULL OR t < ?3)
          ORDER BY t LIMIT ?4",
     )
@@ -225,16 +299,111 @@ pub(crate) async fn readings(
     .await?;
     rows.iter()
         .map(|row| {
-            Ok(Reading {
+            let reading = Reading {
                 meter: meter.clone(),
                 t: time(row, "t")?,
                 vol: row.try_get("vol")?,
                 temp: row.try_get("temp")?,
                 flow_max: row.try_get("flow_max")?,
                 pressure: row.try_get("pressure")?,
+            };
+            Ok((reading, ReadingFlags::from_db(row.try_get("flags")?)?))
+        })
+        .collect()
+}
+
+pub(crate) async fn latest_readings(
+    pool: &SqlitePool,
+    meters: &[&str],
+) -> Result<Vec<(String, Timestamp, f64)>> {
+    let ids = json_list(meters.iter().map(|m| (*m).to_owned()).collect());
+    let rows = sqlx::query(
+        "SELECT m.value AS meter_id,
+                (SELECT last_t FROM readings_hourly WHERE meter_id = m.value
+                 ORDER BY hour DESC LIMIT 1) AS last_t,
+                (SELECT last_vol FROM readings_hourly WHERE meter_id = m.value
+                 ORDER BY hour DESC LIMIT 1) AS last_vol
+         FROM (SELECT DISTINCT value FROM json_each(?1)) AS m",
+    )
+    .bind(ids)
+    .fetch_all(pool)
+    .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in &rows {
+        if let Some(t) = opt_time(row, "last_t")? {
+            out.push((text(row, "meter_id")?, t, row.try_get("last_vol")?));
+        }
+    }
+    Ok(out)
+}
+
+pub(crate) async fn hourly(
+    pool: &SqlitePool,
+    meter: &MeterId,
+    from: Option<Timestamp>,
+    to: Option<Timestamp>,
+) -> Result<Vec<HourlyRow>> {
+    let rows = sqlx::query(
+        "SELECT hour, first_t, first_vol, last_t, last_vol, n FROM readings_hourly
+         WHERE meter_id = ?1 AND (?2 IS NULL OR hour >= ?2) AND (?3 IS NULL OR hour < ?3)
+         ORDER BY hour",
+    )
+    .bind(meter.as_str())
+    .bind(from.map(ms))
+    .bind(to.map(ms))
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(HourlyRow {
+                meter_id: meter.clone(),
+                hour: time(row, "hour")?,
+                first_t: time(row, "first_t")?,
+                first_vol: row.try_get("first_vol")?,
+                last_t: time(row, "last_t")?,
+                last_vol: row.try_get("last_vol")?,
+                n: row.try_get("n")?,
             })
         })
         .collect()
+}
+
+pub(crate) async fn drop_raw_readings_before(pool: &SqlitePool, before: Timestamp) -> Result<u64> {
+    let mut tx = pool.begin_with(BEGIN_WRITE).await?;
+    let done = sqlx::query("DELETE FROM readings WHERE t < ?1")
+        .bind(ms(before))
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(done.rows_affected())
+}
+
+pub(crate) async fn list_conflicts(pool: &SqlitePool, limit: u32) -> Result<Vec<ReadingConflict>> {
+    let rows = sqlx::query(
+        "SELECT id, meter_id, t, stored_vol, received_vol, received_at FROM reading_conflicts
+         ORDER BY id DESC LIMIT ?1",
+    )
+    .bind(i64::from(limit))
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(ReadingConflict {
+                id: row.try_get("id")?,
+                meter_id: parse_meter_id(text(row, "meter_id")?)?,
+                t: time(row, "t")?,
+                stored_vol: row.try_get("stored_vol")?,
+                received_vol: row.try_get("received_vol")?,
+                received_at: time(row, "received_at")?,
+            })
+        })
+        .collect()
+}
+
+pub(crate) async fn count_conflicts(pool: &SqlitePool) -> Result<i64> {
+    Ok(sqlx::query_scalar("SELECT count(*) FROM reading_conflicts")
+        .fetch_one(pool)
+        .await?)
 }
 
 pub(crate) async fn count_readings(pool: &SqlitePool) -> Result<i64> {

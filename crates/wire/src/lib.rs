@@ -1,23 +1,99 @@
 //! The MQTT wire contract (v1) that meters and head-ends are built against.
 //!
-//! This crate owns the topic layout (`{prefix}/{district}/{meter}/up`) and the JSON
-//! payload: [`decode`] parses and validates a message into domain types, and
+//! This crate owns the topic layout (`{prefix}/{district}/{meter}/up`) and the payload
+//! formats accepted on it: [`decode`] parses and validates a message into domain types,
 //! [`encode`] writes one (the simulator uses it). It is used by the ingestor, the
 //! simulator and the fuzz target, and must not do I/O.
 //!
-//! Validation is all-or-nothing per message in v1: one bad reading rejects the whole
-//! message with a reason naming the reading, so a device's batch is never half stored.
+//! Two payload formats share the topic, told apart by the payload's first JSON value:
+//! - a JSON **object** is the v1 format of `DESIGN.md` ([`Format::V1`]);
+//! - a JSON **array** is a SenML pack, RFC 8428 JSON ([`Format::SenML`]), see
+//!   [`encode_senml`] and `docs/wire.md` for the naming rule.
+//!
+//! # Partial acceptance
+//!
+//! Problems with the message as a whole (its topic, size, encoding, JSON syntax,
+//! version, meter) reject the whole message with a [`DecodeError`]. A problem with one
+//! *item* (a reading, an event, the battery or valve status, a SenML record) rejects
+//! only that item: the good items are returned in [`Decoded::uplink`] and the bad ones
+//! are listed in [`Decoded::rejected`], each with a stable reason code, so the ingest
+//! can store what is good and dead-letter the message naming what was not.
+//!
+//! Reason codes are stable: they are counted in `/metrics`, stored in the dead-letter
+//! store and documented in `docs/wire.md`. [`MESSAGE_REASONS`] and [`ITEM_REASONS`]
+//! list them all.
 
-use chrono::{DateTime, TimeZone, Utc};
-use leakwatch_core::{DistrictId, EventCode, IdError, MeterEvent, MeterId, Reading, Timestamp};
+use leakwatch_core::{DistrictId, IdError, MeterEvent, MeterId, Reading};
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
+use std::fmt;
 
-/// Largest payload accepted, in bytes (64 KiB).
+pub mod corpus;
+mod senml;
+mod v1;
+
+pub use senml::encode_senml;
+pub use v1::encode;
+
+/// Largest payload accepted, in bytes (64 KiB). Larger messages are rejected whole
+/// with `too_large`, whatever they contain.
 pub const MAX_PAYLOAD_BYTES: usize = 64 * 1024;
 
-/// Why a message was rejected. [`DecodeError::reason`] is the stable short code used
-/// in the dead-letter store and in `/metrics`; `Display` is the detail for people.
+/// How much of a rejected payload the dead-letter store keeps, in bytes (64 KiB).
+///
+/// Every payload the decoder accepts for parsing is at most [`MAX_PAYLOAD_BYTES`], so
+/// all of them are kept in full; only `too_large` payloads are cut, to their first
+/// 64 KiB ([`dead_letter_payload`]).
+pub const DEAD_LETTER_MAX_PAYLOAD: usize = 64 * 1024;
+
+/// How many rejected items [`Decoded::rejected_detail`] lists one by one.
+pub const REJECTED_DETAIL_MAX_ITEMS: usize = 50;
+
+/// Earliest measurement time accepted: 1970-01-01T00:00:00Z, in Unix seconds.
+pub const MIN_UNIX_SECS: i64 = 0;
+
+/// Latest measurement time accepted: 9999-12-31T23:59:59Z, in Unix seconds. Later
+/// times are `bad_t` (whether they are merely in the future is the ingest's call).
+pub const MAX_UNIX_SECS: i64 = 253_402_300_799;
+
+/// The part of `payload` kept in the dead-letter store: all of it up to
+/// [`DEAD_LETTER_MAX_PAYLOAD`] bytes, else its first [`DEAD_LETTER_MAX_PAYLOAD`] bytes.
+pub fn dead_letter_payload(payload: &[u8]) -> &[u8] {
+    &payload[..payload.len().min(DEAD_LETTER_MAX_PAYLOAD)]
+}
+
+/// Every reason code a [`DecodeError`] can carry ([`DecodeError::reason`]).
+pub const MESSAGE_REASONS: &[&str] = &[
+    "bad_topic",
+    "empty",
+    "too_large",
+    "not_utf8",
+    "not_json",
+    "not_object",
+    "bad_version",
+    "missing_meter",
+    "bad_meter",
+    "meter_mismatch",
+    "bad_field",
+];
+
+/// Every reason code a [`RejectedItem`] can carry.
+pub const ITEM_REASONS: &[&str] = &[
+    "not_object",
+    "missing_t",
+    "bad_t",
+    "missing_vol",
+    "bad_vol",
+    "negative_vol",
+    "bad_field",
+    "unknown_event",
+    "bad_event",
+    "bad_battery",
+    "bad_valve",
+];
+
+/// Why a whole message was rejected. [`DecodeError::reason`] is the stable short code
+/// used in the dead-letter store and in `/metrics`; `Display` is the detail for people.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum DecodeError {
     #[error("topic {topic:?} is not {{prefix}}/{{district}}/{{meter}}/up: {problem}")]
@@ -30,20 +106,21 @@ pub enum DecodeError {
     NotUtf8 { offset: usize },
     #[error("payload is not JSON: {0}")]
     NotJson(String),
-    #[error("payload is JSON but not an object")]
+    #[error("payload is JSON but neither an object (v1) nor an array (SenML)")]
     NotObject,
     #[error("unsupported version: {0}")]
     BadVersion(String),
     #[error("payload has no \"meter\"")]
     MissingMeter,
+    /// A SenML pack that does not name its meter (see `docs/wire.md`).
+    #[error("SenML pack does not name a meter: {0}")]
+    SenmlNoMeter(String),
     #[error("\"meter\" is invalid: {0}")]
     BadMeter(IdError),
     #[error("payload meter {payload:?} differs from topic meter {topic:?}")]
     MeterMismatch { topic: String, payload: String },
-    #[error("readings[{index}]: {problem}")]
-    BadReading { index: usize, problem: String },
-    #[error("events[{index}]: {problem}")]
-    BadEvent { index: usize, problem: String },
+    /// A message-level field of the wrong type: `meter`, the `readings` or `events`
+    /// containers (v1), a SenML base field or must-understand field.
     #[error("{field}: {problem}")]
     BadField {
         field: &'static str,
@@ -52,7 +129,7 @@ pub enum DecodeError {
 }
 
 impl DecodeError {
-    /// A short, stable code for counting and filtering.
+    /// A short, stable code for counting and filtering; one of [`MESSAGE_REASONS`].
     pub fn reason(&self) -> &'static str {
         match self {
             DecodeError::BadTopic { .. } => "bad_topic",
@@ -62,13 +139,88 @@ impl DecodeError {
             DecodeError::NotJson(_) => "not_json",
             DecodeError::NotObject => "not_object",
             DecodeError::BadVersion(_) => "bad_version",
-            DecodeError::MissingMeter => "missing_meter",
+            DecodeError::MissingMeter | DecodeError::SenmlNoMeter(_) => "missing_meter",
             DecodeError::BadMeter(_) => "bad_meter",
             DecodeError::MeterMismatch { .. } => "meter_mismatch",
-            DecodeError::BadReading { .. } => "bad_reading",
-            DecodeError::BadEvent { .. } => "bad_event",
             DecodeError::BadField { .. } => "bad_field",
         }
+    }
+}
+
+/// One item of a message that was left out of the [`Uplink`], and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RejectedItem {
+    /// Which item: `readings[3]`, `events[0]`, `battery`, `valve` (v1), or
+    /// `records[2]` (the index of a record in a SenML pack).
+    pub item: String,
+    /// A stable snake_case code, one of [`ITEM_REASONS`].
+    pub reason: &'static str,
+    /// What exactly is wrong, for people.
+    pub detail: String,
+}
+
+impl fmt::Display for RejectedItem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {} ({})", self.item, self.detail, self.reason)
+    }
+}
+
+/// The payload format a message was written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Format {
+    /// The v1 JSON object of `DESIGN.md`.
+    V1,
+    /// A SenML pack (RFC 8428, JSON).
+    SenML,
+}
+
+impl Format {
+    /// A short label for logs and metrics: `v1` or `senml`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::V1 => "v1",
+            Format::SenML => "senml",
+        }
+    }
+}
+
+/// A message that passed the message-level checks: its good items, and the items that
+/// were left out.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decoded {
+    /// The good items only.
+    pub uplink: Uplink,
+    /// The items left out, in payload order (v1: readings, events, battery, valve;
+    /// SenML: record order). Empty for a clean message.
+    pub rejected: Vec<RejectedItem>,
+    /// The format the payload was written in.
+    pub format: Format,
+}
+
+impl Decoded {
+    /// The reason a message with rejected items is dead-lettered under: that of its
+    /// first rejected item. `None` for a clean message.
+    pub fn dead_letter_reason(&self) -> Option<&'static str> {
+        self.rejected.first().map(|r| r.reason)
+    }
+
+    /// The rejected items, one per line (`item: detail (reason)`), for the dead-letter
+    /// detail: the first [`REJECTED_DETAIL_MAX_ITEMS`], then a line counting the rest,
+    /// so a 64 KiB message of bad items cannot make a multi-megabyte detail.
+    pub fn rejected_detail(&self) -> String {
+        let mut lines: Vec<String> = self
+            .rejected
+            .iter()
+            .take(REJECTED_DETAIL_MAX_ITEMS)
+            .map(ToString::to_string)
+            .collect();
+        if self.rejected.len() > REJECTED_DETAIL_MAX_ITEMS {
+            lines.push(format!(
+                "... and {} more rejected items",
+                self.rejected.len() - REJECTED_DETAIL_MAX_ITEMS
+            ));
+        }
+        lines.join("\n")
     }
 }
 
@@ -119,11 +271,13 @@ pub enum Valve {
     Closed,
 }
 
-/// A validated uplink message.
+/// The good content of an uplink message.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Uplink {
     pub district: DistrictId,
     pub meter: MeterId,
+    /// In payload order; repeats of the same `t` are kept (the store tells duplicates
+    /// from conflicts).
     pub readings: Vec<Reading>,
     pub events: Vec<MeterEvent>,
     /// Battery level in percent.
@@ -133,9 +287,10 @@ pub struct Uplink {
 
 /// Parses and validates one message received on `topic`.
 ///
-/// Unknown fields are accepted and ignored, so the contract can grow without breaking
-/// older ingestors.
-pub fn decode(prefix: &str, topic: &str, payload: &[u8]) -> Result<Uplink, DecodeError> {
+/// Returns `Err` when the message as a whole is unusable, else the good items and the
+/// list of rejected ones (see the crate documentation). Unknown fields are accepted
+/// and ignored, so the contract can grow without breaking older ingestors.
+pub fn decode(prefix: &str, topic: &str, payload: &[u8]) -> Result<Decoded, DecodeError> {
     let TopicParts { district, meter } = parse_topic(prefix, topic)?;
     if payload.is_empty() {
         return Err(DecodeError::Empty);
@@ -151,117 +306,43 @@ pub fn decode(prefix: &str, topic: &str, payload: &[u8]) -> Result<Uplink, Decod
     })?;
     let value: Value =
         serde_json::from_str(text).map_err(|e| DecodeError::NotJson(e.to_string()))?;
-    let Value::Object(obj) = value else {
-        return Err(DecodeError::NotObject);
+    let (format, (uplink, rejected)) = match value {
+        Value::Object(obj) => (Format::V1, v1::decode(district, meter, &obj)?),
+        Value::Array(records) => (Format::SenML, senml::decode(district, meter, &records)?),
+        _ => return Err(DecodeError::NotObject),
     };
-
-    match obj.get("v") {
-        Some(Value::Number(n)) if n.as_u64() == Some(1) => {}
-        Some(other) => {
-            return Err(DecodeError::BadVersion(format!(
-                "\"v\" is {other}, expected 1"
-            )));
-        }
-        None => {
-            return Err(DecodeError::BadVersion(
-                "\"v\" is missing, expected 1".into(),
-            ));
-        }
-    }
-
-    let payload_meter = match obj.get("meter") {
-        None | Some(Value::Null) => return Err(DecodeError::MissingMeter),
-        Some(Value::String(s)) => s,
-        Some(other) => {
-            return Err(DecodeError::BadField {
-                field: "meter",
-                problem: format!("expected a string, found {}", kind_of(other)),
-            });
-        }
-    };
-    let payload_meter = MeterId::parse(payload_meter.as_str()).map_err(DecodeError::BadMeter)?;
-    if payload_meter != meter {
-        return Err(DecodeError::MeterMismatch {
-            topic: meter.to_string(),
-            payload: payload_meter.to_string(),
-        });
-    }
-
-    let readings = match obj.get("readings") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(items)) => items
-            .iter()
-            .enumerate()
-            .map(|(index, item)| {
-                reading(&meter, item).map_err(|problem| DecodeError::BadReading { index, problem })
-            })
-            .collect::<Result<Vec<_>, _>>()?,
-        Some(other) => {
-            return Err(DecodeError::BadField {
-                field: "readings",
-                problem: format!("expected an array, found {}", kind_of(other)),
-            });
-        }
-    };
-
-    let events = match obj.get("events") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(items)) => items
-            .iter()
-            .enumerate()
-            .map(|(index, item)| {
-                event(&meter, item).map_err(|problem| DecodeError::BadEvent { index, problem })
-            })
-            .collect::<Result<Vec<_>, _>>()?,
-        Some(other) => {
-            return Err(DecodeError::BadField {
-                field: "events",
-                problem: format!("expected an array, found {}", kind_of(other)),
-            });
-        }
-    };
-
-    let battery = match obj.get("battery") {
-        None | Some(Value::Null) => None,
-        Some(Value::Number(n)) => match n.as_f64() {
-            Some(b) if (0.0..=100.0).contains(&b) => Some(b.round() as u8),
-            _ => {
-                return Err(DecodeError::BadField {
-                    field: "battery",
-                    problem: format!("{n} is outside 0..100"),
-                });
-            }
-        },
-        Some(other) => {
-            return Err(DecodeError::BadField {
-                field: "battery",
-                problem: format!("expected a number, found {}", kind_of(other)),
-            });
-        }
-    };
-
-    let valve = match obj.get("valve") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) if s == "open" => Some(Valve::Open),
-        Some(Value::String(s)) if s == "closed" => Some(Valve::Closed),
-        Some(other) => {
-            return Err(DecodeError::BadField {
-                field: "valve",
-                problem: format!("expected \"open\" or \"closed\", found {other}"),
-            });
-        }
-    };
-
-    Ok(Uplink {
-        district,
-        meter,
-        readings,
-        events,
-        battery,
-        valve,
+    Ok(Decoded {
+        uplink,
+        rejected,
+        format,
     })
 }
 
+/// Why one item was rejected, before it is named.
+#[derive(Debug)]
+struct ItemError {
+    reason: &'static str,
+    detail: String,
+}
+
+impl ItemError {
+    fn new(reason: &'static str, detail: impl Into<String>) -> Self {
+        ItemError {
+            reason,
+            detail: detail.into(),
+        }
+    }
+
+    fn named(self, item: String) -> RejectedItem {
+        RejectedItem {
+            item,
+            reason: self.reason,
+            detail: self.detail,
+        }
+    }
+}
+
+/// How a JSON value is described in details.
 fn kind_of(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
@@ -273,163 +354,23 @@ fn kind_of(v: &Value) -> &'static str {
     }
 }
 
-fn object(item: &Value) -> Result<&Map<String, Value>, String> {
-    item.as_object()
-        .ok_or_else(|| format!("expected an object, found {}", kind_of(item)))
-}
-
-/// Parses `t`: RFC 3339 with an offset, or integer Unix seconds.
-fn time(obj: &Map<String, Value>) -> Result<Timestamp, String> {
-    match obj.get("t") {
-        None | Some(Value::Null) => Err("\"t\" is missing".into()),
-        Some(Value::String(s)) => DateTime::parse_from_rfc3339(s)
-            .map(|t| t.with_timezone(&Utc))
-            .map_err(|e| format!("\"t\" {s:?} is not RFC 3339 with an offset: {e}")),
-        Some(Value::Number(n)) => n
-            .as_i64()
-            .and_then(|secs| Utc.timestamp_opt(secs, 0).single())
-            .ok_or_else(|| format!("\"t\" {n} is not an integer number of Unix seconds")),
-        Some(other) => Err(format!(
-            "\"t\" must be an RFC 3339 string or Unix seconds, found {}",
-            kind_of(other)
-        )),
+/// Checks that a measurement time lies within [`MIN_UNIX_SECS`]..=[`MAX_UNIX_SECS`].
+fn in_range(
+    t: leakwatch_core::Timestamp,
+    shown: &dyn fmt::Display,
+) -> Result<leakwatch_core::Timestamp, ItemError> {
+    let secs = t.timestamp();
+    if (MIN_UNIX_SECS..=MAX_UNIX_SECS).contains(&secs) {
+        Ok(t)
+    } else {
+        Err(ItemError::new(
+            "bad_t",
+            format!("\"t\" {shown} is outside 1970-01-01T00:00:00Z..=9999-12-31T23:59:59Z"),
+        ))
     }
 }
 
-fn number(obj: &Map<String, Value>, key: &'static str) -> Result<Option<f64>, String> {
-    match obj.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => match n.as_f64() {
-            Some(x) if x.is_finite() => Ok(Some(x)),
-            _ => Err(format!("\"{key}\" {n} is not a finite number")),
-        },
-        Some(other) => Err(format!(
-            "\"{key}\" must be a number, found {}",
-            kind_of(other)
-        )),
-    }
-}
-
-fn reading(meter: &MeterId, item: &Value) -> Result<Reading, String> {
-    let obj = object(item)?;
-    let t = time(obj)?;
-    let vol = number(obj, "vol")?.ok_or("\"vol\" is missing")?;
-    if vol < 0.0 {
-        return Err(format!("\"vol\" {vol} is negative"));
-    }
-    let flow_max = number(obj, "flow_max")?;
-    if let Some(f) = flow_max
-        && f < 0.0
-    {
-        return Err(format!("\"flow_max\" {f} is negative"));
-    }
-    Ok(Reading {
-        meter: meter.clone(),
-        t,
-        vol,
-        temp: number(obj, "temp")?,
-        flow_max,
-        pressure: number(obj, "pressure")?,
-    })
-}
-
-fn event(meter: &MeterId, item: &Value) -> Result<MeterEvent, String> {
-    let obj = object(item)?;
-    let t = time(obj)?;
-    let code = match obj.get("code") {
-        None | Some(Value::Null) => return Err("\"code\" is missing".into()),
-        Some(Value::String(s)) if EventCode::NAMED.contains(&s.as_str()) => {
-            EventCode::Named(s.clone())
-        }
-        Some(Value::String(s)) => {
-            return Err(format!(
-                "\"code\" {s:?} is not a known event; use one of {} or a UNI/TS 11291 number",
-                EventCode::NAMED.join(", ")
-            ));
-        }
-        Some(Value::Number(n)) => match n.as_u64().and_then(|n| u32::try_from(n).ok()) {
-            Some(n) => EventCode::Numeric(n),
-            None => return Err(format!("\"code\" {n} is not a non-negative integer")),
-        },
-        Some(other) => {
-            return Err(format!(
-                "\"code\" must be a string or a number, found {}",
-                kind_of(other)
-            ));
-        }
-    };
-    Ok(MeterEvent {
-        meter: meter.clone(),
-        t,
-        code,
-    })
-}
-
-#[derive(Serialize)]
-struct WireReading {
-    t: String,
-    vol: f64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    temp: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    flow_max: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pressure: Option<f64>,
-}
-
-#[derive(Serialize)]
-struct WireEvent {
-    t: String,
-    code: EventCode,
-}
-
-#[derive(Serialize)]
-struct WirePayload<'a> {
-    v: u8,
-    meter: &'a str,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    readings: Vec<WireReading>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    events: Vec<WireEvent>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    battery: Option<u8>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    valve: Option<Valve>,
-}
-
-fn rfc3339(t: &Timestamp) -> String {
-    t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
-}
-
-/// Writes the v1 JSON payload of a message (the topic comes from [`uplink_topic`]).
-pub fn encode(up: &Uplink) -> Vec<u8> {
-    let payload = WirePayload {
-        v: 1,
-        meter: up.meter.as_str(),
-        readings: up
-            .readings
-            .iter()
-            .map(|r| WireReading {
-                t: rfc3339(&r.t),
-                vol: r.vol,
-                temp: r.temp,
-                flow_max: r.flow_max,
-                pressure: r.pressure,
-            })
-            .collect(),
-        events: up
-            .events
-            .iter()
-            .map(|e| WireEvent {
-                t: rfc3339(&e.t),
-                code: e.code.clone(),
-            })
-            .collect(),
-        battery: up.battery,
-        valve: up.valve,
-    };
-    serde_json::to_vec(&payload).expect("a payload of plain values always serializes")
-}
-
+#[cfg(test)]
+mod corpus_tests;
 #[cfg(test)]
 mod tests;
