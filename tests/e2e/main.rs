@@ -3,6 +3,7 @@
 //! PostgreSQL (`LEAKWATCH_TEST_MQTT`, `LEAKWATCH_TEST_PG`; `.ci/run` sets both, and
 //! with `CI` set a missing one fails the test instead of skipping it).
 
+mod api;
 mod corpus;
 mod durability;
 mod flow;

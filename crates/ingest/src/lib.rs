@@ -45,6 +45,10 @@ pub struct IngestConfig {
     pub unknown_meters: UnknownMeters,
     /// Most readings written in one transaction.
     pub batch_max_readings: usize,
+    /// How long the writer waits for more messages before writing a batch that is
+    /// not full, in milliseconds (0: write what is waiting at once). Keep it well
+    /// under the broker's patience: messages are acknowledged only after the write.
+    pub batch_linger_ms: u64,
     /// Messages waiting between the MQTT connection and the writer (bounded memory).
     pub queue_messages: usize,
     /// Minutes a measurement time may lie after its receipt (clock drift allowance);
@@ -60,6 +64,7 @@ impl Default for IngestConfig {
         Self {
             unknown_meters: UnknownMeters::Reject,
             batch_max_readings: 10_000,
+            batch_linger_ms: 0,
             queue_messages: 1_000,
             max_future_min: 60,
             default_customer_max_flow_m3h: 10.0,

@@ -87,17 +87,23 @@ impl Writer {
                 tracing::warn!(error = %e, "registry not preloaded; meters are looked up as they come")
             }
         }
+        let linger = Duration::from_millis(self.cfg.batch_linger_ms);
         while let Some(first) = rx.recv().await {
+            let deadline = tokio::time::Instant::now() + linger;
+            let mut size = estimate_readings(&first);
             let mut batch = vec![first];
-            let mut size = 0usize;
             while size < self.cfg.batch_max_readings {
-                match rx.try_recv() {
-                    Ok(p) => {
-                        size += p.payload.len() / 40 + 1; // rough readings estimate
-                        batch.push(p);
-                    }
-                    Err(_) => break,
-                }
+                let next = match rx.try_recv() {
+                    Ok(p) => Some(p),
+                    Err(_) if linger.is_zero() => None,
+                    Err(_) => tokio::time::timeout_at(deadline, rx.recv())
+                        .await
+                        .ok()
+                        .flatten(),
+                };
+                let Some(p) = next else { break };
+                size += estimate_readings(&p);
+                batch.push(p);
             }
             let messages: Vec<(String, Vec<u8>)> = batch
                 .iter()
@@ -340,6 +346,12 @@ impl Writer {
             stored,
         ))
     }
+}
+
+/// Readings a message probably carries, from its size (a compact reading is about
+/// 40-45 bytes); only used to bound a batch.
+fn estimate_readings(p: &Publish) -> usize {
+    p.payload.len() / 40 + 1
 }
 
 fn reject(topic: &str, payload: &[u8], reason: &'static str, detail: String) -> Reject {

@@ -124,6 +124,7 @@ conformance!(
     case_latest_readings,
     case_hourly_rollup_across_batches,
     case_retention_keeps_the_rollup,
+    case_retention_archives_partial_hours_and_late_readings,
     case_meter_installation_and_capacity,
     case_migrations_apply_without_timescale,
 );
@@ -1579,6 +1580,15 @@ fn flagged(m: &str, when: Timestamp, vol: f64, flags: u16) -> (Reading, ReadingF
     )
 }
 
+/// How many rows `readings_hourly` (the archive of dropped hours) holds.
+async fn archived_hours(store: &Store) -> i64 {
+    let sql = "SELECT count(*) FROM readings_hourly";
+    match store {
+        Store::Sqlite(p) => sqlx::query_scalar(sql).fetch_one(p).await.unwrap(),
+        Store::Postgres(p) => sqlx::query_scalar(sql).fetch_one(p.pool()).await.unwrap(),
+    }
+}
+
 fn hour_row(m: &str, h: i64, first: (Timestamp, f64), last: (Timestamp, f64), n: i64) -> HourlyRow {
     HourlyRow {
         meter_id: mid(m),
@@ -1665,7 +1675,7 @@ async fn case_duplicates_and_conflicts(store: &Store) {
     let newest = store.list_conflicts(1).await.unwrap();
     assert_eq!(newest.len(), 1);
     assert_eq!(newest[0].received_at, t(300));
-    // Only the inserted rows were rolled up.
+    // Only the stored readings count in the hourly rollup.
     let hours = store.hourly(&mid("M1"), None, None).await.unwrap();
     assert_eq!(
         hours,
@@ -1755,7 +1765,7 @@ async fn case_latest_readings(store: &Store) {
         .unwrap();
     assert_eq!(latest[&mid("M1")], (at(2, 45), 3.5));
     assert_eq!(latest[&mid("M2")], (at(7, 1), 51.0));
-    // Retention does not make the ingestor forget.
+    // Retention does not make the ingestor forget: the archive answers.
     store.drop_raw_readings_before(at(10, 0)).await.unwrap();
     assert_eq!(store.count_readings().await.unwrap(), 0);
     let after = store
@@ -1763,6 +1773,32 @@ async fn case_latest_readings(store: &Store) {
         .await
         .unwrap();
     assert_eq!(after, latest);
+    // A late reading stored after archiving is raw again, but older than the archive's
+    // latest: the latest stays. A newer one moves it.
+    store
+        .insert_batch(
+            &[
+                flagged("M1", at(1, 30), 2.5, ReadingFlags::LATE),
+                flagged("M2", at(8, 0), 52.0, 0),
+            ],
+            t(3),
+        )
+        .await
+        .unwrap();
+    let latest = store
+        .latest_readings(&[mid("M1"), mid("M2"), mid("M3")])
+        .await
+        .unwrap();
+    assert_eq!(latest.len(), 2, "{latest:?}");
+    assert_eq!(latest[&mid("M1")], (at(2, 45), 3.5));
+    assert_eq!(latest[&mid("M2")], (at(8, 0), 52.0));
+    // Only part of the raw readings dropped: the newest raw reading answers.
+    store.drop_raw_readings_before(at(7, 30)).await.unwrap();
+    assert_eq!(store.count_readings().await.unwrap(), 1);
+    assert_eq!(
+        store.latest_readings(&[mid("M2")]).await.unwrap()[&mid("M2")],
+        (at(8, 0), 52.0)
+    );
 }
 
 async fn case_hourly_rollup_across_batches(store: &Store) {
@@ -1774,6 +1810,8 @@ async fn case_hourly_rollup_across_batches(store: &Store) {
         flagged("M2", at(0, 59), 10.0, 0),
     ];
     store.insert_batch(&first, t(0)).await.unwrap();
+    // Inserting writes no rollup: the hours are aggregated from the raw readings.
+    assert_eq!(archived_hours(store).await, 0);
     assert_eq!(
         store.hourly(&mid("M1"), None, None).await.unwrap(),
         vec![
@@ -1845,6 +1883,7 @@ async fn case_hourly_rollup_across_batches(store: &Store) {
     assert_eq!(json["meter_id"], "M1");
     assert_eq!(json["n"], 4);
     assert_eq!(json["first_vol"], 0.5);
+    assert_eq!(archived_hours(store).await, 0);
 }
 
 async fn case_retention_keeps_the_rollup(store: &Store) {
@@ -1861,27 +1900,109 @@ async fn case_retention_keeps_the_rollup(store: &Store) {
     let before = store.hourly(&mid("M1"), None, None).await.unwrap();
     assert_eq!(before.len(), 6);
 
-    // Everything before hour 4 goes: 4 hours x 3 readings.
+    let before_m2 = store.hourly(&mid("M2"), None, None).await.unwrap();
+    assert_eq!(before_m2.len(), 6);
+    assert_eq!(archived_hours(store).await, 0);
+
+    // Everything before hour 4 goes: 4 hours x 3 readings, archived as 4 x 2 hours.
     assert_eq!(store.drop_raw_readings_before(at(4, 0)).await.unwrap(), 12);
     assert_eq!(store.count_readings().await.unwrap(), 6);
+    assert_eq!(archived_hours(store).await, 8);
     let left = store.readings(&mid("M1"), None, None, 100).await.unwrap();
     assert_eq!(left.first().unwrap().t, at(4, 0));
     assert_eq!(store.hourly(&mid("M1"), None, None).await.unwrap(), before);
-    assert_eq!(store.hourly(&mid("M2"), None, None).await.unwrap().len(), 6);
+    assert_eq!(
+        store.hourly(&mid("M2"), None, None).await.unwrap(),
+        before_m2
+    );
+    // Ranges cut across archived and raw hours alike.
+    assert_eq!(
+        store
+            .hourly(&mid("M1"), Some(at(3, 0)), Some(at(5, 0)))
+            .await
+            .unwrap(),
+        before[3..5].to_vec()
+    );
     // Nothing more to drop.
     assert_eq!(store.drop_raw_readings_before(at(4, 0)).await.unwrap(), 0);
+    assert_eq!(archived_hours(store).await, 8);
 
-    // A late reading into a dropped hour still merges into its rollup row.
+    // A late reading into an archived hour is merged with it when read...
     let outcome = store
         .insert_batch(&[flagged("M1", at(1, 10), 1.25, ReadingFlags::LATE)], t(1))
         .await
         .unwrap();
     assert_eq!(outcome.inserted, 1);
-    let h1 = &store
+    let h1 = hour_row("M1", 1, (at(1, 0), 1.0), (at(1, 30), 1.5), 3);
+    let got = store
         .hourly(&mid("M1"), Some(at(1, 0)), Some(at(2, 0)))
         .await
-        .unwrap()[0];
-    assert_eq!(*h1, hour_row("M1", 1, (at(1, 0), 1.0), (at(1, 30), 1.5), 3));
+        .unwrap();
+    assert_eq!(got, vec![h1.clone()]);
+    // ... and into it when dropped in turn.
+    assert_eq!(store.drop_raw_readings_before(at(4, 0)).await.unwrap(), 1);
+    assert_eq!(archived_hours(store).await, 8);
+    let got = store
+        .hourly(&mid("M1"), Some(at(1, 0)), Some(at(2, 0)))
+        .await
+        .unwrap();
+    assert_eq!(got, vec![h1]);
+}
+
+async fn case_retention_archives_partial_hours_and_late_readings(store: &Store) {
+    let rows = vec![
+        flagged("M1", at(0, 10), 1.0, 0),
+        flagged("M1", at(0, 20), 2.0, 0),
+        flagged("M1", at(0, 40), 4.0, 0),
+        flagged("M1", at(1, 0), 5.0, 0),
+    ];
+    store.insert_batch(&rows, t(0)).await.unwrap();
+    let whole = vec![
+        hour_row("M1", 0, (at(0, 10), 1.0), (at(0, 40), 4.0), 3),
+        hour_row("M1", 1, (at(1, 0), 5.0), (at(1, 0), 5.0), 1),
+    ];
+    assert_eq!(store.hourly(&mid("M1"), None, None).await.unwrap(), whole);
+    // Retention cuts hour 0 in two: its first two readings are archived, the last stays
+    // raw; read back, the hour is whole.
+    assert_eq!(store.drop_raw_readings_before(at(0, 30)).await.unwrap(), 2);
+    assert_eq!(archived_hours(store).await, 1);
+    assert_eq!(store.hourly(&mid("M1"), None, None).await.unwrap(), whole);
+    // Late readings into the archived part: a new first, and one in between.
+    store
+        .insert_batch(
+            &[
+                flagged("M1", at(0, 5), 0.5, ReadingFlags::LATE),
+                flagged("M1", at(0, 15), 1.5, ReadingFlags::LATE),
+            ],
+            t(1),
+        )
+        .await
+        .unwrap();
+    let merged = vec![
+        hour_row("M1", 0, (at(0, 5), 0.5), (at(0, 40), 4.0), 5),
+        hour_row("M1", 1, (at(1, 0), 5.0), (at(1, 0), 5.0), 1),
+    ];
+    assert_eq!(store.hourly(&mid("M1"), None, None).await.unwrap(), merged);
+    // The rest of the hour goes: the archived row absorbs it, nothing changes when read.
+    assert_eq!(store.drop_raw_readings_before(at(1, 0)).await.unwrap(), 3);
+    assert_eq!(archived_hours(store).await, 1);
+    assert_eq!(store.hourly(&mid("M1"), None, None).await.unwrap(), merged);
+    assert_eq!(store.drop_raw_readings_before(at(2, 0)).await.unwrap(), 1);
+    assert_eq!(archived_hours(store).await, 2);
+    assert_eq!(store.count_readings().await.unwrap(), 0);
+    assert_eq!(store.hourly(&mid("M1"), None, None).await.unwrap(), merged);
+    assert_eq!(
+        store.latest_readings(&[mid("M1")]).await.unwrap()[&mid("M1")],
+        (at(1, 0), 5.0)
+    );
+    // Other meters are untouched.
+    assert!(
+        store
+            .hourly(&mid("M2"), None, None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 async fn case_meter_installation_and_capacity(store: &Store) {
@@ -1912,7 +2033,7 @@ async fn case_meter_installation_and_capacity(store: &Store) {
 
 async fn case_migrations_apply_without_timescale(store: &Store) {
     // Connecting applied every migration; 0003 (PostgreSQL only) is a no-op without the
-    // extension.
+    // extension, and SQLite has no 0003.
     match store {
         Store::Sqlite(p) => {
             assert!(!store.has_timescale());
@@ -1920,7 +2041,7 @@ async fn case_migrations_apply_without_timescale(store: &Store) {
                 .fetch_one(p)
                 .await
                 .unwrap();
-            assert_eq!(v, 2);
+            assert_eq!(v, 4);
         }
         Store::Postgres(p) => {
             let pool = p.pool();
@@ -1928,7 +2049,7 @@ async fn case_migrations_apply_without_timescale(store: &Store) {
                 .fetch_one(pool)
                 .await
                 .unwrap();
-            assert_eq!(v, 3);
+            assert_eq!(v, 4);
             let available: bool = sqlx::query_scalar(
                 "SELECT EXISTS (SELECT 1 FROM pg_available_extensions
                                 WHERE name = 'timescaledb')",
@@ -2042,6 +2163,144 @@ async fn postgres_migration_0002_rolls_up_existing_readings() {
         let out = tokio::spawn({
             let store = store.clone();
             async move { check_rollup_backfill(&store).await }
+        })
+        .await;
+        store.close().await;
+        out
+    }
+    .await;
+    drop_pg_database(&admin, &url).await;
+    if let Err(e) = result {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
+/// A database as the code before migration 0004 left it: `readings_hourly` rolled up
+/// every reading at insert time, also those still stored. Hour 0 lost its first reading
+/// to retention, hour 1 is whole, hour 2 was dropped entirely. Rows of (hour, minute,
+/// vol, still stored).
+const PRE_0004_READINGS: [(i64, i64, f64, bool); 5] = [
+    (0, 5, 1.0, false),
+    (0, 20, 2.0, true),
+    (0, 50, 3.0, true),
+    (1, 0, 4.0, true),
+    (2, 10, 6.0, false),
+];
+/// A minute of an hour, and the volume read then.
+type AtVol = (i64, f64);
+/// Its `readings_hourly`: (hour, first, last, n).
+const PRE_0004_HOURS: [(i64, AtVol, AtVol, i64); 3] = [
+    (0, (5, 1.0), (50, 3.0), 3),
+    (1, (0, 4.0), (0, 4.0), 1),
+    (2, (10, 6.0), (10, 6.0), 1),
+];
+
+/// After 0004, nothing is counted twice and retention carries on from there.
+async fn check_rollup_archive_migration(store: &Store) {
+    let expected = vec![
+        hour_row("M1", 0, (at(0, 5), 1.0), (at(0, 50), 3.0), 3),
+        hour_row("M1", 1, (at(1, 0), 4.0), (at(1, 0), 4.0), 1),
+        hour_row("M1", 2, (at(2, 10), 6.0), (at(2, 10), 6.0), 1),
+    ];
+    assert_eq!(
+        store.hourly(&mid("M1"), None, None).await.unwrap(),
+        expected
+    );
+    // Hour 1 was whole in `readings`: its rollup row went.
+    assert_eq!(archived_hours(store).await, 2);
+    assert_eq!(
+        store.latest_readings(&[mid("M1")]).await.unwrap()[&mid("M1")],
+        (at(2, 10), 6.0)
+    );
+    assert_eq!(store.drop_raw_readings_before(at(3, 0)).await.unwrap(), 3);
+    assert_eq!(archived_hours(store).await, 3);
+    assert_eq!(
+        store.hourly(&mid("M1"), None, None).await.unwrap(),
+        expected
+    );
+}
+
+#[tokio::test]
+async fn sqlite_migration_0004_keeps_only_dropped_hours() {
+    let dir = std::env::temp_dir().join(format!("leakwatch-store-{}", unique_suffix()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let url = format!("sqlite://{}/lw.db?mode=rwc", dir.display());
+    {
+        let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+        sqlx::migrate!("./migrations/sqlite")
+            .run_to(2, &pool)
+            .await
+            .unwrap();
+        for (h, m, vol, stored) in PRE_0004_READINGS {
+            if stored {
+                sqlx::query("INSERT INTO readings (meter_id, t, vol) VALUES ('M1', ?1, ?2)")
+                    .bind(at(h, m).timestamp_millis())
+                    .bind(vol)
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+            }
+        }
+        for (h, first, last, n) in PRE_0004_HOURS {
+            sqlx::query("INSERT INTO readings_hourly VALUES ('M1', ?1, ?2, ?3, ?4, ?5, ?6)")
+                .bind(at(h, 0).timestamp_millis())
+                .bind(at(h, first.0).timestamp_millis())
+                .bind(first.1)
+                .bind(at(h, last.0).timestamp_millis())
+                .bind(last.1)
+                .bind(n)
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+        pool.close().await;
+    }
+    let store = Store::connect(&url).await.unwrap();
+    check_rollup_archive_migration(&store).await;
+    store.close().await;
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test]
+async fn postgres_migration_0004_keeps_only_dropped_hours() {
+    let Ok(admin) = std::env::var(PG_ENV) else {
+        println!("skipped: {PG_ENV} not set");
+        return;
+    };
+    let url = fresh_pg_database(&admin).await.unwrap();
+    let result = async {
+        let pool = sqlx::PgPool::connect(&url).await.unwrap();
+        sqlx::migrate!("./migrations/postgres")
+            .run_to(3, &pool)
+            .await
+            .unwrap();
+        for (h, m, vol, stored) in PRE_0004_READINGS {
+            if stored {
+                sqlx::query("INSERT INTO readings (meter_id, t, vol) VALUES ('M1', $1, $2)")
+                    .bind(at(h, m))
+                    .bind(vol)
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+            }
+        }
+        for (h, first, last, n) in PRE_0004_HOURS {
+            sqlx::query("INSERT INTO readings_hourly VALUES ('M1', $1, $2, $3, $4, $5, $6)")
+                .bind(at(h, 0))
+                .bind(at(h, first.0))
+                .bind(first.1)
+                .bind(at(h, last.0))
+                .bind(last.1)
+                .bind(n)
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+        pool.close().await;
+        let store = Store::connect(&url).await.unwrap();
+        let out = tokio::spawn({
+            let store = store.clone();
+            async move { check_rollup_archive_migration(&store).await }
         })
         .await;
         store.close().await;
@@ -2254,9 +2513,8 @@ async fn postgres_insert_paths_agree_with_sqlite() {
     }
 }
 
-/// Another writer stores a key (or an hour) after the default path probed for its
-/// meters: the COPY meets it, rolls back to its savepoint, and the upserting statements
-/// take over.
+/// Another writer stores a key after the default path probed for its meters: the COPY
+/// meets it, rolls back to its savepoint, and the upserting statement takes over.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_copy_falls_back_when_another_writer_races() {
     let Ok(admin) = std::env::var(PG_ENV) else {
@@ -2271,8 +2529,8 @@ async fn postgres_copy_falls_back_when_another_writer_races() {
             let Store::Postgres(pg) = &store else {
                 unreachable!()
             };
-            // The other writer: a reading of M1 at hour 0 and one of M2 at 0:10, with
-            // their rollup rows, not committed yet.
+            // The other writer: a reading of M1 at hour 0 and one of M2 at 0:10, not
+            // committed yet.
             let mut other = pg.pool().begin().await.unwrap();
             for (m, when, vol) in [("M1", at(0, 0), 1.0), ("M2", at(0, 10), 10.0)] {
                 sqlx::query("INSERT INTO readings (meter_id, t, vol) VALUES ($1, $2, $3)")
@@ -2282,17 +2540,10 @@ async fn postgres_copy_falls_back_when_another_writer_races() {
                     .execute(&mut *other)
                     .await
                     .unwrap();
-                sqlx::query("INSERT INTO readings_hourly VALUES ($1, $2, $3, $4, $3, $4, 1)")
-                    .bind(m)
-                    .bind(at(0, 0))
-                    .bind(when)
-                    .bind(vol)
-                    .execute(&mut *other)
-                    .await
-                    .unwrap();
             }
-            // M1: same key, another volume (the readings COPY meets it). M2: another time
-            // in the same hour (the readings COPY passes, the hourly COPY meets the hour).
+            // M1: same key, another volume (a conflict). M2: the same reading again (a
+            // duplicate) and a new one. Both COPYs wait for the other writer, then meet
+            // its keys.
             let first = tokio::spawn({
                 let store = store.clone();
                 async move {
@@ -2311,7 +2562,13 @@ async fn postgres_copy_falls_back_when_another_writer_races() {
                 let store = store.clone();
                 async move {
                     store
-                        .insert_batch(&[flagged("M2", at(0, 20), 11.0, 0)], t(0))
+                        .insert_batch(
+                            &[
+                                flagged("M2", at(0, 10), 10.0, 0),
+                                flagged("M2", at(0, 20), 11.0, 0),
+                            ],
+                            t(0),
+                        )
                         .await
                 }
             });
@@ -2326,7 +2583,14 @@ async fn postgres_copy_falls_back_when_another_writer_races() {
                     conflicts: 1
                 }
             );
-            assert_eq!(second.await.unwrap().unwrap().inserted, 1);
+            assert_eq!(
+                second.await.unwrap().unwrap(),
+                InsertOutcome {
+                    inserted: 1,
+                    duplicates: 1,
+                    conflicts: 0
+                }
+            );
             assert_eq!(
                 store.hourly(&mid("M1"), None, None).await.unwrap(),
                 vec![
@@ -2339,6 +2603,7 @@ async fn postgres_copy_falls_back_when_another_writer_races() {
                 vec![hour_row("M2", 0, (at(0, 10), 10.0), (at(0, 20), 11.0), 2)]
             );
             assert_eq!(store.count_conflicts().await.unwrap(), 1);
+            assert_eq!(store.count_readings().await.unwrap(), 4);
         }
     })
     .await;

@@ -23,9 +23,11 @@
 //!
 //! Readings: [`Store::insert_batch`] stores each (meter, t) once. A repeat with the same
 //! volume is a duplicate (nothing written); a repeat with another volume is a conflict:
-//! the stored reading stays as it is and the repeat is logged in `reading_conflicts`. The
-//! same transaction maintains `readings_hourly` (first and last reading of each meter and
-//! UTC hour), which survives [`Store::drop_raw_readings_before`] (retention). On
+//! the stored reading stays as it is and the repeat is logged in `reading_conflicts`.
+//! Inserting writes `readings` only: `readings_hourly` is the archive of the hours whose
+//! raw readings retention ([`Store::drop_raw_readings_before`]) dropped, filled by that
+//! call in the same transaction as the delete, and [`Store::hourly`] merges it with hours
+//! aggregated on the fly from the raw readings still stored. On
 //! PostgreSQL with the TimescaleDB extension, `readings` is also a compressed hypertable
 //! (migration `0003_timescale.sql`) and retention drops whole chunks.
 
@@ -258,11 +260,62 @@ pub struct HourlyRow {
     pub n: i64,
 }
 
-/// The start of the UTC hour holding `t`.
-fn hour_of(t: Timestamp) -> Timestamp {
-    let micros = t.timestamp_micros();
-    let floored = micros - micros.rem_euclid(3_600_000_000);
-    chrono::DateTime::from_timestamp_micros(floored).unwrap_or(t)
+/// Unites archived hours with hours aggregated from raw readings, both ordered by hour,
+/// into one list ordered by hour; an hour in both is merged ([`merge_hour`]).
+fn merge_hours(archived: Vec<HourlyRow>, raw: Vec<HourlyRow>) -> Vec<HourlyRow> {
+    let mut out = Vec::with_capacity(archived.len() + raw.len());
+    let mut a = archived.into_iter().peekable();
+    let mut r = raw.into_iter().peekable();
+    loop {
+        let next = match (a.peek(), r.peek()) {
+            (Some(x), Some(y)) if x.hour == y.hour => {
+                let (x, y) = (a.next(), r.next());
+                merge_hour(x.expect("peeked"), y.expect("peeked"))
+            }
+            (Some(x), Some(y)) if x.hour < y.hour => a.next().expect("peeked"),
+            (Some(_), None) => a.next().expect("peeked"),
+            (_, Some(_)) => r.next().expect("peeked"),
+            (None, None) => break,
+        };
+        out.push(next);
+    }
+    out
+}
+
+/// Two rollups of the same meter and hour as one: the earlier first, the later last
+/// (on a tie, `a`'s), counts added.
+fn merge_hour(a: HourlyRow, b: HourlyRow) -> HourlyRow {
+    let (first_t, first_vol) = if b.first_t < a.first_t {
+        (b.first_t, b.first_vol)
+    } else {
+        (a.first_t, a.first_vol)
+    };
+    let (last_t, last_vol) = if b.last_t > a.last_t {
+        (b.last_t, b.last_vol)
+    } else {
+        (a.last_t, a.last_vol)
+    };
+    HourlyRow {
+        first_t,
+        first_vol,
+        last_t,
+        last_vol,
+        n: a.n + b.n,
+        ..a
+    }
+}
+
+/// The later of a meter's latest raw reading and the last reading of its latest
+/// archived hour (on a tie, the raw one).
+fn latest_of(
+    raw: Option<(Timestamp, f64)>,
+    archived: Option<(Timestamp, f64)>,
+) -> Option<(Timestamp, f64)> {
+    match (raw, archived) {
+        (Some(r), Some(a)) if a.0 > r.0 => Some(a),
+        (Some(r), _) => Some(r),
+        (None, a) => a,
+    }
 }
 
 /// A message that could not be processed, to be kept for a person to look at.
@@ -410,13 +463,12 @@ pub enum Store {
 #[doc(hidden)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PgInsertPath {
-    /// `INSERT ... SELECT FROM UNNEST(arrays) ON CONFLICT DO NOTHING RETURNING`, the
-    /// rollup in a CTE over the returned rows.
+    /// `INSERT ... SELECT FROM UNNEST(arrays) ON CONFLICT DO NOTHING`.
     Unnest,
     /// `COPY` into a temporary staging table, then as `Unnest` from it.
     CopyStaging,
-    /// Rows after their meter's latest stored reading are COPYed (readings and new
-    /// hours), the rest go through `Unnest`.
+    /// Rows after their meter's latest stored reading are COPYed, the rest go through
+    /// `Unnest`.
     Split,
 }
 
@@ -533,8 +585,8 @@ impl Store {
 
     /// Stores readings with their flags, in one transaction, idempotently on (meter, t):
     ///
-    /// * a (meter, t) not stored yet is inserted, and its hour is rolled up into
-    ///   `readings_hourly` ([`Store::hourly`]);
+    /// * a (meter, t) not stored yet is inserted (only into `readings`: the hourly view
+    ///   [`Store::hourly`] aggregates raw readings when read);
     /// * a (meter, t) already stored with the same volume ([`same_volume`]) is a
     ///   duplicate: nothing is written;
     /// * a (meter, t) already stored with another volume is a conflict: the stored reading
@@ -629,9 +681,11 @@ impl Store {
     }
 
     /// Each listed meter's latest reading ever stored, as (t, vol); meters with none are
-    /// left out. Read from the hourly rollup, so a reading dropped by
-    /// [`Store::drop_raw_readings_before`] still counts: this is what the ingestor judges
-    /// late, regressing and jumping readings against.
+    /// left out. The later of the meter's latest raw reading (an index probe backwards on
+    /// the primary key) and the last reading of its latest archived hour, so a reading
+    /// dropped by [`Store::drop_raw_readings_before`] still counts: this is what the
+    /// ingestor judges late, regressing and jumping readings against. One statement for
+    /// all the meters.
     pub async fn latest_readings(
         &self,
         meters: &[MeterId],
@@ -647,20 +701,27 @@ impl Store {
     }
 
     /// A meter's hourly rollup ordered by hour: the hours starting in [`from`, `to`)
-    /// (either bound may be open).
+    /// (either bound may be open). The archived hours of `readings_hourly` (written by
+    /// [`Store::drop_raw_readings_before`]) united with the hours aggregated from the raw
+    /// readings still stored; an hour found in both (a late reading stored after its hour
+    /// was archived) is merged: the earlier first, the later last, counts added.
     pub async fn hourly(
         &self,
         meter: &MeterId,
         from: Option<Timestamp>,
         to: Option<Timestamp>,
     ) -> Result<Vec<HourlyRow>> {
-        dispatch!(self, hourly(meter, from, to))
+        let (archived, raw) = dispatch!(self, hourly(meter, from, to))?;
+        Ok(merge_hours(archived, raw))
     }
 
-    /// Retention: deletes the raw readings with `t` before `before` and returns how many
-    /// there were; `readings_hourly` is kept. With TimescaleDB, the chunks entirely
-    /// before `before` are dropped (`drop_chunks`, no dead rows left behind) and the rest
-    /// deleted row by row; the count is taken first in the same transaction.
+    /// Retention: archives, then deletes, the raw readings with `t` before `before`, and
+    /// returns how many there were. In one transaction, their hours are aggregated into
+    /// `readings_hourly` (merged with an hour already archived there) and the readings
+    /// deleted, so [`Store::hourly`] and [`Store::latest_readings`] answer the same
+    /// before and after. With TimescaleDB, the chunks entirely before `before` are
+    /// dropped (`drop_chunks`, no dead rows left behind) and the rest deleted row by row,
+    /// with inserts held off (table lock) from the aggregation to the end.
     pub async fn drop_raw_readings_before(&self, before: Timestamp) -> Result<u64> {
         match self {
             Store::Postgres(p) => pg::drop_raw_readings_before(&p.pool, p.timescale, before).await,
@@ -894,45 +955,6 @@ fn report_every_h(v: i64) -> Result<u32> {
     u32::try_from(v).map_err(|_| StoreError::Corrupt(format!("stored report_every_h {v}")))
 }
 
-/// The hourly rollup of some newly stored readings, keyed by (meter, hour), to be merged
-/// into `readings_hourly`.
-#[derive(Debug, Default)]
-struct Rollup<'a> {
-    hours: std::collections::BTreeMap<(&'a str, Timestamp), HourAgg>,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct HourAgg {
-    first_t: Timestamp,
-    first_vol: f64,
-    last_t: Timestamp,
-    last_vol: f64,
-    n: i64,
-}
-
-impl<'a> Rollup<'a> {
-    fn add(&mut self, meter: &'a str, t: Timestamp, vol: f64) {
-        self.hours
-            .entry((meter, hour_of(t)))
-            .and_modify(|h| {
-                if t < h.first_t {
-                    (h.first_t, h.first_vol) = (t, vol);
-                }
-                if t > h.last_t {
-                    (h.last_t, h.last_vol) = (t, vol);
-                }
-                h.n += 1;
-            })
-            .or_insert(HourAgg {
-                first_t: t,
-                first_vol: vol,
-                last_t: t,
-                last_vol: vol,
-                n: 1,
-            });
-    }
-}
-
 /// Maps NaN and infinities to NULL.
 fn finite(v: Option<f64>) -> Option<f64> {
     v.filter(|x| x.is_finite())
@@ -1022,22 +1044,53 @@ mod tests {
     }
 
     #[test]
-    fn hours_are_floored_in_utc() {
-        let t = |s: i64, us: i64| {
-            chrono::DateTime::from_timestamp(s, 0).unwrap() + chrono::Duration::microseconds(us)
+    fn hours_merge_by_hour() {
+        let t = |s: i64| chrono::DateTime::from_timestamp(s, 0).unwrap();
+        let row = |hour: i64, first: (i64, f64), last: (i64, f64), n: i64| HourlyRow {
+            meter_id: MeterId::parse("M").unwrap(),
+            hour: t(hour),
+            first_t: t(first.0),
+            first_vol: first.1,
+            last_t: t(last.0),
+            last_vol: last.1,
+            n,
         };
-        assert_eq!(hour_of(t(7_200, 0)), t(7_200, 0));
-        assert_eq!(hour_of(t(10_799, 999_999)), t(7_200, 0));
-        assert_eq!(hour_of(t(-1, 0)), t(-3_600, 0));
-        let mut r = Rollup::default();
-        r.add("M", t(3_700, 0), 2.0);
-        r.add("M", t(3_650, 0), 1.0);
-        r.add("M", t(7_100, 0), 3.0);
-        r.add("M", t(7_300, 0), 4.0);
-        let h = r.hours[&("M", t(3_600, 0))];
-        assert_eq!((h.first_t, h.first_vol), (t(3_650, 0), 1.0));
-        assert_eq!((h.last_t, h.last_vol, h.n), (t(7_100, 0), 3.0, 3));
-        assert_eq!(r.hours.len(), 2);
+        let archived = vec![
+            row(0, (10, 1.0), (20, 2.0), 2),
+            row(3_600, (3_700, 3.0), (3_800, 4.0), 2),
+        ];
+        let raw = vec![
+            row(3_600, (3_650, 2.5), (3_650, 2.5), 1),
+            row(7_200, (7_300, 5.0), (7_400, 6.0), 2),
+        ];
+        assert_eq!(
+            merge_hours(archived.clone(), raw.clone()),
+            vec![
+                archived[0].clone(),
+                row(3_600, (3_650, 2.5), (3_800, 4.0), 3),
+                raw[1].clone(),
+            ]
+        );
+        assert_eq!(merge_hours(vec![], raw.clone()), raw);
+        assert_eq!(merge_hours(archived.clone(), vec![]), archived);
+        assert_eq!(
+            merge_hour(
+                row(0, (10, 1.0), (20, 2.0), 1),
+                row(0, (5, 0.5), (30, 3.0), 1)
+            ),
+            row(0, (5, 0.5), (30, 3.0), 2)
+        );
+        assert_eq!(latest_of(None, None), None);
+        assert_eq!(latest_of(Some((t(5), 1.0)), None), Some((t(5), 1.0)));
+        assert_eq!(latest_of(None, Some((t(5), 1.0))), Some((t(5), 1.0)));
+        assert_eq!(
+            latest_of(Some((t(5), 1.0)), Some((t(9), 2.0))),
+            Some((t(9), 2.0))
+        );
+        assert_eq!(
+            latest_of(Some((t(9), 1.0)), Some((t(5), 2.0))),
+            Some((t(9), 1.0))
+        );
     }
 
     #[test]

@@ -2,11 +2,11 @@
 //! new readings through binary `COPY` (see [`insert_split`]).
 
 use crate::{
-    AlertQuery, CrewRow, DeadLetter, HourAgg, HourlyRow, NewDeadLetter, NewWorkOrder, PgInsertPath,
-    ReadingConflict, ReadingFlags, Result, Rollup, StoreError, WorkOrderQuery, alert_conflict,
-    final_statuses, finite, is_foreign_key_violation, is_unique_violation, occupying_statuses,
-    parse_crew_id, parse_district_id, parse_meter_id, parse_text, redact, report_every_h,
-    same_volume, work_order_conflict,
+    AlertQuery, CrewRow, DeadLetter, HourlyRow, NewDeadLetter, NewWorkOrder, PgInsertPath,
+    ReadingConflict, ReadingFlags, Result, StoreError, WorkOrderQuery, alert_conflict,
+    final_statuses, finite, is_foreign_key_violation, is_unique_violation, latest_of,
+    occupying_statuses, parse_crew_id, parse_district_id, parse_meter_id, parse_text, redact,
+    report_every_h, same_volume, work_order_conflict,
 };
 use leakwatch_core::{
     Alert, AlertStatus, Crew, CrewId, EventCode, Finding, GeoPoint, Meter, MeterEvent, MeterId,
@@ -149,26 +149,8 @@ pub(crate) async fn all_meters(pool: &PgPool) -> Result<Vec<Meter>> {
 
 // ---- readings and events ----
 
-/// Merges the rows of the relation `ins` (meter_id, t, vol: readings just stored) into
-/// `readings_hourly`, one upsert per (meter, UTC hour): first/last by time, count added.
-macro_rules! rollup_from_ins {
-    () => {
-        concat!(
-        "INSERT INTO readings_hourly AS h (meter_id, hour, first_t, first_vol, last_t, last_vol, n)
-         SELECT meter_id, date_trunc('hour', t, 'UTC'),
-                min(t), (array_agg(vol ORDER BY t))[1],
-                max(t), (array_agg(vol ORDER BY t DESC))[1],
-                count(*)
-         FROM ins GROUP BY 1, 2
-         ON CONFLICT (meter_id, hour) DO UPDATE SET ",
-            rollup_merge!()
-        )
-    };
-}
-
 /// The `SET` list merging `excluded` into the stored `readings_hourly` row `h`: the
-/// earlier first, the later last, counts added (the new rows never share a time with
-/// the stored ones, so there are no ties).
+/// earlier first, the later last (on a tie, the stored one), counts added.
 macro_rules! rollup_merge {
     () => {
         "first_t = LEAST(h.first_t, excluded.first_t),
@@ -236,26 +218,20 @@ pub(crate) async fn insert_batch_via(
 type Batched = (Reading, ReadingFlags);
 
 /// One statement inserts the rows from `UNNEST` arrays (`ON CONFLICT DO NOTHING`, so
-/// the first row of a key wins, in array order) and, in a data-modifying CTE over the
-/// rows it inserted, upserts their hours into `readings_hourly`. Only when some rows were
-/// not inserted does a second statement look for conflicts.
+/// the first row of a key wins, in array order). Only when some rows were not inserted
+/// does a second statement look for conflicts.
 async fn insert_unnest(
     conn: &mut sqlx::PgConnection,
     rows: &[&Batched],
     received_at: Timestamp,
 ) -> Result<(u64, u64)> {
     let c = Columns::new(rows);
-    let inserted: i64 = sqlx::query_scalar(concat!(
-        "WITH ins AS (
-             INSERT INTO readings (meter_id, t, vol, temp, flow_max, pressure, flags)
-             SELECT * FROM UNNEST($1::text[], $2::timestamptz[], $3::float8[], $4::float8[],
-                                  $5::float8[], $6::float8[], $7::int4[])
-             ON CONFLICT DO NOTHING
-             RETURNING meter_id, t, vol
-         ), rollup AS (",
-        rollup_from_ins!(),
-        ") SELECT count(*) FROM ins"
-    ))
+    let inserted = sqlx::query(
+        "INSERT INTO readings (meter_id, t, vol, temp, flow_max, pressure, flags)
+         SELECT * FROM UNNEST($1::text[], $2::timestamptz[], $3::float8[], $4::float8[],
+                              $5::float8[], $6::float8[], $7::int4[])
+         ON CONFLICT DO NOTHING",
+    )
     .bind(&c.meters)
     .bind(&c.ts)
     .bind(&c.vols)
@@ -263,9 +239,9 @@ async fn insert_unnest(
     .bind(&c.flows)
     .bind(&c.pressures)
     .bind(&c.flags)
-    .fetch_one(&mut *conn)
-    .await?;
-    let inserted = inserted as u64;
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
     let conflicts = if inserted < rows.len() as u64 {
         record_conflicts(conn, &c, received_at).await?
     } else {
@@ -297,20 +273,15 @@ async fn insert_staged(
         .await?;
     copy.send(encode_readings(rows, true)).await?;
     copy.finish().await?;
-    let inserted: i64 = sqlx::query_scalar(concat!(
-        "WITH ins AS (
-             INSERT INTO readings (meter_id, t, vol, temp, flow_max, pressure, flags)
-             SELECT meter_id, t, vol, temp, flow_max, pressure, flags FROM lw_staging
-             ORDER BY i
-             ON CONFLICT DO NOTHING
-             RETURNING meter_id, t, vol
-         ), rollup AS (",
-        rollup_from_ins!(),
-        ") SELECT count(*) FROM ins"
-    ))
-    .fetch_one(&mut *conn)
-    .await?;
-    let inserted = inserted as u64;
+    let inserted = sqlx::query(
+        "INSERT INTO readings (meter_id, t, vol, temp, flow_max, pressure, flags)
+         SELECT meter_id, t, vol, temp, flow_max, pressure, flags FROM lw_staging
+         ORDER BY i
+         ON CONFLICT DO NOTHING",
+    )
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
     let conflicts = if inserted < rows.len() as u64 {
         record_conflicts(conn, &Columns::new(rows), received_at).await?
     } else {
@@ -320,33 +291,31 @@ async fn insert_staged(
 }
 
 /// The default path. `INSERT ... ON CONFLICT` pays a speculative insertion per row,
-/// about twice what a plain COPY costs, so the batch is split on what the rollup says
-/// each meter's latest stored reading is (one index probe per meter):
+/// about twice what a plain COPY costs, so the batch is split on each meter's latest
+/// stored reading (one backward probe of the primary key per meter):
 ///
 /// * rows after their meter's latest reading cannot be stored yet: the first row of
-///   each such key is COPYed straight into `readings`. Their hours are aggregated here;
-///   hours after the meter's latest hour are COPYed into `readings_hourly`, the others
-///   upserted.
+///   each such key is COPYed straight into `readings`.
 /// * the rest (late readings, repeats, redeliveries) take [`insert_unnest`], which
 ///   sorts out duplicates and conflicts. It runs after the COPY, so a repeat of a key
 ///   first seen in this batch compares with that first row.
 ///
-/// Each COPY runs under a savepoint: if another writer stored one of those keys (or
-/// hours) since the probe, COPY fails with a unique violation, and the whole batch (or
-/// that rollup) falls back to the upserting statements.
+/// The COPY runs under a savepoint: if another writer stored one of those keys since
+/// the probe, COPY fails with a unique violation, and the whole batch falls back to
+/// [`insert_unnest`].
 async fn insert_split(
     conn: &mut sqlx::PgConnection,
     rows: &[&Batched],
     received_at: Timestamp,
 ) -> Result<(u64, u64)> {
-    let latest = latest_hours(conn, rows).await?;
+    let latest = latest_times(conn, rows).await?;
     let mut keys = HashSet::with_capacity(rows.len());
     let (mut fresh, mut rest) = (Vec::with_capacity(rows.len()), Vec::new());
     for &row in rows {
         let r = &row.0;
         let after_latest = latest
             .get(r.meter.as_str())
-            .is_none_or(|&(_, last_t)| r.t > last_t);
+            .is_none_or(|&last_t| r.t > last_t);
         if after_latest && keys.insert((r.meter.as_str(), r.t)) {
             fresh.push(row);
         } else {
@@ -354,38 +323,13 @@ async fn insert_split(
         }
     }
     drop(keys);
-    if !fresh.is_empty() {
-        // The rollup is aggregated and encoded while the server takes the COPY.
-        let hours =
-            copy_under_savepoint(conn, COPY_READINGS, encode_readings(&fresh, false), || {
-                let mut rollup = Rollup::default();
-                for (r, _) in &fresh {
-                    rollup.add(r.meter.as_str(), r.t, r.vol);
-                }
-                rollup
-            })
-            .await?;
-        let Some(rollup) = hours else {
-            tracing::debug!("COPY met a reading stored since the probe; upserting the batch");
-            return insert_unnest(conn, rows, received_at).await;
-        };
-        let (new_hours, old_hours): (Vec<_>, Vec<_>) =
-            rollup.hours.iter().partition(|((m, hour), _)| {
-                latest
-                    .get(*m)
-                    .is_none_or(|&(latest_hour, _)| *hour > latest_hour)
-            });
-        if !new_hours.is_empty()
-            && copy_under_savepoint(conn, COPY_HOURLY, encode_hours(&new_hours), || ())
-                .await?
-                .is_none()
-        {
-            tracing::debug!("COPY met an hour stored since the probe; upserting the hours");
-            upsert_hours(conn, &new_hours).await?;
-        }
-        if !old_hours.is_empty() {
-            upsert_hours(conn, &old_hours).await?;
-        }
+    if !fresh.is_empty()
+        && copy_under_savepoint(conn, COPY_READINGS, encode_readings(&fresh, false))
+            .await?
+            .is_none()
+    {
+        tracing::debug!("COPY met a reading stored since the probe; upserting the batch");
+        return insert_unnest(conn, rows, received_at).await;
     }
     let (inserted, conflicts) = if rest.is_empty() {
         (0, 0)
@@ -395,46 +339,40 @@ async fn insert_split(
     Ok((fresh.len() as u64 + inserted, conflicts))
 }
 
-/// The latest stored hour and reading time of each meter of the batch that has any.
-async fn latest_hours(
+/// The latest stored raw reading time of each meter of the batch that has any.
+async fn latest_times(
     conn: &mut sqlx::PgConnection,
     rows: &[&Batched],
-) -> Result<HashMap<String, (Timestamp, Timestamp)>> {
+) -> Result<HashMap<String, Timestamp>> {
     let mut meters: Vec<&str> = rows.iter().map(|(r, _)| r.meter.as_str()).collect();
     meters.sort_unstable();
     meters.dedup();
-    let found: Vec<(String, Timestamp, Timestamp)> = sqlx::query_as(
-        "SELECT m.id, h.hour, h.last_t
+    let found: Vec<(String, Timestamp)> = sqlx::query_as(
+        "SELECT m.id, r.t
          FROM UNNEST($1::text[]) AS m (id)
-         CROSS JOIN LATERAL (SELECT hour, last_t FROM readings_hourly
-                             WHERE meter_id = m.id ORDER BY hour DESC LIMIT 1) AS h",
+         CROSS JOIN LATERAL (SELECT t FROM readings
+                             WHERE meter_id = m.id ORDER BY t DESC LIMIT 1) AS r",
     )
     .bind(&meters)
     .fetch_all(&mut *conn)
     .await?;
-    Ok(found
-        .into_iter()
-        .map(|(m, hour, last_t)| (m, (hour, last_t)))
-        .collect())
+    Ok(found.into_iter().collect())
 }
 
-/// Runs a `COPY ... FROM STDIN` of `data` under a savepoint, and `meanwhile` while the
-/// server takes the data. `Ok(None)` (and nothing written) if the COPY hit a unique
-/// violation.
-async fn copy_under_savepoint<T>(
+/// Runs a `COPY ... FROM STDIN` of `data` under a savepoint. `Ok(None)` (and nothing
+/// written) if the COPY hit a unique violation, else the number of rows copied.
+async fn copy_under_savepoint(
     conn: &mut sqlx::PgConnection,
     statement: &str,
     data: Vec<u8>,
-    meanwhile: impl FnOnce() -> T,
-) -> Result<Option<T>> {
+) -> Result<Option<u64>> {
     let mut sp = sqlx::Connection::begin(&mut *conn).await?;
     let mut copy = sp.copy_in_raw(statement).await?;
     copy.send(data).await?;
-    let out = meanwhile();
     match copy.finish().await {
-        Ok(_) => {
+        Ok(n) => {
             sp.commit().await?;
-            Ok(Some(out))
+            Ok(Some(n))
         }
         Err(e) if is_unique_violation(&e) => {
             sp.rollback().await?;
@@ -444,43 +382,9 @@ async fn copy_under_savepoint<T>(
     }
 }
 
-pub(crate) type HourEntry<'r, 'a> = (&'r (&'a str, Timestamp), &'r HourAgg);
-
-/// Merges hours aggregated here into `readings_hourly`, in one statement.
-async fn upsert_hours(conn: &mut sqlx::PgConnection, hours: &[HourEntry<'_, '_>]) -> Result<()> {
-    let meters: Vec<&str> = hours.iter().map(|((m, _), _)| *m).collect();
-    let starts: Vec<Timestamp> = hours.iter().map(|((_, hour), _)| *hour).collect();
-    let first_t: Vec<Timestamp> = hours.iter().map(|(_, h)| h.first_t).collect();
-    let first_vol: Vec<f64> = hours.iter().map(|(_, h)| h.first_vol).collect();
-    let last_t: Vec<Timestamp> = hours.iter().map(|(_, h)| h.last_t).collect();
-    let last_vol: Vec<f64> = hours.iter().map(|(_, h)| h.last_vol).collect();
-    let counts: Vec<i64> = hours.iter().map(|(_, h)| h.n).collect();
-    sqlx::query(concat!(
-        "INSERT INTO readings_hourly AS h (meter_id, hour, first_t, first_vol, last_t, last_vol, n)
-         SELECT * FROM UNNEST($1::text[], $2::timestamptz[], $3::timestamptz[], $4::float8[],
-                              $5::timestamptz[], $6::float8[], $7::int8[])
-         ON CONFLICT (meter_id, hour) DO UPDATE SET ",
-        rollup_merge!()
-    ))
-    .bind(&meters)
-    .bind(&starts)
-    .bind(&first_t)
-    .bind(&first_vol)
-    .bind(&last_t)
-    .bind(&last_vol)
-    .bind(&counts)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
 /// `COPY` of [`encode_readings`]'s rows into `readings`.
 pub(crate) const COPY_READINGS: &str =
     "COPY readings (meter_id, t, vol, temp, flow_max, pressure, flags) FROM STDIN (FORMAT binary)";
-
-/// `COPY` of [`encode_hours`]'s rows into `readings_hourly`.
-pub(crate) const COPY_HOURLY: &str = "COPY readings_hourly (meter_id, hour, first_t, first_vol, last_t, \
-                           last_vol, n) FROM STDIN (FORMAT binary)";
 
 /// A `COPY ... (FORMAT binary)` stream being written.
 struct CopyBinary(Vec<u8>);
@@ -555,22 +459,6 @@ pub(crate) fn encode_readings(rows: &[&Batched], with_index: bool) -> Vec<u8> {
         if with_index {
             out.int8(i as i64 + 1);
         }
-    }
-    out.finish()
-}
-
-/// Rows for [`COPY_HOURLY`].
-pub(crate) fn encode_hours(hours: &[HourEntry<'_, '_>]) -> Vec<u8> {
-    let mut out = CopyBinary::new(hours.len(), 100);
-    for ((m, hour), h) in hours {
-        out.row(7);
-        out.text(m);
-        out.time(*hour);
-        out.time(h.first_t);
-        out.float(Some(h.first_vol));
-        out.time(h.last_t);
-        out.float(Some(h.last_vol));
-        out.int8(h.n);
     }
     out.finish()
 }
@@ -667,24 +555,53 @@ pub(crate) async fn latest_readings(
     pool: &PgPool,
     meters: &[&str],
 ) -> Result<Vec<(String, Timestamp, f64)>> {
-    Ok(sqlx::query_as(
-        "SELECT m.id, h.last_t, h.last_vol
+    type Found = (
+        String,
+        Option<Timestamp>,
+        Option<f64>,
+        Option<Timestamp>,
+        Option<f64>,
+    );
+    let found: Vec<Found> = sqlx::query_as(
+        "SELECT m.id, r.t, r.vol, h.last_t, h.last_vol
          FROM (SELECT DISTINCT id FROM UNNEST($1::text[]) AS u (id)) AS m
-         CROSS JOIN LATERAL (SELECT last_t, last_vol FROM readings_hourly
-                             WHERE meter_id = m.id ORDER BY hour DESC LIMIT 1) AS h",
+         LEFT JOIN LATERAL (SELECT t, vol FROM readings
+                            WHERE meter_id = m.id ORDER BY t DESC LIMIT 1) AS r ON true
+         LEFT JOIN LATERAL (SELECT last_t, last_vol FROM readings_hourly
+                            WHERE meter_id = m.id ORDER BY hour DESC LIMIT 1) AS h ON true",
     )
     .bind(meters)
     .fetch_all(pool)
-    .await?)
+    .await?;
+    Ok(found
+        .into_iter()
+        .filter_map(|(m, rt, rv, ht, hv)| {
+            latest_of(rt.zip(rv), ht.zip(hv)).map(|(t, vol)| (m, t, vol))
+        })
+        .collect())
 }
 
+fn hourly_from_row(meter: &MeterId, row: &PgRow) -> Result<HourlyRow> {
+    Ok(HourlyRow {
+        meter_id: meter.clone(),
+        hour: row.try_get("hour")?,
+        first_t: row.try_get("first_t")?,
+        first_vol: row.try_get("first_vol")?,
+        last_t: row.try_get("last_t")?,
+        last_vol: row.try_get("last_vol")?,
+        n: row.try_get("n")?,
+    })
+}
+
+/// The archived hours, then the hours aggregated from raw readings, of a meter, starting
+/// in [`from`, `to`), each ordered by hour (`Store::hourly` merges them).
 pub(crate) async fn hourly(
     pool: &PgPool,
     meter: &MeterId,
     from: Option<Timestamp>,
     to: Option<Timestamp>,
-) -> Result<Vec<HourlyRow>> {
-    let rows = sqlx::query(
+) -> Result<(Vec<HourlyRow>, Vec<HourlyRow>)> {
+    let archived = sqlx::query(
         "SELECT hour, first_t, first_vol, last_t, last_vol, n FROM readings_hourly
          WHERE meter_id = $1
            AND ($2::timestamptz IS NULL OR hour >= $2)
@@ -696,19 +613,59 @@ pub(crate) async fn hourly(
     .bind(to)
     .fetch_all(pool)
     .await?;
-    rows.iter()
-        .map(|row| {
-            Ok(HourlyRow {
-                meter_id: meter.clone(),
-                hour: row.try_get("hour")?,
-                first_t: row.try_get("first_t")?,
-                first_vol: row.try_get("first_vol")?,
-                last_t: row.try_get("last_t")?,
-                last_vol: row.try_get("last_vol")?,
-                n: row.try_get("n")?,
-            })
-        })
-        .collect()
+    // The hours starting in [from, to) hold readings of [from, to + 1 h): that range of
+    // the primary key is scanned, then the hours outside are left out.
+    let raw = sqlx::query(
+        "SELECT * FROM (
+             SELECT date_trunc('hour', t, 'UTC') AS hour,
+                    min(t) AS first_t, (array_agg(vol ORDER BY t))[1] AS first_vol,
+                    max(t) AS last_t, (array_agg(vol ORDER BY t DESC))[1] AS last_vol,
+                    count(*) AS n
+             FROM readings
+             WHERE meter_id = $1
+               AND ($2::timestamptz IS NULL OR t >= $2)
+               AND ($3::timestamptz IS NULL OR t < $3::timestamptz + INTERVAL '1 hour')
+             GROUP BY 1
+         ) AS g
+         WHERE ($2::timestamptz IS NULL OR hour >= $2)
+           AND ($3::timestamptz IS NULL OR hour < $3)
+         ORDER BY hour",
+    )
+    .bind(meter.as_str())
+    .bind(from)
+    .bind(to)
+    .fetch_all(pool)
+    .await?;
+    let rows = |rows: Vec<PgRow>| {
+        rows.iter()
+            .map(|row| hourly_from_row(meter, row))
+            .collect::<Result<Vec<_>>>()
+    };
+    Ok((rows(archived)?, rows(raw)?))
+}
+
+/// Aggregates the relation `old` (meter_id, t, vol) by meter and UTC hour and merges the
+/// hours into `readings_hourly`; the statement returns how many rows `old` had.
+macro_rules! archive_from {
+    ($old:literal) => {
+        concat!(
+            "WITH old AS (",
+            $old,
+            "), agg AS (
+                 SELECT meter_id, date_trunc('hour', t, 'UTC') AS hour,
+                        min(t) AS first_t, (array_agg(vol ORDER BY t))[1] AS first_vol,
+                        max(t) AS last_t, (array_agg(vol ORDER BY t DESC))[1] AS last_vol,
+                        count(*) AS n
+                 FROM old GROUP BY 1, 2
+             ), archived AS (
+                 INSERT INTO readings_hourly AS h
+                        (meter_id, hour, first_t, first_vol, last_t, last_vol, n)
+                 SELECT * FROM agg
+                 ON CONFLICT (meter_id, hour) DO UPDATE SET ",
+            rollup_merge!(),
+            ") SELECT COALESCE(sum(n), 0)::int8 FROM agg"
+        )
+    };
 }
 
 pub(crate) async fn drop_raw_readings_before(
@@ -717,17 +674,28 @@ pub(crate) async fn drop_raw_readings_before(
     before: Timestamp,
 ) -> Result<u64> {
     if !timescale {
-        let done = sqlx::query("DELETE FROM readings WHERE t < $1")
-            .bind(before)
-            .execute(pool)
-            .await?;
-        return Ok(done.rows_affected());
+        // One statement: exactly the rows deleted are archived, whatever commits
+        // meanwhile.
+        let n: i64 = sqlx::query_scalar(archive_from!(
+            "DELETE FROM readings WHERE t < $1 RETURNING meter_id, t, vol"
+        ))
+        .bind(before)
+        .fetch_one(pool)
+        .await?;
+        return Ok(n as u64);
     }
     let mut tx = pool.begin().await?;
-    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM readings WHERE t < $1")
-        .bind(before)
-        .fetch_one(&mut *tx)
+    // drop_chunks cannot return the rows it drops: hold off inserts (a late reading into
+    // an old chunk) from the aggregation to the commit, so nothing is dropped unarchived.
+    sqlx::query("LOCK TABLE readings IN SHARE MODE")
+        .execute(&mut *tx)
         .await?;
+    let n: i64 = sqlx::query_scalar(archive_from!(
+        "SELECT meter_id, t, vol FROM readings WHERE t < $1"
+    ))
+    .bind(before)
+    .fetch_one(&mut *tx)
+    .await?;
     // Whole chunks first (cheap, no dead rows), then what is left of the chunk that
     // straddles `before`.
     sqlx::query("SELECT drop_chunks('readings', older_than => $1::timestamptz)")

@@ -4,8 +4,8 @@
 
 use crate::{
     AlertQuery, CrewRow, DeadLetter, HourlyRow, NewDeadLetter, NewWorkOrder, ReadingConflict,
-    ReadingFlags, Result, Rollup, StoreError, WorkOrderQuery, alert_conflict, final_statuses,
-    finite, is_foreign_key_violation, is_unique_violation, occupying_statuses, parse_crew_id,
+    ReadingFlags, Result, StoreError, WorkOrderQuery, alert_conflict, final_statuses, finite,
+    is_foreign_key_violation, is_unique_violation, latest_of, occupying_statuses, parse_crew_id,
     parse_district_id, parse_meter_id, parse_text, report_every_h, same_volume,
     work_order_conflict,
 };
@@ -196,8 +196,7 @@ pub(crate) async fn all_meters(pool: &SqlitePool) -> Result<Vec<Meter>> {
 // ---- readings and events ----
 
 /// Stores a batch (see `Store::insert_batch`); returns (inserted, conflicts). Row by row
-/// with cached prepared statements in one `BEGIN IMMEDIATE` transaction; the hours of the
-/// inserted rows are aggregated here and merged into `readings_hourly` once per hour.
+/// with cached prepared statements in one `BEGIN IMMEDIATE` transaction.
 pub(crate) async fn insert_batch(
     pool: &SqlitePool,
     rows: &[(Reading, ReadingFlags)],
@@ -206,7 +205,6 @@ pub(crate) async fn insert_batch(
     let mut tx = pool.begin_with(BEGIN_WRITE).await?;
     let mut inserted = 0;
     let mut conflicts = 0;
-    let mut rollup = Rollup::default();
     for (r, flags) in rows {
         let new = sqlx::query(
             "INSERT INTO readings (meter_id, t, vol, temp, flow_max, pressure, flags)
@@ -225,8 +223,6 @@ pub(crate) async fn insert_batch(
             == 1;
         if new {
             inserted += 1;
-            // Times are stored at millisecond precision: roll up what is stored.
-            rollup.add(r.meter.as_str(), from_ms(ms(r.t))?, r.vol);
             continue;
         }
         let stored: Option<f64> =
@@ -251,29 +247,6 @@ pub(crate) async fn insert_batch(
             .await?;
             conflicts += 1;
         }
-    }
-    for ((meter, hour), h) in &rollup.hours {
-        sqlx::query(
-            "INSERT INTO readings_hourly (meter_id, hour, first_t, first_vol, last_t, last_vol, n)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-             ON CONFLICT (meter_id, hour) DO UPDATE SET
-                 first_t = min(first_t, excluded.first_t),
-                 first_vol = CASE WHEN excluded.first_t < first_t
-                                  THEN excluded.first_vol ELSE first_vol END,
-                 last_t = max(last_t, excluded.last_t),
-                 last_vol = CASE WHEN excluded.last_t > last_t
-                                 THEN excluded.last_vol ELSE last_vol END,
-                 n = n + excluded.n",
-        )
-        .bind(*meter)
-        .bind(ms(*hour))
-        .bind(ms(h.first_t))
-        .bind(h.first_vol)
-        .bind(ms(h.last_t))
-        .bind(h.last_vol)
-        .bind(h.n)
-        .execute(&mut *tx)
-        .await?;
     }
     tx.commit().await?;
     Ok((inserted, conflicts))
@@ -319,6 +292,10 @@ pub(crate) async fn latest_readings(
     let ids = json_list(meters.iter().map(|m| (*m).to_owned()).collect());
     let rows = sqlx::query(
         "SELECT m.value AS meter_id,
+                (SELECT t FROM readings WHERE meter_id = m.value
+                 ORDER BY t DESC LIMIT 1) AS raw_t,
+                (SELECT vol FROM readings WHERE meter_id = m.value
+                 ORDER BY t DESC LIMIT 1) AS raw_vol,
                 (SELECT last_t FROM readings_hourly WHERE meter_id = m.value
                  ORDER BY hour DESC LIMIT 1) AS last_t,
                 (SELECT last_vol FROM readings_hourly WHERE meter_id = m.value
@@ -330,20 +307,32 @@ pub(crate) async fn latest_readings(
     .await?;
     let mut out = Vec::with_capacity(rows.len());
     for row in &rows {
-        if let Some(t) = opt_time(row, "last_t")? {
-            out.push((text(row, "meter_id")?, t, row.try_get("last_vol")?));
+        let raw = opt_time(row, "raw_t")?.zip(row.try_get::<Option<f64>, _>("raw_vol")?);
+        let archived = opt_time(row, "last_t")?.zip(row.try_get::<Option<f64>, _>("last_vol")?);
+        if let Some((t, vol)) = latest_of(raw, archived) {
+            out.push((text(row, "meter_id")?, t, vol));
         }
     }
     Ok(out)
 }
 
+/// The start of the UTC hour of the epoch-millisecond column `t` (floored, also before
+/// 1970).
+macro_rules! hour_of_t {
+    () => {
+        "t - ((t % 3600000) + 3600000) % 3600000"
+    };
+}
+
+/// The archived hours, then the hours aggregated from raw readings, of a meter, starting
+/// in [`from`, `to`), each ordered by hour (`Store::hourly` merges them).
 pub(crate) async fn hourly(
     pool: &SqlitePool,
     meter: &MeterId,
     from: Option<Timestamp>,
     to: Option<Timestamp>,
-) -> Result<Vec<HourlyRow>> {
-    let rows = sqlx::query(
+) -> Result<(Vec<HourlyRow>, Vec<HourlyRow>)> {
+    let archived = sqlx::query(
         "SELECT hour, first_t, first_vol, last_t, last_vol, n FROM readings_hourly
          WHERE meter_id = ?1 AND (?2 IS NULL OR hour >= ?2) AND (?3 IS NULL OR hour < ?3)
          ORDER BY hour",
@@ -353,23 +342,76 @@ pub(crate) async fn hourly(
     .bind(to.map(ms))
     .fetch_all(pool)
     .await?;
-    rows.iter()
-        .map(|row| {
-            Ok(HourlyRow {
-                meter_id: meter.clone(),
-                hour: time(row, "hour")?,
-                first_t: time(row, "first_t")?,
-                first_vol: row.try_get("first_vol")?,
-                last_t: time(row, "last_t")?,
-                last_vol: row.try_get("last_vol")?,
-                n: row.try_get("n")?,
+    // The hours starting in [from, to) hold readings of [from, to + 1 h): that range of
+    // the primary key is scanned, then the hours outside are left out.
+    let raw = sqlx::query(concat!(
+        "SELECT g.hour, g.first_t,
+                (SELECT vol FROM readings WHERE meter_id = ?1 AND t = g.first_t) AS first_vol,
+                g.last_t,
+                (SELECT vol FROM readings WHERE meter_id = ?1 AND t = g.last_t) AS last_vol,
+                g.n
+         FROM (SELECT ",
+        hour_of_t!(),
+        " AS hour, min(t) AS first_t, max(t) AS last_t, count(*) AS n
+               FROM readings
+               WHERE meter_id = ?1 AND (?2 IS NULL OR t >= ?2)
+                 AND (?3 IS NULL OR t < ?3 + 3600000)
+               GROUP BY 1) AS g
+         WHERE (?2 IS NULL OR g.hour >= ?2) AND (?3 IS NULL OR g.hour < ?3)
+         ORDER BY g.hour"
+    ))
+    .bind(meter.as_str())
+    .bind(from.map(ms))
+    .bind(to.map(ms))
+    .fetch_all(pool)
+    .await?;
+    let rows = |rows: Vec<SqliteRow>| {
+        rows.iter()
+            .map(|row| {
+                Ok(HourlyRow {
+                    meter_id: meter.clone(),
+                    hour: time(row, "hour")?,
+                    first_t: time(row, "first_t")?,
+                    first_vol: row.try_get("first_vol")?,
+                    last_t: time(row, "last_t")?,
+                    last_vol: row.try_get("last_vol")?,
+                    n: row.try_get("n")?,
+                })
             })
-        })
-        .collect()
+            .collect::<Result<Vec<_>>>()
+    };
+    Ok((rows(archived)?, rows(raw)?))
 }
 
+/// Archives the hours of the readings before `before` into `readings_hourly` (merged
+/// with what is archived there), then deletes the readings, in one transaction.
 pub(crate) async fn drop_raw_readings_before(pool: &SqlitePool, before: Timestamp) -> Result<u64> {
     let mut tx = pool.begin_with(BEGIN_WRITE).await?;
+    // `WHERE true`: without it SQLite would read `ON CONFLICT` as a join constraint.
+    sqlx::query(concat!(
+        "INSERT INTO readings_hourly (meter_id, hour, first_t, first_vol, last_t, last_vol, n)
+         SELECT g.meter_id, g.hour, g.first_t,
+                (SELECT vol FROM readings r WHERE r.meter_id = g.meter_id AND r.t = g.first_t),
+                g.last_t,
+                (SELECT vol FROM readings r WHERE r.meter_id = g.meter_id AND r.t = g.last_t),
+                g.n
+         FROM (SELECT meter_id, ",
+        hour_of_t!(),
+        " AS hour, min(t) AS first_t, max(t) AS last_t, count(*) AS n
+               FROM readings WHERE t < ?1 GROUP BY 1, 2) AS g
+         WHERE true
+         ON CONFLICT (meter_id, hour) DO UPDATE SET
+             first_t = min(first_t, excluded.first_t),
+             first_vol = CASE WHEN excluded.first_t < first_t
+                              THEN excluded.first_vol ELSE first_vol END,
+             last_t = max(last_t, excluded.last_t),
+             last_vol = CASE WHEN excluded.last_t > last_t
+                             THEN excluded.last_vol ELSE last_vol END,
+             n = n + excluded.n"
+    ))
+    .bind(ms(before))
+    .execute(&mut *tx)
+    .await?;
     let done = sqlx::query("DELETE FROM readings WHERE t < ?1")
         .bind(ms(before))
         .execute(&mut *tx)

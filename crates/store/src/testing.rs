@@ -79,7 +79,7 @@ pub async fn drop_pg_database(admin_url: &str, url: &str) {
 }
 
 /// `COPY`s rows straight into `readings` (binary format, the same encoding the store
-/// uses) in one statement, with no duplicate check and no rollup: the database's own
+/// uses) in one statement, with no duplicate check: the database's own
 /// speed for storing readings, as a yardstick for benchmarks. Fails with a unique
 /// violation if any (meter, t) is already stored. Returns the number of rows copied.
 pub async fn copy_readings(pool: &sqlx::PgPool, rows: &[(Reading, ReadingFlags)]) -> Result<u64> {
@@ -91,33 +91,6 @@ pub async fn copy_readings(pool: &sqlx::PgPool, rows: &[(Reading, ReadingFlags)]
     ))
     .await?;
     Ok(copy.finish().await?)
-}
-
-/// [`copy_readings`] plus a `COPY` of their hourly rollup into `readings_hourly` (the
-/// hours aggregated in Rust, none of them stored yet), in one transaction: the
-/// database's own speed for the writes `Store::insert_batch` makes for new readings.
-pub async fn copy_readings_and_hours(
-    pool: &sqlx::PgPool,
-    rows: &[(Reading, ReadingFlags)],
-) -> Result<u64> {
-    let mut tx = pool.begin().await?;
-    let mut copy = tx.copy_in_raw(crate::pg::COPY_READINGS).await?;
-    copy.send(crate::pg::encode_readings(
-        &rows.iter().collect::<Vec<_>>(),
-        false,
-    ))
-    .await?;
-    let n = copy.finish().await?;
-    let mut rollup = crate::Rollup::default();
-    for (r, _) in rows {
-        rollup.add(r.meter.as_str(), r.t, r.vol);
-    }
-    let hours: Vec<_> = rollup.hours.iter().collect();
-    let mut copy = tx.copy_in_raw(crate::pg::COPY_HOURLY).await?;
-    copy.send(crate::pg::encode_hours(&hours)).await?;
-    copy.finish().await?;
-    tx.commit().await?;
-    Ok(n)
 }
 
 /// Splits a URL into (everything before the path, path, query-and-fragment).
