@@ -11,6 +11,10 @@ use leakwatch_wire::Uplink;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+/// The durability tests run one at a time: each loads the machine heavily, and each
+/// measures timing-sensitive recovery.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// A Mosquitto of the test's own; in CI its absence fails the test.
 fn own_mosquitto() -> Option<OwnMosquitto> {
     match OwnMosquitto::start() {
@@ -183,6 +187,7 @@ async fn wait_ready(http_port: u16) {
 /// readings stream in; at the end every reading is stored exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_three_times_loses_nothing() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let (Some(admin), Some(mosq)) = (required_env("LEAKWATCH_TEST_PG"), own_mosquitto()) else {
         return;
     };
@@ -262,6 +267,7 @@ async fn sigkill_three_times_loses_nothing() {
 /// itself; nothing is missing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn database_outage_of_20s_loses_nothing() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let (Some(admin), Some(mosq)) = (required_env("LEAKWATCH_TEST_PG"), own_mosquitto()) else {
         return;
     };
@@ -337,6 +343,7 @@ async fn database_outage_of_20s_loses_nothing() {
 /// Mosquitto restarted mid-stream (persistence on): nothing is missing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_restart_loses_nothing() {
+    let _serial = ONE_AT_A_TIME.lock().await;
     let (Some(admin), Some(mut mosq)) = (required_env("LEAKWATCH_TEST_PG"), own_mosquitto()) else {
         return;
     };
@@ -370,8 +377,12 @@ async fn broker_restart_loses_nothing() {
     publish_all(mosq.port, &t.messages[..third]).await;
     let port = mosq.port;
     let rest = t.messages[third..].to_vec();
-    let publisher = tokio::spawn(async move { publish_all(port, &rest).await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Half a day's pushes every 0.5 s: the stream is still flowing at the restart.
+    let publisher =
+        tokio::spawn(
+            async move { publish_paced(port, &rest, 250, Duration::from_millis(500)).await },
+        );
+    tokio::time::sleep(Duration::from_millis(700)).await;
     let before = totals(&db).await.0;
     mosq.restart();
     publisher.await.unwrap();
