@@ -183,6 +183,64 @@ async fn wait_ready(http_port: u16) {
     .await;
 }
 
+/// A fresh PostgreSQL database holding the registry of a synthetic fleet, and that
+/// fleet's traffic on topics under a new prefix starting with `tag`.
+async fn registered_traffic(
+    admin: &str,
+    tag: &str,
+    meters: usize,
+    days: i64,
+) -> (String, String, Traffic) {
+    let db = leakwatch_store::testing::fresh_pg_database(admin)
+        .await
+        .unwrap();
+    let prefix = unique(tag);
+    let t = traffic(&prefix, meters, days);
+    let store = Store::connect(&db).await.unwrap();
+    store.upsert_meters(&t.registry).await.unwrap();
+    store.close().await;
+    (db, prefix, t)
+}
+
+/// The whole service in-process on `db` and the broker at `mqtt`.
+async fn start_in_process(db: &str, mqtt: &str, prefix: &str) -> leakwatch::app::Running {
+    let mut cfg = leakwatch::config::Config::load(None).unwrap();
+    if std::env::var("LEAKWATCH_TEST_LOG").is_ok() {
+        leakwatch::telemetry::init_logs(&cfg.log);
+    }
+    cfg.database.url = db.to_owned();
+    cfg.mqtt.url = mqtt.to_owned();
+    cfg.mqtt.prefix = prefix.to_owned();
+    cfg.mqtt.client_id = unique("lw-ingest-");
+    cfg.http.listen = "127.0.0.1:0".into();
+    leakwatch::app::start(&cfg, Default::default())
+        .await
+        .unwrap()
+}
+
+/// Waits until the in-process service is subscribed (`/readyz`), then sends the
+/// first message alone and waits until it is stored, so nothing of the stream is
+/// published before the ingestor's session exists.
+async fn first_message_stored(
+    running: &leakwatch::app::Running,
+    mqtt_port: u16,
+    db: &str,
+    t: &Traffic,
+) {
+    wait_for("subscribed", Duration::from_secs(20), || async {
+        let r = reqwest::get(format!("http://{}/readyz", running.http_addr))
+            .await
+            .ok()?;
+        (r.status() == 200).then_some(())
+    })
+    .await;
+    publish_all(mqtt_port, &t.messages[..1]).await;
+    wait_for("the first message", Duration::from_secs(30), || async {
+        (totals(db).await.0 == 24).then_some(())
+    })
+    .await;
+}
+
 /// SIGKILL the ingesting process three times at random moments while a fleet's
 /// readings stream in; at the end every reading is stored exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -191,15 +249,9 @@ async fn sigkill_three_times_loses_nothing() {
     let (Some(admin), Some(mosq)) = (required_env("LEAKWATCH_TEST_PG"), own_mosquitto()) else {
         return;
     };
-    let db = leakwatch_store::testing::fresh_pg_database(&admin)
-        .await
-        .unwrap();
-    let prefix = unique("crash");
-    let t = traffic(&prefix, 1000, 9); // 216,000 readings in 9,000 messages
+    // 216,000 readings in 9,000 messages.
+    let (db, prefix, t) = registered_traffic(&admin, "crash", 1000, 9).await;
     assert!(t.readings >= 200_000);
-    let store = Store::connect(&db).await.unwrap();
-    store.upsert_meters(&t.registry).await.unwrap();
-    store.close().await;
 
     let client_id = unique("lw-crash-");
     let http_port = free_port();
@@ -271,36 +323,18 @@ async fn database_outage_of_20s_loses_nothing() {
     let (Some(admin), Some(mosq)) = (required_env("LEAKWATCH_TEST_PG"), own_mosquitto()) else {
         return;
     };
-    let db = leakwatch_store::testing::fresh_pg_database(&admin)
-        .await
-        .unwrap();
+    let (db, prefix, t) = registered_traffic(&admin, "outage", 300, 4).await;
     let upstream: std::net::SocketAddr = "127.0.0.1:5432".parse().unwrap();
     let proxy = Proxy::start(upstream).await;
     let via_proxy = db.replacen("127.0.0.1:5432", &format!("127.0.0.1:{}", proxy.port), 1);
     assert_ne!(via_proxy, db, "the test database URL names 127.0.0.1:5432");
-    let prefix = unique("outage");
-    let t = traffic(&prefix, 300, 4);
-    let store = Store::connect(&db).await.unwrap();
-    store.upsert_meters(&t.registry).await.unwrap();
-    store.close().await;
-
-    let mut cfg = leakwatch::config::Config::load(None).unwrap();
-    if std::env::var("LEAKWATCH_TEST_LOG").is_ok() {
-        leakwatch::telemetry::init_logs(&cfg.log);
-    }
-    cfg.database.url = via_proxy;
-    cfg.mqtt.url = mosq.url();
-    cfg.mqtt.prefix = prefix.clone();
-    cfg.mqtt.client_id = unique("lw-outage-");
-    cfg.http.listen = "127.0.0.1:0".into();
-    let running = leakwatch::app::start(&cfg, Default::default())
-        .await
-        .unwrap();
+    let running = start_in_process(&via_proxy, &mosq.url(), &prefix).await;
+    first_message_stored(&running, mosq.port, &db, &t).await;
 
     let half = t.messages.len() / 2;
-    publish_all(mosq.port, &t.messages[..half]).await;
+    publish_all(mosq.port, &t.messages[1..half]).await;
     wait_for("the first half", Duration::from_secs(60), || async {
-        (totals(&db).await.0 > 0).then_some(())
+        (totals(&db).await.0 > 24).then_some(())
     })
     .await;
     proxy.cut();
@@ -347,34 +381,12 @@ async fn broker_restart_loses_nothing() {
     let (Some(admin), Some(mut mosq)) = (required_env("LEAKWATCH_TEST_PG"), own_mosquitto()) else {
         return;
     };
-    let db = leakwatch_store::testing::fresh_pg_database(&admin)
-        .await
-        .unwrap();
-    let prefix = unique("brk");
-    let t = traffic(&prefix, 500, 4);
-    let store = Store::connect(&db).await.unwrap();
-    store.upsert_meters(&t.registry).await.unwrap();
-    store.close().await;
-    let mut cfg = leakwatch::config::Config::load(None).unwrap();
-    cfg.database.url = db.clone();
-    cfg.mqtt.url = mosq.url();
-    cfg.mqtt.prefix = prefix.clone();
-    cfg.mqtt.client_id = unique("lw-brk-");
-    cfg.http.listen = "127.0.0.1:0".into();
-    let running = leakwatch::app::start(&cfg, Default::default())
-        .await
-        .unwrap();
-    wait_for("broker connection", Duration::from_secs(20), || async {
-        let r = reqwest::get(format!("http://{}/readyz", running.http_addr))
-            .await
-            .ok()?;
-        (r.status() == 200).then_some(())
-    })
-    .await;
-    tokio::time::sleep(Duration::from_millis(300)).await; // subscription settles
+    let (db, prefix, t) = registered_traffic(&admin, "brk", 500, 4).await;
+    let running = start_in_process(&db, &mosq.url(), &prefix).await;
+    first_message_stored(&running, mosq.port, &db, &t).await;
 
     let third = t.messages.len() / 3;
-    publish_all(mosq.port, &t.messages[..third]).await;
+    publish_all(mosq.port, &t.messages[1..third]).await;
     let port = mosq.port;
     let rest = t.messages[third..].to_vec();
     // Half a day's pushes every 0.5 s: the stream is still flowing at the restart.

@@ -221,15 +221,7 @@ async fn whole_path(backend: Backend) {
     assert!(jobs.as_array().unwrap().is_empty());
 
     // The console lists what is open.
-    let page = svc
-        .http
-        .get(svc.url("/"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = svc.text("/").await;
     assert!(page.contains("Open alerts"));
 
     svc.stop().await;

@@ -52,15 +52,7 @@ async fn same_message_twice(backend: Backend) {
         v,
         json!([{"t": "2026-11-26T01:00:00Z", "vol": 10.25}, {"t": "2026-11-26T02:00:00Z", "vol": 10.5}])
     );
-    let metrics = svc
-        .http
-        .get(svc.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = svc.text("/metrics").await;
     assert!(
         metrics.contains("leakwatch_ingest_readings_total{outcome=\"duplicate\"}"),
         "{metrics}"
@@ -128,15 +120,7 @@ async fn bad_messages_are_dead_lettered(backend: Backend) {
         0,
         "nothing stored for the wrong meter"
     );
-    let metrics = svc
-        .http
-        .get(svc.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = svc.text("/metrics").await;
     assert!(
         metrics.contains("leakwatch_dead_letters_total{reason=\"meter_mismatch\"}"),
         "{metrics}"

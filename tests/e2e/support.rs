@@ -125,6 +125,12 @@ impl Service {
         )
     }
 
+    /// The body of a GET as text (metrics, pages).
+    pub async fn text(&self, path: &str) -> String {
+        let r = self.http.get(self.url(path)).send().await.expect("GET");
+        r.text().await.unwrap()
+    }
+
     pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
         let r = self
             .http

@@ -85,7 +85,8 @@ pub struct BrokerConfig {
 }
 
 /// Readings once committed, with their meter, in the order received.
-pub type Stored = Vec<(Meter, Reading)>;
+/// The meter is shared (`Arc`): one registry entry serves all its readings.
+pub type Stored = Vec<(Arc<Meter>, Reading)>;
 
 /// Liveness of the ingestor as `/readyz` sees it.
 #[derive(Debug, Default)]
@@ -148,7 +149,6 @@ pub async fn run(
             },
             event = eventloop.poll(), if held.is_none() => match event {
                 Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                    health.set_connected(true);
                     backoff = Duration::from_millis(100);
                     tracing::info!(
                         host = %broker.host, port = broker.port,
@@ -159,6 +159,9 @@ pub async fn run(
                         tracing::error!(error = %e, "could not subscribe");
                     }
                 }
+                // Ready once the subscription is in place: from then on the broker
+                // keeps every message for this session.
+                Ok(Event::Incoming(Packet::SubAck(_))) => health.set_connected(true),
                 Ok(Event::Incoming(Packet::Publish(p))) => match tx.try_send(p) {
                     Ok(()) => {}
                     Err(mpsc::error::TrySendError::Full(p)) => held = Some(p),

@@ -8,6 +8,7 @@ use leakwatch_store::{NewDeadLetter, ReadingFlags, Store, StoreError};
 use leakwatch_wire::{Decoded, REJECTED_DETAIL_MAX_ITEMS, dead_letter_payload};
 use rumqttc::Publish;
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
@@ -29,7 +30,7 @@ pub struct Writer {
     cfg: IngestConfig,
     prefix: String,
     rules: Rules,
-    meters: HashMap<MeterId, Meter>,
+    meters: HashMap<MeterId, Arc<Meter>>,
     /// Each meter's latest committed reading (t, index), for the late/regression/jump
     /// flags. Filled from the store on first sight of a meter.
     latest: HashMap<MeterId, (Timestamp, f64)>,
@@ -47,7 +48,7 @@ struct Reject {
 struct Accepted {
     topic: String,
     payload_index: usize,
-    meter: Meter,
+    meter: Arc<Meter>,
     decoded: Decoded,
 }
 
@@ -70,7 +71,7 @@ impl Writer {
     /// Loads the registry into memory so the first messages need no look-ups.
     pub async fn preload(&mut self) -> Result<usize, StoreError> {
         for m in self.store.all_meters().await? {
-            self.meters.insert(m.id.clone(), m);
+            self.meters.insert(m.id.clone(), Arc::new(m));
         }
         Ok(self.meters.len())
     }
@@ -141,11 +142,11 @@ impl Writer {
         }
     }
 
-    async fn meter(&mut self, id: &MeterId) -> Result<Option<Meter>, StoreError> {
+    async fn meter(&mut self, id: &MeterId) -> Result<Option<Arc<Meter>>, StoreError> {
         if let Some(m) = self.meters.get(id) {
             return Ok(Some(m.clone()));
         }
-        let found = self.store.get_meter(id).await?;
+        let found = self.store.get_meter(id).await?.map(Arc::new);
         if let Some(m) = &found {
             self.meters.insert(id.clone(), m.clone());
         }
@@ -186,6 +187,7 @@ impl Writer {
                     };
                     self.store.upsert_meters(std::slice::from_ref(&m)).await?;
                     tracing::info!(meter_id = %m.id, district_id = %m.district, "registered unknown meter");
+                    let m = Arc::new(m);
                     self.meters.insert(m.id.clone(), m.clone());
                     m
                 }
@@ -228,7 +230,8 @@ impl Writer {
         }
 
         let mut rows: Vec<(Reading, ReadingFlags)> = Vec::new();
-        let mut stored: Stored = Vec::new();
+        // The meter of each row, for detection once the rows are committed.
+        let mut row_meters: Vec<Arc<Meter>> = Vec::new();
         let mut flagged = [0u64; 3];
         for a in &mut accepted {
             let mut problems: Vec<(String, &'static str, String)> = a
@@ -257,7 +260,7 @@ impl Writer {
                                 *n += 1;
                             }
                         }
-                        stored.push((a.meter.clone(), r.clone()));
+                        row_meters.push(a.meter.clone());
                         rows.push((r, flags));
                     }
                     Err(refusal) => {
@@ -334,6 +337,11 @@ impl Writer {
         metrics::histogram!("leakwatch_ingest_batch_seconds")
             .record(started.elapsed().as_secs_f64());
 
+        let mut stored: Stored = row_meters
+            .into_iter()
+            .zip(rows)
+            .map(|(m, (r, _))| (m, r))
+            .collect();
         stored.sort_by(|a, b| a.1.meter.cmp(&b.1.meter).then(a.1.t.cmp(&b.1.t)));
         Ok((
             BatchOutcome {

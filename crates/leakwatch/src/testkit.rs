@@ -68,9 +68,9 @@ impl OwnMosquitto {
         std::fs::write(
             dir.join("mosquitto.conf"),
             format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n\
+                "listener {port} 127.0.0.1\nallow_anonymous true\nuser root\npersistence true\n\
                  persistence_location {}/\nautosave_interval 1\nmax_queued_messages 0\n\
-                 max_inflight_messages 1000\nlog_dest file {}/mosquitto.log\n",
+                 max_inflight_messages 1000\nlog_dest file {}/mosquitto.log\nlog_type all\n",
                 dir.display(),
                 dir.display()
             ),
@@ -122,7 +122,9 @@ impl Drop for OwnMosquitto {
             let _ = c.kill();
             let _ = c.wait();
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if std::env::var_os("LEAKWATCH_KEEP_TEST_DIRS").is_none() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 
