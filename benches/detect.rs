@@ -18,6 +18,8 @@ fn main() {
     let info = MeterInfo {
         kind: MeterKind::Customer,
         district: DistrictId::parse("D01").unwrap(),
+        report_every_h: 24,
+        max_flow_m3h: Some(6.0),
     };
     let ids: Vec<MeterId> = (0..METERS)
         .map(|i| MeterId::parse(format!("PDR{i:08}")).unwrap())

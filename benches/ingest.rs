@@ -189,14 +189,7 @@ async fn run(backend: &'static str, meters: usize, days: i64) -> Result {
             for (m, r) in &batch {
                 let day = (r.t - t0).num_hours() / 24;
                 committed.entry((m.id.clone(), day)).or_insert(now);
-                engine.observe(
-                    &MeterInfo {
-                        kind: m.kind,
-                        district: m.district.clone(),
-                    },
-                    r,
-                    &mut findings,
-                );
+                engine.observe(&MeterInfo::of(m), r, &mut findings);
             }
             seen += batch.len();
             if seen >= total

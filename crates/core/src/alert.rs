@@ -11,20 +11,105 @@ use std::str::FromStr;
 pub enum AlertKind {
     /// A customer meter with no zero-flow hour over the configured window.
     ContinuousFlow,
+    /// A customer meter's minimum night flow above its own leak-free baseline.
+    NightFlowRise,
+    /// A sustained rise of consumption against a temperature-normalised baseline.
+    LevelShift,
+    /// Flow beyond the meter's rated capacity, or a sudden sustained jump.
+    Burst,
+    /// The district's unaccounted-for gas rose against its own history.
+    DistrictBalance,
+    /// The district station's minimum night inflow above its leak-free baseline.
+    InflowNightFlow,
+    /// A pressure point's pressure dropped below its baseline.
+    PressureDrop,
+    /// The meter's own leak alarm (`leak_suspected` event).
+    MeterLeakAlarm,
+    /// The volume index went backwards.
+    CounterRegression,
+    /// The meter reported gas flowing backwards.
+    ReverseFlow,
+    /// The meter reported tampering.
+    Tamper,
+    /// The meter reported an external magnetic field.
+    MagneticField,
+    /// The meter closed its valve because of a leak.
+    ValveClosedLeak,
+    /// Battery low.
+    BatteryLow,
+    /// Battery critical: the meter may stop soon.
+    BatteryCritical,
+    /// The meter's clock is wrong (event, or readings stamped far from the others).
+    ClockError,
+    /// No message beyond the meter's reporting interval plus a grace.
+    Silence,
 }
 
 impl AlertKind {
-    pub const ALL: &'static [AlertKind] = &[AlertKind::ContinuousFlow];
+    pub const ALL: &'static [AlertKind] = &[
+        AlertKind::ContinuousFlow,
+        AlertKind::NightFlowRise,
+        AlertKind::LevelShift,
+        AlertKind::Burst,
+        AlertKind::DistrictBalance,
+        AlertKind::InflowNightFlow,
+        AlertKind::PressureDrop,
+        AlertKind::MeterLeakAlarm,
+        AlertKind::CounterRegression,
+        AlertKind::ReverseFlow,
+        AlertKind::Tamper,
+        AlertKind::MagneticField,
+        AlertKind::ValveClosedLeak,
+        AlertKind::BatteryLow,
+        AlertKind::BatteryCritical,
+        AlertKind::ClockError,
+        AlertKind::Silence,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             AlertKind::ContinuousFlow => "continuous_flow",
+            AlertKind::NightFlowRise => "night_flow_rise",
+            AlertKind::LevelShift => "level_shift",
+            AlertKind::Burst => "burst",
+            AlertKind::DistrictBalance => "district_balance",
+            AlertKind::InflowNightFlow => "inflow_night_flow",
+            AlertKind::PressureDrop => "pressure_drop",
+            AlertKind::MeterLeakAlarm => "meter_leak_alarm",
+            AlertKind::CounterRegression => "counter_regression",
+            AlertKind::ReverseFlow => "reverse_flow",
+            AlertKind::Tamper => "tamper",
+            AlertKind::MagneticField => "magnetic_field",
+            AlertKind::ValveClosedLeak => "valve_closed_leak",
+            AlertKind::BatteryLow => "battery_low",
+            AlertKind::BatteryCritical => "battery_critical",
+            AlertKind::ClockError => "clock_error",
+            AlertKind::Silence => "silence",
         }
     }
 
     /// Whether this kind suggests gas escaping (as opposed to a device condition).
     pub fn is_leak(self) -> bool {
-        matches!(self, AlertKind::ContinuousFlow)
+        matches!(
+            self,
+            AlertKind::ContinuousFlow
+                | AlertKind::NightFlowRise
+                | AlertKind::LevelShift
+                | AlertKind::Burst
+                | AlertKind::DistrictBalance
+                | AlertKind::InflowNightFlow
+                | AlertKind::PressureDrop
+                | AlertKind::MeterLeakAlarm
+                | AlertKind::ValveClosedLeak
+        )
+    }
+
+    /// Whether the subject of this kind is a district (rather than a meter).
+    pub fn is_district(self) -> bool {
+        matches!(
+            self,
+            AlertKind::DistrictBalance | AlertKind::InflowNightFlow | AlertKind::PressureDrop
+        )
     }
 }
 

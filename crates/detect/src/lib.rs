@@ -1,67 +1,530 @@
 //! Leak detectors as pure state machines on event time.
 //!
-//! A detector takes a reading and returns zero or more [`Finding`]s; it never does
-//! I/O and never reads the clock: its "now" is the time of the readings it has seen,
-//! so replaying history at full speed raises the same findings, at the same
-//! `detected_at`, as living through it. This crate owns detection rules and their
-//! per-meter state; storing alerts and deciding what to do with them belongs to
-//! others.
+//! A detector takes readings, events or a watermark tick and returns zero or more
+//! [`Finding`]s; it never does I/O and never reads the clock: its "now" is the
+//! [`watermark::Watermark`] of the readings it has seen, so replaying history at full
+//! speed raises the same findings, at the same `detected_at`, as living through it.
+//! This crate owns detection rules and their per-meter state; storing alerts and
+//! deciding what to do with them belongs to others.
 //!
-//! Families present: [`continuous::ContinuousFlow`]. The rest of the families of the
-//! design (night flow, level shift, burst, integrity, silence, district balance) come
-//! with the detection issue.
+//! How a reading travels through the [`Engine`]: the meter's [`hours::HourSeries`]
+//! turns cumulative indexes into clock hours of consumption; each closed hour of a
+//! customer meter goes to its per-meter detectors ([`continuous`], [`night`],
+//! [`level`], [`burst`]) and to its district's balance ([`district`]); a station's
+//! hours go to the district (balance, inflow night flow); a pressure point's readings
+//! go to [`pressure`]. Events and counter regressions go to [`integrity`]. Each
+//! watermark hour, the engine checks silence and lets districts close their hours.
+//!
+//! State is checkpointed per subject ([`Engine::checkpoint_dirty`]) and restored
+//! ([`Engine::restore`]), so a restart goes on where it stopped.
 
+pub mod book;
+pub mod burst;
 pub mod continuous;
+pub mod district;
+pub mod hours;
+pub mod integrity;
+pub mod level;
+pub mod night;
+pub mod pressure;
+pub mod watermark;
 
-use leakwatch_core::{DistrictId, Finding, MeterKind, Reading};
-use std::collections::HashMap;
+use chrono::{DateTime, TimeDelta};
+use hours::{Hour, HourSeries, Step};
+use leakwatch_core::{
+    AlertKind, DistrictId, Evidence, Finding, MeterEvent, MeterId, MeterKind, Reading, Severity,
+    Timestamp,
+};
+use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, HashSet};
 
+pub use burst::{Burst, BurstConfig};
 pub use continuous::{ContinuousFlow, ContinuousFlowConfig};
+pub use district::{BalanceConfig, CustomerProfile, DistrictState, InflowNightConfig};
+pub use integrity::{Integrity, IntegrityConfig};
+pub use level::{LevelShift, LevelShiftConfig};
+pub use night::{NightFlow, NightFlowConfig};
+pub use pressure::{PressureConfig, PressureDrop};
+pub use watermark::Watermark;
 
 /// Settings of every detector, with documented defaults.
-#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DetectConfig {
+    /// Hours added to UTC to get the meters' local time, for night windows and days
+    /// (default 1, Central European Time; daylight saving is not followed).
+    pub local_utc_offset_h: i32,
+    /// Readings needed at or beyond an hour before the watermark moves to it; the
+    /// engine uses at most a twentieth of the meters it knows (default 50).
+    pub watermark_quorum: u32,
+    /// An alert resolves itself once its condition has not been seen for this long,
+    /// in event time (default 72 h).
+    pub resolve_after_h: u32,
+    pub silence: SilenceConfig,
     pub continuous_flow: ContinuousFlowConfig,
+    pub night_flow: NightFlowConfig,
+    pub level_shift: LevelShiftConfig,
+    pub burst: BurstConfig,
+    pub integrity: IntegrityConfig,
+    pub balance: BalanceConfig,
+    pub inflow_night: InflowNightConfig,
+    pub pressure: PressureConfig,
 }
 
-/// What the engine needs to know about a meter.
-#[derive(Debug, Clone)]
+impl Default for DetectConfig {
+    fn default() -> Self {
+        Self {
+            local_utc_offset_h: 1,
+            watermark_quorum: 50,
+            resolve_after_h: 72,
+            silence: SilenceConfig::default(),
+            continuous_flow: ContinuousFlowConfig::default(),
+            night_flow: NightFlowConfig::default(),
+            level_shift: LevelShiftConfig::default(),
+            burst: BurstConfig::default(),
+            integrity: IntegrityConfig::default(),
+            balance: BalanceConfig::default(),
+            inflow_night: InflowNightConfig::default(),
+            pressure: PressureConfig::default(),
+        }
+    }
+}
+
+/// Silence: a meter whose latest reading is older than its reporting interval plus
+/// a grace, judged against the watermark.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SilenceConfig {
+    /// Hours beyond the meter's `report_every_h` before it counts as silent (default 24).
+    pub grace_h: u32,
+    /// While a meter stays silent, the finding is repeated this often (default 24 h).
+    pub repeat_h: u32,
+}
+
+impl Default for SilenceConfig {
+    fn default() -> Self {
+        Self {
+            grace_h: 24,
+            repeat_h: 24,
+        }
+    }
+}
+
+/// What the engine needs to know about a meter (from the registry).
+#[derive(Debug, Clone, PartialEq)]
 pub struct MeterInfo {
     pub kind: MeterKind,
     pub district: DistrictId,
+    /// Expected reporting interval, hours.
+    pub report_every_h: u32,
+    /// Rated capacity, m³/h, when the registry knows it.
+    pub max_flow_m3h: Option<f64>,
 }
 
-/// Runs every detector over readings, keeping one state per meter.
+impl MeterInfo {
+    pub fn of(meter: &leakwatch_core::Meter) -> Self {
+        Self {
+            kind: meter.kind,
+            district: meter.district.clone(),
+            report_every_h: meter.report_every_h,
+            max_flow_m3h: meter.max_flow_m3h,
+        }
+    }
+}
+
+/// What a per-meter detector knows about the meter it judges.
+#[derive(Debug, Clone, Copy)]
+pub struct MeterCtx<'a> {
+    pub id: &'a MeterId,
+    pub district: &'a DistrictId,
+    pub kind: MeterKind,
+    pub report_every_h: u32,
+    pub max_flow_m3h: Option<f64>,
+    /// Hours added to UTC for local time.
+    pub local_utc_offset_h: i32,
+}
+
+/// Every detector's state for one meter; what is checkpointed per meter.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MeterState {
+    pub series: HourSeries,
+    pub continuous: ContinuousFlow,
+    pub night: NightFlow,
+    pub level: LevelShift,
+    pub burst: Burst,
+    pub integrity: Integrity,
+    pub profile: CustomerProfile,
+    pub pressure: PressureDrop,
+    /// When silence was last reported (Unix seconds), while the meter is silent.
+    pub silence_reported: Option<i64>,
+}
+
+#[derive(Debug)]
+struct Slot {
+    id: MeterId,
+    info: MeterInfo,
+    /// Index of the meter among its district's customers (balance).
+    member: Option<u32>,
+    state: MeterState,
+}
+
+/// State saved for one subject.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Saved {
+    Meter(MeterId, Vec<u8>),
+    District(DistrictId, Vec<u8>),
+    /// The engine's own state (the watermark).
+    Engine(Vec<u8>),
+}
+
+/// Runs every detector over readings, keeping one state per meter and per district.
 #[derive(Debug, Default)]
 pub struct Engine {
     cfg: DetectConfig,
-    continuous: HashMap<leakwatch_core::MeterId, ContinuousFlow>,
+    slots: Vec<Slot>,
+    index: HashMap<MeterId, usize>,
+    districts: HashMap<DistrictId, DistrictState>,
+    /// District members: slot indexes of each district's customers, by member index.
+    members: HashMap<DistrictId, Vec<usize>>,
+    watermark: Watermark,
+    dirty: HashSet<usize>,
+    dirty_districts: HashSet<DistrictId>,
+    hours: Vec<Hour>,
 }
 
 impl Engine {
     pub fn new(cfg: DetectConfig) -> Self {
         Self {
             cfg,
-            continuous: HashMap::new(),
+            ..Self::default()
         }
     }
 
-    /// Feeds one stored reading; findings are pushed to `out`.
-    pub fn observe(&mut self, meter: &MeterInfo, reading: &Reading, out: &mut Vec<Finding>) {
-        if meter.kind == MeterKind::Customer {
-            let state = self
-                .continuous
-                .entry(reading.meter.clone())
-                .or_insert_with(|| ContinuousFlow::new(self.cfg.continuous_flow.clone()));
-            if let Some(f) = state.observe(&meter.district, reading) {
-                out.push(f);
-            }
-        }
+    pub fn config(&self) -> &DetectConfig {
+        &self.cfg
     }
 
     /// How many meters have detector state.
     pub fn meters(&self) -> usize {
-        self.continuous.len()
+        self.slots.len()
+    }
+
+    /// The detectors' current "now".
+    pub fn watermark(&self) -> Option<Timestamp> {
+        self.watermark.get()
+    }
+
+    /// Makes a meter known (from the registry at start-up, or on its first reading).
+    /// Knowing every meter lets the district balance count who has not reported.
+    pub fn register(&mut self, id: &MeterId, info: &MeterInfo) -> usize {
+        if let Some(&i) = self.index.get(id) {
+            if self.slots[i].info != *info {
+                self.slots[i].info = info.clone();
+            }
+            return i;
+        }
+        let i = self.slots.len();
+        let member = (info.kind == MeterKind::Customer).then(|| {
+            let list = self.members.entry(info.district.clone()).or_default();
+            list.push(i);
+            self.districts
+                .entry(info.district.clone())
+                .or_default()
+                .add_member();
+            (list.len() - 1) as u32
+        });
+        if info.kind == MeterKind::Station {
+            self.districts.entry(info.district.clone()).or_default();
+        }
+        self.slots.push(Slot {
+            id: id.clone(),
+            info: info.clone(),
+            member,
+            state: MeterState::default(),
+        });
+        self.index.insert(id.clone(), i);
+        i
+    }
+
+    fn quorum(&self) -> u32 {
+        let share = (self.slots.len() / 20).max(1) as u32;
+        self.cfg.watermark_quorum.clamp(1, share)
+    }
+
+    /// Feeds one stored reading; findings are pushed to `out`.
+    pub fn observe(&mut self, info: &MeterInfo, reading: &Reading, out: &mut Vec<Finding>) {
+        let i = self.register(&reading.meter, info);
+        self.dirty.insert(i);
+        let quorum = self.quorum();
+        let moved = self.watermark.observe(reading.t, quorum);
+        let mut hours = std::mem::take(&mut self.hours);
+        hours.clear();
+        let cfg = &self.cfg;
+        let slot = &mut self.slots[i];
+        let ctx = MeterCtx {
+            id: &slot.id,
+            district: &slot.info.district,
+            kind: slot.info.kind,
+            report_every_h: slot.info.report_every_h,
+            max_flow_m3h: slot.info.max_flow_m3h,
+            local_utc_offset_h: cfg.local_utc_offset_h,
+        };
+        let st = &mut slot.state;
+        if let Some(wm) = self.watermark.get() {
+            st.integrity
+                .on_reading_time(&cfg.integrity, &ctx, reading.t, wm, out);
+        }
+        let step = st.series.push(
+            reading.t,
+            reading.vol,
+            reading.temp,
+            reading.flow_max,
+            &mut hours,
+        );
+        if step != Step::Late {
+            st.silence_reported = None;
+        }
+        if let Step::Regression { by_m3, previous } = step {
+            st.integrity
+                .on_regression(&cfg.integrity, &ctx, reading.t, by_m3, previous, out);
+            st.continuous.reset();
+        }
+        match slot.info.kind {
+            MeterKind::Customer => {
+                for h in &hours {
+                    st.continuous.on_hour(&cfg.continuous_flow, &ctx, h, out);
+                    st.night.on_hour(&cfg.night_flow, &ctx, h, out);
+                    st.level.on_hour(&cfg.level_shift, &ctx, h, out);
+                    st.burst.on_hour(&cfg.burst, &ctx, h, out);
+                }
+                if let (Some(member), Some(d)) =
+                    (slot.member, self.districts.get_mut(&slot.info.district))
+                {
+                    for h in &hours {
+                        d.on_customer_hour(&cfg.balance, member, &mut st.profile, h);
+                    }
+                    if !hours.is_empty() {
+                        self.dirty_districts.insert(slot.info.district.clone());
+                    }
+                }
+            }
+            MeterKind::Station => {
+                let d = self.districts.entry(slot.info.district.clone()).or_default();
+                for h in &hours {
+                    d.on_station_hour(&cfg.balance, &cfg.inflow_night, &ctx, h, out);
+                }
+                self.dirty_districts.insert(slot.info.district.clone());
+            }
+            MeterKind::Pressure => {
+                st.pressure.on_reading(&cfg.pressure, &ctx, reading, out);
+            }
+        }
+        self.hours = hours;
+        if let Some(wm) = moved {
+            self.on_watermark(wm, out);
+        }
+    }
+
+    /// Feeds one device event.
+    pub fn observe_event(&mut self, info: &MeterInfo, event: &MeterEvent, out: &mut Vec<Finding>) {
+        let i = self.register(&event.meter, info);
+        self.dirty.insert(i);
+        let slot = &mut self.slots[i];
+        let ctx = MeterCtx {
+            id: &slot.id,
+            district: &slot.info.district,
+            kind: slot.info.kind,
+            report_every_h: slot.info.report_every_h,
+            max_flow_m3h: slot.info.max_flow_m3h,
+            local_utc_offset_h: self.cfg.local_utc_offset_h,
+        };
+        slot.state
+            .integrity
+            .on_event(&self.cfg.integrity, &ctx, event, out);
+    }
+
+    /// Moves the watermark to at least `t` (e.g. when a replay ends) and runs the
+    /// time-driven checks.
+    pub fn advance_to(&mut self, t: Timestamp, out: &mut Vec<Finding>) {
+        if self.watermark.force(t)
+            && let Some(wm) = self.watermark.get()
+        {
+            self.on_watermark(wm, out);
+        }
+    }
+
+    fn on_watermark(&mut self, wm: Timestamp, out: &mut Vec<Finding>) {
+        // Silence.
+        let grace = i64::from(self.cfg.silence.grace_h);
+        let repeat = i64::from(self.cfg.silence.repeat_h.max(1)) * 3600;
+        for (i, slot) in self.slots.iter_mut().enumerate() {
+            let Some(last) = slot.state.series.last_t() else {
+                continue;
+            };
+            let limit = TimeDelta::hours(i64::from(slot.info.report_every_h) + grace);
+            if wm - last <= limit {
+                continue;
+            }
+            let now = wm.timestamp();
+            if slot
+                .state
+                .silence_reported
+                .is_some_and(|at| now - at < repeat)
+            {
+                continue;
+            }
+            slot.state.silence_reported = Some(now);
+            self.dirty.insert(i);
+            let silent_h = (wm - last).num_hours();
+            out.push(Finding {
+                kind: AlertKind::Silence,
+                severity: Severity::Info,
+                meter_id: Some(slot.id.clone()),
+                district_id: Some(slot.info.district.clone()),
+                detected_at: wm,
+                evidence: Evidence {
+                    rule: format!(
+                        "no reading for more than report_every_h + {grace} h"
+                    ),
+                    observed: silent_h as f64,
+                    expected: Some(f64::from(slot.info.report_every_h)),
+                    threshold: (limit.num_hours()) as f64,
+                    unit: "h".into(),
+                    window_start: last,
+                    window_end: wm,
+                    explanation: format!(
+                        "No reading for {silent_h} h; the meter should report every {} h.",
+                        slot.info.report_every_h
+                    ),
+                },
+            });
+        }
+        // Districts close their hours.
+        let cfg = &self.cfg;
+        for (id, d) in self.districts.iter_mut() {
+            let members = self.members.get(id).map(Vec::as_slice).unwrap_or(&[]);
+            let profiles: Vec<&CustomerProfile> = members
+                .iter()
+                .map(|&i| &self.slots[i].state.profile)
+                .collect();
+            if d.on_watermark(&cfg.balance, id, wm, &profiles, out) {
+                self.dirty_districts.insert(id.clone());
+            }
+        }
+    }
+
+    /// Serialises the state of every subject changed since the last call.
+    pub fn checkpoint_dirty(&mut self) -> Vec<Saved> {
+        let mut saved = Vec::with_capacity(self.dirty.len() + self.dirty_districts.len() + 1);
+        for i in self.dirty.drain() {
+            let slot = &self.slots[i];
+            saved.push(Saved::Meter(slot.id.clone(), encode(&slot.state)));
+        }
+        for id in self.dirty_districts.drain() {
+            if let Some(d) = self.districts.get(&id) {
+                saved.push(Saved::District(id, encode(d)));
+            }
+        }
+        saved.push(Saved::Engine(encode(&self.watermark)));
+        saved
+    }
+
+    /// Serialised size of one meter's state, bytes (the 1 KiB budget).
+    pub fn state_size(&self, id: &MeterId) -> Option<usize> {
+        self.index
+            .get(id)
+            .map(|&i| encode(&self.slots[i].state).len())
+    }
+
+    /// Restores saved state. Meters must be registered first (or are registered with
+    /// `info_of`); state that cannot be read is skipped and counted in the result.
+    pub fn restore(
+        &mut self,
+        saved: impl IntoIterator<Item = Saved>,
+        info_of: impl Fn(&MeterId) -> Option<MeterInfo>,
+    ) -> RestoreStats {
+        let mut stats = RestoreStats::default();
+        for s in saved {
+            match s {
+                Saved::Meter(id, bytes) => {
+                    let Some(info) = self
+                        .index
+                        .get(&id)
+                        .map(|&i| self.slots[i].info.clone())
+                        .or_else(|| info_of(&id))
+                    else {
+                        stats.skipped += 1;
+                        continue;
+                    };
+                    match decode::<MeterState>(&bytes) {
+                        Some(state) => {
+                            let i = self.register(&id, &info);
+                            self.slots[i].state = state;
+                            stats.meters += 1;
+                        }
+                        None => stats.skipped += 1,
+                    }
+                }
+                Saved::District(id, bytes) => match decode::<DistrictState>(&bytes) {
+                    Some(mut state) => {
+                        let members = self.members.get(&id).map_or(0, Vec::len);
+                        state.set_members(members);
+                        self.districts.insert(id, state);
+                        stats.districts += 1;
+                    }
+                    None => stats.skipped += 1,
+                },
+                Saved::Engine(bytes) => match decode::<Watermark>(&bytes) {
+                    Some(w) => self.watermark = w,
+                    None => stats.skipped += 1,
+                },
+            }
+        }
+        stats
     }
 }
+
+/// What [`Engine::restore`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RestoreStats {
+    pub meters: usize,
+    pub districts: usize,
+    pub skipped: usize,
+}
+
+/// State format version: bump when a state struct changes shape; older state is then
+/// skipped (the detectors relearn) rather than misread.
+const STATE_VERSION: u8 = 1;
+
+fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    let mut out = vec![STATE_VERSION];
+    // Serialising plain structs into a Vec cannot fail.
+    out.extend(postcard::to_allocvec(v).unwrap_or_default());
+    out
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Option<T> {
+    match bytes.split_first() {
+        Some((&STATE_VERSION, rest)) => postcard::from_bytes(rest).ok(),
+        _ => None,
+    }
+}
+
+/// Local hour of day (0..24) of a UTC time.
+pub fn local_hour(t: Timestamp, offset_h: i32) -> u32 {
+    use chrono::Timelike;
+    (t + TimeDelta::hours(i64::from(offset_h))).hour()
+}
+
+/// Local calendar day (days since the Unix epoch) of a UTC time.
+pub fn local_day(t: Timestamp, offset_h: i32) -> i64 {
+    (t.timestamp() + i64::from(offset_h) * 3600).div_euclid(86_400)
+}
+
+/// Unix seconds to a timestamp (saturating to the epoch on nonsense).
+pub fn ts(secs: i64) -> Timestamp {
+    DateTime::from_timestamp(secs, 0).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests;

@@ -20,11 +20,7 @@ pub async fn run(
     let mut findings = Vec::new();
     while let Some(batch) = rx.recv().await {
         for (meter, reading) in &batch {
-            let info = MeterInfo {
-                kind: meter.kind,
-                district: meter.district.clone(),
-            };
-            engine.observe(&info, reading, &mut findings);
+            engine.observe(&MeterInfo::of(meter), reading, &mut findings);
         }
         metrics::gauge!("leakwatch_detector_meters").set(engine.meters() as f64);
         for f in findings.drain(..) {

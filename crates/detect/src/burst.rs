@@ -1,0 +1,24 @@
+//! Stub: replaced by the detector implementation.
+
+use crate::MeterCtx;
+use crate::hours::Hour;
+use leakwatch_core::Finding;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BurstConfig {}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Burst {}
+
+impl Burst {
+    pub fn on_hour(
+        &mut self,
+        _cfg: &BurstConfig,
+        _ctx: &MeterCtx<'_>,
+        _h: &Hour,
+        _out: &mut Vec<Finding>,
+    ) {
+    }
+}

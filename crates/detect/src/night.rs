@@ -1,0 +1,24 @@
+//! Stub: replaced by the detector implementation.
+
+use crate::MeterCtx;
+use crate::hours::Hour;
+use leakwatch_core::Finding;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NightFlowConfig {}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NightFlow {}
+
+impl NightFlow {
+    pub fn on_hour(
+        &mut self,
+        _cfg: &NightFlowConfig,
+        _ctx: &MeterCtx<'_>,
+        _h: &Hour,
+        _out: &mut Vec<Finding>,
+    ) {
+    }
+}

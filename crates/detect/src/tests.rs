@@ -1,0 +1,92 @@
+use super::*;
+use chrono::{TimeZone, Utc};
+
+fn t(h: i64) -> Timestamp {
+    Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap() + TimeDelta::hours(h)
+}
+
+fn info() -> MeterInfo {
+    MeterInfo {
+        kind: MeterKind::Customer,
+        district: DistrictId::parse("D1").unwrap(),
+        report_every_h: 24,
+        max_flow_m3h: Some(6.0),
+    }
+}
+
+fn reading(m: &MeterId, h: i64, vol: f64) -> Reading {
+    Reading {
+        meter: m.clone(),
+        t: t(h),
+        vol,
+        temp: None,
+        flow_max: None,
+        pressure: None,
+    }
+}
+
+/// A meter with a 30 L/h leak and quiet nights otherwise, plus a silent one.
+fn stream(hours: std::ops::Range<i64>) -> Vec<Reading> {
+    let a = MeterId::parse("A").unwrap();
+    let b = MeterId::parse("B").unwrap();
+    let mut out = vec![];
+    let mut vol = 100.0;
+    for h in hours {
+        let home = if (1..6).contains(&(h % 24)) { 0.0 } else { 0.1 };
+        // The leak starts on day 2.
+        let leak = if h >= 48 { 0.03 } else { 0.0 };
+        vol += home + leak;
+        out.push(reading(&a, h, vol));
+        if h < 30 {
+            out.push(reading(&b, h, 5.0 + (h / 24) as f64));
+        }
+    }
+    out
+}
+
+fn run(engine: &mut Engine, readings: &[Reading]) -> Vec<Finding> {
+    let mut out = vec![];
+    for r in readings {
+        engine.observe(&info(), r, &mut out);
+    }
+    out
+}
+
+#[test]
+fn a_restart_mid_stream_raises_the_same_findings() {
+    let all = stream(0..24 * 6);
+    let mut straight = Engine::new(DetectConfig::default());
+    let expected = run(&mut straight, &all);
+    assert!(expected.iter().any(|f| f.kind == AlertKind::ContinuousFlow));
+    assert!(expected.iter().any(|f| f.kind == AlertKind::Silence));
+
+    for cut in [1, 37, 100, all.len() - 3] {
+        let mut first = Engine::new(DetectConfig::default());
+        let mut found = run(&mut first, &all[..cut]);
+        let saved = first.checkpoint_dirty();
+        let mut second = Engine::new(DetectConfig::default());
+        let stats = second.restore(saved, |_| Some(info()));
+        assert_eq!(stats.skipped, 0);
+        found.extend(run(&mut second, &all[cut..]));
+        assert_eq!(found, expected, "restart after {cut} readings");
+    }
+}
+
+#[test]
+fn state_per_meter_stays_under_a_kibibyte() {
+    let all = stream(0..24 * 30);
+    let mut e = Engine::new(DetectConfig::default());
+    run(&mut e, &all);
+    let size = e.state_size(&MeterId::parse("A").unwrap()).unwrap();
+    assert!(size < 1024, "{size} bytes");
+}
+
+#[test]
+fn garbled_state_is_skipped_not_misread() {
+    let mut e = Engine::new(DetectConfig::default());
+    let stats = e.restore(
+        [Saved::Meter(MeterId::parse("A").unwrap(), vec![99, 1, 2])],
+        |_| Some(info()),
+    );
+    assert_eq!(stats.skipped, 1);
+}
