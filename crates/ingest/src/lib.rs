@@ -13,7 +13,7 @@
 mod judge;
 mod writer;
 
-use leakwatch_core::{Meter, Reading};
+use leakwatch_core::{Meter, MeterEvent, Reading};
 use leakwatch_store::Store;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, Publish, QoS};
 use serde::{Deserialize, Serialize};
@@ -84,9 +84,20 @@ pub struct BrokerConfig {
     pub inflight: u16,
 }
 
-/// Readings once committed, with their meter, in the order received.
-/// The meter is shared (`Arc`): one registry entry serves all its readings.
-pub type Stored = Vec<(Arc<Meter>, Reading)>;
+/// What a batch committed, for the detectors: readings sorted by (meter, time) and
+/// device events, each with its meter. The meter is shared (`Arc`): one registry
+/// entry serves all its readings.
+#[derive(Debug, Default)]
+pub struct Stored {
+    pub readings: Vec<(Arc<Meter>, Reading)>,
+    pub events: Vec<(Arc<Meter>, MeterEvent)>,
+}
+
+impl Stored {
+    pub fn is_empty(&self) -> bool {
+        self.readings.is_empty() && self.events.is_empty()
+    }
+}
 
 /// Liveness of the ingestor as `/readyz` sees it.
 #[derive(Debug, Default)]

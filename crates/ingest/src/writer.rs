@@ -3,7 +3,9 @@
 use crate::judge::{Rules, judge};
 use crate::{IngestConfig, Stored, UnknownMeters};
 use chrono::Utc;
-use leakwatch_core::{GeoPoint, Meter, MeterId, MeterKind, MeterStatus, Reading, Timestamp};
+use leakwatch_core::{
+    GeoPoint, Meter, MeterEvent, MeterId, MeterKind, MeterStatus, Reading, Timestamp,
+};
 use leakwatch_store::{NewDeadLetter, ReadingFlags, Store, StoreError};
 use leakwatch_wire::{Decoded, REJECTED_DETAIL_MAX_ITEMS, dead_letter_payload};
 use rumqttc::Publish;
@@ -289,12 +291,19 @@ impl Writer {
         }
 
         let outcome = self.store.insert_batch(&rows, received_at).await?;
-        let events: Vec<_> = accepted
+        let events: Vec<(Arc<Meter>, MeterEvent)> = accepted
             .iter()
-            .flat_map(|a| a.decoded.uplink.events.iter().cloned())
+            .flat_map(|a| {
+                a.decoded
+                    .uplink
+                    .events
+                    .iter()
+                    .map(|e| (a.meter.clone(), e.clone()))
+            })
             .collect();
         if !events.is_empty() {
-            self.store.insert_events(&events).await?;
+            let plain: Vec<MeterEvent> = events.iter().map(|(_, e)| e.clone()).collect();
+            self.store.insert_events(&plain).await?;
         }
         for r in &rejects {
             self.store
@@ -337,12 +346,13 @@ impl Writer {
         metrics::histogram!("leakwatch_ingest_batch_seconds")
             .record(started.elapsed().as_secs_f64());
 
-        let mut stored: Stored = row_meters
+        let mut readings: Vec<(Arc<Meter>, Reading)> = row_meters
             .into_iter()
             .zip(rows)
             .map(|(m, (r, _))| (m, r))
             .collect();
-        stored.sort_by(|a, b| a.1.meter.cmp(&b.1.meter).then(a.1.t.cmp(&b.1.t)));
+        readings.sort_by(|a, b| a.1.meter.cmp(&b.1.meter).then(a.1.t.cmp(&b.1.t)));
+        let stored = Stored { readings, events };
         Ok((
             BatchOutcome {
                 messages: messages.len(),

@@ -127,7 +127,95 @@ conformance!(
     case_retention_archives_partial_hours_and_late_readings,
     case_meter_installation_and_capacity,
     case_migrations_apply_without_timescale,
+    case_detector_state_round_trip,
+    case_readings_since_pages_in_time_order,
+    case_quiet_alerts_resolve,
 );
+
+async fn case_detector_state_round_trip(store: &Store) {
+    assert!(store.load_detector_state().await.unwrap().is_empty());
+    store.save_detector_state(&[]).await.unwrap();
+    let rows = vec![
+        ("meter:M1".to_owned(), vec![1u8, 2, 3]),
+        ("engine".to_owned(), vec![]),
+        ("district:D1".to_owned(), vec![0u8; 700]),
+    ];
+    store.save_detector_state(&rows).await.unwrap();
+    // Replacing one subject leaves the others.
+    store
+        .save_detector_state(&[("meter:M1".to_owned(), vec![9u8])])
+        .await
+        .unwrap();
+    let loaded = store.load_detector_state().await.unwrap();
+    assert_eq!(
+        loaded,
+        vec![
+            ("district:D1".to_owned(), vec![0u8; 700]),
+            ("engine".to_owned(), vec![]),
+            ("meter:M1".to_owned(), vec![9u8]),
+        ]
+    );
+}
+
+async fn case_readings_since_pages_in_time_order(store: &Store) {
+    let rows = vec![
+        reading("M2", 100, 1.0),
+        reading("M1", 100, 2.0),
+        reading("M1", 50, 1.5),
+        reading("M1", 200, 3.0),
+        reading("M3", 150, 4.0),
+    ];
+    store.insert_readings(&rows).await.unwrap();
+    let first = store.readings_since(t(100), None, 2).await.unwrap();
+    let keys: Vec<_> = first.iter().map(|r| (r.meter.to_string(), r.t)).collect();
+    assert_eq!(keys, vec![("M1".into(), t(100)), ("M2".into(), t(100))]);
+    let last = first.last().unwrap();
+    let rest = store
+        .readings_since(t(100), Some((last.t, &last.meter)), 10)
+        .await
+        .unwrap();
+    let keys: Vec<_> = rest.iter().map(|r| (r.meter.to_string(), r.t)).collect();
+    assert_eq!(keys, vec![("M3".into(), t(150)), ("M1".into(), t(200))]);
+    assert_eq!(rest[1].vol, 3.0);
+}
+
+async fn case_quiet_alerts_resolve(store: &Store) {
+    let (quiet, _) = store
+        .record_finding(&finding("M1", 1000, Severity::Warning))
+        .await
+        .unwrap();
+    let (recent, _) = store
+        .record_finding(&finding("M2", 9000, Severity::Warning))
+        .await
+        .unwrap();
+    let (escalated, _) = store
+        .record_finding(&finding("M3", 1000, Severity::Warning))
+        .await
+        .unwrap();
+    store
+        .set_alert_status(escalated.id, AlertStatus::Open, AlertStatus::Escalated, None, None)
+        .await
+        .unwrap();
+    let resolved = store
+        .resolve_quiet_alerts(t(5000), "condition clear")
+        .await
+        .unwrap();
+    assert_eq!(resolved.len(), 1);
+    assert_eq!(resolved[0].id, quiet.id);
+    assert_eq!(resolved[0].status, AlertStatus::Resolved);
+    assert_eq!(resolved[0].status_reason.as_deref(), Some("condition clear"));
+    let recent = store.get_alert(recent.id).await.unwrap().unwrap();
+    assert_eq!(recent.status, AlertStatus::Open);
+    let escalated = store.get_alert(escalated.id).await.unwrap().unwrap();
+    assert_eq!(escalated.status, AlertStatus::Escalated);
+    // The condition again: a new alert.
+    let (again, created) = store
+        .record_finding(&finding("M1", 20000, Severity::Warning))
+        .await
+        .unwrap();
+    assert!(created);
+    assert_ne!(again.id, quiet.id);
+}
 
 // ---- fixtures ----
 
@@ -2041,7 +2129,7 @@ async fn case_migrations_apply_without_timescale(store: &Store) {
                 .fetch_one(p)
                 .await
                 .unwrap();
-            assert_eq!(v, 4);
+            assert_eq!(v, 5);
         }
         Store::Postgres(p) => {
             let pool = p.pool();
@@ -2049,7 +2137,7 @@ async fn case_migrations_apply_without_timescale(store: &Store) {
                 .fetch_one(pool)
                 .await
                 .unwrap();
-            assert_eq!(v, 4);
+            assert_eq!(v, 5);
             let available: bool = sqlx::query_scalar(
                 "SELECT EXISTS (SELECT 1 FROM pg_available_extensions
                                 WHERE name = 'timescaledb')",

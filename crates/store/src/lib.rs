@@ -832,6 +832,42 @@ impl Store {
         Ok(out)
     }
 
+    /// Resolves the open and acknowledged alerts whose condition was last seen before
+    /// `seen_before` (event time): the detector has stopped reporting it. Escalated
+    /// alerts are left to their work order. Returns the alerts resolved.
+    pub async fn resolve_quiet_alerts(
+        &self,
+        seen_before: Timestamp,
+        reason: &str,
+    ) -> Result<Vec<Alert>> {
+        dispatch!(self, resolve_quiet_alerts(seen_before, reason))
+    }
+
+    // ---- detector state ----
+
+    /// Saves detector state, one row per subject (`meter:<id>`, `district:<id>`,
+    /// `engine`), replacing what was there, in one statement or transaction.
+    pub async fn save_detector_state(&self, rows: &[(String, Vec<u8>)]) -> Result<()> {
+        dispatch!(self, save_detector_state(rows, chrono::Utc::now()))
+    }
+
+    /// Every saved detector state, by subject.
+    pub async fn load_detector_state(&self) -> Result<Vec<(String, Vec<u8>)>> {
+        dispatch!(self, load_detector_state())
+    }
+
+    /// Readings with `t >= from`, ordered by (t, meter), after the key `after` (keyset
+    /// paging), at most `limit`: what the detectors replay after a restart.
+    pub async fn readings_since(
+        &self,
+        from: Timestamp,
+        after: Option<(Timestamp, &MeterId)>,
+        limit: u32,
+    ) -> Result<Vec<Reading>> {
+        let after = after.map(|(t, m)| (t, m.as_str()));
+        dispatch!(self, readings_since(from, after, limit))
+    }
+
     // ---- crews ----
 
     /// Inserts or updates crews by id, in one transaction (the last of duplicate ids

@@ -1274,3 +1274,89 @@ pub(crate) async fn jobs_for_crew(pool: &PgPool, crew: &CrewId) -> Result<Vec<Wo
     .await?;
     rows.iter().map(work_order_from_row).collect()
 }
+
+pub(crate) async fn save_detector_state(
+    pool: &PgPool,
+    rows: &[(String, Vec<u8>)],
+    now: Timestamp,
+) -> Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let subjects: Vec<&str> = rows.iter().map(|(s, _)| s.as_str()).collect();
+    let states: Vec<&[u8]> = rows.iter().map(|(_, b)| b.as_slice()).collect();
+    sqlx::query(
+        "INSERT INTO detector_state (subject, state, updated_at)
+         SELECT s, b, $3 FROM UNNEST($1::text[], $2::bytea[]) AS u(s, b)
+         ON CONFLICT (subject) DO UPDATE SET state = excluded.state,
+                                             updated_at = excluded.updated_at",
+    )
+    .bind(&subjects)
+    .bind(&states)
+    .bind(now)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn load_detector_state(pool: &PgPool) -> Result<Vec<(String, Vec<u8>)>> {
+    Ok(
+        sqlx::query_as("SELECT subject, state FROM detector_state ORDER BY subject")
+            .fetch_all(pool)
+            .await?,
+    )
+}
+
+pub(crate) async fn readings_since(
+    pool: &PgPool,
+    from: Timestamp,
+    after: Option<(Timestamp, &str)>,
+    limit: u32,
+) -> Result<Vec<Reading>> {
+    let (after_t, after_m) = match after {
+        Some((t, m)) => (Some(t), Some(m)),
+        None => (None, None),
+    };
+    let rows = sqlx::query(
+        "SELECT meter_id, t, vol, temp, flow_max, pressure FROM readings
+         WHERE t >= $1
+           AND ($2::timestamptz IS NULL OR (t, meter_id) > ($2, $3::text))
+         ORDER BY t, meter_id LIMIT $4",
+    )
+    .bind(from)
+    .bind(after_t)
+    .bind(after_m)
+    .bind(i64::from(limit))
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(Reading {
+                meter: crate::parse_meter_id(row.try_get("meter_id")?)?,
+                t: row.try_get("t")?,
+                vol: row.try_get("vol")?,
+                temp: row.try_get("temp")?,
+                flow_max: row.try_get("flow_max")?,
+                pressure: row.try_get("pressure")?,
+            })
+        })
+        .collect()
+}
+
+pub(crate) async fn resolve_quiet_alerts(
+    pool: &PgPool,
+    seen_before: Timestamp,
+    reason: &str,
+) -> Result<Vec<Alert>> {
+    let rows = sqlx::query(concat!(
+        "UPDATE alerts SET status = 'resolved', status_reason = $2
+         WHERE status IN ('open', 'acknowledged') AND last_seen < $1
+         RETURNING ",
+        alert_cols!()
+    ))
+    .bind(seen_before)
+    .bind(reason)
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(alert_from_row).collect()
+}

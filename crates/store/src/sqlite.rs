@@ -995,3 +995,89 @@ pub(crate) async fn jobs_for_crew(pool: &SqlitePool, crew: &CrewId) -> Result<Ve
     .await?;
     rows.iter().map(work_order_from_row).collect()
 }
+
+pub(crate) async fn save_detector_state(
+    pool: &SqlitePool,
+    rows: &[(String, Vec<u8>)],
+    now: Timestamp,
+) -> Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut tx = pool.begin_with(BEGIN_WRITE).await?;
+    for (subject, state) in rows {
+        sqlx::query(
+            "INSERT INTO detector_state (subject, state, updated_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (subject) DO UPDATE SET state = excluded.state,
+                                                 updated_at = excluded.updated_at",
+        )
+        .bind(subject)
+        .bind(state)
+        .bind(ms(now))
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+pub(crate) async fn load_detector_state(pool: &SqlitePool) -> Result<Vec<(String, Vec<u8>)>> {
+    Ok(
+        sqlx::query_as("SELECT subject, state FROM detector_state ORDER BY subject")
+            .fetch_all(pool)
+            .await?,
+    )
+}
+
+pub(crate) async fn readings_since(
+    pool: &SqlitePool,
+    from: Timestamp,
+    after: Option<(Timestamp, &str)>,
+    limit: u32,
+) -> Result<Vec<Reading>> {
+    let (after_t, after_m) = match after {
+        Some((t, m)) => (Some(ms(t)), Some(m)),
+        None => (None, None),
+    };
+    let rows = sqlx::query(
+        "SELECT meter_id, t, vol, temp, flow_max, pressure FROM readings
+         WHERE t >= ?1 AND (?2 IS NULL OR t > ?2 OR (t = ?2 AND meter_id > ?3))
+         ORDER BY t, meter_id LIMIT ?4",
+    )
+    .bind(ms(from))
+    .bind(after_t)
+    .bind(after_m)
+    .bind(i64::from(limit))
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(Reading {
+                meter: crate::parse_meter_id(row.try_get("meter_id")?)?,
+                t: time(row, "t")?,
+                vol: row.try_get("vol")?,
+                temp: row.try_get("temp")?,
+                flow_max: row.try_get("flow_max")?,
+                pressure: row.try_get("pressure")?,
+            })
+        })
+        .collect()
+}
+
+pub(crate) async fn resolve_quiet_alerts(
+    pool: &SqlitePool,
+    seen_before: Timestamp,
+    reason: &str,
+) -> Result<Vec<Alert>> {
+    let rows = sqlx::query(concat!(
+        "UPDATE alerts SET status = 'resolved', status_reason = ?2
+         WHERE status IN ('open', 'acknowledged') AND last_seen < ?1
+         RETURNING ",
+        alert_cols!()
+    ))
+    .bind(ms(seen_before))
+    .bind(reason)
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(alert_from_row).collect()
+}
