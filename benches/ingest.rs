@@ -186,12 +186,12 @@ async fn run(backend: &'static str, meters: usize, days: i64) -> Result {
         let mut done_tx = Some(done_tx);
         while let Some(batch) = rx.recv().await {
             let now = Instant::now();
-            for (m, r) in &batch {
+            for (m, r) in &batch.readings {
                 let day = (r.t - t0).num_hours() / 24;
                 committed.entry((m.id.clone(), day)).or_insert(now);
                 engine.observe(&MeterInfo::of(m), r, &mut findings);
             }
-            seen += batch.len();
+            seen += batch.readings.len();
             if seen >= total
                 && let Some(tx) = done_tx.take()
             {

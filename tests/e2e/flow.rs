@@ -2,7 +2,7 @@
 
 use crate::support::{Backend, Service, wait_for};
 use leakwatch_core::{GeoPoint, MeterRecord};
-use leakwatch_sim::{Fleet, FleetConfig, PublishConfig};
+use leakwatch_sim::{Fleet, FleetConfig, HomeClass, HouseholdMix, PublishConfig};
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -15,9 +15,12 @@ async fn whole_path(backend: Backend) {
         districts: 2,
         meters_per_district: 6,
         leaks: 1,
+        push_every_h: 6,
+        // Homes that rest at night: any other continuous-flow alert is a false alarm.
+        households: HouseholdMix::only(HomeClass::Setback),
         ..FleetConfig::default()
     });
-    let truth = fleet.truth()[0].clone();
+    let truth = fleet.truth().leaks[0].clone();
     let start = fleet.now();
 
     // The registry and the crews go in through the API.
@@ -37,7 +40,6 @@ async fn whole_path(backend: Backend) {
         &PublishConfig {
             prefix: svc.prefix.clone(),
             hours: Some(48),
-            push_every_h: 6,
             sim_hour: Duration::ZERO,
             duplicate_every: None,
         },

@@ -5,6 +5,7 @@
 
 mod api;
 mod corpus;
+mod detection;
 mod durability;
 mod flow;
 mod ingest;

@@ -50,6 +50,9 @@ pub struct Service {
     pub prefix: String,
     pub pg: Option<(String, String)>,
     pub sqlite_path: Option<std::path::PathBuf>,
+    /// The configuration it runs with (a restart reuses it: same database, broker
+    /// session and prefix).
+    pub cfg: Config,
 }
 
 impl Service {
@@ -94,9 +97,24 @@ impl Service {
             prefix,
             pg,
             sqlite_path,
+            cfg,
         };
         svc.wait_ready().await;
         Some(svc)
+    }
+
+    /// Shuts the service down gracefully and starts it again on the same database,
+    /// broker session and prefix (the HTTP port changes).
+    pub async fn restart(&mut self) {
+        if let Some(r) = self.running.take() {
+            r.shutdown().await;
+        }
+        let running = app::start(&self.cfg, StartOptions::default())
+            .await
+            .expect("service restarts");
+        self.base = format!("http://{}", running.http_addr);
+        self.running = Some(running);
+        self.wait_ready().await;
     }
 
     pub fn running(&self) -> &Running {

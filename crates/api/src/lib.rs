@@ -21,12 +21,78 @@ use leakwatch_store::Store;
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use tokio::net::TcpListener;
 
 pub use error::ApiError;
 
 /// Tells `/readyz` whether the broker connection is up.
 pub type BrokerProbe = Arc<dyn Fn() -> bool + Send + Sync>;
+
+/// The detection task's progress, shared with `GET /api/v1/detection`.
+#[derive(Debug)]
+pub struct DetectionStatus {
+    readings: AtomicU64,
+    events: AtomicU64,
+    meters: AtomicU64,
+    /// Unix seconds of the watermark; `i64::MIN` while there is none.
+    watermark: AtomicI64,
+    checkpoints: AtomicU64,
+    restored_meters: AtomicU64,
+}
+
+impl Default for DetectionStatus {
+    fn default() -> Self {
+        Self {
+            readings: AtomicU64::new(0),
+            events: AtomicU64::new(0),
+            meters: AtomicU64::new(0),
+            watermark: AtomicI64::new(i64::MIN),
+            checkpoints: AtomicU64::new(0),
+            restored_meters: AtomicU64::new(0),
+        }
+    }
+}
+
+impl DetectionStatus {
+    /// A batch went through the detectors.
+    pub fn processed(&self, readings: usize, events: usize, meters: usize, watermark: Option<i64>) {
+        self.readings.fetch_add(readings as u64, Ordering::Relaxed);
+        self.events.fetch_add(events as u64, Ordering::Relaxed);
+        self.meters.store(meters as u64, Ordering::Relaxed);
+        if let Some(w) = watermark {
+            self.watermark.store(w, Ordering::Relaxed);
+        }
+    }
+
+    pub fn checkpointed(&self) {
+        self.checkpoints.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn restored(&self, meters: usize, watermark: Option<i64>) {
+        self.restored_meters.store(meters as u64, Ordering::Relaxed);
+        if let Some(w) = watermark {
+            self.watermark.store(w, Ordering::Relaxed);
+        }
+    }
+
+    /// As the API shows it.
+    pub fn to_json(&self) -> serde_json::Value {
+        let wm = self.watermark.load(Ordering::Relaxed);
+        let watermark = (wm != i64::MIN)
+            .then(|| chrono::DateTime::from_timestamp(wm, 0))
+            .flatten()
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+        serde_json::json!({
+            "watermark": watermark,
+            "readings_processed": self.readings.load(Ordering::Relaxed),
+            "events_processed": self.events.load(Ordering::Relaxed),
+            "meters": self.meters.load(Ordering::Relaxed),
+            "checkpoints": self.checkpoints.load(Ordering::Relaxed),
+            "restored_meters": self.restored_meters.load(Ordering::Relaxed),
+        })
+    }
+}
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -35,6 +101,8 @@ pub struct AppState {
     pub dispatcher: Dispatcher,
     pub metrics: Option<PrometheusHandle>,
     pub broker_up: BrokerProbe,
+    /// The detectors' progress (`GET /api/v1/detection`).
+    pub detection: Arc<DetectionStatus>,
     /// When set, `/api/v1` and `/` require `Authorization: Bearer <token>` (or
     /// `?token=` on the page).
     pub api_token: Option<String>,

@@ -43,6 +43,13 @@ pub fn api() -> Router<AppState> {
         .route("/api/v1/crews", get(list_crews).post(post_crews))
         .route("/api/v1/crews/{id}/jobs", get(crew_jobs))
         .route("/api/v1/dead-letters", get(dead_letters))
+        .route("/api/v1/detection", get(detection))
+}
+
+/// The detectors' progress: their watermark (event time "now"), readings and events
+/// processed since start, meters with state, checkpoints written.
+async fn detection(State(s): State<AppState>) -> Json<Value> {
+    Json(s.detection.to_json())
 }
 
 async fn healthz() -> Json<Value> {

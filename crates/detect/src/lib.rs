@@ -20,6 +20,7 @@
 
 pub mod book;
 pub mod burst;
+mod common;
 pub mod continuous;
 pub mod district;
 pub mod hours;
@@ -60,6 +61,13 @@ pub struct DetectConfig {
     /// An alert resolves itself once its condition has not been seen for this long,
     /// in event time (default 72 h).
     pub resolve_after_h: u32,
+    /// The service saves changed detector state this often, seconds (default 30), and
+    /// at shutdown.
+    pub checkpoint_every_s: u32,
+    /// After a restart, readings from this many hours before the saved watermark are
+    /// fed again, so what was stored after the last checkpoint is not missed; readings
+    /// already seen are skipped (default 48).
+    pub replay_h: u32,
     pub silence: SilenceConfig,
     pub continuous_flow: ContinuousFlowConfig,
     pub night_flow: NightFlowConfig,
@@ -77,6 +85,8 @@ impl Default for DetectConfig {
             local_utc_offset_h: 1,
             watermark_quorum: 50,
             resolve_after_h: 72,
+            checkpoint_every_s: 30,
+            replay_h: 48,
             silence: SilenceConfig::default(),
             continuous_flow: ContinuousFlowConfig::default(),
             night_flow: NightFlowConfig::default(),
@@ -246,17 +256,12 @@ impl Engine {
         i
     }
 
-    fn quorum(&self) -> u32 {
-        let share = (self.slots.len() / 20).max(1) as u32;
-        self.cfg.watermark_quorum.clamp(1, share)
-    }
-
     /// Feeds one stored reading; findings are pushed to `out`.
     pub fn observe(&mut self, info: &MeterInfo, reading: &Reading, out: &mut Vec<Finding>) {
         let i = self.register(&reading.meter, info);
         self.dirty.insert(i);
-        let quorum = self.quorum();
-        let moved = self.watermark.observe(reading.t, quorum);
+        let share = (self.slots.len() / 20).max(1) as u32;
+        let quorum = self.cfg.watermark_quorum.clamp(1, share);
         let mut hours = std::mem::take(&mut self.hours);
         hours.clear();
         let cfg = &self.cfg;
@@ -281,9 +286,15 @@ impl Engine {
             reading.flow_max,
             &mut hours,
         );
-        if step != Step::Late {
+        // Only readings new to their meter count toward the watermark: a reading
+        // replayed after a restart (already seen before the checkpoint) is late for
+        // its meter and leaves the watermark as it was.
+        let moved = if step == Step::Late {
+            None
+        } else {
             st.silence_reported = None;
-        }
+            self.watermark.observe(reading.t, quorum)
+        };
         if let Step::Regression { by_m3, previous } = step {
             st.integrity
                 .on_regression(&cfg.integrity, &ctx, reading.t, by_m3, previous, out);

@@ -111,11 +111,13 @@ pub async fn start(cfg: &Config, opts: StartOptions) -> anyhow::Result<Running> 
         health.clone(),
         stopped(shutdown_rx.clone()),
     )));
+    let detection_status = Arc::new(leakwatch_api::DetectionStatus::default());
     tasks.push(tokio::spawn(detection::run(
         cfg.detect.clone(),
         store.clone(),
         dispatcher.clone(),
         stored_rx,
+        detection_status.clone(),
     )));
 
     let state = AppState {
@@ -123,6 +125,7 @@ pub async fn start(cfg: &Config, opts: StartOptions) -> anyhow::Result<Running> 
         dispatcher: dispatcher.clone(),
         metrics: Some(metrics),
         broker_up: Arc::new(move || health.broker_connected()),
+        detection: detection_status,
         api_token: Some(cfg.http.api_token.clone()).filter(|t| !t.is_empty()),
     };
     let http_stop = stopped(shutdown_rx);

@@ -1,13 +1,22 @@
-//! The detection task: feeds committed readings to the detector engine, stores what
-//! it finds as alerts, and escalates new leak alerts when so configured.
+//! The detection task: restores the detectors' saved state, replays what was stored
+//! after the last checkpoint, then feeds committed readings and events to the
+//! detector engine, stores what it finds as alerts (escalating new leak alerts when
+//! so configured), resolves alerts whose condition has cleared, and checkpoints the
+//! detectors' state periodically and at shutdown.
 
-use leakwatch_core::Finding;
-use leakwatch_detect::{DetectConfig, Engine, MeterInfo};
+use leakwatch_core::{Finding, Meter, MeterId};
+use leakwatch_detect::{DetectConfig, Engine, MeterInfo, Saved};
+use leakwatch_api::DetectionStatus;
 use leakwatch_dispatch::Dispatcher;
 use leakwatch_ingest::Stored;
-use leakwatch_store::Store;
+use leakwatch_store::{Store, StoreError};
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
+
+/// Readings fetched per page while replaying after a restart.
+const REPLAY_PAGE: u32 = 20_000;
 
 /// Runs until the ingestor closes its side of `rx`.
 pub async fn run(
@@ -15,19 +24,215 @@ pub async fn run(
     store: Store,
     dispatcher: Dispatcher,
     mut rx: mpsc::Receiver<Stored>,
+    status: Arc<DetectionStatus>,
 ) {
-    let mut engine = Engine::new(cfg);
+    let mut engine = Engine::new(cfg.clone());
+    let registry = retry("load the registry", || store.all_meters()).await;
+    let infos: HashMap<MeterId, MeterInfo> = registry
+        .iter()
+        .map(|m| (m.id.clone(), MeterInfo::of(m)))
+        .collect();
+    for m in &registry {
+        engine.register(&m.id, &infos[&m.id]);
+    }
+    let restored = restore(&mut engine, &store, &infos).await;
+    status.restored(restored, engine.watermark().map(|t| t.timestamp()));
     let mut findings = Vec::new();
-    while let Some(batch) = rx.recv().await {
-        for (meter, reading) in &batch {
-            engine.observe(&MeterInfo::of(meter), reading, &mut findings);
-        }
-        metrics::gauge!("leakwatch_detector_meters").set(engine.meters() as f64);
-        for f in findings.drain(..) {
-            record(&store, &dispatcher, &f).await;
+    replay(&mut engine, &store, &infos, &mut findings).await;
+    flush(&store, &dispatcher, &mut findings).await;
+
+    let mut tick = tokio::time::interval(Duration::from_secs(u64::from(
+        cfg.checkpoint_every_s.max(1),
+    )));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    let mut last_info: Option<(Arc<Meter>, MeterInfo)> = None;
+    loop {
+        tokio::select! {
+            batch = rx.recv() => {
+                let Some(batch) = batch else { break };
+                let before = engine.watermark();
+                for (meter, reading) in &batch.readings {
+                    let info = info_for(&mut last_info, meter);
+                    engine.observe(info, reading, &mut findings);
+                }
+                for (meter, event) in &batch.events {
+                    let info = info_for(&mut last_info, meter);
+                    engine.observe_event(info, event, &mut findings);
+                }
+                metrics::counter!("leakwatch_detector_readings_total")
+                    .increment(batch.readings.len() as u64);
+                metrics::counter!("leakwatch_detector_events_total")
+                    .increment(batch.events.len() as u64);
+                metrics::gauge!("leakwatch_detector_meters").set(engine.meters() as f64);
+                status.processed(
+                    batch.readings.len(),
+                    batch.events.len(),
+                    engine.meters(),
+                    engine.watermark().map(|t| t.timestamp()),
+                );
+                flush(&store, &dispatcher, &mut findings).await;
+                if engine.watermark() != before {
+                    resolve_quiet(&store, &engine).await;
+                }
+            }
+            _ = tick.tick() => {
+                checkpoint(&store, &mut engine).await;
+                status.checkpointed();
+            }
         }
     }
+    checkpoint(&store, &mut engine).await;
+    status.checkpointed();
     tracing::info!("detection stopped");
+}
+
+fn info_for<'a>(
+    last: &'a mut Option<(Arc<Meter>, MeterInfo)>,
+    meter: &Arc<Meter>,
+) -> &'a MeterInfo {
+    if !last.as_ref().is_some_and(|(m, _)| Arc::ptr_eq(m, meter)) {
+        *last = Some((meter.clone(), MeterInfo::of(meter)));
+    }
+    &last.as_ref().expect("set above").1
+}
+
+/// Retries a store call while the store is unavailable.
+async fn retry<T, F, Fut>(what: &str, mut call: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, StoreError>>,
+{
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match call().await {
+            Ok(v) => return v,
+            Err(e) => {
+                tracing::warn!(error = %e, "detection cannot {what}; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}
+
+/// Restores saved state; returns how many meters' state came back.
+async fn restore(
+    engine: &mut Engine,
+    store: &Store,
+    infos: &HashMap<MeterId, MeterInfo>,
+) -> usize {
+    let rows = retry("load detector state", || store.load_detector_state()).await;
+    if rows.is_empty() {
+        return 0;
+    }
+    let saved = rows.into_iter().filter_map(|(subject, bytes)| {
+        if subject == "engine" {
+            Some(Saved::Engine(bytes))
+        } else if let Some(id) = subject.strip_prefix("meter:") {
+            MeterId::parse(id).ok().map(|id| Saved::Meter(id, bytes))
+        } else if let Some(id) = subject.strip_prefix("district:") {
+            leakwatch_core::DistrictId::parse(id)
+                .ok()
+                .map(|id| Saved::District(id, bytes))
+        } else {
+            None
+        }
+    });
+    let stats = engine.restore(saved, |id| infos.get(id).cloned());
+    tracing::info!(
+        meters = stats.meters,
+        districts = stats.districts,
+        skipped = stats.skipped,
+        watermark = ?engine.watermark(),
+        "detector state restored"
+    );
+    stats.meters
+}
+
+/// Feeds again what was stored from `replay_h` before the restored watermark: what
+/// arrived after the last checkpoint reaches the detectors; what they had already
+/// seen is skipped by them.
+async fn replay(
+    engine: &mut Engine,
+    store: &Store,
+    infos: &HashMap<MeterId, MeterInfo>,
+    findings: &mut Vec<Finding>,
+) {
+    let Some(wm) = engine.watermark() else {
+        return;
+    };
+    let from = wm - chrono::TimeDelta::hours(i64::from(engine.config().replay_h));
+    let mut after: Option<(leakwatch_core::Timestamp, MeterId)> = None;
+    let mut replayed = 0u64;
+    loop {
+        let page = retry("replay readings", || {
+            store.readings_since(from, after.as_ref().map(|(t, m)| (*t, m)), REPLAY_PAGE)
+        })
+        .await;
+        for r in &page {
+            if let Some(info) = infos.get(&r.meter) {
+                engine.observe(info, r, findings);
+            }
+        }
+        replayed += page.len() as u64;
+        match page.last() {
+            Some(last) if page.len() == REPLAY_PAGE as usize => {
+                after = Some((last.t, last.meter.clone()));
+            }
+            _ => break,
+        }
+    }
+    tracing::info!(replayed, from = %from, "stored readings replayed to the detectors");
+}
+
+async fn checkpoint(store: &Store, engine: &mut Engine) {
+    let saved = engine.checkpoint_dirty();
+    let rows: Vec<(String, Vec<u8>)> = saved
+        .into_iter()
+        .map(|s| match s {
+            Saved::Meter(id, b) => (format!("meter:{id}"), b),
+            Saved::District(id, b) => (format!("district:{id}"), b),
+            Saved::Engine(b) => ("engine".to_owned(), b),
+        })
+        .collect();
+    let n = rows.len();
+    let started = std::time::Instant::now();
+    retry("save detector state", || store.save_detector_state(&rows)).await;
+    metrics::histogram!("leakwatch_detector_checkpoint_seconds")
+        .record(started.elapsed().as_secs_f64());
+    tracing::debug!(subjects = n, "detector state saved");
+}
+
+async fn resolve_quiet(store: &Store, engine: &Engine) {
+    let Some(wm) = engine.watermark() else {
+        return;
+    };
+    let after = chrono::TimeDelta::hours(i64::from(engine.config().resolve_after_h));
+    let reason = format!(
+        "condition not seen for {} h (event time)",
+        engine.config().resolve_after_h
+    );
+    match store.resolve_quiet_alerts(wm - after, &reason).await {
+        Ok(resolved) => {
+            for a in resolved {
+                metrics::counter!("leakwatch_alerts_auto_resolved_total", "kind" => a.kind.as_str())
+                    .increment(1);
+                tracing::info!(
+                    alert_id = a.id,
+                    kind = a.kind.as_str(),
+                    "alert resolved: {reason}"
+                );
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "could not resolve quiet alerts"),
+    }
+}
+
+async fn flush(store: &Store, dispatcher: &Dispatcher, findings: &mut Vec<Finding>) {
+    for f in findings.drain(..) {
+        record(store, dispatcher, &f).await;
+    }
 }
 
 async fn record(store: &Store, dispatcher: &Dispatcher, f: &Finding) {

@@ -8,5 +8,6 @@ pub mod app;
 pub mod broker;
 pub mod config;
 pub mod detection;
+pub mod evaluate;
 pub mod telemetry;
 pub mod testkit;

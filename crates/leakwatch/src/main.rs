@@ -35,6 +35,9 @@ enum Command {
     Demo(DemoArgs),
     /// Publish a simulated fleet to a broker in the v1 wire format.
     Sim(SimArgs),
+    /// Score the detectors against the simulator's ground truth (replay a scenario, or
+    /// score exported alerts against a truth file).
+    Eval(leakwatch::evaluate::EvalArgs),
     /// Meter registry.
     Meters {
         #[command(subcommand)]
@@ -77,12 +80,18 @@ struct FleetArgs {
     /// Wall-clock milliseconds per simulated hour (0: as fast as possible).
     #[arg(long, default_value_t = 500)]
     sim_hour_ms: u64,
-    /// Simulated hours to run (default: until stopped).
+    /// Simulated hours to run (default: the scenario's length, else until stopped).
     #[arg(long)]
     hours: Option<u32>,
-    /// Hours of readings per message (a meter's push interval).
+    /// Hours between a customer meter's pushes (each at its own phase; stations push
+    /// every hour).
     #[arg(long, default_value_t = 6)]
     push_every_h: u32,
+    /// The standard evaluation scenario with this seed: 5,000 meters in 10 districts,
+    /// 120 days from 2026-10-01, daily pushes, 100 leaks, 5 network leaks, faults
+    /// (see docs/simulator.md).
+    #[arg(long, conflicts_with_all = ["districts", "meters_per_district", "leaks", "push_every_h"])]
+    standard: bool,
 }
 
 #[derive(Args)]
@@ -104,18 +113,22 @@ struct SimArgs {
     /// Write the fleet's registry as CSV (for `meters import`) and exit.
     #[arg(long, value_name = "FILE")]
     registry_out: Option<PathBuf>,
-    /// Write the ground truth (injected leaks) as JSON.
+    /// Write the ground truth (scenario, classes, leaks, network leaks, faults) as JSON.
     #[arg(long, value_name = "FILE")]
     truth_out: Option<PathBuf>,
 }
 
 impl FleetArgs {
     fn fleet(&self) -> Fleet {
+        if self.standard {
+            return Fleet::generate(&FleetConfig::standard(self.seed));
+        }
         Fleet::generate(&FleetConfig {
             seed: self.seed,
             districts: self.districts,
             meters_per_district: self.meters_per_district,
             leaks: self.leaks,
+            push_every_h: self.push_every_h.max(1),
             ..FleetConfig::default()
         })
     }
@@ -123,7 +136,6 @@ impl FleetArgs {
         PublishConfig {
             prefix: prefix.to_owned(),
             hours: self.hours,
-            push_every_h: self.push_every_h.max(1),
             sim_hour: Duration::from_millis(self.sim_hour_ms),
             duplicate_every: None,
         }
@@ -164,6 +176,10 @@ async fn dispatch(command: Command, cfg: Config) -> anyhow::Result<()> {
         Command::Run => run(cfg).await,
         Command::Demo(args) => demo(cfg, args).await,
         Command::Sim(args) => sim(args).await,
+        Command::Eval(args) => {
+            tokio::task::spawn_blocking(move || leakwatch::evaluate::command(args, cfg.detect))
+                .await?
+        }
         Command::Meters {
             command: MetersCommand::Import { file },
         } => import_meters(&cfg, &file).await,
@@ -301,8 +317,8 @@ async fn demo(mut cfg: Config, args: DemoArgs) -> anyhow::Result<()> {
     println!(
         "  fleet:     {} meters in {} districts, {} leaks injected, {} ms per simulated hour",
         fleet.meter_count(),
-        args.fleet.districts,
-        fleet.truth().len(),
+        fleet.district_ids().len(),
+        fleet.truth().leaks.len(),
         args.fleet.sim_hour_ms
     );
     println!("  Stop with Ctrl-C.");
@@ -408,11 +424,14 @@ async fn sim(args: SimArgs) -> anyhow::Result<()> {
         );
     }
     if let Some(path) = &args.truth_out {
-        std::fs::write(path, serde_json::to_vec_pretty(fleet.truth())?)
+        let truth = fleet.truth();
+        std::fs::write(path, serde_json::to_vec_pretty(truth)?)
             .with_context(|| format!("cannot write {}", path.display()))?;
         println!(
-            "ground truth of {} leaks written to {}",
-            fleet.truth().len(),
+            "ground truth ({} leaks, {} network leaks, {} faults) written to {}",
+            truth.leaks.len(),
+            truth.network_leaks.len(),
+            truth.faults.len(),
             path.display()
         );
     }

@@ -1,122 +1,140 @@
-//! The simulated fleet: districts, meters, crews, injected leaks and the clock.
+//! The simulated fleet: districts, meters, crews, injected leaks and faults, and the
+//! hourly clock that turns them into the stream of messages meters send.
 
-use crate::model::{self, Household};
-use chrono::{DurationRound, TimeZone, Utc};
+use crate::config::{FleetConfig, OPEN_ENDED_FAULT_SPAN_H};
+use crate::model::{self, HomeClass, HourContext, Household, Weather};
+use crate::truth::{FaultKind, FaultTruth, LeakGrowth, LeakTruth, NetworkLeakTruth, Truth};
+use chrono::{Duration, DurationRound};
 use leakwatch_core::{
-    Crew, CrewId, DistrictId, GeoPoint, Meter, MeterId, MeterKind, MeterStatus, Reading, Timestamp,
+    Crew, CrewId, DistrictId, EventCode, GeoPoint, Meter, MeterEvent, MeterId, MeterKind,
+    MeterStatus, Reading, Timestamp,
 };
+use leakwatch_wire::{Uplink, Valve};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::f64::consts::TAU;
 use std::fmt::Write as _;
+
+/// Most readings in one message: a longer backlog (a silent meter resuming) is split
+/// into several consecutive messages, each far below the wire contract's 64 KiB.
+pub const MAX_READINGS_PER_MESSAGE: usize = 500;
 
 /// Distance between neighbouring district centres on the grid, km.
 const DISTRICT_SPACING_KM: f64 = 2.0;
 /// Radius of a district's cluster of homes, km (a district spans about 1.5 km).
 const DISTRICT_RADIUS_KM: f64 = 0.75;
-/// Expected reporting interval written into the registry, hours.
-const REPORT_EVERY_H: u32 = 24;
 /// Skills every simulated crew has.
 const CREW_SKILLS: [&str; 3] = ["emergency", "repair", "meter"];
+/// Time constant of a district's average consumption (network leak and loss), hours.
+const DISTRICT_AVERAGE_H: f64 = 168.0;
+/// Days of weather computed in advance for an open-ended run.
+const OPEN_ENDED_WEATHER_DAYS: u32 = 400;
 
-/// What fleet to simulate. Everything random is drawn from `seed`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct FleetConfig {
-    /// Seed of every random choice: layout, homes, leaks, crews and consumption.
-    pub seed: u64,
-    /// Number of districts, named `D01`, `D02`, ...
-    pub districts: u32,
-    /// Customer meters per district (each district also has one station meter).
-    pub meters_per_district: u32,
-    /// Customer meters with a leak behind the meter (at most all of them).
-    pub leaks: u32,
-    /// Simulation epoch: the time of the first (baseline) reading. A whole hour;
-    /// [`Fleet::generate`] truncates anything else to the hour.
-    pub start: Timestamp,
-    /// Centre of the grid of districts.
-    pub center: GeoPoint,
+/// Independent random streams derived from the seed, so that e.g. turning faults on
+/// does not change anyone's consumption.
+const STREAM_LEAKS: u64 = 0x4C45_414B; // "LEAK"
+const STREAM_FAULTS: u64 = 0x4641_554C; // "FAUL"
+const STREAM_RUN: u64 = 0x0052_554E; // "RUN"
+
+fn hours(h: i64) -> Duration {
+    Duration::hours(h)
 }
 
-impl Default for FleetConfig {
-    /// 10 districts × 100 customer meters, 5 leaks, from 2026-11-01T00:00:00Z, around
-    /// Florence.
-    fn default() -> Self {
-        FleetConfig {
-            seed: 42,
-            districts: 10,
-            meters_per_district: 100,
-            leaks: 5,
-            start: Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap(),
-            center: GeoPoint {
-                lat: 43.7696,
-                lon: 11.2558,
-            },
-        }
-    }
+fn stream(seed: u64, salt: u64) -> StdRng {
+    StdRng::seed_from_u64(seed ^ salt.wrapping_mul(0x9E37_79B9_7F4A_7C15))
 }
 
-/// Ground truth of one injected leak, for scoring the detectors.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LeakTruth {
-    /// The customer meter the leak is behind.
-    pub meter: MeterId,
-    /// Its district (the station there sees the leak too).
-    pub district: DistrictId,
-    /// Whole hour from which the leak flows: every hour starting at or after it
-    /// carries `rate_l_per_h` on top of the home's own consumption.
-    pub start: Timestamp,
-    /// Constant leak rate, litres per hour (a whole number in 20..=200).
-    pub rate_l_per_h: f64,
-}
-
-/// One simulated meter and its running state.
+/// One simulated meter (customer or station) and its running state.
 #[derive(Debug, Clone)]
-pub(crate) struct SimMeter {
-    pub(crate) meter: Meter,
+struct SimMeter {
+    meter: Meter,
     /// `None` for station meters.
     household: Option<Household>,
-    /// Cumulative index, litres.
-    index_l: u64,
-    /// Reported battery level, percent.
-    pub(crate) battery: u8,
-    /// Leak behind the meter: (start, litres per hour).
-    leak: Option<(Timestamp, u64)>,
+    /// What the register has counted, litres (the index is its floor).
+    register_l: f64,
+    /// Reported battery level, percent; `None` for (mains-powered) stations.
+    battery: Option<u8>,
+    /// Index of its leak in the truth.
+    leak: Option<usize>,
+    /// Indexes of its faults in the truth.
+    faults: Vec<usize>,
+    /// Pushes when `(hour + phase) % push_every_h == 0`.
+    phase: u64,
+    /// Minute of the hour at which its messages arrive (orders a step's messages).
+    minute: u32,
+    /// Its gas temperature sensor's offset (cellar, façade...), °C.
+    temp_offset_c: f64,
+    /// Device events it will report, by time; those before `next_event` are queued.
+    events: Vec<MeterEvent>,
+    next_event: usize,
+    /// Readings and events not yet sent.
+    pending: Vec<Reading>,
+    pending_events: Vec<MeterEvent>,
 }
 
 impl SimMeter {
-    fn reading(&self, t: Timestamp) -> Reading {
+    fn index_l(&self) -> u64 {
+        self.register_l.max(0.0).floor() as u64
+    }
+
+    fn reading(&self, t: Timestamp, temp: Option<f64>) -> Reading {
         Reading {
             meter: self.meter.id.clone(),
             t,
-            vol: self.index_l as f64 / 1000.0,
-            temp: None,
+            vol: self.index_l() as f64 / 1000.0,
+            temp,
             flow_max: None,
             pressure: None,
         }
     }
 }
 
-/// Where a district's meters sit in [`Fleet::meters`]: its station, then its customers.
+/// A district: where its meters sit in `Fleet::meters`, and its station's state.
 #[derive(Debug, Clone)]
-struct DistrictLayout {
+struct District {
     id: DistrictId,
     station: usize,
     customers: std::ops::Range<usize>,
+    /// Exponential average of the customers' hourly consumption, without its start-up
+    /// bias (`sum / weight`).
+    average_sum: f64,
+    average_weight: f64,
+    /// The network loss drifts as a sinusoid of this period (hours) and phase.
+    loss_period_h: f64,
+    loss_phase: f64,
+    /// Index of its network leak in the truth.
+    network_leak: Option<usize>,
+}
+
+/// A message held back (a late push) until the hour it arrives.
+#[derive(Debug, Clone)]
+struct Delayed {
+    arrives: u64,
+    minute: u32,
+    uplink: Uplink,
 }
 
 /// A deterministic simulated fleet: the same [`FleetConfig`] always gives the same
-/// registry, crews, leaks and readings.
+/// registry, crews, truth and message stream.
+///
+/// Drive it with [`Fleet::step`] (one simulated hour, the messages that arrive in it)
+/// and end with [`Fleet::finish`] (what is still held back). [`crate::publish`] sends
+/// exactly this stream over MQTT, so a replay in process sees the same messages.
 #[derive(Debug, Clone)]
 pub struct Fleet {
     config: FleetConfig,
     now: Timestamp,
+    /// Hours since `config.start`.
+    hour: u64,
     /// Registry order: per district, the station then its customers.
     meters: Vec<SimMeter>,
-    districts: Vec<DistrictLayout>,
-    truth: Vec<LeakTruth>,
+    districts: Vec<District>,
+    truth: Truth,
     crews: Vec<Crew>,
-    /// Drives consumption; advanced only by [`Fleet::advance_hour`].
+    weather: Weather,
+    delayed: Vec<Delayed>,
+    /// Drives consumption, noise and temperatures; advanced only by [`Fleet::step`].
     rng: StdRng,
 }
 
@@ -141,19 +159,47 @@ fn id<T>(parsed: Result<T, leakwatch_core::IdError>) -> T {
     parsed.expect("generated ids use only [A-Za-z0-9-]")
 }
 
+/// A whole number in `lo..=hi`, or `lo` when the range is empty.
+fn pick(rng: &mut StdRng, lo: i64, hi: i64) -> i64 {
+    if hi <= lo {
+        lo
+    } else {
+        rng.random_range(lo..=hi)
+    }
+}
+
+/// Rounds to one decimal.
+fn round1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
+/// A gas temperature reading: the weather's plus the meter's offset and ±0.2 °C noise,
+/// to 0.1 °C.
+fn gas_temp(rng: &mut StdRng, gas_c: f64, offset_c: f64) -> f64 {
+    round1(gas_c + offset_c + rng.random_range(-0.2..0.2))
+}
+
 impl Fleet {
     /// Builds the fleet described by `config`, deterministically from its seed.
     ///
     /// Districts are laid out on a grid (2 km apart) centred on `config.center`; each
     /// has a station meter `ST-Dnn` at its edge and customer meters `PDR-Dnn-0001`, ...
-    /// scattered within 0.75 km. `config.start` is truncated to the whole hour.
+    /// scattered within 0.75 km. `config.start` is truncated to the whole hour and
+    /// `config.push_every_h` raised to at least 1.
     pub fn generate(config: &FleetConfig) -> Fleet {
         let mut config = config.clone();
         config.start = config
             .start
-            .duration_trunc(chrono::Duration::hours(1))
+            .duration_trunc(hours(1))
             .unwrap_or(config.start);
+        config.push_every_h = config.push_every_h.max(1);
+        let every = u64::from(config.push_every_h);
         let mut rng = StdRng::seed_from_u64(config.seed);
+        let weather_days = config
+            .hours
+            .map_or(OPEN_ENDED_WEATHER_DAYS, |h| h.div_ceil(24) + 1);
+        let weather = Weather::new(config.seed, config.start, weather_days);
+        let gas_c = weather.gas_temp_c(config.start);
 
         let n = config.districts as usize;
         let cols = (n as f64).sqrt().ceil().max(1.0) as usize;
@@ -177,65 +223,67 @@ impl Fleet {
                     district: district.clone(),
                     kind: MeterKind::Station,
                     location: scatter(&mut rng, center, 0.6, DISTRICT_RADIUS_KM),
-                    report_every_h: REPORT_EVERY_H,
+                    report_every_h: 1,
                     status: MeterStatus::Active,
                     installed_at: None,
                     max_flow_m3h: None,
                 },
                 household: None,
-                index_l: rng.random_range(50_000_000..500_000_000),
-                battery: 100,
+                register_l: rng.random_range(50_000_000..500_000_000) as f64,
+                battery: None,
                 leak: None,
+                faults: Vec::new(),
+                phase: 0,
+                minute: rng.random_range(0..5),
+                temp_offset_c: rng.random_range(-0.3..0.3),
+                events: Vec::new(),
+                next_event: 0,
+                pending: Vec::new(),
+                pending_events: Vec::new(),
             });
             for m in 0..config.meters_per_district {
+                let class = config.households.draw(&mut rng);
                 meters.push(SimMeter {
                     meter: Meter {
                         id: id(MeterId::parse(format!("PDR-{district}-{:04}", m + 1))),
                         district: district.clone(),
                         kind: MeterKind::Customer,
                         location: scatter(&mut rng, center, 0.0, DISTRICT_RADIUS_KM),
-                        report_every_h: REPORT_EVERY_H,
+                        report_every_h: config.push_every_h,
                         status: MeterStatus::Active,
                         installed_at: None,
                         max_flow_m3h: None,
                     },
-                    household: Some(Household::random(&mut rng)),
-                    index_l: rng.random_range(100_000..5_000_000),
-                    battery: rng.random_range(60..=100),
+                    household: Some(Household::random(class, &mut rng)),
+                    register_l: rng.random_range(100_000..5_000_000) as f64,
+                    battery: Some(rng.random_range(60..=100)),
                     leak: None,
+                    faults: Vec::new(),
+                    phase: rng.random_range(0..every),
+                    minute: rng.random_range(0..60),
+                    temp_offset_c: rng.random_range(-0.5..0.5),
+                    events: Vec::new(),
+                    next_event: 0,
+                    pending: Vec::new(),
+                    pending_events: Vec::new(),
                 });
             }
-            districts.push(DistrictLayout {
+            districts.push(District {
                 id: district,
                 station,
                 customers: station + 1..meters.len(),
+                average_sum: 0.0,
+                average_weight: 0.0,
+                loss_period_h: rng.random_range(20.0..40.0) * 24.0,
+                loss_phase: rng.random_range(0.0..TAU),
+                network_leak: None,
             });
         }
-
-        // Leaks: distinct customer meters (partial Fisher-Yates over their positions).
-        let mut customers: Vec<usize> =
-            districts.iter().flat_map(|d| d.customers.clone()).collect();
-        let leaks = (config.leaks as usize).min(customers.len());
-        let mut truth = Vec::with_capacity(leaks);
-        for i in 0..leaks {
-            let j = rng.random_range(i..customers.len());
-            customers.swap(i, j);
-            let at = customers[i];
-            let offset_h: i64 = if i == 0 {
-                rng.random_range(0..=12)
-            } else {
-                rng.random_range(0..72)
-            };
-            let start = config.start + chrono::Duration::hours(offset_h);
-            let rate: u64 = rng.random_range(20..=200);
-            let meter = &mut meters[at];
-            meter.leak = Some((start, rate));
-            truth.push(LeakTruth {
-                meter: meter.meter.id.clone(),
-                district: meter.meter.district.clone(),
-                start,
-                rate_l_per_h: rate as f64,
-            });
+        // The baseline reading every meter's first message carries.
+        for m in &mut meters {
+            let temp = gas_temp(&mut rng, gas_c, m.temp_offset_c);
+            let baseline = m.reading(config.start, Some(temp));
+            m.pending.push(baseline);
         }
 
         // Crews: one per two districts, based near the first district of the pair.
@@ -254,15 +302,49 @@ impl Fleet {
             })
             .collect();
 
-        let run_seed: u64 = rng.random();
+        let customers: Vec<usize> = districts.iter().flat_map(|d| d.customers.clone()).collect();
+        let leaks = place_leaks(&config, &mut meters, &customers);
+        let network_leaks = place_network_leaks(&config, &mut districts);
+        let faults = place_faults(&config, &mut meters, &customers);
+
+        let mut meter_classes: BTreeMap<HomeClass, u32> =
+            HomeClass::ALL.iter().map(|&c| (c, 0)).collect();
+        let mut classes = BTreeMap::new();
+        let mut never_stop_meters = Vec::new();
+        for &i in &customers {
+            let m = &meters[i];
+            let class = m.household.as_ref().map_or(HomeClass::Setback, |h| h.class);
+            *meter_classes.entry(class).or_default() += 1;
+            classes.insert(m.meter.id.clone(), class);
+            if class.never_stops() {
+                never_stop_meters.push(m.meter.id.clone());
+            }
+        }
+        let truth = Truth {
+            start: config.start,
+            end: config.hours.map(|h| config.start + hours(i64::from(h))),
+            customer_meters: customers.len() as u32,
+            station_meters: districts.len() as u32,
+            meter_classes,
+            classes,
+            leaks,
+            network_leaks,
+            faults,
+            never_stop_meters,
+            scenario: config.clone(),
+        };
+
         Fleet {
             now: config.start,
+            hour: 0,
             config,
             meters,
             districts,
             truth,
             crews,
-            rng: StdRng::seed_from_u64(run_seed),
+            weather,
+            delayed: Vec::new(),
+            rng: stream(0, STREAM_RUN ^ rng.random::<u64>()),
         }
     }
 
@@ -287,13 +369,27 @@ impl Fleet {
     }
 
     /// The registry: per district, its station meter then its customer meters.
+    /// Customer meters report every `push_every_h` hours, stations every hour.
     pub fn registry(&self) -> Vec<Meter> {
         self.meters.iter().map(|m| m.meter.clone()).collect()
     }
 
-    /// Ground truth: the injected leaks, the first one starting within 12 h of `start`.
-    pub fn truth(&self) -> &[LeakTruth] {
+    /// The ground truth: scenario, classes, leaks, network leaks and faults.
+    pub fn truth(&self) -> &Truth {
         &self.truth
+    }
+
+    /// The weather the homes heat against.
+    pub fn weather(&self) -> &Weather {
+        &self.weather
+    }
+
+    /// The habits of a customer meter's home (`None` for stations and unknown ids).
+    pub fn household(&self, meter: &MeterId) -> Option<&Household> {
+        self.meters
+            .iter()
+            .find(|m| &m.meter.id == meter)
+            .and_then(|m| m.household.as_ref())
     }
 
     /// The field crews: `CREW-01`, ... one per two districts, on shift, at home.
@@ -301,39 +397,98 @@ impl Fleet {
         self.crews.clone()
     }
 
-    pub(crate) fn meters(&self) -> &[SimMeter] {
-        &self.meters
-    }
-
-    /// Every meter's reading (index) at the current clock, without advancing it, in
-    /// registry order. At `start` this is the baseline the first hour is measured from.
+    /// Every meter's register (index) at the current clock, in registry order, as the
+    /// meter counts it (counter regressions and magnetic tampering included; no
+    /// transport fault, no gas temperature). At `start` this is the baseline.
     pub fn snapshot(&self) -> Vec<Reading> {
-        self.meters.iter().map(|m| m.reading(self.now)).collect()
+        self.meters
+            .iter()
+            .map(|m| m.reading(self.now, None))
+            .collect()
     }
 
-    /// Advances the clock by one hour and returns every meter's index at the end of
-    /// that hour (the new clock), in registry order.
-    pub fn advance_hour(&mut self) -> (Timestamp, Vec<Reading>) {
+    /// Advances the clock by one hour and returns the messages that arrive in the hour
+    /// that begins at the new clock, in arrival order.
+    ///
+    /// Every meter takes a reading at the new clock ([`Fleet::now`]). A customer
+    /// meter pushes when its schedule says so (every `push_every_h` hours at its own
+    /// phase) with the readings and events since its last push (its first message
+    /// also carries the baseline reading at `start`); stations push every hour.
+    /// Faults from the truth shape the stream: late pushes arrive days later,
+    /// duplicates twice, gaps and silences leave readings out, clock errors shift `t`,
+    /// device events and battery levels ride along. Pure: no I/O, no wall clock.
+    pub fn step(&mut self) -> Vec<Uplink> {
         let hour_start = self.now;
-        self.now = hour_start + chrono::Duration::hours(1);
-        for d in &self.districts {
-            let mut sum = 0;
-            for m in &mut self.meters[d.customers.clone()] {
-                let home = m
-                    .household
-                    .as_ref()
-                    .map_or(0.0, |h| h.hour_m3(hour_start, &mut self.rng));
-                let leak = match m.leak {
-                    Some((start, rate)) if hour_start >= start => rate,
-                    _ => 0,
-                };
-                let used = model::litres(home) + leak;
-                m.index_l += used;
-                sum += used;
+        self.now = hour_start + hours(1);
+        self.hour += 1;
+        let ctx = HourContext::new(&self.weather, hour_start);
+        let gas_c = self.weather.gas_temp_c(self.now);
+        let every = u64::from(self.config.push_every_h);
+        let mut out: Vec<(u32, Uplink)> = Vec::new();
+        let Fleet {
+            meters,
+            districts,
+            truth,
+            rng,
+            delayed,
+            now,
+            hour,
+            config,
+            ..
+        } = self;
+        let (now, hour) = (*now, *hour);
+
+        for district in districts.iter_mut() {
+            let mut flowed = 0.0;
+            for i in district.customers.clone() {
+                let m = &mut meters[i];
+                flowed += tick_customer(m, truth, rng, &ctx, hour_start, now, gas_c);
+                if (hour + m.phase).is_multiple_of(every) {
+                    push(m, truth, now, hour, false, &mut out, delayed);
+                }
             }
-            self.meters[d.station].index_l += model::station_litres(sum);
+            let station = &mut meters[district.station];
+            tick_station(
+                station, district, truth, config, rng, hour_start, now, hour, gas_c, flowed,
+            );
+            push(station, truth, now, hour, false, &mut out, delayed);
         }
-        (self.now, self.snapshot())
+        let mut i = 0;
+        while i < delayed.len() {
+            if delayed[i].arrives <= hour {
+                let d = delayed.remove(i);
+                out.push((d.minute, d.uplink));
+            } else {
+                i += 1;
+            }
+        }
+        out.sort_by_key(|(minute, _)| *minute);
+        out.into_iter().map(|(_, up)| up).collect()
+    }
+
+    /// Everything still held back at the current clock, to end a run: each meter's
+    /// unsent readings and events (except meters silent at this hour), then the late
+    /// pushes that have not arrived yet, in the order they would arrive.
+    pub fn finish(&mut self) -> Vec<Uplink> {
+        let mut out: Vec<(u32, Uplink)> = Vec::new();
+        let mut none = Vec::new();
+        for m in &mut self.meters {
+            push(
+                m,
+                &self.truth,
+                self.now,
+                self.hour,
+                true,
+                &mut out,
+                &mut none,
+            );
+        }
+        let mut late = std::mem::take(&mut self.delayed);
+        late.sort_by_key(|d| (d.arrives, d.minute));
+        out.into_iter()
+            .map(|(_, up)| up)
+            .chain(late.into_iter().map(|d| d.uplink))
+            .collect()
     }
 
     /// The registry in the import format: `meter_id,district_id,kind,lat,lon,report_every_h`.
@@ -351,300 +506,389 @@ impl Fleet {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::collections::HashMap;
-
-    fn small(seed: u64) -> FleetConfig {
-        FleetConfig {
-            seed,
-            districts: 3,
-            meters_per_district: 40,
-            leaks: 5,
-            ..FleetConfig::default()
+/// One customer meter's hour: consumption, leak, faults, its reading and events.
+/// Returns the litres that flowed through it (what the station sees).
+fn tick_customer(
+    m: &mut SimMeter,
+    truth: &Truth,
+    rng: &mut StdRng,
+    ctx: &HourContext,
+    hour_start: Timestamp,
+    now: Timestamp,
+    gas_c: f64,
+) -> f64 {
+    let home = m
+        .household
+        .as_ref()
+        .map_or(0.0, |h| h.hour_litres(ctx, rng));
+    let leak = m
+        .leak
+        .map_or(0.0, |l| truth.leaks[l].litres_in_hour(hour_start));
+    let temp = gas_temp(rng, gas_c, m.temp_offset_c);
+    let mut flowed = home + leak;
+    let mut counts = true;
+    let mut regression = None;
+    let mut offset_h = 0;
+    let mut record = true;
+    for &f in &m.faults {
+        let f = &truth.faults[f];
+        match f.kind {
+            FaultKind::ValveClosed if f.covers(hour_start) => flowed = 0.0,
+            FaultKind::MagneticField if f.covers(hour_start) => counts = false,
+            FaultKind::CounterRegression if f.start == now => regression = f.litres,
+            FaultKind::ClockError if f.covers(now) => offset_h = f.offset_h.unwrap_or(0),
+            FaultKind::Gap if f.covers(now) => record = false,
+            FaultKind::Silent if f.backlog == Some(false) && f.covers(now) => record = false,
+            _ => {}
         }
     }
+    let before = m.register_l;
+    if counts {
+        m.register_l += flowed;
+    }
+    if let Some(litres) = regression {
+        m.register_l = (before - litres as f64).max(0.0);
+    }
+    if record {
+        let r = m.reading(now + hours(i64::from(offset_h)), Some(temp));
+        m.pending.push(r);
+    }
+    while let Some(e) = m.events.get(m.next_event)
+        && e.t <= now
+    {
+        m.pending_events.push(e.clone());
+        m.next_event += 1;
+    }
+    flowed
+}
 
-    /// Per meter, the hourly consumptions (litres) over `hours` hours.
-    fn consumption(fleet: &mut Fleet, hours: usize) -> HashMap<MeterId, Vec<(Timestamp, i64)>> {
-        let mut last: HashMap<MeterId, f64> = fleet
-            .snapshot()
-            .into_iter()
-            .map(|r| (r.meter, r.vol))
-            .collect();
-        let mut out: HashMap<MeterId, Vec<(Timestamp, i64)>> = HashMap::new();
-        for _ in 0..hours {
-            let (t, readings) = fleet.advance_hour();
-            for r in readings {
-                assert_eq!(r.t, t);
-                let prev = last.insert(r.meter.clone(), r.vol).unwrap();
-                let litres = ((r.vol - prev) * 1000.0).round() as i64;
-                // Hour starting at t - 1h.
-                out.entry(r.meter)
-                    .or_default()
-                    .push((t - chrono::Duration::hours(1), litres));
+/// One station's hour: the customers' consumption (`customers_l`), the network loss,
+/// any network leak, and its measurement noise.
+#[allow(clippy::too_many_arguments)]
+fn tick_station(
+    station: &mut SimMeter,
+    district: &mut District,
+    truth: &Truth,
+    config: &FleetConfig,
+    rng: &mut StdRng,
+    hour_start: Timestamp,
+    now: Timestamp,
+    hour: u64,
+    gas_c: f64,
+    customers_l: f64,
+) {
+    let beta = 1.0 - 1.0 / DISTRICT_AVERAGE_H;
+    district.average_sum = beta * district.average_sum + (1.0 - beta) * customers_l;
+    district.average_weight = beta * district.average_weight + (1.0 - beta);
+    let average = district.average_sum / district.average_weight;
+    let drift = (TAU * hour as f64 / district.loss_period_h + district.loss_phase).sin();
+    let loss = config.network_loss * (1.0 + 0.25 * drift) * (0.5 * customers_l + 0.5 * average);
+    let leak = district
+        .network_leak
+        .map(|l| &truth.network_leaks[l])
+        .filter(|l| hour_start >= l.start)
+        .map_or(0.0, |l| l.fraction * average);
+    let inflow = customers_l + loss + leak;
+    let noise = 1.0 + config.station_noise * model::std_normal(rng);
+    station.register_l += (inflow * noise).max(0.0);
+    let temp = gas_temp(rng, gas_c, station.temp_offset_c);
+    let r = station.reading(now, Some(temp));
+    station.pending.push(r);
+}
+
+/// Sends a meter's pending readings and events, if any and if it is not silent:
+/// into `out` (with its minute), or into `delayed` for a late push, twice for a
+/// duplicate. `flushing`: the end of a run, where late and duplicate faults do not apply.
+fn push(
+    m: &mut SimMeter,
+    truth: &Truth,
+    now: Timestamp,
+    hour: u64,
+    flushing: bool,
+    out: &mut Vec<(u32, Uplink)>,
+    delayed: &mut Vec<Delayed>,
+) {
+    let mut duplicate = false;
+    let mut arrives = None;
+    let mut valve_closed = false;
+    let mut battery = m.battery;
+    for &f in &m.faults {
+        let f = &truth.faults[f];
+        match f.kind {
+            FaultKind::Silent if f.covers(now) => return,
+            FaultKind::Duplicate if f.start == now && !flushing => duplicate = true,
+            FaultKind::Late if f.start == now && !flushing => {
+                arrives = Some(hour + (f.end - f.start).num_hours() as u64);
+            }
+            FaultKind::ValveClosed if f.covers(now) => valve_closed = true,
+            FaultKind::BatteryLow | FaultKind::BatteryCritical if f.start <= now => {
+                battery = battery.min(f.battery).or(f.battery);
+            }
+            _ => {}
+        }
+    }
+    if m.pending.is_empty() && m.pending_events.is_empty() {
+        return;
+    }
+    let valve = match (m.meter.kind, valve_closed) {
+        (MeterKind::Customer, true) => Some(Valve::Closed),
+        (MeterKind::Customer, false) => Some(Valve::Open),
+        _ => None,
+    };
+    let mut readings = std::mem::take(&mut m.pending);
+    let mut events = std::mem::take(&mut m.pending_events);
+    loop {
+        let rest = if readings.len() > MAX_READINGS_PER_MESSAGE {
+            readings.split_off(MAX_READINGS_PER_MESSAGE)
+        } else {
+            Vec::new()
+        };
+        let up = Uplink {
+            district: m.meter.district.clone(),
+            meter: m.meter.id.clone(),
+            readings,
+            events: std::mem::take(&mut events),
+            battery,
+            valve,
+        };
+        let copies = if duplicate { 2 } else { 1 };
+        for _ in 0..copies {
+            match arrives {
+                Some(arrives) => delayed.push(Delayed {
+                    arrives,
+                    minute: m.minute,
+                    uplink: up.clone(),
+                }),
+                None => out.push((m.minute, up.clone())),
             }
         }
-        out
-    }
-
-    #[test]
-    fn same_seed_same_fleet_and_readings() {
-        let mut a = Fleet::generate(&small(9));
-        let mut b = Fleet::generate(&small(9));
-        assert_eq!(a.registry(), b.registry());
-        assert_eq!(a.truth(), b.truth());
-        assert_eq!(a.crews(), b.crews());
-        assert_eq!(a.to_csv(), b.to_csv());
-        for _ in 0..48 {
-            assert_eq!(a.advance_hour(), b.advance_hour());
+        if rest.is_empty() {
+            break;
         }
-        let mut c = Fleet::generate(&small(10));
-        assert_ne!(a.registry(), c.registry());
-        assert_ne!(Fleet::generate(&small(9)).advance_hour(), c.advance_hour());
-    }
-
-    #[test]
-    fn clock_starts_on_the_hour_and_advances_by_one() {
-        let mut cfg = small(1);
-        cfg.start = Utc.with_ymd_and_hms(2026, 11, 1, 0, 37, 12).unwrap();
-        let mut fleet = Fleet::generate(&cfg);
-        let start = Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap();
-        assert_eq!(fleet.now(), start);
-        assert!(fleet.snapshot().iter().all(|r| r.t == start));
-        let (t, readings) = fleet.advance_hour();
-        assert_eq!(t, start + chrono::Duration::hours(1));
-        assert_eq!(fleet.now(), t);
-        assert_eq!(readings.len(), fleet.meter_count());
-        let ids: Vec<_> = readings.into_iter().map(|r| r.meter).collect();
-        let registry: Vec<_> = fleet.registry().into_iter().map(|m| m.id).collect();
-        assert_eq!(ids, registry);
-    }
-
-    #[test]
-    fn leaks_follow_the_config() {
-        for seed in 0..20 {
-            let fleet = Fleet::generate(&small(seed));
-            let start = fleet.config().start;
-            let truth = fleet.truth();
-            assert_eq!(truth.len(), 5);
-            let first = &truth[0];
-            assert!(first.start >= start && first.start <= start + chrono::Duration::hours(12));
-            for leak in truth {
-                assert!(leak.start >= start && leak.start < start + chrono::Duration::hours(72));
-                assert_eq!(leak.start.timestamp() % 3600, 0);
-                assert!((20.0..=200.0).contains(&leak.rate_l_per_h));
-                assert!(
-                    leak.meter
-                        .as_str()
-                        .starts_with(&format!("PDR-{}-", leak.district))
-                );
-            }
-            let mut meters: Vec<_> = truth.iter().map(|l| l.meter.clone()).collect();
-            meters.sort();
-            meters.dedup();
-            assert_eq!(meters.len(), 5, "leaks are on distinct meters");
-        }
-        let tiny = Fleet::generate(&FleetConfig {
-            districts: 1,
-            meters_per_district: 2,
-            leaks: 5,
-            ..FleetConfig::default()
-        });
-        assert_eq!(tiny.truth().len(), 2, "at most one leak per customer meter");
-    }
-
-    #[test]
-    fn healthy_meters_rest_every_night_and_leaking_ones_never_do() {
-        for seed in [1, 2, 3] {
-            let mut fleet = Fleet::generate(&small(seed));
-            let leaks: HashMap<MeterId, LeakTruth> = fleet
-                .truth()
-                .iter()
-                .map(|l| (l.meter.clone(), l.clone()))
-                .collect();
-            let customers: Vec<MeterId> = fleet
-                .registry()
-                .into_iter()
-                .filter(|m| m.kind == MeterKind::Customer)
-                .map(|m| m.id)
-                .collect();
-            let hours = consumption(&mut fleet, 72);
-            for id in &customers {
-                let series = &hours[id];
-                match leaks.get(id) {
-                    None => {
-                        // Every 24 consecutive hours contain a zero hour.
-                        for window in series.windows(24) {
-                            assert!(
-                                window.iter().any(|&(_, l)| l == 0),
-                                "{id} has no zero hour in 24 h from {}",
-                                window[0].0
-                            );
-                        }
-                    }
-                    Some(leak) => {
-                        for &(t, l) in series {
-                            if t >= leak.start {
-                                assert!(
-                                    l >= leak.rate_l_per_h as i64,
-                                    "{id} at {t}: {l} L < leak rate"
-                                );
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn homes_consume_plausibly() {
-        let mut fleet = Fleet::generate(&small(4));
-        let leaking: Vec<MeterId> = fleet.truth().iter().map(|l| l.meter.clone()).collect();
-        let hours = consumption(&mut fleet, 72);
-        let daily: Vec<f64> = hours
-            .iter()
-            .filter(|(id, _)| id.as_str().starts_with("PDR-") && !leaking.contains(id))
-            .map(|(_, s)| s.iter().map(|&(_, l)| l).sum::<i64>() as f64 / 3000.0)
-            .collect();
-        let mean = daily.iter().sum::<f64>() / daily.len() as f64;
-        // Early November in Florence: a few m³ a day per home.
-        assert!((0.5..8.0).contains(&mean), "mean daily use {mean} m³");
-        assert!(daily.iter().all(|&d| d < 20.0));
-    }
-
-    #[test]
-    fn indexes_never_decrease_and_are_whole_litres() {
-        let mut fleet = Fleet::generate(&small(5));
-        let mut last: HashMap<MeterId, f64> = HashMap::new();
-        let mut readings = fleet.snapshot();
-        for _ in 0..72 {
-            for r in &readings {
-                let litres = r.vol * 1000.0;
-                assert!(
-                    (litres - litres.round()).abs() < 1e-6,
-                    "{} {}",
-                    r.meter,
-                    r.vol
-                );
-                assert!(r.vol >= 0.0);
-                if let Some(prev) = last.insert(r.meter.clone(), r.vol) {
-                    assert!(r.vol >= prev, "{} went from {prev} to {}", r.meter, r.vol);
-                }
-                // The JSON number prints with at most three decimals.
-                let text = serde_json::to_string(&r.vol).unwrap();
-                let decimals = text.split('.').nth(1).map_or(0, str::len);
-                assert!(decimals <= 3, "{text}");
-            }
-            readings = fleet.advance_hour().1;
-        }
-        for m in fleet.registry() {
-            if m.kind == MeterKind::Customer {
-                let v = last[&m.id];
-                assert!((100.0..5300.0).contains(&v), "{} starts at {v}", m.id);
-            }
-        }
-    }
-
-    #[test]
-    fn station_is_district_sum_plus_one_percent() {
-        let mut fleet = Fleet::generate(&small(6));
-        let registry = fleet.registry();
-        let hours = consumption(&mut fleet, 48);
-        let mut total_station = 0;
-        for district in fleet.district_ids() {
-            let station = MeterId::parse(format!("ST-{district}")).unwrap();
-            for (h, &(t, inflow)) in hours[&station].iter().enumerate() {
-                let sum: i64 = registry
-                    .iter()
-                    .filter(|m| m.district == district && m.kind == MeterKind::Customer)
-                    .map(|m| hours[&m.id][h].1)
-                    .sum();
-                let expected = (sum as f64 * 1.01).round() as i64;
-                assert_eq!(inflow, expected, "{district} hour {t}");
-                total_station += inflow;
-            }
-        }
-        assert!(total_station > 0);
-    }
-
-    #[test]
-    fn registry_has_stations_and_customers_in_districts() {
-        let fleet = Fleet::generate(&FleetConfig::default());
-        let registry = fleet.registry();
-        assert_eq!(registry.len(), 10 * 101);
-        assert_eq!(fleet.meter_count(), registry.len());
-        let ids: Vec<String> = fleet.district_ids().iter().map(|d| d.to_string()).collect();
-        assert_eq!(ids.first().map(String::as_str), Some("D01"));
-        assert_eq!(ids.last().map(String::as_str), Some("D10"));
-        assert_eq!(registry[0].id.as_str(), "ST-D01");
-        assert_eq!(registry[0].kind, MeterKind::Station);
-        assert_eq!(registry[1].id.as_str(), "PDR-D01-0001");
-        assert_eq!(registry[100].id.as_str(), "PDR-D01-0100");
-        assert_eq!(registry[101].id.as_str(), "ST-D02");
-        let center = fleet.config().center;
-        for m in &registry {
-            assert_eq!(m.report_every_h, 24);
-            assert_eq!(m.status, MeterStatus::Active);
-            let station = registry
-                .iter()
-                .find(|s| s.kind == MeterKind::Station && s.district == m.district)
-                .unwrap();
-            // Within a district's ~1.5 km, and the fleet within a few km of the centre.
-            assert!(m.location.distance_km(&station.location) < 1.6);
-            assert!(m.location.distance_km(&center) < 6.0);
-        }
-        let stations = registry
-            .iter()
-            .filter(|m| m.kind == MeterKind::Station)
-            .count();
-        assert_eq!(stations, 10);
-    }
-
-    #[test]
-    fn csv_matches_the_import_format() {
-        let fleet = Fleet::generate(&small(2));
-        let csv = fleet.to_csv();
-        let mut lines = csv.lines();
-        assert_eq!(
-            lines.next(),
-            Some("meter_id,district_id,kind,lat,lon,report_every_h")
-        );
-        let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
-        assert_eq!(rows.len(), fleet.meter_count());
-        for (row, meter) in rows.iter().zip(fleet.registry()) {
-            assert_eq!(row.len(), 6);
-            assert_eq!(row[0], meter.id.as_str());
-            assert_eq!(row[1], meter.district.as_str());
-            assert_eq!(row[2].parse::<MeterKind>().unwrap(), meter.kind);
-            let lat: f64 = row[3].parse().unwrap();
-            let lon: f64 = row[4].parse().unwrap();
-            assert!((lat - meter.location.lat).abs() < 1e-6);
-            assert!((lon - meter.location.lon).abs() < 1e-6);
-            assert_eq!(row[5], "24");
-        }
-    }
-
-    #[test]
-    fn one_crew_per_two_districts() {
-        let fleet = Fleet::generate(&FleetConfig::default());
-        let crews = fleet.crews();
-        assert_eq!(crews.len(), 5);
-        assert_eq!(crews[0].id.as_str(), "CREW-01");
-        assert_eq!(crews[0].name, "Crew 1");
-        assert_eq!(crews[4].id.as_str(), "CREW-05");
-        for c in &crews {
-            assert!(c.on_shift);
-            assert_eq!(c.position, Some(c.home));
-            assert_eq!(c.skills, ["emergency", "repair", "meter"]);
-            assert!(c.home.distance_km(&fleet.config().center) < 8.0);
-        }
-        let odd = Fleet::generate(&FleetConfig {
-            districts: 3,
-            ..FleetConfig::default()
-        });
-        assert_eq!(odd.crews().len(), 2);
+        readings = rest;
     }
 }
+
+/// The behind-the-meter leaks: distinct customer meters (partial Fisher-Yates).
+fn place_leaks(
+    config: &FleetConfig,
+    meters: &mut [SimMeter],
+    customers: &[usize],
+) -> Vec<LeakTruth> {
+    let mut rng = stream(config.seed, STREAM_LEAKS);
+    let lc = &config.leak;
+    let (from, to) = (lc.from_h.min(lc.to_h), lc.from_h.max(lc.to_h));
+    let (lo, hi) = (
+        lc.min_rate_l_per_h.min(lc.max_rate_l_per_h).max(0.1),
+        lc.min_rate_l_per_h.max(lc.max_rate_l_per_h).max(0.1),
+    );
+    let mut pool = customers.to_vec();
+    let count = (config.leaks as usize).min(pool.len());
+    let mut leaks = Vec::with_capacity(count);
+    for i in 0..count {
+        let j = rng.random_range(i..pool.len());
+        pool.swap(i, j);
+        let at = pool[i];
+        let start = config.start + hours(pick(&mut rng, i64::from(from), i64::from(to)));
+        let rate = round1(model::log_uniform(&mut rng, lo, hi)).max(0.1);
+        let growing = rng.random_bool(lc.growing_share.clamp(0.0, 1.0));
+        let (initial, ramp_h, growth) = if growing {
+            let ramp = pick(
+                &mut rng,
+                i64::from(lc.min_ramp_h.max(1)),
+                i64::from(lc.max_ramp_h.max(lc.min_ramp_h).max(1)),
+            );
+            let initial = round1(rate * lc.initial_share.clamp(0.0, 1.0));
+            (initial, ramp as u32, LeakGrowth::Growing)
+        } else {
+            (rate, 0, LeakGrowth::Abrupt)
+        };
+        let meter = &mut meters[at];
+        meter.leak = Some(leaks.len());
+        leaks.push(LeakTruth {
+            meter: meter.meter.id.clone(),
+            district: meter.meter.district.clone(),
+            start,
+            rate_l_per_h: rate,
+            class_of_home: meter
+                .household
+                .as_ref()
+                .map_or(HomeClass::Setback, |h| h.class),
+            initial_rate_l_per_h: initial,
+            growth,
+            ramp_h,
+        });
+    }
+    leaks
+}
+
+/// The network leaks: distinct districts.
+fn place_network_leaks(config: &FleetConfig, districts: &mut [District]) -> Vec<NetworkLeakTruth> {
+    let mut rng = stream(config.seed, STREAM_LEAKS.rotate_left(32));
+    let nc = &config.network_leaks;
+    let (from, to) = (
+        config.leak.from_h.min(config.leak.to_h),
+        config.leak.from_h.max(config.leak.to_h),
+    );
+    let (lo, hi) = (
+        nc.min_fraction.min(nc.max_fraction).max(1e-6),
+        nc.min_fraction.max(nc.max_fraction).max(1e-6),
+    );
+    let mut pool: Vec<usize> = (0..districts.len()).collect();
+    let count = (nc.count as usize).min(pool.len());
+    let mut out = Vec::with_capacity(count);
+    for i in 0..count {
+        let j = rng.random_range(i..pool.len());
+        pool.swap(i, j);
+        let d = &mut districts[pool[i]];
+        let start = config.start + hours(pick(&mut rng, i64::from(from), i64::from(to)));
+        let fraction = (model::log_uniform(&mut rng, lo, hi) * 10_000.0).round() / 10_000.0;
+        d.network_leak = Some(out.len());
+        out.push(NetworkLeakTruth {
+            district: d.id.clone(),
+            start,
+            fraction,
+        });
+    }
+    out
+}
+
+/// The faults, kind by kind, on customer meters taken in turn from a shuffled list (so
+/// on distinct meters while there are enough), and the device events they cause.
+fn place_faults(
+    config: &FleetConfig,
+    meters: &mut [SimMeter],
+    customers: &[usize],
+) -> Vec<FaultTruth> {
+    let mut rng = stream(config.seed, STREAM_FAULTS);
+    if customers.is_empty() {
+        return Vec::new();
+    }
+    let span = i64::from(config.hours.unwrap_or(OPEN_ENDED_FAULT_SPAN_H).max(2));
+    let every = i64::from(config.push_every_h.max(1));
+    let start = config.start;
+    let run_end = start + hours(span);
+    let mut pool = customers.to_vec();
+    for i in (1..pool.len()).rev() {
+        pool.swap(i, rng.random_range(0..=i));
+    }
+    let mut next = 0usize;
+    let mut faults = Vec::new();
+    for kind in FaultKind::ALL {
+        let count =
+            (config.faults.rate(kind).max(0.0) * customers.len() as f64 / 1000.0).round() as usize;
+        let mut of_kind = Vec::with_capacity(count);
+        for _ in 0..count {
+            let at = pool[next % pool.len()];
+            next += 1;
+            let meter = &meters[at];
+            // The k-th push of this meter is at hour `first + k * every`.
+            let first = every - meter.phase as i64;
+            let push_at = |rng: &mut StdRng, latest: i64| {
+                let k = pick(rng, 0, (latest - first).max(0) / every);
+                first + k * every
+            };
+            let hour = |h: i64| start + hours(h);
+            let mut f = FaultTruth {
+                meter: meter.meter.id.clone(),
+                district: meter.meter.district.clone(),
+                kind,
+                start,
+                end: start,
+                litres: None,
+                offset_h: None,
+                backlog: None,
+                battery: None,
+            };
+            match kind {
+                FaultKind::Tamper | FaultKind::ReverseFlow => {
+                    f.start = hour(pick(&mut rng, 0, span - 1))
+                        + Duration::minutes(rng.random_range(1..60));
+                    f.end = f.start;
+                }
+                FaultKind::MagneticField | FaultKind::ValveClosed => {
+                    let len = if kind == FaultKind::MagneticField {
+                        pick(&mut rng, 6, 72)
+                    } else {
+                        pick(&mut rng, 24, 120)
+                    };
+                    let h = pick(&mut rng, 1, span - len);
+                    (f.start, f.end) = (hour(h), hour(h + len));
+                }
+                FaultKind::BatteryLow | FaultKind::BatteryCritical => {
+                    f.start = hour(pick(&mut rng, 1, span - 1));
+                    f.end = run_end.max(f.start);
+                    f.battery = Some(if kind == FaultKind::BatteryLow {
+                        rng.random_range(5..=9)
+                    } else {
+                        rng.random_range(1..=3)
+                    });
+                }
+                FaultKind::CounterRegression => {
+                    f.start = hour(pick(&mut rng, 1, span));
+                    f.end = f.start;
+                    f.litres = Some(model::log_uniform(&mut rng, 10.0, 100_000.0).round() as u64);
+                }
+                FaultKind::ClockError => {
+                    let h = pick(&mut rng, 1, span - 24);
+                    (f.start, f.end) = (hour(h), hour(h + 24));
+                    let size = rng.random_range(1..=12);
+                    f.offset_h = Some(if rng.random_bool(0.5) { size } else { -size });
+                }
+                FaultKind::Silent => {
+                    let len = pick(&mut rng, 48, 240);
+                    let h = pick(&mut rng, 1, span - len);
+                    (f.start, f.end) = (hour(h), hour(h + len));
+                    f.backlog = Some(rng.random_bool(0.5));
+                }
+                FaultKind::Gap => {
+                    let len = pick(&mut rng, 1, 6);
+                    let h = pick(&mut rng, 1, span - len);
+                    (f.start, f.end) = (hour(h), hour(h + len));
+                }
+                FaultKind::Duplicate => {
+                    f.start = hour(push_at(&mut rng, span));
+                    f.end = f.start;
+                }
+                FaultKind::Late => {
+                    let delay = pick(&mut rng, 24, 72);
+                    f.start = hour(push_at(&mut rng, span - delay));
+                    f.end = f.start + hours(delay);
+                }
+            }
+            of_kind.push((at, f));
+        }
+        of_kind.sort_by_key(|(_, f)| f.start);
+        for (at, f) in of_kind {
+            let meter = &mut meters[at];
+            let event = |t: Timestamp, code: &str| MeterEvent {
+                meter: meter.meter.id.clone(),
+                t,
+                code: EventCode::Named(code.to_owned()),
+            };
+            let mut new_events = Vec::new();
+            match f.kind {
+                FaultKind::ClockError => new_events.push(event(f.end, "clock_error")),
+                FaultKind::ValveClosed => {
+                    new_events.push(event(f.start, "valve_closed"));
+                    new_events.push(event(f.end, "valve_opened"));
+                }
+                kind => {
+                    if let Some(code) = kind.event_code() {
+                        new_events.push(event(f.start, code));
+                    }
+                }
+            }
+            meter.events.extend(new_events);
+            meter.faults.push(faults.len());
+            faults.push(f);
+        }
+    }
+    for m in meters.iter_mut() {
+        m.events.sort_by_key(|e| e.t);
+    }
+    faults
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,12 +1,12 @@
 //! Publishing the fleet's readings over MQTT in the v1 wire format.
 
 use crate::fleet::Fleet;
-use leakwatch_core::Reading;
 use leakwatch_wire::{MAX_PAYLOAD_BYTES, Uplink, encode, uplink_topic};
 use rumqttc::{
     AsyncClient, ConnectionError, Event, EventLoop, Incoming, MqttOptions, Outgoing, QoS,
 };
 use serde::Serialize;
+use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -56,7 +56,7 @@ pub enum SimError {
         acked: u64,
         waited: Duration,
     },
-    /// Settings that cannot work (e.g. `push_every_h = 0`).
+    /// Settings that cannot work (e.g. `duplicate_every = 0`).
     #[error("invalid publish settings: {0}")]
     Config(String),
 }
@@ -305,25 +305,23 @@ async fn drive(
 pub struct PublishConfig {
     /// Topic prefix: messages go to `{prefix}/{district}/{meter}/up`.
     pub prefix: String,
-    /// Simulated hours to run; `None` runs until shutdown.
+    /// Simulated hours to run; `None`: the fleet's own length
+    /// ([`crate::FleetConfig::hours`]), or until shutdown when that is open-ended too.
     pub hours: Option<u32>,
-    /// Every this many simulated hours, each meter sends one message with the hourly
-    /// readings it has buffered since its last message. At least 1.
-    pub push_every_h: u32,
     /// Wall time per simulated hour; `Duration::ZERO` runs as fast as the broker allows.
     pub sim_hour: Duration,
-    /// Publish every Nth message a second time (idempotency tests).
+    /// Publish every Nth message a second time (idempotency tests), on top of any
+    /// duplicate the fleet's faults send.
     pub duplicate_every: Option<u32>,
 }
 
 impl Default for PublishConfig {
-    /// Prefix `gas`, forever, a push every 6 hours, one simulated hour per second, no
+    /// Prefix `gas`, the fleet's length, one simulated hour per second, no extra
     /// duplicates.
     fn default() -> Self {
         PublishConfig {
             prefix: "gas".into(),
             hours: None,
-            push_every_h: 6,
             sim_hour: Duration::from_secs(1),
             duplicate_every: None,
         }
@@ -333,7 +331,8 @@ impl Default for PublishConfig {
 /// What [`publish`] sent.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct PublishStats {
-    /// Distinct messages published (duplicates not included).
+    /// Messages of the fleet's stream published (a duplicate push of the fleet's
+    /// faults counts twice; the extra copies of `duplicate_every` do not count).
     pub messages: u64,
     /// Readings in those messages.
     pub readings: u64,
@@ -343,91 +342,78 @@ pub struct PublishStats {
     pub hours: u32,
 }
 
-/// Runs the fleet and publishes its readings until `cfg.hours` have passed or
-/// `shutdown` completes.
+/// Runs the fleet and publishes its message stream ([`Fleet::step`]) until
+/// `cfg.hours` (else the fleet's `hours`) have passed or `shutdown` completes.
 ///
-/// Each meter's first message also carries its index at the fleet's clock when
-/// `publish` starts (the baseline the first hour is measured from); after that each
-/// message carries the `push_every_h` hourly readings since the previous one. At the
-/// end, readings still buffered are sent, and `publish` waits (up to
-/// [`FINAL_FLUSH_TIMEOUT`]) until the broker has acknowledged every message.
+/// Each simulated hour takes `cfg.sim_hour` of wall time; the messages of the hour go
+/// out in the fleet's arrival order. At the end, what the fleet still holds
+/// ([`Fleet::finish`]: buffered readings, late pushes) is sent, and `publish` waits
+/// (up to [`FINAL_FLUSH_TIMEOUT`]) until the broker has acknowledged every message.
 pub async fn publish(
     fleet: &mut Fleet,
     client: &Publisher,
     cfg: &PublishConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<PublishStats, SimError> {
-    if cfg.push_every_h == 0 {
-        return Err(SimError::Config("push_every_h must be at least 1".into()));
-    }
     if cfg.duplicate_every == Some(0) {
         return Err(SimError::Config(
             "duplicate_every must be at least 1".into(),
         ));
     }
+    let limit = cfg.hours.or(fleet.config().hours);
     let mut shutdown = std::pin::pin!(shutdown);
     let mut stopping = false;
     let mut run = Run {
-        fleet_topics: fleet
-            .meters()
-            .iter()
-            .map(|m| uplink_topic(&cfg.prefix, &m.meter.district, &m.meter.id))
-            .collect(),
-        buffers: fleet.snapshot().into_iter().map(|r| vec![r]).collect(),
+        prefix: cfg.prefix.clone(),
+        queue: VecDeque::new(),
         stats: PublishStats::default(),
         duplicate_every: cfg.duplicate_every,
     };
     tracing::info!(
         meters = fleet.meter_count(),
         from = %fleet.now(),
-        hours = ?cfg.hours,
-        push_every_h = cfg.push_every_h,
+        hours = ?limit,
+        push_every_h = fleet.config().push_every_h,
         sim_hour = ?cfg.sim_hour,
         "publishing the simulated fleet"
     );
 
     let began = Instant::now();
     let mut hour: u32 = 0;
-    while !stopping && cfg.hours.is_none_or(|h| hour < h) {
+    while !stopping && limit.is_none_or(|h| hour < h) {
         let deadline = began + cfg.sim_hour * (hour + 1);
         tokio::select! {
             biased;
             _ = &mut shutdown => { stopping = true; break; }
             _ = tokio::time::sleep_until(deadline) => {}
         }
-        let (_, readings) = fleet.advance_hour();
+        run.queue.extend(fleet.step());
         hour += 1;
         run.stats.hours = hour;
-        for (buffer, r) in run.buffers.iter_mut().zip(readings) {
-            buffer.push(r);
-        }
-        if hour.is_multiple_of(cfg.push_every_h) {
-            tracing::debug!(t = %fleet.now(), "meters push");
-            for i in 0..run.buffers.len() {
-                tokio::select! {
-                    biased;
-                    _ = &mut shutdown, if !stopping => { stopping = true; }
-                    r = run.send(fleet, client, i) => r?,
-                }
-                if stopping {
-                    break;
-                }
+        while !run.queue.is_empty() {
+            tokio::select! {
+                biased;
+                _ = &mut shutdown, if !stopping => { stopping = true; }
+                r = run.send_next(client) => r?,
+            }
+            if stopping {
+                break;
             }
         }
     }
 
-    let remaining: usize = run.buffers.iter().map(Vec::len).sum();
+    run.queue.extend(fleet.finish());
     tracing::info!(
         hours = hour,
         to = %fleet.now(),
         messages = run.stats.messages,
-        remaining,
+        remaining = run.queue.len(),
         stopped_early = stopping,
-        "sending the last readings and waiting for the broker's acknowledgements"
+        "sending the last messages and waiting for the broker's acknowledgements"
     );
     let finish = async {
-        for i in 0..run.buffers.len() {
-            run.send(fleet, client, i).await?;
+        while !run.queue.is_empty() {
+            run.send_next(client).await?;
         }
         client.flush(FINAL_FLUSH_TIMEOUT).await
     };
@@ -445,41 +431,33 @@ pub async fn publish(
     Ok(run.stats)
 }
 
-/// The publishing loop's state: per meter (registry order), its topic and the readings
-/// not yet sent.
+/// The publishing loop's state: the messages of the stream not yet handed to the client.
 struct Run {
-    fleet_topics: Vec<String>,
-    buffers: Vec<Vec<Reading>>,
+    prefix: String,
+    queue: VecDeque<Uplink>,
     stats: PublishStats,
     duplicate_every: Option<u32>,
 }
 
 impl Run {
-    /// Sends meter `i`'s buffered readings as one message (if any), and its duplicate
-    /// when due. The buffer is cleared only once the message is queued.
-    async fn send(&mut self, fleet: &Fleet, client: &Publisher, i: usize) -> Result<(), SimError> {
-        if self.buffers[i].is_empty() {
+    /// Publishes the first queued message, and its extra copy when due. The message
+    /// leaves the queue only once the client has taken it, so a shutdown in between
+    /// leaves it for the final flush.
+    async fn send_next(&mut self, client: &Publisher) -> Result<(), SimError> {
+        let Some(up) = self.queue.front() else {
             return Ok(());
-        }
-        let meter = &fleet.meters()[i];
-        let up = Uplink {
-            district: meter.meter.district.clone(),
-            meter: meter.meter.id.clone(),
-            readings: self.buffers[i].clone(),
-            events: Vec::new(),
-            battery: Some(meter.battery),
-            valve: None,
         };
-        let payload = encode(&up);
-        let topic = &self.fleet_topics[i];
-        client.publish(topic, payload.clone()).await?;
+        let topic = uplink_topic(&self.prefix, &up.district, &up.meter);
+        let payload = encode(up);
+        let readings = up.readings.len() as u64;
+        client.publish(&topic, payload.clone()).await?;
+        self.queue.pop_front();
         self.stats.messages += 1;
-        self.stats.readings += self.buffers[i].len() as u64;
-        self.buffers[i].clear();
+        self.stats.readings += readings;
         if let Some(n) = self.duplicate_every
             && self.stats.messages.is_multiple_of(u64::from(n))
         {
-            client.publish(topic, payload).await?;
+            client.publish(&topic, payload).await?;
             self.stats.duplicates_sent += 1;
         }
         Ok(())
@@ -489,9 +467,7 @@ impl Run {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fleet::FleetConfig;
-    use leakwatch_core::MeterId;
-    use std::collections::{BTreeMap, BTreeSet};
+    use crate::config::{FaultRates, FleetConfig};
 
     #[test]
     fn topics_are_checked_like_a_broker_would() {
@@ -579,6 +555,10 @@ mod tests {
             districts: 2,
             meters_per_district: 3,
             leaks: 1,
+            push_every_h: 6,
+            // Faults on, in the 24 hours that matter.
+            faults: FaultRates::all(300.0),
+            hours: Some(24),
             ..FleetConfig::default()
         };
         let mut fleet = Fleet::generate(&config);
@@ -588,7 +568,6 @@ mod tests {
         let cfg = PublishConfig {
             prefix: prefix.clone(),
             hours: Some(12),
-            push_every_h: 6,
             sim_hour: Duration::ZERO,
             duplicate_every: Some(5),
         };
@@ -598,33 +577,36 @@ mod tests {
         assert_eq!(client.acked(), client.sent());
         client.disconnect().await.unwrap();
 
-        // 8 meters × 2 pushes; the first message also carries the baseline reading.
-        assert_eq!(stats.hours, 12);
-        assert_eq!(stats.messages, 16);
-        assert_eq!(stats.readings, 8 * 13);
-        assert_eq!(stats.duplicates_sent, 3);
-
-        // What the same seed produces, per meter.
+        // The same seed's stream, replayed in process: 12 hours, then what is left.
         let mut twin = Fleet::generate(&config);
-        let mut expected: BTreeMap<MeterId, Vec<(i64, f64)>> = BTreeMap::new();
-        let mut all = twin.snapshot();
+        let mut stream = Vec::new();
         for _ in 0..12 {
-            all.extend(twin.advance_hour().1);
+            stream.extend(twin.step());
         }
-        for r in all {
-            expected
-                .entry(r.meter)
-                .or_default()
-                .push((r.t.timestamp(), r.vol));
+        stream.extend(twin.finish());
+        let mut expected = Vec::new();
+        for (n, up) in stream.iter().enumerate() {
+            let message = (uplink_topic(&prefix, &up.district, &up.meter), encode(up));
+            expected.push(message.clone());
+            if (n + 1) % 5 == 0 {
+                expected.push(message);
+            }
         }
+        assert_eq!(stats.hours, 12);
+        assert_eq!(stats.messages, stream.len() as u64);
+        assert_eq!(
+            stats.readings,
+            stream.iter().map(|u| u.readings.len() as u64).sum::<u64>()
+        );
+        assert_eq!(stats.duplicates_sent, stream.len() as u64 / 5);
+        assert!(stream.iter().any(|u| !u.events.is_empty()), "faults show");
 
-        let total = (stats.messages + stats.duplicates_sent) as usize;
-        let mut received: BTreeMap<MeterId, BTreeSet<(i64, u64)>> = BTreeMap::new();
-        let mut copies = 0;
-        for n in 0..total {
+        // The broker delivers exactly that stream, in order.
+        let mut received = Vec::new();
+        for n in 0..expected.len() {
             let (topic, payload) = tokio::time::timeout(Duration::from_secs(10), rx.recv())
                 .await
-                .unwrap_or_else(|_| panic!("only {n} of {total} messages arrived"))
+                .unwrap_or_else(|_| panic!("only {n} of {} messages arrived", expected.len()))
                 .unwrap();
             let decoded = leakwatch_wire::decode(&prefix, &topic, &payload)
                 .unwrap_or_else(|e| panic!("{topic}: {e}"));
@@ -633,19 +615,7 @@ mod tests {
                 "{topic}: {:?}",
                 decoded.rejected
             );
-            let up = decoded.uplink;
-            assert!(up.events.is_empty());
-            assert!(up.battery.is_some());
-            assert!(up.readings.len() == 6 || up.readings.len() == 7, "{topic}");
-            for r in up.readings {
-                let fresh = received
-                    .entry(up.meter.clone())
-                    .or_default()
-                    .insert((r.t.timestamp(), r.vol.to_bits()));
-                if !fresh {
-                    copies += 1;
-                }
-            }
+            received.push((topic, payload));
         }
         // Nothing more arrives.
         assert!(
@@ -654,16 +624,10 @@ mod tests {
                 .is_err()
         );
         receiver.abort();
-
-        assert!(copies >= 3 * 6, "duplicates carry repeated readings");
-        assert_eq!(received.len(), 8);
-        for (meter, readings) in &expected {
-            let got: Vec<(i64, f64)> = received[meter]
-                .iter()
-                .map(|&(t, bits)| (t, f64::from_bits(bits)))
-                .collect();
-            assert_eq!(&got, readings, "{meter}");
-        }
+        assert!(
+            received == expected,
+            "the broker's stream differs from the replay"
+        );
     }
 
     #[tokio::test]
@@ -686,15 +650,16 @@ mod tests {
             districts: 1,
             meters_per_district: 2,
             leaks: 0,
+            push_every_h: 4,
             ..FleetConfig::default()
         });
+        let mut twin = fleet.clone();
         let client = Publisher::connect(&host, port, &format!("leakwatch-sim-stop-{unique}"))
             .await
             .unwrap();
         let cfg = PublishConfig {
             prefix: format!("gas/simtest-{unique}"),
             hours: None,
-            push_every_h: 4,
             sim_hour: Duration::from_millis(40),
             duplicate_every: None,
         };
@@ -712,7 +677,12 @@ mod tests {
         assert!(began.elapsed() >= Duration::from_millis(400));
         // Every hourly reading plus the baseline went out, the partial push included.
         assert_eq!(stats.readings, 3 * (u64::from(stats.hours) + 1));
-        assert_eq!(stats.messages, 3 * u64::from(stats.hours.div_ceil(4)));
+        let mut messages = 0;
+        for _ in 0..stats.hours {
+            messages += twin.step().len();
+        }
+        messages += twin.finish().len();
+        assert_eq!(stats.messages, messages as u64);
         assert_eq!(client.acked(), client.sent());
         client.disconnect().await.unwrap();
     }

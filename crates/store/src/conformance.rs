@@ -193,7 +193,13 @@ async fn case_quiet_alerts_resolve(store: &Store) {
         .await
         .unwrap();
     store
-        .set_alert_status(escalated.id, AlertStatus::Open, AlertStatus::Escalated, None, None)
+        .set_alert_status(
+            escalated.id,
+            AlertStatus::Open,
+            AlertStatus::Escalated,
+            None,
+            None,
+        )
         .await
         .unwrap();
     let resolved = store
@@ -203,7 +209,10 @@ async fn case_quiet_alerts_resolve(store: &Store) {
     assert_eq!(resolved.len(), 1);
     assert_eq!(resolved[0].id, quiet.id);
     assert_eq!(resolved[0].status, AlertStatus::Resolved);
-    assert_eq!(resolved[0].status_reason.as_deref(), Some("condition clear"));
+    assert_eq!(
+        resolved[0].status_reason.as_deref(),
+        Some("condition clear")
+    );
     let recent = store.get_alert(recent.id).await.unwrap().unwrap();
     assert_eq!(recent.status, AlertStatus::Open);
     let escalated = store.get_alert(escalated.id).await.unwrap().unwrap();

@@ -1,0 +1,259 @@
+//! `leakwatch eval`: judges the detectors against the simulator's ground truth.
+//!
+//! Two ways in:
+//! - replay: generate a scenario (`--scenario standard --seed N`), feed its message
+//!   stream through the same detector engine and alert rules the service runs
+//!   (in process, no broker, no store: the stream is identical to what `leakwatch
+//!   sim` publishes), then score the alerts;
+//! - files: score alerts exported from a running service (`--alerts FILE`, the JSON
+//!   of `GET /api/v1/alerts` items or of a replay) against a truth file written by
+//!   `leakwatch sim --truth-out` (`--truth FILE`).
+//!
+//! The detector settings are the service's: `[detect]` of `--config FILE` and
+//! `LEAKWATCH__DETECT__...` variables over the defaults.
+
+use anyhow::{Context, bail};
+use leakwatch_core::{MeterId, Timestamp};
+use leakwatch_detect::book::{Book, BookAlert};
+use leakwatch_detect::{DetectConfig, Engine, MeterInfo};
+use leakwatch_sim::eval::{AlertView, Report, score};
+use leakwatch_sim::{Fleet, FleetConfig, Truth};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// How far after its arrival a reading's time may lie before the ingestor refuses it
+/// (`ingest.max_future_min`, default 60): the replay applies the same rule.
+const MAX_FUTURE_MIN: i64 = 60;
+
+#[derive(Debug, clap::Args)]
+pub struct EvalArgs {
+    /// Scenario to replay: `standard` (5,000 meters, 10 districts, 120 days from
+    /// 2026-10-01) or `small` (500 meters, 60 days; quick checks).
+    #[arg(long, default_value = "standard")]
+    scenario: String,
+    /// Seeds to replay, comma-separated (each is its own fleet).
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    seeds: Vec<u64>,
+    /// Score these alerts (JSON array) instead of replaying; needs --truth.
+    #[arg(long, requires = "truth")]
+    alerts: Option<PathBuf>,
+    /// Ground truth written by `leakwatch sim --truth-out`; needs --alerts.
+    #[arg(long, requires = "alerts")]
+    truth: Option<PathBuf>,
+    /// Days at the start of the run the detectors learn in: false alarms raised then
+    /// are reported apart, not in the rates (the standard scenario's leaks start on
+    /// day 14 at the earliest).
+    #[arg(long, default_value_t = 14.0)]
+    warmup_days: f64,
+    /// Write the reports (one per seed) as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Write the replayed alerts of each seed to DIR/alerts-seed-N.json and its truth
+    /// to DIR/truth-seed-N.json.
+    #[arg(long)]
+    out_dir: Option<PathBuf>,
+}
+
+/// What one replay produced.
+#[derive(Debug)]
+pub struct Replay {
+    pub truth: Truth,
+    pub alerts: Vec<BookAlert>,
+    pub messages: u64,
+    pub readings: u64,
+    pub refused_future: u64,
+    pub seconds: f64,
+}
+
+/// A scenario by name.
+pub fn scenario(name: &str, seed: u64) -> anyhow::Result<FleetConfig> {
+    Ok(match name {
+        "standard" => FleetConfig::standard(seed),
+        "small" => {
+            let mut c = FleetConfig::standard(seed);
+            c.meters_per_district = 50;
+            c.hours = Some(60 * 24);
+            c.leaks = 40;
+            c.leak.to_h = 45 * 24;
+            c
+        }
+        other => bail!("unknown scenario {other:?}; known: standard, small"),
+    })
+}
+
+/// Replays a scenario's whole stream through the detectors and the alert rules.
+pub fn replay(fleet_cfg: &FleetConfig, detect: &DetectConfig) -> Replay {
+    let started = Instant::now();
+    let mut fleet = Fleet::generate(fleet_cfg);
+    let mut engine = Engine::new(detect.clone());
+    let registry = fleet.registry();
+    let infos: HashMap<MeterId, MeterInfo> = registry
+        .iter()
+        .map(|m| (m.id.clone(), MeterInfo::of(m)))
+        .collect();
+    for m in &registry {
+        engine.register(&m.id, &infos[&m.id]);
+    }
+    let mut book = Book::new(chrono::TimeDelta::hours(i64::from(detect.resolve_after_h)));
+    let hours = fleet_cfg.hours.unwrap_or(24 * 30);
+    let mut findings = Vec::new();
+    let (mut messages, mut readings, mut refused) = (0u64, 0u64, 0u64);
+    let mut feed = |engine: &mut Engine,
+                    ups: Vec<leakwatch_wire::Uplink>,
+                    arrival: Timestamp,
+                    findings: &mut Vec<leakwatch_core::Finding>| {
+        let limit = arrival + chrono::TimeDelta::hours(1) + chrono::TimeDelta::minutes(MAX_FUTURE_MIN);
+        for mut up in ups {
+            messages += 1;
+            let Some(info) = infos.get(&up.meter) else {
+                continue;
+            };
+            up.readings.sort_by_key(|r| r.t);
+            for r in &up.readings {
+                if r.t > limit {
+                    refused += 1;
+                    continue;
+                }
+                readings += 1;
+                engine.observe(info, r, findings);
+            }
+            for e in &up.events {
+                engine.observe_event(info, e, findings);
+            }
+        }
+    };
+    for _ in 0..hours {
+        let ups = fleet.step();
+        let arrival = fleet.now();
+        feed(&mut engine, ups, arrival, &mut findings);
+        for f in findings.drain(..) {
+            book.record(&f);
+        }
+        if let Some(wm) = engine.watermark() {
+            book.resolve_quiet(wm);
+        }
+    }
+    let ups = fleet.finish();
+    let arrival = fleet.now();
+    feed(&mut engine, ups, arrival, &mut findings);
+    for f in findings.drain(..) {
+        book.record(&f);
+    }
+    Replay {
+        truth: fleet.truth().clone(),
+        alerts: book.into_alerts(),
+        messages,
+        readings,
+        refused_future: refused,
+        seconds: started.elapsed().as_secs_f64(),
+    }
+}
+
+fn views(alerts: &[BookAlert]) -> Vec<AlertView> {
+    alerts
+        .iter()
+        .map(|a| AlertView {
+            kind: a.kind,
+            meter_id: a.meter_id.clone(),
+            district_id: a.district_id.clone(),
+            detected_at: a.detected_at,
+        })
+        .collect()
+}
+
+/// Reads alerts from JSON: an array of alerts, or an object with an `items` or
+/// `alerts` array (an API page).
+fn read_alerts(path: &PathBuf) -> anyhow::Result<Vec<AlertView>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let value: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+    let list = match value {
+        serde_json::Value::Array(_) => value,
+        serde_json::Value::Object(mut o) => o
+            .remove("items")
+            .or_else(|| o.remove("alerts"))
+            .with_context(|| format!("{}: expected an array, or an object with `items`", path.display()))?,
+        _ => bail!("{}: expected an array of alerts", path.display()),
+    };
+    serde_json::from_value(list).with_context(|| format!("{}: not a list of alerts", path.display()))
+}
+
+pub fn command(args: EvalArgs, detect: DetectConfig) -> anyhow::Result<()> {
+    if let (Some(alerts), Some(truth)) = (&args.alerts, &args.truth) {
+        let text = std::fs::read_to_string(truth)
+            .with_context(|| format!("reading {}", truth.display()))?;
+        let truth: Truth = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a truth file", truth.display()))?;
+        let report = score(&truth, &read_alerts(alerts)?, args.warmup_days);
+        println!("{report}");
+        write_json(&args.json, &[report])?;
+        return Ok(());
+    }
+    if let Some(dir) = &args.out_dir {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let configs = args
+        .seeds
+        .iter()
+        .map(|&s| scenario(&args.scenario, s))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    eprintln!(
+        "replaying scenario {:?} for seeds {:?} ({} customer meters, {} h each)",
+        args.scenario,
+        args.seeds,
+        configs[0].districts * configs[0].meters_per_district,
+        configs[0].hours.unwrap_or(0)
+    );
+    // Two seeds at a time: one per core on a small machine, and no more memory.
+    let mut reports = Vec::new();
+    for chunk in configs.chunks(2) {
+        let replays: Vec<Replay> = std::thread::scope(|s| {
+            let handles: Vec<_> = chunk
+                .iter()
+                .map(|c| s.spawn(|| replay(c, &detect)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("replay thread"))
+                .collect()
+        });
+        for r in replays {
+            let report = score(&r.truth, &views(&r.alerts), args.warmup_days);
+            eprintln!(
+                "seed {}: {} messages, {} readings ({} refused as from the future), {} alerts, replayed in {:.1} s ({:.2} M readings/s)",
+                r.truth.scenario.seed,
+                r.messages,
+                r.readings,
+                r.refused_future,
+                r.alerts.len(),
+                r.seconds,
+                r.readings as f64 / r.seconds / 1e6
+            );
+            if let Some(dir) = &args.out_dir {
+                let seed = r.truth.scenario.seed;
+                std::fs::write(
+                    dir.join(format!("alerts-seed-{seed}.json")),
+                    serde_json::to_vec_pretty(&r.alerts)?,
+                )?;
+                std::fs::write(
+                    dir.join(format!("truth-seed-{seed}.json")),
+                    serde_json::to_vec_pretty(&r.truth)?,
+                )?;
+            }
+            println!("{report}");
+            reports.push(report);
+        }
+    }
+    write_json(&args.json, &reports)?;
+    Ok(())
+}
+
+fn write_json(path: &Option<PathBuf>, reports: &[Report]) -> anyhow::Result<()> {
+    if let Some(p) = path {
+        std::fs::write(p, serde_json::to_vec_pretty(reports)?)
+            .with_context(|| format!("writing {}", p.display()))?;
+        eprintln!("reports written to {}", p.display());
+    }
+    Ok(())
+}

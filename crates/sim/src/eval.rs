@@ -1,0 +1,528 @@
+//! The scorer: judges alerts against the simulator's ground truth.
+//!
+//! Matching rules (documented in `docs/simulator.md`):
+//! - a behind-the-meter leak is **detected** by the first leak-kind alert on its
+//!   meter whose `detected_at` is at or after the leak's start; time to detect is the
+//!   difference. Per alert kind, the same with only that kind's alerts.
+//! - a network leak is detected by the first district alert (`district_balance`,
+//!   `inflow_night_flow`, `pressure_drop`) on its district at or after its start.
+//! - a leak-kind alert that matches no leak (another meter, another district, or
+//!   raised before the leak began) is a **false alarm**; false alarms are counted per
+//!   1,000 customer meter-days of the run.
+//! - device and integrity alerts (tamper, silence, ...) are matched to the injected
+//!   fault of the same kind on the same meter, raised between the fault's start and
+//!   [`FAULT_MATCH_AFTER_H`] after its end.
+//! - precision of a kind = its alerts that match something true / its alerts.
+
+use crate::truth::{FaultKind, Truth};
+use chrono::TimeDelta;
+use leakwatch_core::{AlertKind, DistrictId, MeterId, Timestamp};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::{self, Write as _};
+
+/// Hours after a fault's end during which an alert of its kind still matches it.
+pub const FAULT_MATCH_AFTER_H: i64 = 72;
+
+/// What the scorer needs of an alert (what the API and a replay both write).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlertView {
+    pub kind: AlertKind,
+    #[serde(default)]
+    pub meter_id: Option<MeterId>,
+    #[serde(default)]
+    pub district_id: Option<DistrictId>,
+    pub detected_at: Timestamp,
+}
+
+/// Leak size classes of behind-the-meter leaks, litres per hour (final rate).
+pub const LEAK_CLASSES: [(&str, f64, f64); 4] = [
+    ("5-20 L/h", 0.0, 20.0),
+    ("20-50 L/h", 20.0, 50.0),
+    ("50-200 L/h", 50.0, 200.0),
+    ("200-500 L/h", 200.0, f64::INFINITY),
+];
+
+/// Network leak classes, share of district inflow.
+pub const NETWORK_CLASSES: [(&str, f64, f64); 3] = [
+    ("0.5-1 %", 0.0, 0.01),
+    ("1-2 %", 0.01, 0.02),
+    ("2-5 %", 0.02, f64::INFINITY),
+];
+
+/// Recall and time to detect of one group of true leaks.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Detection {
+    pub leaks: usize,
+    pub detected: usize,
+    /// Detected within 7 days of the start.
+    pub detected_7d: usize,
+    pub recall: f64,
+    pub recall_7d: f64,
+    /// Median time to detect, hours (of the detected ones).
+    pub ttd_median_h: Option<f64>,
+    /// 95th percentile time to detect, hours.
+    pub ttd_p95_h: Option<f64>,
+}
+
+/// One alert kind's figures.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct KindScore {
+    pub alerts: usize,
+    pub true_alerts: usize,
+    /// False alarms after the warm-up.
+    pub false_alarms: usize,
+    /// False alarms raised during the warm-up (not in the rates).
+    pub warmup_false_alarms: usize,
+    /// False alarms after the warm-up, by the class of home of the meter (`district`
+    /// for district kinds).
+    pub false_by_class: BTreeMap<String, usize>,
+    pub precision: Option<f64>,
+    pub false_alarms_per_1000_meter_days: f64,
+    /// For leak kinds: behind-the-meter (or network) leaks this kind found.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detection: Option<Detection>,
+}
+
+/// A target of issue 4, with whether it is met.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Target {
+    pub name: String,
+    pub value: Option<f64>,
+    pub goal: String,
+    pub met: bool,
+}
+
+/// The whole report.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Report {
+    pub seed: u64,
+    pub customer_meters: u32,
+    pub days: f64,
+    /// Days at the start during which the detectors learn: false alarms raised then
+    /// are reported apart and left out of the rates (no leak starts in them).
+    pub warmup_days: f64,
+    /// Customer meter-days after the warm-up: the denominator of the rates.
+    pub meter_days: f64,
+    /// Behind-the-meter leaks by size class, any leak kind.
+    pub leaks_by_class: BTreeMap<String, Detection>,
+    pub leaks_20_plus: Detection,
+    pub leaks_all: Detection,
+    pub network_by_class: BTreeMap<String, Detection>,
+    pub network_1pct_plus: Detection,
+    /// Per alert kind (every kind that raised an alert or has something to find).
+    pub kinds: BTreeMap<String, KindScore>,
+    pub leak_false_alarms: usize,
+    pub leak_false_alarms_per_1000_meter_days: f64,
+    pub targets: Vec<Target>,
+}
+
+fn fault_alert_kind(k: FaultKind) -> Option<AlertKind> {
+    Some(match k {
+        FaultKind::Tamper => AlertKind::Tamper,
+        FaultKind::MagneticField => AlertKind::MagneticField,
+        FaultKind::ReverseFlow => AlertKind::ReverseFlow,
+        FaultKind::BatteryLow => AlertKind::BatteryLow,
+        FaultKind::BatteryCritical => AlertKind::BatteryCritical,
+        FaultKind::CounterRegression => AlertKind::CounterRegression,
+        FaultKind::ClockError => AlertKind::ClockError,
+        FaultKind::Silent => AlertKind::Silence,
+        // A valve closed by the customer or the utility is not a leak: no alert due.
+        FaultKind::ValveClosed | FaultKind::Gap | FaultKind::Duplicate | FaultKind::Late => {
+            return None;
+        }
+    })
+}
+
+fn quantile(sorted: &[f64], q: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    // Nearest rank.
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    Some(sorted[rank - 1])
+}
+
+fn detection(ttds: &[Option<f64>]) -> Detection {
+    let mut found: Vec<f64> = ttds.iter().flatten().copied().collect();
+    found.sort_by(f64::total_cmp);
+    let leaks = ttds.len();
+    let detected = found.len();
+    let detected_7d = found.iter().filter(|h| **h <= 168.0).count();
+    let ratio = |n: usize| if leaks == 0 { 0.0 } else { n as f64 / leaks as f64 };
+    Detection {
+        leaks,
+        detected,
+        detected_7d,
+        recall: ratio(detected),
+        recall_7d: ratio(detected_7d),
+        ttd_median_h: quantile(&found, 0.5),
+        ttd_p95_h: quantile(&found, 0.95),
+    }
+}
+
+fn hours(d: TimeDelta) -> f64 {
+    d.num_seconds() as f64 / 3600.0
+}
+
+/// Scores `alerts` against `truth`. `end` is the end of the run (the truth's, or the
+/// last alert's time when the truth has none).
+pub fn score(truth: &Truth, alerts: &[AlertView], warmup_days: f64) -> Report {
+    let end = truth
+        .end
+        .or_else(|| alerts.iter().map(|a| a.detected_at).max())
+        .unwrap_or(truth.start);
+    let days = hours(end - truth.start) / 24.0;
+    let warmup_end = truth.start + TimeDelta::seconds((warmup_days * 86_400.0) as i64);
+    let meter_days = f64::from(truth.customer_meters) * (days - warmup_days).max(0.0);
+    let per_1000 = |n: usize| {
+        if meter_days > 0.0 {
+            n as f64 * 1000.0 / meter_days
+        } else {
+            0.0
+        }
+    };
+
+    let leak_of: HashMap<&MeterId, usize> = truth
+        .leaks
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (&l.meter, i))
+        .collect();
+    let net_of: HashMap<&DistrictId, usize> = truth
+        .network_leaks
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (&l.district, i))
+        .collect();
+    let mut faults_of: HashMap<(&MeterId, AlertKind), Vec<(Timestamp, Timestamp)>> =
+        HashMap::new();
+    for f in &truth.faults {
+        if let Some(k) = fault_alert_kind(f.kind) {
+            faults_of
+                .entry((&f.meter, k))
+                .or_default()
+                .push((f.start, f.end));
+        }
+    }
+
+    // First matching alert time per leak: overall and per kind.
+    let mut leak_first: Vec<Option<Timestamp>> = vec![None; truth.leaks.len()];
+    let mut leak_first_by_kind: HashMap<AlertKind, Vec<Option<Timestamp>>> = HashMap::new();
+    let mut net_first: Vec<Option<Timestamp>> = vec![None; truth.network_leaks.len()];
+    let mut net_first_by_kind: HashMap<AlertKind, Vec<Option<Timestamp>>> = HashMap::new();
+    let mut kinds: BTreeMap<String, KindScore> = BTreeMap::new();
+    let mut faults_found: HashMap<AlertKind, std::collections::HashSet<(MeterId, Timestamp)>> =
+        HashMap::new();
+    let mut leak_false = 0usize;
+
+    let earliest = |slot: &mut Option<Timestamp>, t: Timestamp| {
+        if slot.is_none_or(|s| t < s) {
+            *slot = Some(t);
+        }
+    };
+
+    for a in alerts {
+        let score = kinds.entry(a.kind.as_str().to_owned()).or_default();
+        score.alerts += 1;
+        let matched = if a.kind.is_district() {
+            match a.district_id.as_ref().and_then(|d| net_of.get(d)) {
+                Some(&i) if a.detected_at >= truth.network_leaks[i].start => {
+                    earliest(&mut net_first[i], a.detected_at);
+                    let v = net_first_by_kind
+                        .entry(a.kind)
+                        .or_insert_with(|| vec![None; truth.network_leaks.len()]);
+                    earliest(&mut v[i], a.detected_at);
+                    true
+                }
+                _ => false,
+            }
+        } else if a.kind.is_leak() {
+            match a.meter_id.as_ref().and_then(|m| leak_of.get(m)) {
+                Some(&i) if a.detected_at >= truth.leaks[i].start => {
+                    earliest(&mut leak_first[i], a.detected_at);
+                    let v = leak_first_by_kind
+                        .entry(a.kind)
+                        .or_insert_with(|| vec![None; truth.leaks.len()]);
+                    earliest(&mut v[i], a.detected_at);
+                    true
+                }
+                _ => false,
+            }
+        } else {
+            let window = TimeDelta::hours(FAULT_MATCH_AFTER_H);
+            let hit = a.meter_id.as_ref().and_then(|m| {
+                faults_of.get(&(m, a.kind)).and_then(|spans| {
+                    spans
+                        .iter()
+                        .find(|(s, e)| a.detected_at >= *s && a.detected_at <= *e + window)
+                        .map(|(s, _)| (m.clone(), *s))
+                })
+            });
+            match hit {
+                Some(key) => {
+                    faults_found.entry(a.kind).or_default().insert(key);
+                    true
+                }
+                None => false,
+            }
+        };
+        if matched {
+            score.true_alerts += 1;
+        } else if a.detected_at < warmup_end {
+            score.warmup_false_alarms += 1;
+        } else {
+            score.false_alarms += 1;
+            let class = if a.kind.is_district() {
+                "district".to_owned()
+            } else {
+                a.meter_id
+                    .as_ref()
+                    .and_then(|m| truth.classes.get(m))
+                    .map_or_else(|| "unknown".to_owned(), |c| format!("{c:?}").to_lowercase())
+            };
+            *score.false_by_class.entry(class).or_default() += 1;
+            if a.kind.is_leak() {
+                leak_false += 1;
+            }
+        }
+    }
+
+    let ttd = |first: &[Option<Timestamp>], starts: &dyn Fn(usize) -> Timestamp| {
+        first
+            .iter()
+            .enumerate()
+            .map(|(i, f)| f.map(|t| hours(t - starts(i))))
+            .collect::<Vec<_>>()
+    };
+    let leak_start = |i: usize| truth.leaks[i].start;
+    let net_start = |i: usize| truth.network_leaks[i].start;
+    let leak_ttd = ttd(&leak_first, &leak_start);
+    let net_ttd = ttd(&net_first, &net_start);
+
+    let pick = |ttds: &[Option<f64>], keep: &dyn Fn(usize) -> bool| {
+        ttds.iter()
+            .enumerate()
+            .filter(|(i, _)| keep(*i))
+            .map(|(_, t)| *t)
+            .collect::<Vec<_>>()
+    };
+    let rate = |i: usize| truth.leaks[i].rate_l_per_h;
+    let frac = |i: usize| truth.network_leaks[i].fraction;
+    let leaks_by_class: BTreeMap<String, Detection> = LEAK_CLASSES
+        .iter()
+        .map(|(name, lo, hi)| {
+            let d = detection(&pick(&leak_ttd, &|i| rate(i) >= *lo && rate(i) < *hi));
+            ((*name).to_owned(), d)
+        })
+        .collect();
+    let network_by_class: BTreeMap<String, Detection> = NETWORK_CLASSES
+        .iter()
+        .map(|(name, lo, hi)| {
+            let d = detection(&pick(&net_ttd, &|i| frac(i) >= *lo && frac(i) < *hi));
+            ((*name).to_owned(), d)
+        })
+        .collect();
+    let leaks_20_plus = detection(&pick(&leak_ttd, &|i| rate(i) >= 20.0));
+    let leaks_all = detection(&leak_ttd);
+    let network_1pct_plus = detection(&pick(&net_ttd, &|i| frac(i) >= 0.01 - 1e-9));
+
+    for (kind, first) in &leak_first_by_kind {
+        let s = kinds.entry(kind.as_str().to_owned()).or_default();
+        s.detection = Some(detection(&ttd(first, &leak_start)));
+    }
+    for (kind, first) in &net_first_by_kind {
+        let s = kinds.entry(kind.as_str().to_owned()).or_default();
+        s.detection = Some(detection(&ttd(first, &net_start)));
+    }
+    // Faults: recall per kind.
+    let mut fault_totals: HashMap<AlertKind, std::collections::HashSet<(MeterId, Timestamp)>> =
+        HashMap::new();
+    for f in &truth.faults {
+        if let Some(k) = fault_alert_kind(f.kind) {
+            fault_totals
+                .entry(k)
+                .or_default()
+                .insert((f.meter.clone(), f.start));
+        }
+    }
+    for (kind, all) in &fault_totals {
+        let found = faults_found.get(kind).map_or(0, |s| s.len());
+        let s = kinds.entry(kind.as_str().to_owned()).or_default();
+        s.detection = Some(Detection {
+            leaks: all.len(),
+            detected: found,
+            detected_7d: found,
+            recall: found as f64 / all.len().max(1) as f64,
+            recall_7d: found as f64 / all.len().max(1) as f64,
+            ttd_median_h: None,
+            ttd_p95_h: None,
+        });
+    }
+    for s in kinds.values_mut() {
+        s.precision = (s.alerts > 0).then(|| s.true_alerts as f64 / s.alerts as f64);
+        s.false_alarms_per_1000_meter_days = per_1000(s.false_alarms);
+    }
+
+    let fa = per_1000(leak_false);
+    let small: &Detection = &leaks_by_class["5-20 L/h"];
+    let targets = vec![
+        Target {
+            name: "behind-the-meter leaks >= 20 L/h: recall".into(),
+            value: Some(leaks_20_plus.recall),
+            goal: ">= 0.95".into(),
+            met: leaks_20_plus.leaks > 0 && leaks_20_plus.recall >= 0.95,
+        },
+        Target {
+            name: "behind-the-meter leaks >= 20 L/h: median time to detect (h)".into(),
+            value: leaks_20_plus.ttd_median_h,
+            goal: "<= 48".into(),
+            met: leaks_20_plus.ttd_median_h.is_some_and(|h| h <= 48.0),
+        },
+        Target {
+            name: "leaks 5-20 L/h: recall within 7 days".into(),
+            value: Some(small.recall_7d),
+            goal: ">= 0.70".into(),
+            met: small.leaks > 0 && small.recall_7d >= 0.70,
+        },
+        Target {
+            name: "network leaks >= 1 % of inflow: share detected within 7 days".into(),
+            value: Some(network_1pct_plus.recall_7d),
+            goal: "= 1.00".into(),
+            met: network_1pct_plus.leaks > 0 && network_1pct_plus.detected_7d == network_1pct_plus.leaks,
+        },
+        Target {
+            name: "false alarms (leak kinds) per 1,000 meter-days".into(),
+            value: Some(fa),
+            goal: "<= 0.1".into(),
+            met: fa <= 0.1,
+        },
+    ];
+
+    Report {
+        seed: truth.scenario.seed,
+        customer_meters: truth.customer_meters,
+        days,
+        warmup_days,
+        meter_days,
+        leaks_by_class,
+        leaks_20_plus,
+        leaks_all,
+        network_by_class,
+        network_1pct_plus,
+        kinds,
+        leak_false_alarms: leak_false,
+        leak_false_alarms_per_1000_meter_days: fa,
+        targets,
+    }
+}
+
+fn pct(x: f64) -> String {
+    format!("{:.1} %", x * 100.0)
+}
+
+fn opt_h(x: Option<f64>) -> String {
+    x.map_or_else(|| "-".into(), |h| format!("{h:.0} h"))
+}
+
+fn detection_row(out: &mut String, name: &str, d: &Detection) {
+    let _ = writeln!(
+        out,
+        "  {name:<28} {:>5} {:>8} {:>9} {:>9} {:>10} {:>8}",
+        d.leaks,
+        d.detected,
+        pct(d.recall),
+        pct(d.recall_7d),
+        opt_h(d.ttd_median_h),
+        opt_h(d.ttd_p95_h),
+    );
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "seed {}: {} customer meters over {:.0} days; false-alarm rates over the {:.0} meter-days after a {:.0}-day warm-up",
+            self.seed, self.customer_meters, self.days, self.meter_days, self.warmup_days
+        );
+        let _ = writeln!(out, "\nbehind-the-meter leaks (any leak kind)");
+        let _ = writeln!(
+            out,
+            "  {:<28} {:>5} {:>8} {:>9} {:>9} {:>10} {:>8}",
+            "class", "leaks", "found", "recall", "recall7d", "TTD p50", "TTD p95"
+        );
+        for (name, d) in &self.leaks_by_class {
+            detection_row(&mut out, name, d);
+        }
+        detection_row(&mut out, ">= 20 L/h", &self.leaks_20_plus);
+        detection_row(&mut out, "all", &self.leaks_all);
+        let _ = writeln!(out, "\nnetwork leaks (district kinds)");
+        for (name, d) in &self.network_by_class {
+            detection_row(&mut out, name, d);
+        }
+        detection_row(&mut out, ">= 1 %", &self.network_1pct_plus);
+        let _ = writeln!(out, "\nper alert kind");
+        let _ = writeln!(
+            out,
+            "  {:<20} {:>7} {:>6} {:>6} {:>9} {:>10} {:>7} {:>8} {:>9}",
+            "kind", "alerts", "true", "false", "precision", "FA/1000md", "finds", "recall", "TTD p50"
+        );
+        for (kind, s) in &self.kinds {
+            let (finds, recall, ttd) = match &s.detection {
+                Some(d) => (
+                    format!("{}/{}", d.detected, d.leaks),
+                    pct(d.recall),
+                    opt_h(d.ttd_median_h),
+                ),
+                None => ("-".into(), "-".into(), "-".into()),
+            };
+            let _ = writeln!(
+                out,
+                "  {kind:<20} {:>7} {:>6} {:>6} {:>9} {:>10.3} {:>7} {:>8} {:>9}",
+                s.alerts,
+                s.true_alerts,
+                s.false_alarms,
+                s.precision.map_or_else(|| "-".into(), pct),
+                s.false_alarms_per_1000_meter_days,
+                finds,
+                recall,
+                ttd,
+            );
+        }
+        let _ = writeln!(
+            out,
+            "\nfalse alarms of leak kinds: {} ({:.3} per 1,000 meter-days)",
+            self.leak_false_alarms, self.leak_false_alarms_per_1000_meter_days
+        );
+        for (kind, s) in &self.kinds {
+            if s.false_alarms + s.warmup_false_alarms == 0 {
+                continue;
+            }
+            let by: Vec<String> = s
+                .false_by_class
+                .iter()
+                .map(|(c, n)| format!("{c} {n}"))
+                .collect();
+            let _ = writeln!(
+                out,
+                "  {kind:<20} after warm-up: {} ({}); during warm-up: {}",
+                s.false_alarms,
+                if by.is_empty() { "-".into() } else { by.join(", ") },
+                s.warmup_false_alarms
+            );
+        }
+        let _ = writeln!(out, "\ntargets");
+        for t in &self.targets {
+            let _ = writeln!(
+                out,
+                "  [{}] {}: {} (goal {})",
+                if t.met { "met" } else { "MISSED" },
+                t.name,
+                t.value.map_or_else(|| "-".into(), |v| format!("{v:.3}")),
+                t.goal
+            );
+        }
+        f.write_str(&out)
+    }
+}
