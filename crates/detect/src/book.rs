@@ -7,7 +7,9 @@
 //! `resolve_quiet_alerts`); replays and the scorer use this book, so both agree.
 
 use chrono::TimeDelta;
-use leakwatch_core::{AlertKind, DistrictId, Evidence, Finding, MeterId, Severity, Subject, Timestamp};
+use leakwatch_core::{
+    AlertKind, DistrictId, Evidence, Finding, MeterId, Severity, Subject, Timestamp,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 

@@ -588,7 +588,11 @@ mod tests {
 
     #[test]
     fn a_leak_in_a_home_with_history_is_found_and_not_learned() {
-        let cfg = ContinuousFlowConfig::default();
+        // Constant temperatures: compare with days exactly as cold as now.
+        let cfg = ContinuousFlowConfig {
+            temp_margin_c: 0.0,
+            ..ContinuousFlowConfig::default()
+        };
         let mut s = ContinuousFlow::default();
         assert!(feed(&mut s, &cfg, 0..20, home, |_| Some(10.0)).is_empty());
         let leak = |d, l| home(d, l) + 20.0;
@@ -622,7 +626,10 @@ mod tests {
 
     #[test]
     fn weekdays_do_not_vouch_for_weekends() {
-        let cfg = ContinuousFlowConfig::default();
+        let cfg = ContinuousFlowConfig {
+            temp_margin_c: 0.0,
+            ..ContinuousFlowConfig::default()
+        };
         let mut s = ContinuousFlow::default();
         let weekend = |d: i64| is_weekend(20_727 + d);
         // Away 09:00-17:00 on weekdays (a zero hour every weekday, whatever the

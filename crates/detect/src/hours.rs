@@ -104,8 +104,7 @@ impl HourSeries {
         let used = vol - last_vol;
         let span = (ts - last_t) as f64;
         let spread = ((ts - last_t + HOUR_S - 1) / HOUR_S).max(1) as u32;
-        let (mut h_start, mut acc, mut widest) =
-            self.open.unwrap_or((floor_hour(last_t), 0.0, 1));
+        let (mut h_start, mut acc, mut widest) = self.open.unwrap_or((floor_hour(last_t), 0.0, 1));
         let mut cursor = last_t;
         while cursor < ts {
             let h_end = h_start + HOUR_S;
@@ -163,7 +162,10 @@ mod tests {
     #[test]
     fn hourly_readings_give_exact_hours() {
         let mut s = HourSeries::default();
-        let hours = feed(&mut s, &[(0, 0, 1.0), (1, 0, 1.2), (2, 0, 1.2), (3, 0, 1.5)]);
+        let hours = feed(
+            &mut s,
+            &[(0, 0, 1.0), (1, 0, 1.2), (2, 0, 1.2), (3, 0, 1.5)],
+        );
         assert_eq!(hours.len(), 3);
         assert_eq!(hours[0].start, t(0, 0));
         assert!((hours[0].m3 - 0.2).abs() < 1e-9);
@@ -177,7 +179,14 @@ mod tests {
         let mut s = HourSeries::default();
         let hours = feed(
             &mut s,
-            &[(0, 0, 0.0), (0, 15, 0.1), (0, 30, 0.2), (0, 45, 0.3), (1, 0, 0.4), (4, 0, 1.0)],
+            &[
+                (0, 0, 0.0),
+                (0, 15, 0.1),
+                (0, 30, 0.2),
+                (0, 45, 0.3),
+                (1, 0, 0.4),
+                (4, 0, 1.0),
+            ],
         );
         assert_eq!(hours.len(), 4);
         assert!((hours[0].m3 - 0.4).abs() < 1e-9);

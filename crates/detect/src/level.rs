@@ -526,8 +526,8 @@ mod tests {
         let out = feed(&mut s, &cfg, 40..60, home_day, steady, 60.0);
         let f = &out[0];
         assert_eq!(f.kind, AlertKind::LevelShift);
-        // Found within a week, at the end of a local day.
-        assert!(f.detected_at <= t(at(47, 0)), "{}", f.detected_at);
+        // Found within twelve days (h = 8 σ), at the end of a local day.
+        assert!(f.detected_at <= t(at(52, 0)), "{}", f.detected_at);
         assert_eq!(crate::local_hour(f.detected_at, 1), 0);
         // The window starts where the CUSUM last left 0 (at or before the leak).
         assert!(f.evidence.window_start <= t(at(40, 0)));

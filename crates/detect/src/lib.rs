@@ -56,7 +56,8 @@ pub struct DetectConfig {
     /// (default 1, Central European Time; daylight saving is not followed).
     pub local_utc_offset_h: i32,
     /// Readings needed at or beyond an hour before the watermark moves to it; the
-    /// engine uses at most a twentieth of the meters it knows (default 50).
+    /// engine uses at most a quarter of the meters it knows, so a small fleet's
+    /// watermark still moves (default 50).
     pub watermark_quorum: u32,
     /// An alert resolves itself once its condition has not been seen for this long,
     /// in event time (default 72 h).
@@ -260,7 +261,7 @@ impl Engine {
     pub fn observe(&mut self, info: &MeterInfo, reading: &Reading, out: &mut Vec<Finding>) {
         let i = self.register(&reading.meter, info);
         self.dirty.insert(i);
-        let share = (self.slots.len() / 20).max(1) as u32;
+        let share = (self.slots.len() / 4).max(1) as u32;
         let quorum = self.cfg.watermark_quorum.clamp(1, share);
         let mut hours = std::mem::take(&mut self.hours);
         hours.clear();
@@ -320,7 +321,10 @@ impl Engine {
                 }
             }
             MeterKind::Station => {
-                let d = self.districts.entry(slot.info.district.clone()).or_default();
+                let d = self
+                    .districts
+                    .entry(slot.info.district.clone())
+                    .or_default();
                 for h in &hours {
                     d.on_station_hour(&cfg.balance, &cfg.inflow_night, &ctx, h, out);
                 }
@@ -394,9 +398,7 @@ impl Engine {
                 district_id: Some(slot.info.district.clone()),
                 detected_at: wm,
                 evidence: Evidence {
-                    rule: format!(
-                        "no reading for more than report_every_h + {grace} h"
-                    ),
+                    rule: format!("no reading for more than report_every_h + {grace} h"),
                     observed: silent_h as f64,
                     expected: Some(f64::from(slot.info.report_every_h)),
                     threshold: (limit.num_hours()) as f64,

@@ -179,7 +179,10 @@ mod tests {
         fn next(&mut self) -> f64 {
             let mut s = 0.0;
             for _ in 0..4 {
-                self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                self.0 = self
+                    .0
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 s += (self.0 >> 11) as f64 / (1u64 << 53) as f64;
             }
             (s - 2.0) * 3f64.sqrt()
@@ -206,7 +209,11 @@ mod tests {
         let t0 = Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap();
         for h in 0..hours {
             let lh = (h + 1) % 24;
-            let sag = if (6..9).contains(&lh) || (18..22).contains(&lh) { 6.0 } else { 0.0 };
+            let sag = if (6..9).contains(&lh) || (18..22).contains(&lh) {
+                6.0
+            } else {
+                0.0
+            };
             let r = Reading {
                 meter: id.clone(),
                 t: t0 + TimeDelta::hours(h),
@@ -220,6 +227,7 @@ mod tests {
             d.on_reading(&cfg, &ctx, &r, &mut out);
         }
         let bytes = postcard::to_allocvec(&d).unwrap();
+        println!("pressure state: {} bytes", bytes.len());
         assert!(bytes.len() < 200, "{} bytes", bytes.len());
         assert_eq!(postcard::from_bytes::<PressureDrop>(&bytes).unwrap(), d);
         out
@@ -228,7 +236,10 @@ mod tests {
     #[test]
     fn normal_pressure_and_single_dips_raise_nothing() {
         // 60 days, plus a 15 kPa dip of two readings on day 20.
-        let out = run(60 * 24, |h| if (480..482).contains(&h) { 15.0 } else { 0.0 });
+        let out = run(
+            60 * 24,
+            |h| if (480..482).contains(&h) { 15.0 } else { 0.0 },
+        );
         assert!(out.is_empty(), "{out:#?}");
     }
 

@@ -84,7 +84,7 @@ pub struct BrokerConfig {
     pub inflight: u16,
 }
 
-/// What a batch committed, for the detectors: readings sorted by (meter, time) and
+/// What a batch committed, for the detectors: readings sorted by (time, meter) and
 /// device events, each with its meter. The meter is shared (`Arc`): one registry
 /// entry serves all its readings.
 #[derive(Debug, Default)]

@@ -351,7 +351,9 @@ impl Writer {
             .zip(rows)
             .map(|(m, (r, _))| (m, r))
             .collect();
-        readings.sort_by(|a, b| a.1.meter.cmp(&b.1.meter).then(a.1.t.cmp(&b.1.t)));
+        // Time order (each meter's readings stay in order): the detectors' watermark
+        // then advances as the batch's event time does, not meter by meter.
+        readings.sort_by(|a, b| a.1.t.cmp(&b.1.t).then(a.1.meter.cmp(&b.1.meter)));
         let stored = Stored { readings, events };
         Ok((
             BatchOutcome {

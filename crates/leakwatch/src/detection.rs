@@ -4,9 +4,9 @@
 //! so configured), resolves alerts whose condition has cleared, and checkpoints the
 //! detectors' state periodically and at shutdown.
 
+use leakwatch_api::DetectionStatus;
 use leakwatch_core::{Finding, Meter, MeterId};
 use leakwatch_detect::{DetectConfig, Engine, MeterInfo, Saved};
-use leakwatch_api::DetectionStatus;
 use leakwatch_dispatch::Dispatcher;
 use leakwatch_ingest::Stored;
 use leakwatch_store::{Store, StoreError};
@@ -117,11 +117,7 @@ where
 }
 
 /// Restores saved state; returns how many meters' state came back.
-async fn restore(
-    engine: &mut Engine,
-    store: &Store,
-    infos: &HashMap<MeterId, MeterInfo>,
-) -> usize {
+async fn restore(engine: &mut Engine, store: &Store, infos: &HashMap<MeterId, MeterInfo>) -> usize {
     let rows = retry("load detector state", || store.load_detector_state()).await;
     if rows.is_empty() {
         return 0;

@@ -29,7 +29,8 @@ const MAX_FUTURE_MIN: i64 = 60;
 #[derive(Debug, clap::Args)]
 pub struct EvalArgs {
     /// Scenario to replay: `standard` (5,000 meters, 10 districts, 120 days from
-    /// 2026-10-01) or `small` (500 meters, 60 days; quick checks).
+    /// 2026-10-01), `small` (500 meters, 60 days; quick checks) or `clean` (the
+    /// standard scenario without device and transport faults).
     #[arg(long, default_value = "standard")]
     scenario: String,
     /// Seeds to replay, comma-separated (each is its own fleet).
@@ -78,7 +79,11 @@ pub fn scenario(name: &str, seed: u64) -> anyhow::Result<FleetConfig> {
             c.leak.to_h = 45 * 24;
             c
         }
-        other => bail!("unknown scenario {other:?}; known: standard, small"),
+        "clean" => FleetConfig {
+            faults: leakwatch_sim::FaultRates::default(),
+            ..FleetConfig::standard(seed)
+        },
+        other => bail!("unknown scenario {other:?}; known: standard, small, clean"),
     })
 }
 
@@ -103,7 +108,8 @@ pub fn replay(fleet_cfg: &FleetConfig, detect: &DetectConfig) -> Replay {
                     ups: Vec<leakwatch_wire::Uplink>,
                     arrival: Timestamp,
                     findings: &mut Vec<leakwatch_core::Finding>| {
-        let limit = arrival + chrono::TimeDelta::hours(1) + chrono::TimeDelta::minutes(MAX_FUTURE_MIN);
+        let limit =
+            arrival + chrono::TimeDelta::hours(1) + chrono::TimeDelta::minutes(MAX_FUTURE_MIN);
         for mut up in ups {
             messages += 1;
             let Some(info) = infos.get(&up.meter) else {
@@ -165,7 +171,8 @@ fn views(alerts: &[BookAlert]) -> Vec<AlertView> {
 /// Reads alerts from JSON: an array of alerts, or an object with an `items` or
 /// `alerts` array (an API page).
 fn read_alerts(path: &PathBuf) -> anyhow::Result<Vec<AlertView>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let value: serde_json::Value =
         serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
     let list = match value {
@@ -173,10 +180,16 @@ fn read_alerts(path: &PathBuf) -> anyhow::Result<Vec<AlertView>> {
         serde_json::Value::Object(mut o) => o
             .remove("items")
             .or_else(|| o.remove("alerts"))
-            .with_context(|| format!("{}: expected an array, or an object with `items`", path.display()))?,
+            .with_context(|| {
+                format!(
+                    "{}: expected an array, or an object with `items`",
+                    path.display()
+                )
+            })?,
         _ => bail!("{}: expected an array of alerts", path.display()),
     };
-    serde_json::from_value(list).with_context(|| format!("{}: not a list of alerts", path.display()))
+    serde_json::from_value(list)
+        .with_context(|| format!("{}: not a list of alerts", path.display()))
 }
 
 pub fn command(args: EvalArgs, detect: DetectConfig) -> anyhow::Result<()> {

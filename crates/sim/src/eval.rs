@@ -149,7 +149,13 @@ fn detection(ttds: &[Option<f64>]) -> Detection {
     let leaks = ttds.len();
     let detected = found.len();
     let detected_7d = found.iter().filter(|h| **h <= 168.0).count();
-    let ratio = |n: usize| if leaks == 0 { 0.0 } else { n as f64 / leaks as f64 };
+    let ratio = |n: usize| {
+        if leaks == 0 {
+            0.0
+        } else {
+            n as f64 / leaks as f64
+        }
+    };
     Detection {
         leaks,
         detected,
@@ -195,8 +201,7 @@ pub fn score(truth: &Truth, alerts: &[AlertView], warmup_days: f64) -> Report {
         .enumerate()
         .map(|(i, l)| (&l.district, i))
         .collect();
-    let mut faults_of: HashMap<(&MeterId, AlertKind), Vec<(Timestamp, Timestamp)>> =
-        HashMap::new();
+    let mut faults_of: HashMap<(&MeterId, AlertKind), Vec<(Timestamp, Timestamp)>> = HashMap::new();
     for f in &truth.faults {
         if let Some(k) = fault_alert_kind(f.kind) {
             faults_of
@@ -389,7 +394,8 @@ pub fn score(truth: &Truth, alerts: &[AlertView], warmup_days: f64) -> Report {
             name: "network leaks >= 1 % of inflow: share detected within 7 days".into(),
             value: Some(network_1pct_plus.recall_7d),
             goal: "= 1.00".into(),
-            met: network_1pct_plus.leaks > 0 && network_1pct_plus.detected_7d == network_1pct_plus.leaks,
+            met: network_1pct_plus.leaks > 0
+                && network_1pct_plus.detected_7d == network_1pct_plus.leaks,
         },
         Target {
             name: "false alarms (leak kinds) per 1,000 meter-days".into(),
@@ -466,7 +472,15 @@ impl fmt::Display for Report {
         let _ = writeln!(
             out,
             "  {:<20} {:>7} {:>6} {:>6} {:>9} {:>10} {:>7} {:>8} {:>9}",
-            "kind", "alerts", "true", "false", "precision", "FA/1000md", "finds", "recall", "TTD p50"
+            "kind",
+            "alerts",
+            "true",
+            "false",
+            "precision",
+            "FA/1000md",
+            "finds",
+            "recall",
+            "TTD p50"
         );
         for (kind, s) in &self.kinds {
             let (finds, recall, ttd) = match &s.detection {
@@ -508,7 +522,11 @@ impl fmt::Display for Report {
                 out,
                 "  {kind:<20} after warm-up: {} ({}); during warm-up: {}",
                 s.false_alarms,
-                if by.is_empty() { "-".into() } else { by.join(", ") },
+                if by.is_empty() {
+                    "-".into()
+                } else {
+                    by.join(", ")
+                },
                 s.warmup_false_alarms
             );
         }

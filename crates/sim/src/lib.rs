@@ -23,10 +23,10 @@
 //! belongs to `leakwatch-wire` ([`leakwatch_wire::encode`]).
 
 mod config;
+pub mod eval;
 mod fleet;
 pub mod model;
 mod publish;
-pub mod eval;
 mod truth;
 
 pub use config::{FaultRates, FleetConfig, LeakConfig, NetworkLeakConfig, OPEN_ENDED_FAULT_SPAN_H};

@@ -135,7 +135,11 @@ impl Model {
             // No spread of inflow to tell the two apart: all proportional.
             Model {
                 a: 0.0,
-                b: if s.inflow > 0.0 { s.ufg / s.inflow } else { 0.0 },
+                b: if s.inflow > 0.0 {
+                    s.ufg / s.inflow
+                } else {
+                    0.0
+                },
             }
         }
     }
@@ -254,14 +258,8 @@ impl Cusum {
 
     /// Judges `day`, of which `imputed` (a fraction of inflow) was imputed; `None`
     /// while learning.
-    pub fn push(
-        &mut self,
-        p: &CusumParams,
-        d: DaySums,
-        imputed: f64,
-        day: i64,
-    ) -> Option<Judged> {
-        if !(d.inflow > 0.0) || !d.fraction().is_finite() {
+    pub fn push(&mut self, p: &CusumParams, d: DaySums, imputed: f64, day: i64) -> Option<Judged> {
+        if d.inflow.is_nan() || d.inflow <= 0.0 || !d.fraction().is_finite() {
             return None;
         }
         let window = p.window.max(2);
@@ -366,7 +364,12 @@ mod tests {
     fn day(i: i64, level: f64, a: f64, b: f64, leak: f64) -> DaySums {
         let mut d = DaySums::default();
         for h in 0..24 {
-            let inflow = level * (20.0 + 80.0 * ((h as f64 - 4.0) / 24.0 * 6.28).sin().abs());
+            let inflow = level
+                * (20.0
+                    + 80.0
+                        * ((h as f64 - 4.0) / 24.0 * std::f64::consts::TAU)
+                            .sin()
+                            .abs());
             let ufg = a + b * inflow + leak + 0.001 * inflow * wiggle(i * 24 + h);
             d.add(inflow, ufg);
         }
@@ -394,13 +397,17 @@ mod tests {
             assert_eq!(c.push(&P, day(i, level(i), 0.5, 0.008, 0.0), 0.0, i), None);
         }
         for i in 14..40 {
-            let j = c.push(&P, day(i, level(i), 0.5, 0.008, 0.0), 0.0, i).unwrap();
+            let j = c
+                .push(&P, day(i, level(i), 0.5, 0.008, 0.0), 0.0, i)
+                .unwrap();
             assert!(!j.alarm, "day {i}: {j:?}");
         }
         // A leak of 1 m³/h: about 1 % of the mean inflow at level 1.5.
         let mut first = None;
         for i in 40..60 {
-            let j = c.push(&P, day(i, level(i), 0.5, 0.008, 1.0), 0.0, i).unwrap();
+            let j = c
+                .push(&P, day(i, level(i), 0.5, 0.008, 1.0), 0.0, i)
+                .unwrap();
             if j.alarm && first.is_none() {
                 first = Some(i);
                 assert_eq!(j.run_start, 40);
@@ -416,7 +423,11 @@ mod tests {
         assert!((m.a - 0.5).abs() < 0.1, "{m:?}");
         // Repaired: the alarm clears within a few days.
         let cleared = (60..80)
-            .find(|&i| !c.push(&P, day(i, level(i), 0.5, 0.008, 0.0), 0.0, i).unwrap().alarm)
+            .find(|&i| {
+                !c.push(&P, day(i, level(i), 0.5, 0.008, 0.0), 0.0, i)
+                    .unwrap()
+                    .alarm
+            })
             .unwrap();
         assert!(cleared <= 66, "{cleared}");
     }

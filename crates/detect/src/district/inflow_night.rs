@@ -165,7 +165,11 @@ impl InflowNight {
         if t < lo - 1.0 || t > hi + 1.0 {
             return None;
         }
-        let slope = if sxx >= 0.25 * kf { (sxy / sxx).min(0.0) } else { 0.0 };
+        let slope = if sxx >= 0.25 * kf {
+            (sxy / sxx).min(0.0)
+        } else {
+            0.0
+        };
         // A line through a bend (heating switching on) can dive below anything seen.
         let lowest = near[..k].iter().map(|p| p.0).fold(f64::INFINITY, f64::min);
         Some(((my + slope * (t - mt)).max(lowest).max(0.0), slope))

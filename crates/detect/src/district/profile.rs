@@ -64,7 +64,12 @@ impl CustomerProfile {
     /// over a gap say nothing of the hour's shape and are skipped). `alpha` is the
     /// weight of the new hour.
     pub(crate) fn learn(&mut self, h: &Hour, inflow_m3: f64, offset_h: i32, alpha: f64) {
-        if !h.measured() || !h.m3.is_finite() || h.m3 < 0.0 || !(inflow_m3 > 0.0) {
+        if !h.measured()
+            || !h.m3.is_finite()
+            || h.m3 < 0.0
+            || inflow_m3.is_nan()
+            || inflow_m3 <= 0.0
+        {
             return;
         }
         let share = (h.m3 / inflow_m3).min(1.0);

