@@ -37,7 +37,7 @@ use leakwatch_core::{
     Timestamp,
 };
 use serde::{Deserialize, Serialize};
-use std::collections::{HashMap, HashSet};
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 pub use burst::{Burst, BurstConfig};
 pub use continuous::{ContinuousFlow, ContinuousFlowConfig};
@@ -198,7 +198,9 @@ pub struct Engine {
     /// District members: slot indexes of each district's customers, by member index.
     members: HashMap<DistrictId, Vec<usize>>,
     watermark: Watermark,
-    dirty: HashSet<usize>,
+    /// Meters changed since the last checkpoint: a flag per slot and their list.
+    dirty_flag: Vec<bool>,
+    dirty: Vec<usize>,
     dirty_districts: HashSet<DistrictId>,
     hours: Vec<Hour>,
 }
@@ -247,6 +249,7 @@ impl Engine {
         if info.kind == MeterKind::Station {
             self.districts.entry(info.district.clone()).or_default();
         }
+        self.dirty_flag.push(false);
         self.slots.push(Slot {
             id: id.clone(),
             info: info.clone(),
@@ -260,7 +263,7 @@ impl Engine {
     /// Feeds one stored reading; findings are pushed to `out`.
     pub fn observe(&mut self, info: &MeterInfo, reading: &Reading, out: &mut Vec<Finding>) {
         let i = self.register(&reading.meter, info);
-        self.dirty.insert(i);
+        self.mark(i);
         let share = (self.slots.len() / 4).max(1) as u32;
         let quorum = self.cfg.watermark_quorum.clamp(1, share);
         let mut hours = std::mem::take(&mut self.hours);
@@ -315,7 +318,7 @@ impl Engine {
                     for h in &hours {
                         d.on_customer_hour(&cfg.balance, member, &mut st.profile, h);
                     }
-                    if !hours.is_empty() {
+                    if !hours.is_empty() && !self.dirty_districts.contains(&slot.info.district) {
                         self.dirty_districts.insert(slot.info.district.clone());
                     }
                 }
@@ -328,7 +331,9 @@ impl Engine {
                 for h in &hours {
                     d.on_station_hour(&cfg.balance, &cfg.inflow_night, &ctx, h, out);
                 }
-                self.dirty_districts.insert(slot.info.district.clone());
+                if !self.dirty_districts.contains(&slot.info.district) {
+                    self.dirty_districts.insert(slot.info.district.clone());
+                }
             }
             MeterKind::Pressure => {
                 st.pressure.on_reading(&cfg.pressure, &ctx, reading, out);
@@ -343,7 +348,7 @@ impl Engine {
     /// Feeds one device event.
     pub fn observe_event(&mut self, info: &MeterInfo, event: &MeterEvent, out: &mut Vec<Finding>) {
         let i = self.register(&event.meter, info);
-        self.dirty.insert(i);
+        self.mark(i);
         let slot = &mut self.slots[i];
         let ctx = MeterCtx {
             id: &slot.id,
@@ -389,7 +394,10 @@ impl Engine {
                 continue;
             }
             slot.state.silence_reported = Some(now);
-            self.dirty.insert(i);
+            if !self.dirty_flag[i] {
+                self.dirty_flag[i] = true;
+                self.dirty.push(i);
+            }
             let silent_h = (wm - last).num_hours();
             out.push(Finding {
                 kind: AlertKind::Silence,
@@ -426,10 +434,18 @@ impl Engine {
         }
     }
 
+    fn mark(&mut self, i: usize) {
+        if !self.dirty_flag[i] {
+            self.dirty_flag[i] = true;
+            self.dirty.push(i);
+        }
+    }
+
     /// Serialises the state of every subject changed since the last call.
     pub fn checkpoint_dirty(&mut self) -> Vec<Saved> {
         let mut saved = Vec::with_capacity(self.dirty.len() + self.dirty_districts.len() + 1);
-        for i in self.dirty.drain() {
+        for i in std::mem::take(&mut self.dirty) {
+            self.dirty_flag[i] = false;
             let slot = &self.slots[i];
             saved.push(Saved::Meter(slot.id.clone(), encode(&slot.state)));
         }
@@ -525,8 +541,14 @@ fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Option<T> {
 
 /// Local hour of day (0..24) of a UTC time.
 pub fn local_hour(t: Timestamp, offset_h: i32) -> u32 {
-    use chrono::Timelike;
-    (t + TimeDelta::hours(i64::from(offset_h))).hour()
+    // Integer arithmetic: this runs for every hour of every meter.
+    ((t.timestamp() + i64::from(offset_h) * 3600).rem_euclid(86_400) / 3600) as u32
+}
+
+/// Whether a local day (days since the Unix epoch, as [`local_day`]) is a Saturday
+/// or a Sunday (1970-01-01 was a Thursday).
+pub fn is_weekend_day(day: i64) -> bool {
+    (day + 3).rem_euclid(7) >= 5
 }
 
 /// Local calendar day (days since the Unix epoch) of a UTC time.

@@ -35,7 +35,7 @@
 use crate::MeterCtx;
 use crate::common::{Mean, finding, fmt_temp, round6};
 use crate::hours::Hour;
-use chrono::{TimeDelta, Timelike};
+use chrono::TimeDelta;
 use leakwatch_core::{AlertKind, Evidence, Finding, Severity};
 use serde::{Deserialize, Serialize};
 
@@ -227,9 +227,9 @@ impl NightFlow {
             return;
         }
         // Position of the hour in the night that starts at `start_h` local.
-        let shifted = h.start + TimeDelta::hours(i64::from(ctx.local_utc_offset_h))
-            - TimeDelta::hours(i64::from(cfg.start_h));
-        let pos = shifted.hour();
+        let shifted = h.start.timestamp()
+            + (i64::from(ctx.local_utc_offset_h) - i64::from(cfg.start_h)) * 3600;
+        let pos = (shifted.rem_euclid(86_400) / 3600) as u32;
         if pos >= len {
             return;
         }

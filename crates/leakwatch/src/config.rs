@@ -265,6 +265,8 @@ mod tests {
             Config::load_with(Some(&example), Env::prefixed("LEAKWATCH_TEST_NONE__")).unwrap();
         assert!(cfg.database.url.starts_with("postgres://"));
         assert_eq!(cfg.mqtt.url, "mqtt://127.0.0.1:1883");
+        // The example documents every detector setting with its default.
+        assert_eq!(cfg.detect, DetectConfig::default());
     }
 
     #[test]

@@ -129,6 +129,10 @@ impl FleetArgs {
             meters_per_district: self.meters_per_district,
             leaks: self.leaks,
             push_every_h: self.push_every_h.max(1),
+            // Homes that rest at night: a demo's detectors have no history yet, and
+            // meters that never stop (pilot flames, businesses) would alarm during the
+            // learning days. `--standard` runs the realistic mix.
+            households: leakwatch_sim::HouseholdMix::only(leakwatch_sim::HomeClass::Setback),
             ..FleetConfig::default()
         })
     }

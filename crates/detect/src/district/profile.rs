@@ -14,7 +14,7 @@
 //! 10⁻⁵, linear below), so the whole profile takes 97 bytes serialized.
 
 use crate::hours::Hour;
-use chrono::{Datelike, TimeDelta, Timelike, Weekday};
+
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Buckets: 24 weekday hours then 24 weekend hours.
@@ -54,9 +54,8 @@ fn decode(code: u16) -> Option<f64> {
 
 /// The bucket of an hour starting at `start`, with the district's local offset.
 pub(crate) fn bucket(start: crate::Timestamp, offset_h: i32) -> usize {
-    let local = start + TimeDelta::hours(i64::from(offset_h));
-    let weekend = matches!(local.weekday(), Weekday::Sat | Weekday::Sun);
-    local.hour() as usize + if weekend { 24 } else { 0 }
+    let weekend = crate::is_weekend_day(crate::local_day(start, offset_h));
+    crate::local_hour(start, offset_h) as usize + if weekend { 24 } else { 0 }
 }
 
 impl CustomerProfile {
