@@ -36,8 +36,8 @@ use leakwatch_core::{
     AlertKind, DistrictId, Evidence, Finding, MeterEvent, MeterId, MeterKind, Reading, Severity,
     Timestamp,
 };
-use serde::{Deserialize, Serialize};
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
+use serde::{Deserialize, Serialize};
 
 pub use burst::{Burst, BurstConfig};
 pub use continuous::{ContinuousFlow, ContinuousFlowConfig};
