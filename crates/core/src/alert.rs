@@ -41,7 +41,7 @@ pub enum AlertKind {
     BatteryCritical,
     /// The meter's clock is wrong (event, or readings stamped far from the others).
     ClockError,
-    /// No message beyond the meter's reporting interval plus a grace.
+    /// No reading beyond the meter's reporting interval plus a grace.
     Silence,
 }
 

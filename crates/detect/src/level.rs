@@ -24,7 +24,7 @@
 //! - **CUSUM**: one-sided tabular on `z = min(r/σ, max_z)`: `S = max(0, S + z - k)`,
 //!   capped at `cusum_cap_sigma`; a finding at the end of every local day while
 //!   `S ≥ h`. Capping `z` (a winsorised CUSUM) means a rise must last: with the
-//!   defaults, at least `h / (max_z - k)` = 4 judged days; a weekend or the first
+//!   defaults, at least `h / (max_z - k)` = 6 judged days; a weekend or the first
 //!   days of a cold snap that the line misjudges cannot make an alarm alone.
 //! - Judged only with `min_days` learned days, and only on days at most
 //!   `max_hdd_over_mean` degree-days colder than the learned mean and at most

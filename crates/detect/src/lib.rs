@@ -168,6 +168,9 @@ pub struct MeterState {
     pub pressure: PressureDrop,
     /// When silence was last reported (Unix seconds), while the meter is silent.
     pub silence_reported: Option<i64>,
+    /// The meter's index among its district's customers: saved so a restart gives it
+    /// the same place in the district's open hours whatever the registration order.
+    pub member: Option<u32>,
 }
 
 #[derive(Debug)]
@@ -254,7 +257,10 @@ impl Engine {
             id: id.clone(),
             info: info.clone(),
             member,
-            state: MeterState::default(),
+            state: MeterState {
+                member,
+                ..MeterState::default()
+            },
         });
         self.index.insert(id.clone(), i);
         i
@@ -426,7 +432,7 @@ impl Engine {
             let members = self.members.get(id).map(Vec::as_slice).unwrap_or(&[]);
             let profiles: Vec<&CustomerProfile> = members
                 .iter()
-                .map(|&i| &self.slots[i].state.profile)
+                .map(|&i| self.slots.get(i).map_or(&NO_PROFILE, |s| &s.state.profile))
                 .collect();
             if d.on_watermark(&cfg.balance, id, wm, &profiles, out) {
                 self.dirty_districts.insert(id.clone());
@@ -509,9 +515,64 @@ impl Engine {
                 },
             }
         }
+        self.rebuild_members();
         stats
     }
+
+    /// Puts every customer back at the member index its saved state had, so the
+    /// districts' open hours still point at the right meters; meters without one
+    /// (new since the checkpoint) fill the gaps, then go at the end. A gap left (a
+    /// meter gone from the registry) holds no meter.
+    fn rebuild_members(&mut self) {
+        let mut by_district: HashMap<DistrictId, (Vec<(u32, usize)>, Vec<usize>)> =
+            HashMap::default();
+        for (i, slot) in self.slots.iter().enumerate() {
+            if slot.info.kind != MeterKind::Customer {
+                continue;
+            }
+            let entry = by_district.entry(slot.info.district.clone()).or_default();
+            match slot.state.member {
+                Some(m) => entry.0.push((m, i)),
+                None => entry.1.push(i),
+            }
+        }
+        for (district, (mut saved, mut fresh)) in by_district {
+            saved.sort_unstable();
+            let size = saved.last().map_or(0, |(m, _)| *m as usize + 1);
+            let mut list: Vec<Option<usize>> = vec![None; size];
+            for (m, i) in saved {
+                match &mut list[m as usize] {
+                    place @ None => *place = Some(i),
+                    // Two meters claim one place (should not happen): the second is new.
+                    Some(_) => fresh.push(i),
+                }
+            }
+            fresh.reverse();
+            for place in list.iter_mut().filter(|p| p.is_none()) {
+                match fresh.pop() {
+                    Some(i) => *place = Some(i),
+                    None => break,
+                }
+            }
+            fresh.reverse();
+            list.extend(fresh.into_iter().map(Some));
+            let list: Vec<usize> = list.into_iter().map(|p| p.unwrap_or(usize::MAX)).collect();
+            for (m, &i) in list.iter().enumerate() {
+                if let Some(slot) = self.slots.get_mut(i) {
+                    slot.member = Some(m as u32);
+                    slot.state.member = Some(m as u32);
+                }
+            }
+            if let Some(d) = self.districts.get_mut(&district) {
+                d.set_members(list.len());
+            }
+            self.members.insert(district, list);
+        }
+    }
 }
+
+/// The profile of a member no longer registered (imputed as nothing known).
+static NO_PROFILE: CustomerProfile = CustomerProfile::EMPTY;
 
 /// What [`Engine::restore`] did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

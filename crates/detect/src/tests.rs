@@ -90,3 +90,35 @@ fn garbled_state_is_skipped_not_misread() {
     );
     assert_eq!(stats.skipped, 1);
 }
+
+#[test]
+fn members_keep_their_place_in_the_district_across_a_restart() {
+    let ids: Vec<MeterId> = ["A", "B", "C", "D"]
+        .iter()
+        .map(|s| MeterId::parse(*s).unwrap())
+        .collect();
+    let mut first = Engine::new(DetectConfig::default());
+    // First seen in the order the readings came: B, D, A, C.
+    for i in [1, 3, 0, 2] {
+        first.observe(&info(), &reading(&ids[i], 0, 1.0), &mut vec![]);
+    }
+    let saved = first.checkpoint_dirty();
+    let place = |e: &Engine, id: &MeterId| e.slots[e.index[id]].member;
+    // After the restart the registry registers them in id order, plus a new meter.
+    let mut second = Engine::new(DetectConfig::default());
+    let e = MeterId::parse("E").unwrap();
+    for id in ids.iter().chain([&e]) {
+        second.register(id, &info());
+    }
+    second.restore(saved, |_| Some(info()));
+    for id in &ids {
+        assert_eq!(place(&second, id), place(&first, id), "{id}");
+    }
+    assert_eq!(place(&second, &e), Some(4));
+    let list = &second.members[&DistrictId::parse("D1").unwrap()];
+    assert_eq!(list.len(), 5);
+    for (m, &i) in list.iter().enumerate() {
+        assert_eq!(second.slots[i].member, Some(m as u32));
+        assert_eq!(second.slots[i].state.member, Some(m as u32));
+    }
+}

@@ -34,6 +34,13 @@ pub struct CustomerProfile {
     codes: [u16; BUCKETS],
 }
 
+impl CustomerProfile {
+    /// Nothing learned.
+    pub const EMPTY: CustomerProfile = CustomerProfile {
+        codes: [0; BUCKETS],
+    };
+}
+
 impl Default for CustomerProfile {
     fn default() -> Self {
         Self {
