@@ -1,8 +1,8 @@
 //! Integrity: what the meter says about itself, and readings that cannot be right.
 //!
 //! Each condition is its own alert kind, found once per event (the alert book merges
-//! repeats and resolves the alert `detect.resolve_after_h` (72 h) after the last one; "end" codes are not
-//! needed for that and are ignored, as are unknown codes):
+//! repeats and resolves the alert `detect.resolve_after_h` (72 h) after the last one;
+//! "end" codes are not needed for that and are ignored, as are unknown codes):
 //!
 //! | event (named / UNI/TS 11291)          | kind               | severity |
 //! |---------------------------------------|--------------------|----------|

@@ -524,8 +524,9 @@ impl Engine {
     /// (new since the checkpoint) fill the gaps, then go at the end. A gap left (a
     /// meter gone from the registry) holds no meter.
     fn rebuild_members(&mut self) {
-        let mut by_district: HashMap<DistrictId, (Vec<(u32, usize)>, Vec<usize>)> =
-            HashMap::default();
+        // Per district: (saved member index, slot) and slots without one.
+        type Places = (Vec<(u32, usize)>, Vec<usize>);
+        let mut by_district: HashMap<DistrictId, Places> = HashMap::default();
         for (i, slot) in self.slots.iter().enumerate() {
             if slot.info.kind != MeterKind::Customer {
                 continue;
