@@ -64,15 +64,28 @@ fn main() {
         started.elapsed().as_secs_f64()
     };
 
+    // Three passes, each with a fresh engine; the median pass counts (the machine is
+    // shared: one pass can be slowed by a neighbour).
+    let mut passes = Vec::new();
     let mut engine = Engine::new(DetectConfig::default());
-    let mut out = Vec::new();
-    let started = Instant::now();
-    for r in &readings {
-        engine.observe(&info, r, &mut out);
+    let mut findings = 0;
+    for _ in 0..3 {
+        engine = Engine::new(DetectConfig::default());
+        let mut out = Vec::new();
+        let started = Instant::now();
+        for r in &readings {
+            engine.observe(&info, r, &mut out);
+        }
+        passes.push(started.elapsed().as_secs_f64());
+        findings = out.len();
+        black_box(out);
     }
-    let detect = started.elapsed().as_secs_f64();
-    let findings = out.len();
-    black_box(out);
+    passes.sort_by(f64::total_cmp);
+    let detect = passes[1];
+    println!(
+        "  passes (s): {:.3} {:.3} {:.3}",
+        passes[0], passes[1], passes[2]
+    );
 
     println!("detector benchmark: {METERS} meters x {HOURS} hourly readings = {n:.0} readings");
     println!(
@@ -80,7 +93,7 @@ fn main() {
         n / baseline
     );
     println!(
-        "  detect::Engine (every detector):  {:>12.0} readings/s",
+        "  detect::Engine (every detector):  {:>12.0} readings/s (median of 3 passes, one core)",
         n / detect
     );
     println!(

@@ -19,7 +19,7 @@
 use crate::MeterCtx;
 use crate::common::{decay_per_step, finding, round6};
 use crate::hours::Hour;
-use chrono::TimeDelta;
+
 use leakwatch_core::{AlertKind, Evidence, Finding, Severity};
 use serde::{Deserialize, Serialize};
 
@@ -91,7 +91,7 @@ impl Burst {
         out: &mut Vec<Finding>,
     ) {
         let flow = h.m3.max(0.0);
-        let end = h.start + TimeDelta::hours(1);
+        let end = h.end;
         let capacity = ctx
             .max_flow_m3h
             .filter(|c| *c > 0.0)
@@ -138,7 +138,7 @@ impl Burst {
         };
         if judging && flow > threshold {
             if self.run_h == 0 {
-                self.run_since = Some(h.start.timestamp());
+                self.run_since = Some(h.start_s);
                 self.run_max = flow as f32;
                 self.run_min = flow as f32;
                 self.run_threshold = threshold as f32;

@@ -123,13 +123,7 @@ pub(crate) mod testing {
 
     /// A measured hour of `litres` at gas temperature `temp`.
     pub fn hour(h: i64, litres: f64, temp: Option<f32>) -> Hour {
-        Hour {
-            start: t(h),
-            m3: litres / 1000.0,
-            spread_h: 1,
-            temp,
-            flow_max: None,
-        }
+        Hour::new(t(h), litres / 1000.0, 1, temp, None)
     }
 
     /// The postcard size of a state, bytes.

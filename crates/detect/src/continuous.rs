@@ -407,7 +407,7 @@ impl ContinuousFlow {
             self.reset();
             return;
         }
-        let start = h.start.timestamp();
+        let start = h.start_s;
         let since = match self.flowing_since {
             Some(s) => {
                 self.min_hourly_m3 = self.min_hourly_m3.min(h.m3 as f32);
@@ -420,7 +420,7 @@ impl ContinuousFlow {
                 start
             }
         };
-        let end = h.start + TimeDelta::hours(1);
+        let end = h.end;
         let hours = (end.timestamp() - since) / 3600;
         if hours < i64::from(cfg.window_h) {
             return;

@@ -21,6 +21,10 @@ use serde::{Deserialize, Serialize};
 pub struct Hour {
     /// Start of the clock hour (UTC, on the hour).
     pub start: Timestamp,
+    /// The same as Unix seconds.
+    pub start_s: i64,
+    /// End of the hour (`start` + 1 h): the event time a finding on it carries.
+    pub end: Timestamp,
     /// Gas used in the hour, m³.
     pub m3: f64,
     /// 1 when the readings bracket this hour closely (at most an hour apart); `n` when
@@ -33,6 +37,24 @@ pub struct Hour {
 }
 
 impl Hour {
+    pub fn new(
+        start: Timestamp,
+        m3: f64,
+        spread_h: u32,
+        temp: Option<f32>,
+        flow_max: Option<f32>,
+    ) -> Hour {
+        Hour {
+            start,
+            start_s: start.timestamp(),
+            end: start + TimeDelta::hours(1),
+            m3,
+            spread_h,
+            temp,
+            flow_max,
+        }
+    }
+
     /// Whether the hour was measured (not spread from a longer gap).
     pub fn measured(&self) -> bool {
         self.spread_h <= 1
@@ -68,6 +90,11 @@ impl HourSeries {
     pub fn last_t(&self) -> Option<Timestamp> {
         self.last
             .and_then(|(t, _)| chrono::DateTime::from_timestamp(t, 0))
+    }
+
+    /// Time of the latest accepted reading, Unix seconds.
+    pub fn last_s(&self) -> Option<i64> {
+        self.last.map(|(t, _)| t)
     }
 
     /// Latest accepted index, m³.
@@ -113,8 +140,11 @@ impl HourSeries {
             widest = widest.max(spread);
             cursor = piece_end;
             if piece_end == h_end {
+                let start = chrono::DateTime::from_timestamp(h_start, 0).unwrap_or(t);
                 out.push(Hour {
-                    start: chrono::DateTime::from_timestamp(h_start, 0).unwrap_or(t),
+                    start,
+                    start_s: h_start,
+                    end: start + TimeDelta::hours(1),
                     m3: acc,
                     spread_h: widest,
                     temp: temp.map(|x| x as f32),

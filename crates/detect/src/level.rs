@@ -281,7 +281,7 @@ impl LevelShift {
         if self.day_hours < 24 || u32::from(self.day_measured) < cfg.min_measured_hours {
             return;
         }
-        let end = h.start + TimeDelta::hours(1);
+        let end = h.end;
         let temp = self.day_temp.get();
         let hdd = if cfg.hourly_degrees {
             self.day_degrees.get()

@@ -232,11 +232,11 @@ impl Engine {
 
     /// Makes a meter known (from the registry at start-up, or on its first reading).
     /// Knowing every meter lets the district balance count who has not reported.
+    /// A known meter keeps the registry entry it was first given: changes (another
+    /// district, a new capacity) reach the detectors at the next start, as they reach
+    /// the ingestor's cache of the registry.
     pub fn register(&mut self, id: &MeterId, info: &MeterInfo) -> usize {
         if let Some(&i) = self.index.get(id) {
-            if self.slots[i].info != *info {
-                self.slots[i].info = info.clone();
-            }
             return i;
         }
         let i = self.slots.len();
@@ -324,9 +324,6 @@ impl Engine {
                     for h in &hours {
                         d.on_customer_hour(&cfg.balance, member, &mut st.profile, h);
                     }
-                    if !hours.is_empty() && !self.dirty_districts.contains(&slot.info.district) {
-                        self.dirty_districts.insert(slot.info.district.clone());
-                    }
                 }
             }
             MeterKind::Station => {
@@ -336,9 +333,6 @@ impl Engine {
                     .or_default();
                 for h in &hours {
                     d.on_station_hour(&cfg.balance, &cfg.inflow_night, &ctx, h, out);
-                }
-                if !self.dirty_districts.contains(&slot.info.district) {
-                    self.dirty_districts.insert(slot.info.district.clone());
                 }
             }
             MeterKind::Pressure => {
@@ -383,15 +377,18 @@ impl Engine {
         // Silence.
         let grace = i64::from(self.cfg.silence.grace_h);
         let repeat = i64::from(self.cfg.silence.repeat_h.max(1)) * 3600;
+        let now = wm.timestamp();
         for (i, slot) in self.slots.iter_mut().enumerate() {
-            let Some(last) = slot.state.series.last_t() else {
+            // Integer seconds: this runs for every meter every watermark hour.
+            let Some(last_s) = slot.state.series.last_s() else {
                 continue;
             };
-            let limit = TimeDelta::hours(i64::from(slot.info.report_every_h) + grace);
-            if wm - last <= limit {
+            let limit_h = i64::from(slot.info.report_every_h) + grace;
+            if now - last_s <= limit_h * 3600 {
                 continue;
             }
-            let now = wm.timestamp();
+            let last = ts(last_s);
+            let limit = TimeDelta::hours(limit_h);
             if slot
                 .state
                 .silence_reported
@@ -434,9 +431,10 @@ impl Engine {
                 .iter()
                 .map(|&i| self.slots.get(i).map_or(&NO_PROFILE, |s| &s.state.profile))
                 .collect();
-            if d.on_watermark(&cfg.balance, id, wm, &profiles, out) {
-                self.dirty_districts.insert(id.clone());
-            }
+            d.on_watermark(&cfg.balance, id, wm, &profiles, out);
+            // Districts change with every customer hour; rather than track that per
+            // reading, each is saved at the next checkpoint after a watermark hour.
+            self.dirty_districts.insert(id.clone());
         }
     }
 
@@ -448,7 +446,24 @@ impl Engine {
     }
 
     /// Serialises the state of every subject changed since the last call.
+    ///
+    /// Meters are saved when they changed; districts, which change with every
+    /// customer hour, when a watermark hour has passed since the last checkpoint.
+    /// [`Engine::checkpoint_all`] (at shutdown) saves every district too.
     pub fn checkpoint_dirty(&mut self) -> Vec<Saved> {
+        self.checkpoint(false)
+    }
+
+    /// [`Engine::checkpoint_dirty`] plus every district: nothing since the last
+    /// checkpoint is left out.
+    pub fn checkpoint_all(&mut self) -> Vec<Saved> {
+        self.checkpoint(true)
+    }
+
+    fn checkpoint(&mut self, all_districts: bool) -> Vec<Saved> {
+        if all_districts {
+            self.dirty_districts.extend(self.districts.keys().cloned());
+        }
         let mut saved = Vec::with_capacity(self.dirty.len() + self.dirty_districts.len() + 1);
         for i in std::mem::take(&mut self.dirty) {
             self.dirty_flag[i] = false;

@@ -35,7 +35,7 @@
 use crate::MeterCtx;
 use crate::common::{Mean, finding, fmt_temp, round6};
 use crate::hours::Hour;
-use chrono::TimeDelta;
+
 use leakwatch_core::{AlertKind, Evidence, Finding, Severity};
 use serde::{Deserialize, Serialize};
 
@@ -227,13 +227,13 @@ impl NightFlow {
             return;
         }
         // Position of the hour in the night that starts at `start_h` local.
-        let shifted = h.start.timestamp()
-            + (i64::from(ctx.local_utc_offset_h) - i64::from(cfg.start_h)) * 3600;
+        let shifted =
+            h.start_s + (i64::from(ctx.local_utc_offset_h) - i64::from(cfg.start_h)) * 3600;
         let pos = (shifted.rem_euclid(86_400) / 3600) as u32;
         if pos >= len {
             return;
         }
-        let night = h.start.timestamp() - i64::from(pos) * 3600;
+        let night = h.start_s - i64::from(pos) * 3600;
         if self.night != Some(night) {
             self.night = Some(night);
             self.min_l = u32::MAX;
@@ -283,7 +283,7 @@ impl NightFlow {
         if u32::from(self.over) < cfg.k_nights.max(1) {
             return;
         }
-        let end = h.start + TimeDelta::hours(1);
+        let end = h.end;
         let compared = if base.by_temp {
             format!(
                 "the lowest of {} learned nights at least {:.1} °C colder",

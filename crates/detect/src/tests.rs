@@ -63,7 +63,7 @@ fn a_restart_mid_stream_raises_the_same_findings() {
     for cut in [1, 37, 100, all.len() - 3] {
         let mut first = Engine::new(DetectConfig::default());
         let mut found = run(&mut first, &all[..cut]);
-        let saved = first.checkpoint_dirty();
+        let saved = first.checkpoint_all();
         let mut second = Engine::new(DetectConfig::default());
         let stats = second.restore(saved, |_| Some(info()));
         assert_eq!(stats.skipped, 0);
@@ -102,7 +102,7 @@ fn members_keep_their_place_in_the_district_across_a_restart() {
     for i in [1, 3, 0, 2] {
         first.observe(&info(), &reading(&ids[i], 0, 1.0), &mut vec![]);
     }
-    let saved = first.checkpoint_dirty();
+    let saved = first.checkpoint_all();
     let place = |e: &Engine, id: &MeterId| e.slots[e.index[id]].member;
     // After the restart the registry registers them in id order, plus a new meter.
     let mut second = Engine::new(DetectConfig::default());

@@ -77,12 +77,12 @@ pub async fn run(
                 }
             }
             _ = tick.tick() => {
-                checkpoint(&store, &mut engine).await;
+                checkpoint(&store, &mut engine, false).await;
                 status.checkpointed();
             }
         }
     }
-    checkpoint(&store, &mut engine).await;
+    checkpoint(&store, &mut engine, true).await;
     status.checkpointed();
     tracing::info!("detection stopped");
 }
@@ -182,8 +182,13 @@ async fn replay(
     tracing::info!(replayed, from = %from, "stored readings replayed to the detectors");
 }
 
-async fn checkpoint(store: &Store, engine: &mut Engine) {
-    let saved = engine.checkpoint_dirty();
+/// Saves what changed; `all` (at shutdown) saves every district as well.
+async fn checkpoint(store: &Store, engine: &mut Engine, all: bool) {
+    let saved = if all {
+        engine.checkpoint_all()
+    } else {
+        engine.checkpoint_dirty()
+    };
     let rows: Vec<(String, Vec<u8>)> = saved
         .into_iter()
         .map(|s| match s {

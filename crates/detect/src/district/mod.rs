@@ -373,14 +373,14 @@ impl DistrictState {
             return;
         }
         if let Some(base) = self.base
-            && h.start.timestamp() < base
+            && h.start_s < base
         {
             // Closed: it may still correct its day, and is still worth learning.
             if h.spread_h <= cfg.max_spread_h.max(1) {
-                let expected = profile.expect(profile::bucket(h.start, off));
+                let expected = profile.expect(profile::bucket_s(h.start_s, off));
                 self.correct(member as usize, expected, h);
             }
-            let back = ((base - h.start.timestamp()) / HOUR_S) as usize;
+            let back = ((base - h.start_s) / HOUR_S) as usize;
             let inflow = self
                 .closed_inflow
                 .len()
@@ -398,7 +398,7 @@ impl DistrictState {
         if h.spread_h <= cfg.max_spread_h.max(1) && slot.set(member as usize) {
             slot.reported += 1;
             slot.reported_m3 += h.m3;
-            match profile.expect(profile::bucket(h.start, off)) {
+            match profile.expect(profile::bucket_s(h.start_s, off)) {
                 Some(m) => slot.expected += m,
                 None => slot.unknown += 1,
             }
@@ -497,7 +497,7 @@ impl DistrictState {
         {
             return None;
         }
-        let b = profile::bucket(crate::ts(start), self.offset());
+        let b = profile::bucket_s(start, self.offset());
         // Expected use of the members that did not report, and of everyone (for the
         // average member, which stands in for members with nothing learned).
         let (mut missing_m, mut missing_unknown) = (0.0, 0u32);
@@ -601,7 +601,7 @@ impl DistrictState {
         let (Some(base), Some(d)) = (self.base, self.day.as_mut()) else {
             return;
         };
-        let back = ((base - h.start.timestamp()) / HOUR_S) as usize;
+        let back = ((base - h.start_s) / HOUR_S) as usize;
         let Some(i) = self.day_hours.len().checked_sub(back) else {
             return;
         };

@@ -60,9 +60,16 @@ fn decode(code: u16) -> Option<f64> {
 }
 
 /// The bucket of an hour starting at `start`, with the district's local offset.
+#[cfg(test)]
 pub(crate) fn bucket(start: crate::Timestamp, offset_h: i32) -> usize {
-    let weekend = crate::is_weekend_day(crate::local_day(start, offset_h));
-    crate::local_hour(start, offset_h) as usize + if weekend { 24 } else { 0 }
+    bucket_s(start.timestamp(), offset_h)
+}
+
+/// [`bucket`] of an hour given in Unix seconds.
+pub(crate) fn bucket_s(start_s: i64, offset_h: i32) -> usize {
+    let local = start_s + i64::from(offset_h) * 3600;
+    let weekend = crate::is_weekend_day(local.div_euclid(86_400));
+    (local.rem_euclid(86_400) / 3600) as usize + if weekend { 24 } else { 0 }
 }
 
 impl CustomerProfile {
@@ -79,7 +86,7 @@ impl CustomerProfile {
             return;
         }
         let share = (h.m3 / inflow_m3).min(1.0);
-        let b = bucket(h.start, offset_h);
+        let b = bucket_s(h.start_s, offset_h);
         let mean = match decode(self.codes[b]) {
             None => share,
             Some(m) => m + alpha.clamp(0.0, 1.0) * (share - m),
@@ -165,13 +172,7 @@ mod tests {
         assert!(p.is_empty());
         // Monday 2026-11-02 06:00 local = 05:00 UTC.
         let monday = Utc.with_ymd_and_hms(2026, 11, 2, 5, 0, 0).unwrap();
-        let hour = |m3, spread_h| Hour {
-            start: monday,
-            m3,
-            spread_h,
-            temp: None,
-            flow_max: None,
-        };
+        let hour = |m3, spread_h| Hour::new(monday, m3, spread_h, None, None);
         p.learn(&hour(0.2, 1), 10.0, 1, 0.5);
         p.learn(&hour(0.4, 1), 10.0, 1, 0.5);
         p.learn(&hour(9.0, 3), 10.0, 1, 0.5); // spread: ignored

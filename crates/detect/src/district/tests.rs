@@ -544,7 +544,7 @@ fn a_restart_mid_run_raises_the_same_findings() {
         first.register(&customer_id(i), &info(MeterKind::Customer));
     }
     let mut found = feed(&mut first, &rs[..cut]);
-    let saved = first.checkpoint_dirty();
+    let saved = first.checkpoint_all();
     let district_bytes = saved
         .iter()
         .find_map(|s| match s {
@@ -613,13 +613,7 @@ fn hand(n: usize) -> DistrictState {
 }
 
 fn hour(h: i64, m3: f64) -> Hour {
-    Hour {
-        start: t0() + TimeDelta::hours(h),
-        m3,
-        spread_h: 1,
-        temp: Some(8.0),
-        flow_max: None,
-    }
+    Hour::new(t0() + TimeDelta::hours(h), m3, 1, Some(8.0), None)
 }
 
 #[test]
