@@ -29,6 +29,7 @@ use serde_json::Value;
 use std::fmt;
 
 pub mod corpus;
+mod fast;
 mod senml;
 mod v1;
 
@@ -290,8 +291,46 @@ pub struct Uplink {
 /// Returns `Err` when the message as a whole is unusable, else the good items and the
 /// list of rejected ones (see the crate documentation). Unknown fields are accepted
 /// and ignored, so the contract can grow without breaking older ingestors.
+///
+/// A clean v1 message is read by a fast path that skips the `serde_json::Value` tree;
+/// anything else (SenML, any message- or item-level problem) is decoded by
+/// [`decode_reference`], so the result is always exactly that of [`decode_reference`].
 pub fn decode(prefix: &str, topic: &str, payload: &[u8]) -> Result<Decoded, DecodeError> {
-    let TopicParts { district, meter } = parse_topic(prefix, topic)?;
+    let (TopicParts { district, meter }, text) = check_payload(prefix, topic, payload)?;
+    if let Some(v1) = fast::decode(&meter, text) {
+        return Ok(Decoded {
+            uplink: Uplink {
+                district,
+                meter,
+                readings: v1.readings,
+                events: v1.events,
+                battery: v1.battery,
+                valve: v1.valve,
+            },
+            rejected: Vec::new(),
+            format: Format::V1,
+        });
+    }
+    decode_value(district, meter, text)
+}
+
+/// The reference decoder: parses the payload into a `serde_json::Value`, then checks
+/// it. [`decode`] must give exactly its result for every input (its fast path only
+/// answers for clean v1 messages). Public for the equivalence test, the `wire_decode`
+/// benchmark and differential fuzzing, not for production use: it is slower.
+#[doc(hidden)]
+pub fn decode_reference(prefix: &str, topic: &str, payload: &[u8]) -> Result<Decoded, DecodeError> {
+    let (TopicParts { district, meter }, text) = check_payload(prefix, topic, payload)?;
+    decode_value(district, meter, text)
+}
+
+/// The checks before JSON parsing: topic, size, UTF-8.
+fn check_payload<'p>(
+    prefix: &str,
+    topic: &str,
+    payload: &'p [u8],
+) -> Result<(TopicParts, &'p str), DecodeError> {
+    let parts = parse_topic(prefix, topic)?;
     if payload.is_empty() {
         return Err(DecodeError::Empty);
     }
@@ -304,6 +343,11 @@ pub fn decode(prefix: &str, topic: &str, payload: &[u8]) -> Result<Decoded, Deco
     let text = std::str::from_utf8(payload).map_err(|e| DecodeError::NotUtf8 {
         offset: e.valid_up_to(),
     })?;
+    Ok((parts, text))
+}
+
+/// Parses `text` into a `Value` and decodes it as v1 or SenML.
+fn decode_value(district: DistrictId, meter: MeterId, text: &str) -> Result<Decoded, DecodeError> {
     let value: Value =
         serde_json::from_str(text).map_err(|e| DecodeError::NotJson(e.to_string()))?;
     let (format, (uplink, rejected)) = match value {
@@ -372,5 +416,7 @@ fn in_range(
 
 #[cfg(test)]
 mod corpus_tests;
+#[cfg(test)]
+mod equivalence_tests;
 #[cfg(test)]
 mod tests;
