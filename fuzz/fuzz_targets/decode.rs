@@ -4,14 +4,17 @@
 //! 1 = `gas/D1/M2/up`, 2 = `gas/D1/M9/up`, 3 = the following bytes up to the first
 //! `\n`, lossily decoded, as the topic); the rest is the payload.
 //!
-//! Checks: decoding never panics; every reason code is a documented one; an accepted
+//! Checks: decoding never panics; the fast path and the reference decoder agree
+//! exactly (result and error, compared by their `Debug` text, which tells -0.0
+//! from 0.0); every reason code is a documented one; an accepted
 //! message re-encoded with `encode` (v1) decodes cleanly to the same uplink, and
 //! re-encoded with `encode_senml` decodes cleanly to the same volume indexes (SenML
 //! cannot carry times before 2^28 s, and carries times as f64 seconds).
 #![no_main]
 
 use leakwatch_wire::{
-    Format, ITEM_REASONS, MAX_PAYLOAD_BYTES, MESSAGE_REASONS, decode, encode, encode_senml,
+    Format, ITEM_REASONS, MAX_PAYLOAD_BYTES, MESSAGE_REASONS, decode, decode_reference, encode,
+    encode_senml,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -40,7 +43,10 @@ fuzz_target!(|data: &[u8]| {
     let Some((topic, payload)) = split(data) else {
         return;
     };
-    let decoded = match decode(PREFIX, &topic, payload) {
+    let fast = decode(PREFIX, &topic, payload);
+    let reference = decode_reference(PREFIX, &topic, payload);
+    assert_eq!(format!("{fast:?}"), format!("{reference:?}"));
+    let decoded = match fast {
         Ok(d) => d,
         Err(e) => {
             assert!(MESSAGE_REASONS.contains(&e.reason()), "{e:?}");
