@@ -59,6 +59,9 @@ pub struct Detection {
     pub detected_7d: usize,
     pub recall: f64,
     pub recall_7d: f64,
+    /// Exact (Clopper-Pearson) 95 % confidence interval of `recall_7d`: with a few
+    /// dozen leaks per class, one seed's recall is an estimate, not the truth.
+    pub recall_7d_ci95: (f64, f64),
     /// Median time to detect, hours (of the detected ones).
     pub ttd_median_h: Option<f64>,
     /// 95th percentile time to detect, hours.
@@ -162,9 +165,31 @@ fn detection(ttds: &[Option<f64>]) -> Detection {
         detected_7d,
         recall: ratio(detected),
         recall_7d: ratio(detected_7d),
+        recall_7d_ci95: clopper_pearson(detected_7d, leaks),
         ttd_median_h: quantile(&found, 0.5),
         ttd_p95_h: quantile(&found, 0.95),
     }
+}
+
+/// Exact two-sided 95 % interval of a binomial proportion `k / n` (Clopper-Pearson,
+/// from Beta quantiles).
+pub fn clopper_pearson(k: usize, n: usize) -> (f64, f64) {
+    use statrs::distribution::{Beta, ContinuousCDF};
+    if n == 0 {
+        return (0.0, 1.0);
+    }
+    let (k, n) = (k as f64, n as f64);
+    let lower = if k == 0.0 {
+        0.0
+    } else {
+        Beta::new(k, n - k + 1.0).map_or(0.0, |b| b.inverse_cdf(0.025))
+    };
+    let upper = if k == n {
+        1.0
+    } else {
+        Beta::new(k + 1.0, n - k).map_or(1.0, |b| b.inverse_cdf(0.975))
+    };
+    (lower, upper)
 }
 
 fn hours(d: TimeDelta) -> f64 {
@@ -360,6 +385,7 @@ pub fn score(truth: &Truth, alerts: &[AlertView], warmup_days: f64) -> Report {
             detected_7d: found,
             recall: found as f64 / all.len().max(1) as f64,
             recall_7d: found as f64 / all.len().max(1) as f64,
+            recall_7d_ci95: clopper_pearson(found, all.len()),
             ttd_median_h: None,
             ttd_p95_h: None,
         });
@@ -434,11 +460,16 @@ fn opt_h(x: Option<f64>) -> String {
 fn detection_row(out: &mut String, name: &str, d: &Detection) {
     let _ = writeln!(
         out,
-        "  {name:<28} {:>5} {:>8} {:>9} {:>9} {:>10} {:>8}",
+        "  {name:<28} {:>5} {:>8} {:>9} {:>9} {:>13} {:>10} {:>8}",
         d.leaks,
         d.detected,
         pct(d.recall),
         pct(d.recall_7d),
+        format!(
+            "{:.0}-{:.0} %",
+            d.recall_7d_ci95.0 * 100.0,
+            d.recall_7d_ci95.1 * 100.0
+        ),
         opt_h(d.ttd_median_h),
         opt_h(d.ttd_p95_h),
     );
@@ -455,8 +486,8 @@ impl fmt::Display for Report {
         let _ = writeln!(out, "\nbehind-the-meter leaks (any leak kind)");
         let _ = writeln!(
             out,
-            "  {:<28} {:>5} {:>8} {:>9} {:>9} {:>10} {:>8}",
-            "class", "leaks", "found", "recall", "recall7d", "TTD p50", "TTD p95"
+            "  {:<28} {:>5} {:>8} {:>9} {:>9} {:>13} {:>10} {:>8}",
+            "class", "leaks", "found", "recall", "recall7d", "7d 95% CI", "TTD p50", "TTD p95"
         );
         for (name, d) in &self.leaks_by_class {
             detection_row(&mut out, name, d);
@@ -542,5 +573,137 @@ impl fmt::Display for Report {
             );
         }
         f.write_str(&out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::truth::{FaultTruth, LeakGrowth, LeakTruth, NetworkLeakTruth};
+    use crate::{Fleet, FleetConfig, HomeClass};
+
+    fn day(d: i64) -> Timestamp {
+        chrono::TimeZone::with_ymd_and_hms(&chrono::Utc, 2026, 10, 1, 0, 0, 0).unwrap()
+            + TimeDelta::days(d)
+    }
+
+    fn mid(s: &str) -> MeterId {
+        MeterId::parse(s).unwrap()
+    }
+
+    fn did(s: &str) -> DistrictId {
+        DistrictId::parse(s).unwrap()
+    }
+
+    /// 100 customer meters over 100 days; two leaks, one network leak, one tamper.
+    fn truth() -> Truth {
+        let mut t = Fleet::generate(&FleetConfig {
+            districts: 1,
+            meters_per_district: 100,
+            leaks: 0,
+            start: day(0),
+            hours: Some(100 * 24),
+            ..FleetConfig::default()
+        })
+        .truth()
+        .clone();
+        let leak = |m: &str, start: Timestamp, rate: f64| LeakTruth {
+            meter: mid(m),
+            district: did("D01"),
+            start,
+            rate_l_per_h: rate,
+            class_of_home: HomeClass::Setback,
+            initial_rate_l_per_h: rate,
+            growth: LeakGrowth::Abrupt,
+            ramp_h: 0,
+        };
+        t.leaks = vec![leak("L1", day(20), 10.0), leak("L2", day(30), 100.0)];
+        t.network_leaks = vec![NetworkLeakTruth {
+            district: did("D01"),
+            start: day(40),
+            fraction: 0.015,
+        }];
+        t.faults = vec![FaultTruth {
+            meter: mid("F1"),
+            district: did("D01"),
+            kind: FaultKind::Tamper,
+            start: day(50),
+            end: day(50),
+            litres: None,
+            offset_h: None,
+            backlog: None,
+            battery: None,
+        }];
+        t
+    }
+
+    fn alert(kind: AlertKind, subject: &str, at: Timestamp) -> AlertView {
+        let district = kind.is_district();
+        AlertView {
+            kind,
+            meter_id: (!district).then(|| mid(subject)),
+            district_id: district.then(|| did(subject)),
+            detected_at: at,
+        }
+    }
+
+    #[test]
+    fn alerts_are_matched_to_the_truth_as_documented() {
+        let t = truth();
+        let h = |d: i64, hours: i64| day(d) + TimeDelta::hours(hours);
+        let alerts = vec![
+            // L1 found by night flow after 10 days (outside 7 d), by continuous flow
+            // never; L2 found after 30 h by continuous flow.
+            alert(AlertKind::NightFlowRise, "L1", h(30, 0)),
+            alert(AlertKind::ContinuousFlow, "L2", h(31, 6)),
+            // Before L2 began: a false alarm.
+            alert(AlertKind::ContinuousFlow, "L2", h(25, 0)),
+            // Another meter, after the warm-up: false; during it: apart.
+            alert(AlertKind::ContinuousFlow, "X1", h(60, 0)),
+            alert(AlertKind::ContinuousFlow, "X2", h(3, 0)),
+            // The network leak, after 2 days.
+            alert(AlertKind::DistrictBalance, "D01", h(42, 0)),
+            // The tamper fault, within 72 h of its end; and one on another meter.
+            alert(AlertKind::Tamper, "F1", h(52, 0)),
+            alert(AlertKind::Tamper, "F2", h(52, 0)),
+        ];
+        let r = score(&t, &alerts, 14.0);
+        assert_eq!(r.days, 100.0);
+        assert_eq!(r.meter_days, 100.0 * 86.0);
+        let small = &r.leaks_by_class["5-20 L/h"];
+        assert_eq!((small.leaks, small.detected, small.detected_7d), (1, 1, 0));
+        assert_eq!(small.ttd_median_h, Some(240.0));
+        let mid_class = &r.leaks_by_class["50-200 L/h"];
+        assert_eq!(mid_class.ttd_median_h, Some(30.0));
+        assert_eq!(r.leaks_20_plus.recall, 1.0);
+        assert_eq!(r.network_1pct_plus.detected_7d, 1);
+        assert_eq!(r.network_1pct_plus.ttd_median_h, Some(48.0));
+        let cf = &r.kinds["continuous_flow"];
+        assert_eq!((cf.alerts, cf.true_alerts, cf.false_alarms), (4, 1, 2));
+        assert_eq!(cf.warmup_false_alarms, 1);
+        assert_eq!(cf.precision, Some(0.25));
+        assert_eq!(cf.detection.as_ref().unwrap().detected, 1);
+        let tamper = &r.kinds["tamper"];
+        assert_eq!((tamper.true_alerts, tamper.false_alarms), (1, 1));
+        assert_eq!(tamper.detection.as_ref().unwrap().recall, 1.0);
+        // Leak kinds only: two continuous-flow false alarms after the warm-up.
+        assert_eq!(r.leak_false_alarms, 2);
+        assert!((r.leak_false_alarms_per_1000_meter_days - 2.0 * 1000.0 / 8600.0).abs() < 1e-9);
+        let text = r.to_string();
+        assert!(text.contains("[MISSED] leaks 5-20 L/h"), "{text}");
+        assert!(text.contains("[met] network leaks"), "{text}");
+    }
+
+    #[test]
+    fn confidence_intervals_are_exact() {
+        let (lo, hi) = clopper_pearson(18, 26);
+        // R: binom.test(18, 26)$conf.int = 0.4821 0.8567
+        assert!(
+            (lo - 0.4821).abs() < 1e-3 && (hi - 0.8567).abs() < 1e-3,
+            "{lo} {hi}"
+        );
+        assert_eq!(clopper_pearson(0, 0), (0.0, 1.0));
+        assert_eq!(clopper_pearson(5, 5).1, 1.0);
+        assert_eq!(clopper_pearson(0, 5).0, 0.0);
     }
 }
