@@ -36,7 +36,7 @@ use leakwatch_core::{
     AlertKind, DistrictId, Evidence, Finding, MeterEvent, MeterId, MeterKind, Reading, Severity,
     Timestamp,
 };
-use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
+use rustc_hash::FxHashMap as HashMap;
 use serde::{Deserialize, Serialize};
 
 pub use burst::{Burst, BurstConfig};
@@ -204,7 +204,10 @@ pub struct Engine {
     /// Meters changed since the last checkpoint: a flag per slot and their list.
     dirty_flag: Vec<bool>,
     dirty: Vec<usize>,
-    dirty_districts: HashSet<DistrictId>,
+    /// A district changed (an hour reached one, or the watermark closed hours)
+    /// since the last checkpoint: every district is saved then. Districts are few;
+    /// tracking each per reading would cost more than saving them all.
+    districts_changed: bool,
     hours: Vec<Hour>,
 }
 
@@ -324,6 +327,7 @@ impl Engine {
                     for h in &hours {
                         d.on_customer_hour(&cfg.balance, member, &mut st.profile, h);
                     }
+                    self.districts_changed |= !hours.is_empty();
                 }
             }
             MeterKind::Station => {
@@ -334,6 +338,7 @@ impl Engine {
                 for h in &hours {
                     d.on_station_hour(&cfg.balance, &cfg.inflow_night, &ctx, h, out);
                 }
+                self.districts_changed |= !hours.is_empty();
             }
             MeterKind::Pressure => {
                 st.pressure.on_reading(&cfg.pressure, &ctx, reading, out);
@@ -432,10 +437,8 @@ impl Engine {
                 .map(|&i| self.slots.get(i).map_or(&NO_PROFILE, |s| &s.state.profile))
                 .collect();
             d.on_watermark(&cfg.balance, id, wm, &profiles, out);
-            // Districts change with every customer hour; rather than track that per
-            // reading, each is saved at the next checkpoint after a watermark hour.
-            self.dirty_districts.insert(id.clone());
         }
+        self.districts_changed = true;
     }
 
     fn mark(&mut self, i: usize) {
@@ -447,9 +450,8 @@ impl Engine {
 
     /// Serialises the state of every subject changed since the last call.
     ///
-    /// Meters are saved when they changed; districts, which change with every
-    /// customer hour, when a watermark hour has passed since the last checkpoint.
-    /// [`Engine::checkpoint_all`] (at shutdown) saves every district too.
+    /// Meters are saved when they changed; districts all together when any of them
+    /// changed. [`Engine::checkpoint_all`] saves every district whatever.
     pub fn checkpoint_dirty(&mut self) -> Vec<Saved> {
         self.checkpoint(false)
     }
@@ -461,18 +463,16 @@ impl Engine {
     }
 
     fn checkpoint(&mut self, all_districts: bool) -> Vec<Saved> {
-        if all_districts {
-            self.dirty_districts.extend(self.districts.keys().cloned());
-        }
-        let mut saved = Vec::with_capacity(self.dirty.len() + self.dirty_districts.len() + 1);
+        let districts = all_districts || std::mem::take(&mut self.districts_changed);
+        let mut saved = Vec::with_capacity(self.dirty.len() + self.districts.len() + 1);
         for i in std::mem::take(&mut self.dirty) {
             self.dirty_flag[i] = false;
             let slot = &self.slots[i];
             saved.push(Saved::Meter(slot.id.clone(), encode(&slot.state)));
         }
-        for id in self.dirty_districts.drain() {
-            if let Some(d) = self.districts.get(&id) {
-                saved.push(Saved::District(id, encode(d)));
+        if districts {
+            for (id, d) in &self.districts {
+                saved.push(Saved::District(id.clone(), encode(d)));
             }
         }
         saved.push(Saved::Engine(encode(&self.watermark)));
@@ -494,6 +494,11 @@ impl Engine {
         info_of: impl Fn(&MeterId) -> Option<MeterInfo>,
     ) -> RestoreStats {
         let mut stats = RestoreStats::default();
+        // Only restored meters have a saved place in their district; the others
+        // (registered since the checkpoint) take free places afterwards.
+        for slot in &mut self.slots {
+            slot.state.member = None;
+        }
         for s in saved {
             match s {
                 Saved::Meter(id, bytes) => {

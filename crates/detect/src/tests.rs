@@ -104,19 +104,22 @@ fn members_keep_their_place_in_the_district_across_a_restart() {
     }
     let saved = first.checkpoint_all();
     let place = |e: &Engine, id: &MeterId| e.slots[e.index[id]].member;
-    // After the restart the registry registers them in id order, plus a new meter.
+    // After the restart the registry registers them in id order, with two new
+    // meters: one sorting among them, one after.
     let mut second = Engine::new(DetectConfig::default());
+    let ab = MeterId::parse("AB").unwrap();
     let e = MeterId::parse("E").unwrap();
-    for id in ids.iter().chain([&e]) {
+    for id in [&ids[0], &ab, &ids[1], &ids[2], &ids[3], &e] {
         second.register(id, &info());
     }
     second.restore(saved, |_| Some(info()));
     for id in &ids {
         assert_eq!(place(&second, id), place(&first, id), "{id}");
     }
-    assert_eq!(place(&second, &e), Some(4));
+    assert_eq!(place(&second, &ab), Some(4));
+    assert_eq!(place(&second, &e), Some(5));
     let list = &second.members[&DistrictId::parse("D1").unwrap()];
-    assert_eq!(list.len(), 5);
+    assert_eq!(list.len(), 6);
     for (m, &i) in list.iter().enumerate() {
         assert_eq!(second.slots[i].member, Some(m as u32));
         assert_eq!(second.slots[i].state.member, Some(m as u32));

@@ -27,7 +27,9 @@ pub async fn run(
     status: Arc<DetectionStatus>,
 ) {
     let mut engine = Engine::new(cfg.clone());
-    let registry = retry("load the registry", || store.all_meters()).await;
+    let registry = retry("load the registry", || store.all_meters())
+        .await
+        .unwrap_or_default();
     let infos: HashMap<MeterId, MeterInfo> = registry
         .iter()
         .map(|m| (m.id.clone(), MeterInfo::of(m)))
@@ -65,16 +67,17 @@ pub async fn run(
                 metrics::counter!("leakwatch_detector_events_total")
                     .increment(batch.events.len() as u64);
                 metrics::gauge!("leakwatch_detector_meters").set(engine.meters() as f64);
+                flush(&store, &dispatcher, &mut findings).await;
+                if engine.watermark() != before {
+                    resolve_quiet(&store, &engine).await;
+                }
+                // Progress is shown once the batch's findings are stored.
                 status.processed(
                     batch.readings.len(),
                     batch.events.len(),
                     engine.meters(),
                     engine.watermark().map(|t| t.timestamp()),
                 );
-                flush(&store, &dispatcher, &mut findings).await;
-                if engine.watermark() != before {
-                    resolve_quiet(&store, &engine).await;
-                }
             }
             _ = tick.tick() => {
                 checkpoint(&store, &mut engine, false).await;
@@ -97,8 +100,9 @@ fn info_for<'a>(
     &last.as_ref().expect("set above").1
 }
 
-/// Retries a store call while the store is unavailable.
-async fn retry<T, F, Fut>(what: &str, mut call: F) -> T
+/// Retries a store call while the store is unavailable; `None` (logged) on an error
+/// that retrying cannot cure.
+async fn retry<T, F, Fut>(what: &str, mut call: F) -> Option<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, StoreError>>,
@@ -106,11 +110,15 @@ where
     let mut backoff = Duration::from_millis(200);
     loop {
         match call().await {
-            Ok(v) => return v,
-            Err(e) => {
+            Ok(v) => return Some(v),
+            Err(e) if e.is_retryable() => {
                 tracing::warn!(error = %e, "detection cannot {what}; retrying");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "detection cannot {what}; going on without it");
+                return None;
             }
         }
     }
@@ -118,7 +126,9 @@ where
 
 /// Restores saved state; returns how many meters' state came back.
 async fn restore(engine: &mut Engine, store: &Store, infos: &HashMap<MeterId, MeterInfo>) -> usize {
-    let rows = retry("load detector state", || store.load_detector_state()).await;
+    let rows = retry("load detector state", || store.load_detector_state())
+        .await
+        .unwrap_or_default();
     if rows.is_empty() {
         return 0;
     }
@@ -162,10 +172,13 @@ async fn replay(
     let mut after: Option<(leakwatch_core::Timestamp, MeterId)> = None;
     let mut replayed = 0u64;
     loop {
-        let page = retry("replay readings", || {
+        let Some(page) = retry("replay readings", || {
             store.readings_since(from, after.as_ref().map(|(t, m)| (*t, m)), REPLAY_PAGE)
         })
-        .await;
+        .await
+        else {
+            break;
+        };
         for r in &page {
             if let Some(info) = infos.get(&r.meter) {
                 engine.observe(info, r, findings);
@@ -199,7 +212,12 @@ async fn checkpoint(store: &Store, engine: &mut Engine, all: bool) {
         .collect();
     let n = rows.len();
     let started = std::time::Instant::now();
-    retry("save detector state", || store.save_detector_state(&rows)).await;
+    if retry("save detector state", || store.save_detector_state(&rows))
+        .await
+        .is_none()
+    {
+        return;
+    }
     metrics::histogram!("leakwatch_detector_checkpoint_seconds")
         .record(started.elapsed().as_secs_f64());
     tracing::debug!(subjects = n, "detector state saved");

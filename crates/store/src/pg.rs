@@ -1320,6 +1320,7 @@ pub(crate) async fn readings_since(
     let rows = sqlx::query(
         "SELECT meter_id, t, vol, temp, flow_max, pressure FROM readings
          WHERE t >= $1
+           AND t >= COALESCE($2::timestamptz, $1)
            AND ($2::timestamptz IS NULL OR (t, meter_id) > ($2, $3::text))
          ORDER BY t, meter_id LIMIT $4",
     )

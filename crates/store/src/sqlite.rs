@@ -1041,7 +1041,8 @@ pub(crate) async fn readings_since(
     };
     let rows = sqlx::query(
         "SELECT meter_id, t, vol, temp, flow_max, pressure FROM readings
-         WHERE t >= ?1 AND (?2 IS NULL OR t > ?2 OR (t = ?2 AND meter_id > ?3))
+         WHERE t >= ?1 AND t >= COALESCE(?2, ?1)
+           AND (?2 IS NULL OR t > ?2 OR (t = ?2 AND meter_id > ?3))
          ORDER BY t, meter_id LIMIT ?4",
     )
     .bind(ms(from))
