@@ -293,3 +293,175 @@ async fn record(store: &Store, dispatcher: &Dispatcher, f: &Finding) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! A crash between checkpoints: what was stored after the last checkpoint is
+    //! replayed from the store at the next start, so the alerts are those of a run
+    //! without the crash.
+
+    use super::*;
+    use leakwatch_core::{AlertKind, Reading};
+    use leakwatch_sim::{FaultRates, Fleet, FleetConfig, HomeClass, HouseholdMix, LeakConfig};
+    use leakwatch_store::AlertQuery;
+    use std::collections::BTreeSet;
+
+    /// Six days of a small fleet, as committed batches of one simulated hour each.
+    fn batches() -> (Vec<Meter>, Vec<Vec<Reading>>) {
+        let mut fleet = Fleet::generate(&FleetConfig {
+            seed: 5,
+            districts: 2,
+            meters_per_district: 10,
+            leaks: 3,
+            push_every_h: 6,
+            hours: Some(144),
+            households: HouseholdMix::only(HomeClass::Setback),
+            leak: LeakConfig {
+                from_h: 60,
+                to_h: 80,
+                ..LeakConfig::default()
+            },
+            faults: FaultRates {
+                counter_regression: 100.0,
+                ..FaultRates::default()
+            },
+            ..FleetConfig::default()
+        });
+        let registry = fleet.registry();
+        let mut out = Vec::new();
+        for _ in 0..144 {
+            let mut hour: Vec<Reading> =
+                fleet.step().into_iter().flat_map(|u| u.readings).collect();
+            hour.sort_by(|a, b| a.t.cmp(&b.t).then(a.meter.cmp(&b.meter)));
+            out.push(hour);
+        }
+        (registry, out)
+    }
+
+    struct Run {
+        store: Store,
+        status: Arc<DetectionStatus>,
+        tx: mpsc::Sender<Stored>,
+        task: tokio::task::JoinHandle<()>,
+        meters: HashMap<MeterId, Arc<Meter>>,
+    }
+
+    async fn start(store: &Store, registry: &[Meter]) -> Run {
+        let cfg = DetectConfig {
+            checkpoint_every_s: 1,
+            ..DetectConfig::default()
+        };
+        let (tx, rx) = mpsc::channel(4);
+        let status = Arc::new(DetectionStatus::default());
+        let dispatcher = Dispatcher::new(store.clone(), Default::default());
+        let task = tokio::spawn(run(cfg, store.clone(), dispatcher, rx, status.clone()));
+        let meters = registry
+            .iter()
+            .map(|m| (m.id.clone(), Arc::new(m.clone())))
+            .collect();
+        Run {
+            store: store.clone(),
+            status,
+            tx,
+            task,
+            meters,
+        }
+    }
+
+    impl Run {
+        /// Stores the hours' readings and hands them to detection, as ingest does;
+        /// waits until detection has processed them.
+        async fn feed(&self, hours: &[Vec<Reading>]) {
+            let before = self.status.to_json()["readings_processed"]
+                .as_u64()
+                .unwrap();
+            let mut n = 0;
+            for hour in hours {
+                self.store.insert_readings(hour).await.unwrap();
+                let readings = hour
+                    .iter()
+                    .map(|r| (self.meters[&r.meter].clone(), r.clone()))
+                    .collect();
+                n += hour.len() as u64;
+                self.tx
+                    .send(Stored {
+                        readings,
+                        events: vec![],
+                    })
+                    .await
+                    .unwrap();
+            }
+            self.wait("readings_processed", before + n).await;
+        }
+
+        async fn wait(&self, field: &str, at_least: u64) {
+            for _ in 0..500 {
+                if self.status.to_json()[field].as_u64().unwrap() >= at_least {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            panic!(
+                "{field} never reached {at_least}: {}",
+                self.status.to_json()
+            );
+        }
+    }
+
+    async fn alerts(store: &Store) -> BTreeSet<(&'static str, String, String)> {
+        let q = AlertQuery {
+            limit: 1000,
+            ..AlertQuery::default()
+        };
+        store
+            .list_alerts(&q)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|a| a.kind != AlertKind::Silence)
+            .map(|a| {
+                let subject = a.meter_id.map_or_else(String::new, |m| m.to_string());
+                (a.kind.as_str(), subject, a.detected_at.to_rfc3339())
+            })
+            .collect()
+    }
+
+    async fn fresh_store(registry: &[Meter]) -> Store {
+        let store = Store::connect("sqlite::memory:").await.unwrap();
+        store.upsert_meters(registry).await.unwrap();
+        store
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_crash_between_checkpoints_loses_nothing() {
+        let (registry, hours) = batches();
+
+        let store = fresh_store(&registry).await;
+        let straight = start(&store, &registry).await;
+        straight.feed(&hours).await;
+        drop(straight.tx);
+        straight.task.await.unwrap();
+        let expected = alerts(&store).await;
+        assert!(
+            expected.iter().any(|(k, _, _)| *k == "continuous_flow"),
+            "{expected:?}"
+        );
+
+        let store = fresh_store(&registry).await;
+        let first = start(&store, &registry).await;
+        first.feed(&hours[..50]).await;
+        // A checkpoint after the first 50 hours, then 20 hours more, then a crash:
+        // the task is killed before it saves those 20 hours.
+        let saved = first.status.to_json()["checkpoints"].as_u64().unwrap();
+        first.wait("checkpoints", saved + 1).await;
+        first.feed(&hours[50..70]).await;
+        first.task.abort();
+        let _ = first.task.await;
+
+        let second = start(&store, &registry).await;
+        second.feed(&hours[70..]).await;
+        drop(second.tx);
+        second.task.await.unwrap();
+        assert_eq!(alerts(&store).await, expected);
+    }
+}
