@@ -104,11 +104,12 @@ impl AlertKind {
         )
     }
 
-    /// Whether the subject of this kind is a district (rather than a meter).
+    /// Whether the subject of this kind is a district (rather than a meter; a
+    /// pressure drop's subject is its pressure point).
     pub fn is_district(self) -> bool {
         matches!(
             self,
-            AlertKind::DistrictBalance | AlertKind::InflowNightFlow | AlertKind::PressureDrop
+            AlertKind::DistrictBalance | AlertKind::InflowNightFlow
         )
     }
 }

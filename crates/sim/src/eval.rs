@@ -5,7 +5,8 @@
 //!   meter whose `detected_at` is at or after the leak's start; time to detect is the
 //!   difference. Per alert kind, the same with only that kind's alerts.
 //! - a network leak is detected by the first district alert (`district_balance`,
-//!   `inflow_night_flow`, `pressure_drop`) on its district at or after its start.
+//!   `inflow_night_flow`) on its district at or after its start (the simulator has
+//!   no pressure points, so a `pressure_drop` alert would count as a false alarm).
 //! - a leak-kind alert that matches no leak (another meter, another district, or
 //!   raised before the leak began) is a **false alarm**; false alarms are counted per
 //!   1,000 customer meter-days of the run.
