@@ -92,6 +92,19 @@ struct FleetArgs {
     /// (see docs/simulator.md).
     #[arg(long, conflicts_with_all = ["districts", "meters_per_district", "leaks", "push_every_h"])]
     standard: bool,
+    /// Time of the first reading (RFC 3339, on the hour), instead of the scenario's
+    /// own (standard: 2026-10-01, otherwise 2026-11-01). The weather follows the
+    /// calendar, so keep the season: e.g. `--standard --start 2025-10-01T00:00:00Z`
+    /// to publish last autumn through a live service, whose ingest refuses readings
+    /// dated after the time they arrive.
+    #[arg(long, value_parser = parse_start)]
+    start: Option<leakwatch_core::Timestamp>,
+}
+
+fn parse_start(s: &str) -> Result<leakwatch_core::Timestamp, String> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|e| format!("{s:?} is not an RFC 3339 time (e.g. 2025-10-01T00:00:00Z): {e}"))
 }
 
 #[derive(Args)]
@@ -121,9 +134,15 @@ struct SimArgs {
 impl FleetArgs {
     fn fleet(&self) -> Fleet {
         if self.standard {
-            return Fleet::generate(&FleetConfig::standard(self.seed));
+            let mut cfg = FleetConfig::standard(self.seed);
+            if let Some(start) = self.start {
+                cfg.start = start;
+            }
+            return Fleet::generate(&cfg);
         }
+        let default_start = FleetConfig::default().start;
         Fleet::generate(&FleetConfig {
+            start: self.start.unwrap_or(default_start),
             seed: self.seed,
             districts: self.districts,
             meters_per_district: self.meters_per_district,
