@@ -33,6 +33,10 @@ pub struct EvalArgs {
     /// standard scenario without device and transport faults).
     #[arg(long, default_value = "standard")]
     scenario: String,
+    /// Time of the scenario's first reading (RFC 3339), instead of its own: the same
+    /// as `leakwatch sim --start`, to replay what was published through a service.
+    #[arg(long, value_parser = parse_start)]
+    start: Option<Timestamp>,
     /// Seeds to replay, comma-separated (each is its own fleet).
     #[arg(long, value_delimiter = ',', default_value = "1")]
     seeds: Vec<u64>,
@@ -65,6 +69,12 @@ pub struct Replay {
     pub readings: u64,
     pub refused_future: u64,
     pub seconds: f64,
+}
+
+fn parse_start(s: &str) -> Result<Timestamp, String> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|e| format!("{s:?} is not an RFC 3339 time (e.g. 2025-10-01T00:00:00Z): {e}"))
 }
 
 /// A scenario by name.
@@ -209,7 +219,14 @@ pub fn command(args: EvalArgs, detect: DetectConfig) -> anyhow::Result<()> {
     let configs = args
         .seeds
         .iter()
-        .map(|&s| scenario(&args.scenario, s))
+        .map(|&s| {
+            scenario(&args.scenario, s).map(|mut c| {
+                if let Some(start) = args.start {
+                    c.start = start;
+                }
+                c
+            })
+        })
         .collect::<anyhow::Result<Vec<_>>>()?;
     eprintln!(
         "replaying scenario {:?} for seeds {:?} ({} customer meters, {} h each)",
