@@ -218,7 +218,7 @@ impl Burst {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::common::testing::{at, ctx, hour, round_trip, size, t};
+    use crate::common::testing::{at, ctx, feed_days, hour, round_trip, size, t};
 
     /// A home: 300 L/h in the morning and evening, 100 L/h in between, quiet nights.
     fn home(_d: i64, l: i64) -> f64 {
@@ -235,13 +235,12 @@ mod tests {
         days: std::ops::Range<i64>,
         litres: impl Fn(i64, i64) -> f64,
     ) -> Vec<Finding> {
-        let mut out = vec![];
-        for d in days {
-            for l in 0..24 {
-                s.on_hour(cfg, &ctx(), &hour(at(d, l), litres(d, l), None), &mut out);
-            }
-        }
-        out
+        feed_days(
+            days,
+            litres,
+            |_| None,
+            |ctx, h, out| s.on_hour(cfg, ctx, h, out),
+        )
     }
 
     #[test]

@@ -94,6 +94,23 @@ pub(crate) mod testing {
     use crate::hours::Hour;
     use chrono::{TimeDelta, TimeZone, Utc};
     use leakwatch_core::{DistrictId, MeterId, MeterKind, Timestamp};
+
+    /// Feeds local days of hourly use, `litres(day, local hour)` at a gas temperature
+    /// per day, to a detector's `on_hour` (given as a closure); returns its findings.
+    pub fn feed_days(
+        days: std::ops::Range<i64>,
+        litres: impl Fn(i64, i64) -> f64,
+        temp: impl Fn(i64) -> Option<f32>,
+        mut on_hour: impl FnMut(&MeterCtx<'_>, &Hour, &mut Vec<leakwatch_core::Finding>),
+    ) -> Vec<leakwatch_core::Finding> {
+        let mut out = vec![];
+        for d in days {
+            for l in 0..24 {
+                on_hour(&ctx(), &hour(at(d, l), litres(d, l), temp(d)), &mut out);
+            }
+        }
+        out
+    }
     use std::sync::LazyLock;
 
     pub static ID: LazyLock<MeterId> = LazyLock::new(|| MeterId::parse("PDR-T-1").unwrap());

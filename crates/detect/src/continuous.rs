@@ -508,7 +508,7 @@ fn day_kinds(from: i64, to: i64) -> (bool, bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::common::testing::{at, ctx, hour, round_trip, size, t};
+    use crate::common::testing::{at, ctx, feed_days, hour, round_trip, size, t};
 
     /// Feeds `days` local days from day `from` with `litres(day, local hour)` and a gas
     /// temperature per day.
@@ -519,18 +519,9 @@ mod tests {
         litres: impl Fn(i64, i64) -> f64,
         temp: impl Fn(i64) -> Option<f32>,
     ) -> Vec<Finding> {
-        let mut out = vec![];
-        for d in days {
-            for l in 0..24 {
-                s.on_hour(
-                    cfg,
-                    &ctx(),
-                    &hour(at(d, l), litres(d, l), temp(d)),
-                    &mut out,
-                );
-            }
-        }
-        out
+        feed_days(days, litres, temp, |ctx, h, out| {
+            s.on_hour(cfg, ctx, h, out)
+        })
     }
 
     /// A home resting at night (01:00-05:00 local) and using 100 L/h otherwise.

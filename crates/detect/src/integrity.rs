@@ -143,21 +143,16 @@ impl Integrity {
         let t = e.t.timestamp();
         let window = i64::from(cfg.valve_leak_window_h) * 3600;
         let near = |other: Option<i64>| other.is_some_and(|o| (t - o).abs() <= window);
+        let valve_leak =
+            |why: &str| event_finding(ctx, AlertKind::ValveClosedLeak, Severity::Critical, e, why);
         match meaning(&e.code) {
             Meaning::Ignored => {}
             Meaning::ValveClosed => {
                 if near(self.last_leak_suspected) {
-                    let why = format!(
+                    out.push(valve_leak(&format!(
                         ", within {} h of its own leak alarm",
                         cfg.valve_leak_window_h
-                    );
-                    out.push(event_finding(
-                        ctx,
-                        AlertKind::ValveClosedLeak,
-                        Severity::Critical,
-                        e,
-                        &why,
-                    ));
+                    )));
                 }
                 self.last_valve_closed = Some(self.last_valve_closed.map_or(t, |o| o.max(t)));
             }
@@ -165,17 +160,10 @@ impl Integrity {
                 out.push(event_finding(ctx, kind, severity, e, ""));
                 if kind == AlertKind::MeterLeakAlarm {
                     if near(self.last_valve_closed) {
-                        let why = format!(
+                        out.push(valve_leak(&format!(
                             ": the valve closed within {} h of this leak alarm",
                             cfg.valve_leak_window_h
-                        );
-                        out.push(event_finding(
-                            ctx,
-                            AlertKind::ValveClosedLeak,
-                            Severity::Critical,
-                            e,
-                            &why,
-                        ));
+                        )));
                     }
                     self.last_leak_suspected =
                         Some(self.last_leak_suspected.map_or(t, |o| o.max(t)));

@@ -182,6 +182,20 @@ struct Slot {
     state: MeterState,
 }
 
+impl<'a> MeterCtx<'a> {
+    /// What a meter's detectors know of it.
+    fn new(id: &'a MeterId, info: &'a MeterInfo, local_utc_offset_h: i32) -> Self {
+        MeterCtx {
+            id,
+            district: &info.district,
+            kind: info.kind,
+            report_every_h: info.report_every_h,
+            max_flow_m3h: info.max_flow_m3h,
+            local_utc_offset_h,
+        }
+    }
+}
+
 /// State saved for one subject.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Saved {
@@ -233,6 +247,22 @@ impl Engine {
         self.watermark.get()
     }
 
+    /// Makes every meter of a registry known; returns what the engine needs of each,
+    /// by id, for the readings to come.
+    pub fn register_registry(
+        &mut self,
+        registry: &[leakwatch_core::Meter],
+    ) -> std::collections::HashMap<MeterId, MeterInfo> {
+        registry
+            .iter()
+            .map(|m| {
+                let info = MeterInfo::of(m);
+                self.register(&m.id, &info);
+                (m.id.clone(), info)
+            })
+            .collect()
+    }
+
     /// Makes a meter known (from the registry at start-up, or on its first reading).
     /// Knowing every meter lets the district balance count who has not reported.
     /// A known meter keeps the registry entry it was first given: changes (another
@@ -279,14 +309,7 @@ impl Engine {
         hours.clear();
         let cfg = &self.cfg;
         let slot = &mut self.slots[i];
-        let ctx = MeterCtx {
-            id: &slot.id,
-            district: &slot.info.district,
-            kind: slot.info.kind,
-            report_every_h: slot.info.report_every_h,
-            max_flow_m3h: slot.info.max_flow_m3h,
-            local_utc_offset_h: cfg.local_utc_offset_h,
-        };
+        let ctx = MeterCtx::new(&slot.id, &slot.info, cfg.local_utc_offset_h);
         let st = &mut slot.state;
         if let Some(wm) = self.watermark.get() {
             st.integrity
@@ -355,14 +378,7 @@ impl Engine {
         let i = self.register(&event.meter, info);
         self.mark(i);
         let slot = &mut self.slots[i];
-        let ctx = MeterCtx {
-            id: &slot.id,
-            district: &slot.info.district,
-            kind: slot.info.kind,
-            report_every_h: slot.info.report_every_h,
-            max_flow_m3h: slot.info.max_flow_m3h,
-            local_utc_offset_h: self.cfg.local_utc_offset_h,
-        };
+        let ctx = MeterCtx::new(&slot.id, &slot.info, self.cfg.local_utc_offset_h);
         slot.state
             .integrity
             .on_event(&self.cfg.integrity, &ctx, event, out);

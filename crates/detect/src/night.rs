@@ -334,7 +334,7 @@ impl NightFlow {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::common::testing::{at, ctx, hour, round_trip, size, t};
+    use crate::common::testing::{at, ctx, feed_days, hour, round_trip, size, t};
 
     /// Feeds local days with `litres(day, local hour)` and a gas temperature per day.
     fn feed(
@@ -344,18 +344,9 @@ mod tests {
         litres: impl Fn(i64, i64) -> f64,
         temp: impl Fn(i64) -> Option<f32>,
     ) -> Vec<Finding> {
-        let mut out = vec![];
-        for d in days {
-            for l in 0..24 {
-                s.on_hour(
-                    cfg,
-                    &ctx(),
-                    &hour(at(d, l), litres(d, l), temp(d)),
-                    &mut out,
-                );
-            }
-        }
-        out
+        feed_days(days, litres, temp, |ctx, h, out| {
+            s.on_hour(cfg, ctx, h, out)
+        })
     }
 
     /// A pilot flame of 12 L/h with day-time use.

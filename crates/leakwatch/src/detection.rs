@@ -30,13 +30,7 @@ pub async fn run(
     let registry = retry("load the registry", || store.all_meters())
         .await
         .unwrap_or_default();
-    let infos: HashMap<MeterId, MeterInfo> = registry
-        .iter()
-        .map(|m| (m.id.clone(), MeterInfo::of(m)))
-        .collect();
-    for m in &registry {
-        engine.register(&m.id, &infos[&m.id]);
-    }
+    let infos = engine.register_registry(&registry);
     let restored = restore(&mut engine, &store, &infos).await;
     status.restored(restored, engine.watermark().map(|t| t.timestamp()));
     let mut findings = Vec::new();

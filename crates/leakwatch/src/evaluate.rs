@@ -13,12 +13,11 @@
 //! `LEAKWATCH__DETECT__...` variables over the defaults.
 
 use anyhow::{Context, bail};
-use leakwatch_core::{MeterId, Timestamp};
+use leakwatch_core::Timestamp;
 use leakwatch_detect::book::{Book, BookAlert};
-use leakwatch_detect::{DetectConfig, Engine, MeterInfo};
+use leakwatch_detect::{DetectConfig, Engine};
 use leakwatch_sim::eval::{AlertView, Report, score};
 use leakwatch_sim::{Fleet, FleetConfig, Truth};
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -103,13 +102,7 @@ pub fn replay(fleet_cfg: &FleetConfig, detect: &DetectConfig) -> Replay {
     let mut fleet = Fleet::generate(fleet_cfg);
     let mut engine = Engine::new(detect.clone());
     let registry = fleet.registry();
-    let infos: HashMap<MeterId, MeterInfo> = registry
-        .iter()
-        .map(|m| (m.id.clone(), MeterInfo::of(m)))
-        .collect();
-    for m in &registry {
-        engine.register(&m.id, &infos[&m.id]);
-    }
+    let infos = engine.register_registry(&registry);
     let mut book = Book::new(chrono::TimeDelta::hours(i64::from(detect.resolve_after_h)));
     let hours = fleet_cfg.hours.unwrap_or(24 * 30);
     let mut findings = Vec::new();
