@@ -352,6 +352,10 @@ pub struct Alert {
     pub work_order_id: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status_reason: Option<String>,
+    /// What the crew found on site for the alert's work order: confirmed leak or
+    /// false positive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<crate::AlertOutcome>,
     /// Wall-clock time the alert was first stored.
     pub created_at: Timestamp,
 }

@@ -1,6 +1,6 @@
 //! Field crews.
 
-use crate::{CrewId, GeoPoint, Timestamp};
+use crate::{CrewId, GeoPoint, Timestamp, WeeklyShifts};
 use serde::{Deserialize, Serialize};
 
 /// A crew as the registry knows it.
@@ -13,11 +13,18 @@ pub struct Crew {
     pub skills: Vec<String>,
     /// Where the crew's shift starts (the crew starts from home).
     pub home: GeoPoint,
-    /// Last known position, from the field app or MQTT.
+    /// Last known position, from the field app or MQTT `crews/{id}/location`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub position: Option<GeoPoint>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub position_at: Option<Timestamp>,
+    /// Where the crew's last job was (set when it gets on site).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_job_place: Option<GeoPoint>,
+    /// The crew's weekly calendar; when present it decides whether the crew is on
+    /// shift, otherwise `on_shift` (set by hand) does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shifts: Option<WeeklyShifts>,
     #[serde(default)]
     pub on_shift: bool,
 }
@@ -41,9 +48,103 @@ impl CrewStatus {
     }
 }
 
+/// Where a crew's believed position comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PositionSource {
+    /// A position reported less than the configured age ago.
+    Reported,
+    /// The place of the crew's last job (the reported position is too old or absent).
+    LastJob,
+    /// The home base, where the shift starts.
+    Home,
+}
+
 impl Crew {
-    /// Where the crew is best believed to be: its last position, else its home base.
-    pub fn believed_position(&self) -> GeoPoint {
-        self.position.unwrap_or(self.home)
+    /// Whether the crew is on shift at `now`: its calendar when it has one, else the
+    /// `on_shift` flag.
+    pub fn on_shift_at(&self, now: Timestamp) -> bool {
+        match &self.shifts {
+            Some(s) => s.on_shift(now),
+            None => self.on_shift,
+        }
+    }
+
+    /// Where the crew is best believed to be at `now`: a reported position no older
+    /// than `max_age`, else its last job's place, else its home base.
+    pub fn believed_position(
+        &self,
+        now: Timestamp,
+        max_age: chrono::Duration,
+    ) -> (GeoPoint, PositionSource) {
+        match (self.position, self.position_at) {
+            (Some(p), Some(at)) if now - at <= max_age && at <= now + max_age => {
+                (p, PositionSource::Reported)
+            }
+            _ => match self.last_job_place {
+                Some(p) => (p, PositionSource::LastJob),
+                None => (self.home, PositionSource::Home),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{Duration, TimeZone, Utc, Weekday};
+
+    fn crew() -> Crew {
+        Crew {
+            id: CrewId::parse("C1").unwrap(),
+            name: "C1".into(),
+            skills: vec!["emergency".into()],
+            home: GeoPoint::new(43.0, 11.0).unwrap(),
+            position: None,
+            position_at: None,
+            last_job_place: None,
+            shifts: None,
+            on_shift: false,
+        }
+    }
+
+    #[test]
+    fn a_stale_position_falls_back_to_the_last_job_then_home() {
+        let now = Utc.with_ymd_and_hms(2026, 11, 26, 10, 0, 0).unwrap();
+        let max = Duration::minutes(15);
+        let mut c = crew();
+        assert_eq!(
+            c.believed_position(now, max),
+            (c.home, PositionSource::Home)
+        );
+        let p = GeoPoint::new(43.1, 11.1).unwrap();
+        c.position = Some(p);
+        c.position_at = Some(now - Duration::minutes(10));
+        assert_eq!(c.believed_position(now, max), (p, PositionSource::Reported));
+        c.position_at = Some(now - Duration::minutes(16));
+        assert_eq!(
+            c.believed_position(now, max),
+            (c.home, PositionSource::Home)
+        );
+        let job = GeoPoint::new(43.2, 11.2).unwrap();
+        c.last_job_place = Some(job);
+        assert_eq!(
+            c.believed_position(now, max),
+            (job, PositionSource::LastJob)
+        );
+    }
+
+    #[test]
+    fn the_calendar_decides_when_there_is_one() {
+        let mut c = crew();
+        c.on_shift = true;
+        // Thursday 2026-11-26, 08:00-16:00 local at +1.
+        c.shifts = Some(WeeklyShifts::new(1).with_shifts(&[Weekday::Thu], &[(480, 960)]));
+        let at = |h| Utc.with_ymd_and_hms(2026, 11, 26, h, 0, 0).unwrap();
+        assert!(!c.on_shift_at(at(6)));
+        assert!(c.on_shift_at(at(7)));
+        assert!(!c.on_shift_at(at(15)));
+        c.shifts = None;
+        assert!(c.on_shift_at(at(6)));
     }
 }

@@ -10,6 +10,7 @@ pub mod crew;
 pub mod geo;
 pub mod ids;
 pub mod leak_class;
+pub mod mapping;
 pub mod meter;
 pub mod reading;
 pub mod shift;
@@ -17,17 +18,18 @@ pub mod site;
 pub mod workorder;
 
 pub use alert::{Alert, AlertAction, AlertKind, AlertStatus, Evidence, Finding, Severity, Subject};
-pub use crew::{Crew, CrewStatus};
+pub use crew::{Crew, CrewStatus, PositionSource};
 pub use geo::GeoPoint;
 pub use ids::{CrewId, DistrictId, IdError, MeterId};
 pub use leak_class::{DEFAULT_TO_BE_CHECKED, LeakClass, LeakClassTable};
+pub use mapping::{EscalationMapping, EscalationRule, JobSpec};
 pub use meter::{Meter, MeterKind, MeterRecord, MeterStatus};
 pub use reading::{EventCode, MeterEvent, Reading};
 pub use shift::{ShiftException, WeeklyShifts};
 pub use site::{AlertOutcome, GasReading, SiteFinding};
 pub use workorder::{
-    IllegalTransition, OrderAction, Priority, TransitionRecord, WorkOrder, WorkOrderKind,
-    WorkOrderStatus,
+    DeadlineView, IllegalTransition, OrderAction, Priority, TransitionRecord, WorkOrder,
+    WorkOrderKind, WorkOrderStatus,
 };
 
 /// Times are UTC everywhere inside leakwatch; offsets only exist at the wire.

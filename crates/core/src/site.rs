@@ -36,6 +36,17 @@ pub enum AlertOutcome {
     FalsePositive,
 }
 
+impl std::str::FromStr for AlertOutcome {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "confirmed_leak" => Ok(AlertOutcome::ConfirmedLeak),
+            "false_positive" => Ok(AlertOutcome::FalsePositive),
+            other => Err(format!("unknown alert outcome {other:?}")),
+        }
+    }
+}
+
 impl AlertOutcome {
     pub fn as_str(self) -> &'static str {
         match self {

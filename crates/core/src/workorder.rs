@@ -7,7 +7,7 @@
 //! any non-final state --cancel--> cancelled;  en_route/on_site --> unable_to_complete
 //! ```
 
-use crate::{AlertKind, CrewId, DistrictId, GeoPoint, MeterId, Severity, Timestamp};
+use crate::{AlertKind, CrewId, DistrictId, GeoPoint, MeterId, Severity, SiteFinding, Timestamp};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
@@ -103,10 +103,13 @@ pub enum OrderAction {
     StartTravel,
     /// The crew is on site.
     Arrive,
-    /// The job is done.
+    /// The job is done; leak jobs (see [`WorkOrderKind::requires_finding`]) carry the
+    /// crew's finding.
     Complete {
         #[serde(default)]
         notes: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        finding: Option<SiteFinding>,
     },
     /// Nobody will do it.
     Cancel { reason: String },
@@ -202,13 +205,30 @@ impl WorkOrderKind {
         }
     }
 
-    /// The default mapping from an escalated alert to a job.
+    /// The default mapping from an escalated alert to a job (a deployment configures
+    /// its own with [`crate::mapping::EscalationMapping`]).
     pub fn for_alert(kind: AlertKind, severity: Severity) -> (WorkOrderKind, Priority) {
         match (kind, severity) {
             (_, Severity::Critical) => (WorkOrderKind::Emergency, Priority::Emergency),
             (k, _) if k.is_leak() => (WorkOrderKind::LeakInvestigation, Priority::High),
             _ => (WorkOrderKind::MeterCheck, Priority::Normal),
         }
+    }
+
+    /// Jobs sent to look for a leak: completing one needs the crew's finding, and the
+    /// finding flows back to the alerts as confirmed leak or false positive.
+    pub fn requires_finding(self) -> bool {
+        matches!(
+            self,
+            WorkOrderKind::Emergency | WorkOrderKind::LeakInvestigation
+        )
+    }
+
+    /// What the deadline of this kind of job asks for: being on site (emergencies and
+    /// investigations: the crew must get there in time) or the job done (repairs,
+    /// meter work, inspections).
+    pub fn deadline_is_arrival(self) -> bool {
+        self.requires_finding()
     }
 }
 
@@ -284,6 +304,80 @@ pub struct WorkOrder {
     /// When the crew must be on site (emergencies) or the job done.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub due_at: Option<Timestamp>,
+    /// The order this one follows up (a repair after an investigation found a leak).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_id: Option<i64>,
+    /// When the current crew was given the order (acceptance is timed from here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assigned_at: Option<Timestamp>,
+    /// When a crew first got on site.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reached_at: Option<Timestamp>,
+    /// When the order was first found past its deadline (never cleared).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub breached_at: Option<Timestamp>,
+    /// What the crew found on site, once completed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finding: Option<SiteFinding>,
+}
+
+/// Where an order stands against its deadline at some instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct DeadlineView {
+    pub due_at: Timestamp,
+    /// `arrival` (on site) or `completion`.
+    pub measures: &'static str,
+    /// When the deadline's condition was met, if it was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub met_at: Option<Timestamp>,
+    /// Whole minutes from `now` to `due_at` (negative once past); frozen at `met_at`
+    /// once met.
+    pub minutes_left: i64,
+    /// Met late, or not met and past due.
+    pub breached: bool,
+}
+
+impl WorkOrder {
+    /// When the deadline's condition was met: on site for arrival deadlines, completed
+    /// for the others; `None` while not met (or the order ended without meeting it).
+    pub fn deadline_met_at(&self) -> Option<Timestamp> {
+        if self.kind.deadline_is_arrival() {
+            self.reached_at
+        } else if self.status == WorkOrderStatus::Completed {
+            Some(self.updated_at)
+        } else {
+            None
+        }
+    }
+
+    /// The order against its deadline at `now`; `None` without a deadline, or for an
+    /// order cancelled before it was due.
+    pub fn deadline(&self, now: Timestamp) -> Option<DeadlineView> {
+        let due = self.due_at?;
+        let met = self.deadline_met_at();
+        if met.is_none() && self.status == WorkOrderStatus::Cancelled && self.updated_at <= due {
+            // Cancelled in time: there is nothing left to be late for.
+            return None;
+        }
+        // The clock stops when the condition is met, or when the order ends without it.
+        let clock = match met {
+            Some(m) => m,
+            None if self.status.is_final() => self.updated_at,
+            None => now,
+        };
+        let breached = clock > due;
+        Some(DeadlineView {
+            due_at: due,
+            measures: if self.kind.deadline_is_arrival() {
+                "arrival"
+            } else {
+                "completion"
+            },
+            met_at: met,
+            minutes_left: (due - clock).num_minutes(),
+            breached,
+        })
+    }
 }
 
 /// One step of an order's audit trail; never edited.
@@ -300,6 +394,9 @@ pub struct TransitionRecord {
     pub crew_id: Option<CrewId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// Where the actor was, when the field app or the crew's MQTT location says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position: Option<GeoPoint>,
 }
 
 #[cfg(test)]
@@ -317,7 +414,10 @@ mod tests {
             A::Accept,
             A::StartTravel,
             A::Arrive,
-            A::Complete { notes: None },
+            A::Complete {
+                notes: None,
+                finding: None,
+            },
             A::Cancel { reason: "r".into() },
             A::UnableToComplete { reason: "r".into() },
         ]
@@ -333,7 +433,10 @@ mod tests {
             A::Accept,
             A::StartTravel,
             A::Arrive,
-            A::Complete { notes: None },
+            A::Complete {
+                notes: None,
+                finding: None,
+            },
         ] {
             s = next_status(s, &a).unwrap();
         }
@@ -406,7 +509,88 @@ mod tests {
         let a: OrderAction = serde_json::from_str(r#"{"action":"assign","crew_id":"C7"}"#).unwrap();
         assert_eq!(a.name(), "assign");
         let a: OrderAction = serde_json::from_str(r#"{"action":"complete"}"#).unwrap();
-        assert_eq!(a, A::Complete { notes: None });
+        assert_eq!(
+            a,
+            A::Complete {
+                notes: None,
+                finding: None,
+            }
+        );
         assert!(serde_json::from_str::<OrderAction>(r#"{"action":"fly"}"#).is_err());
+    }
+
+    fn order(kind: WorkOrderKind, status: S, due_in_min: i64) -> WorkOrder {
+        let t0 = chrono::DateTime::parse_from_rfc3339("2026-11-26T10:00:00Z")
+            .unwrap()
+            .to_utc();
+        WorkOrder {
+            id: 1,
+            kind,
+            priority: Priority::Emergency,
+            status,
+            alert_id: None,
+            meter_id: None,
+            district_id: None,
+            location: GeoPoint::new(43.0, 11.0).unwrap(),
+            crew_id: None,
+            summary: String::new(),
+            created_at: t0,
+            updated_at: t0,
+            due_at: Some(t0 + chrono::Duration::minutes(due_in_min)),
+            parent_id: None,
+            assigned_at: None,
+            reached_at: None,
+            breached_at: None,
+            finding: None,
+        }
+    }
+
+    #[test]
+    fn an_emergency_deadline_is_met_by_arriving() {
+        let min = chrono::Duration::minutes;
+        let mut o = order(WorkOrderKind::Emergency, S::EnRoute, 60);
+        let t0 = o.created_at;
+        let d = o.deadline(t0 + min(45)).unwrap();
+        assert_eq!(
+            (d.minutes_left, d.breached, d.measures),
+            (15, false, "arrival")
+        );
+        let d = o.deadline(t0 + min(75)).unwrap();
+        assert_eq!((d.minutes_left, d.breached), (-15, true));
+        // On site at 50 minutes: met, and the clock stops there.
+        o.status = S::OnSite;
+        o.reached_at = Some(t0 + min(50));
+        let d = o.deadline(t0 + min(300)).unwrap();
+        assert_eq!((d.minutes_left, d.breached), (10, false));
+        assert_eq!(d.met_at, Some(t0 + min(50)));
+        // Arriving late is a breach even once met.
+        o.reached_at = Some(t0 + min(61));
+        assert!(o.deadline(t0 + min(300)).unwrap().breached);
+    }
+
+    #[test]
+    fn a_repair_deadline_is_met_by_completing() {
+        let min = chrono::Duration::minutes;
+        let mut o = order(WorkOrderKind::Repair, S::OnSite, 120);
+        let t0 = o.created_at;
+        o.reached_at = Some(t0 + min(10));
+        assert_eq!(o.deadline(t0 + min(30)).unwrap().measures, "completion");
+        assert!(o.deadline(t0 + min(130)).unwrap().breached);
+        o.status = S::Completed;
+        o.updated_at = t0 + min(100);
+        let d = o.deadline(t0 + min(500)).unwrap();
+        assert_eq!((d.minutes_left, d.breached), (20, false));
+    }
+
+    #[test]
+    fn cancelled_in_time_has_no_deadline_and_no_deadline_has_none() {
+        let min = chrono::Duration::minutes;
+        let mut o = order(WorkOrderKind::Emergency, S::Cancelled, 60);
+        o.updated_at = o.created_at + min(5);
+        assert_eq!(o.deadline(o.created_at + min(90)), None);
+        o.updated_at = o.created_at + min(70);
+        assert!(o.deadline(o.created_at + min(90)).unwrap().breached);
+        o.due_at = None;
+        assert_eq!(o.deadline(o.created_at), None);
     }
 }
