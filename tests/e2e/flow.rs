@@ -173,7 +173,9 @@ async fn whole_path(backend: Backend) {
         (json!({"action": "start_travel"}), "en_route"),
         (json!({"action": "arrive"}), "on_site"),
         (
-            json!({"action": "complete", "notes": "leak at the meter union, tightened"}),
+            json!({"action": "complete", "notes": "leak at the meter union, tightened",
+                   "finding": {"leak_found": true, "leak_class": "C", "repaired": true,
+                               "gas_readings": [{"percent_lel": 4.0, "place": "by the meter"}]}}),
             "completed",
         ),
     ] {
@@ -219,6 +221,8 @@ async fn whole_path(backend: Backend) {
     assert_eq!(wo["history"][2]["actor"], json!(crew));
     let (_, a) = svc.get(&format!("/api/v1/alerts/{id}")).await;
     assert_eq!(a["status"], "resolved");
+    assert_eq!(a["outcome"], "confirmed_leak");
+    assert_eq!(wo["finding"]["leak_class"], "C");
     let (_, jobs) = svc.get(&format!("/api/v1/crews/{crew}/jobs")).await;
     assert!(jobs.as_array().unwrap().is_empty());
 

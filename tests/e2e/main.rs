@@ -6,6 +6,7 @@
 mod api;
 mod corpus;
 mod detection;
+mod dispatch;
 mod durability;
 mod flow;
 mod ingest;

@@ -63,6 +63,7 @@ impl Service {
         cfg.http.listen = "127.0.0.1:0".into();
         let prefix = unique("lwtest");
         cfg.mqtt.prefix = prefix.clone();
+        cfg.mqtt.crew_prefix = format!("{prefix}-crews");
         cfg.mqtt.client_id = unique("lw-ingest-");
         let mut pg = None;
         let mut sqlite_path = None;

@@ -65,6 +65,7 @@ impl From<DispatchError> for ApiError {
             DispatchError::Rejected(m) | DispatchError::Conflict(m) => {
                 ApiError::new(StatusCode::CONFLICT, m)
             }
+            DispatchError::Invalid(m) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, m),
             DispatchError::Store(e) => e.into(),
         }
     }

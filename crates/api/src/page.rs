@@ -68,6 +68,53 @@ async fn index(State(s): State<AppState>) -> Result<Html<String>, ApiError> {
     if alerts.is_empty() {
         rows.push_str("<tr><td colspan=\"9\">No open alerts.</td></tr>");
     }
+    let now = chrono::Utc::now();
+    let mut orders = String::new();
+    let active = s.store.active_work_orders().await?;
+    for o in &active {
+        let deadline = match o.deadline(now) {
+            Some(d) if d.breached => format!(
+                "<b>late</b> by {} min ({})",
+                -d.minutes_left,
+                d.measures
+            ),
+            Some(d) => format!("{} min left ({})", d.minutes_left, d.measures),
+            None => "none".into(),
+        };
+        let _ = write!(
+            orders,
+            "<tr><td><a href=\"/api/v1/work-orders/{id}\">{id}</a></td><td>{kind}</td><td>{prio}</td>\
+             <td>{status}</td><td>{crew}</td><td>{deadline}</td><td>{summary}</td></tr>",
+            id = o.id,
+            kind = esc(o.kind.as_str()),
+            prio = esc(o.priority.as_str()),
+            status = esc(o.status.as_str()),
+            crew = esc(o.crew_id.as_ref().map(|c| c.as_str()).unwrap_or("-")),
+            summary = esc(&o.summary),
+        );
+    }
+    if active.is_empty() {
+        orders.push_str("<tr><td colspan=\"7\">No active work orders.</td></tr>");
+    }
+    let mut precision = String::new();
+    for r in s.dispatcher.outcomes().await? {
+        let _ = write!(
+            precision,
+            "<tr><td>{kind}</td><td>{esc_n}</td><td>{conf}</td><td>{fp}</td><td>{pend}</td><td>{prec}</td></tr>",
+            kind = esc(r.kind.as_str()),
+            esc_n = r.escalated,
+            conf = r.confirmed,
+            fp = r.false_positive,
+            pend = r.pending,
+            prec = r
+                .precision
+                .map(|p| format!("{:.0} %", p * 100.0))
+                .unwrap_or_else(|| "-".into()),
+        );
+    }
+    if precision.is_empty() {
+        precision.push_str("<tr><td colspan=\"6\">No escalated alerts yet.</td></tr>");
+    }
     Ok(Html(format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
 <meta http-equiv=\"refresh\" content=\"5\"><title>leakwatch: open alerts</title>\
@@ -79,7 +126,14 @@ td,th{{border:1px solid #ccc;padding:.3rem .5rem;text-align:left;font-size:.9rem
 <a href=\"/metrics\">metrics</a>.</p>\
 <table><thead><tr><th>id</th><th>kind</th><th>severity</th><th>status</th><th>subject</th>\
 <th>detected at</th><th>count</th><th>evidence</th><th>work order</th></tr></thead><tbody>{rows}</tbody></table>\
+<h2>Active work orders ({m})</h2>\
+<table><thead><tr><th>id</th><th>kind</th><th>priority</th><th>status</th><th>crew</th><th>deadline</th>\
+<th>summary</th></tr></thead><tbody>{orders}</tbody></table>\
+<h2>Detectors confirmed on site</h2>\
+<table><thead><tr><th>alert kind</th><th>escalated</th><th>confirmed leak</th><th>false positive</th>\
+<th>awaiting finding</th><th>precision</th></tr></thead><tbody>{precision}</tbody></table>\
 </body></html>",
-        n = alerts.len()
+        n = alerts.len(),
+        m = active.len()
     )))
 }

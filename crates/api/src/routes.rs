@@ -9,10 +9,10 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use leakwatch_core::{
-    Alert, AlertAction, AlertKind, AlertStatus, Crew, CrewId, MeterId, MeterRecord, OrderAction,
-    Timestamp, WorkOrder, WorkOrderStatus,
+    Alert, AlertAction, AlertKind, AlertStatus, Crew, CrewId, DeadlineView, GeoPoint, MeterId,
+    MeterRecord, OrderAction, Priority, Timestamp, WorkOrder, WorkOrderKind, WorkOrderStatus,
 };
-use leakwatch_store::{AlertQuery, WorkOrderQuery};
+use leakwatch_store::{AlertQuery, NewWorkOrder, WorkOrderQuery};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -37,11 +37,18 @@ pub fn api() -> Router<AppState> {
         .route("/api/v1/alerts/{id}/dismiss", post(dismiss))
         .route("/api/v1/alerts/{id}/resolve", post(resolve))
         .route("/api/v1/alerts/{id}/escalate", post(escalate))
-        .route("/api/v1/work-orders", get(list_work_orders))
+        .route("/api/v1/alerts/outcomes", get(alert_outcomes))
+        .route(
+            "/api/v1/work-orders",
+            get(list_work_orders).post(create_work_order),
+        )
         .route("/api/v1/work-orders/{id}", get(get_work_order))
         .route("/api/v1/work-orders/{id}/transition", post(transition))
         .route("/api/v1/crews", get(list_crews).post(post_crews))
         .route("/api/v1/crews/{id}/jobs", get(crew_jobs))
+        .route("/api/v1/crews/{id}/location", post(crew_location))
+        .route("/api/v1/plans", post(day_plan))
+        .route("/api/v1/leak-classes", get(leak_classes))
         .route("/api/v1/dead-letters", get(dead_letters))
         .route("/api/v1/detection", get(detection))
 }
@@ -321,8 +328,24 @@ async fn escalate(
     let (alert, order) = s.dispatcher.escalate(id, &actor(&headers)).await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({ "alert": alert, "work_order": order })),
+        Json(json!({ "alert": alert, "work_order": OrderView::of(order) })),
     ))
+}
+
+/// An order as the API shows it: with the time left to its deadline.
+#[derive(Serialize)]
+struct OrderView {
+    #[serde(flatten)]
+    order: WorkOrder,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    deadline: Option<DeadlineView>,
+}
+
+impl OrderView {
+    fn of(order: WorkOrder) -> Self {
+        let deadline = order.deadline(chrono::Utc::now());
+        OrderView { order, deadline }
+    }
 }
 
 #[derive(Deserialize)]
@@ -330,6 +353,8 @@ async fn escalate(
 struct OrderList {
     status: Option<WorkOrderStatus>,
     crew_id: Option<String>,
+    parent_id: Option<i64>,
+    alert_id: Option<i64>,
     limit: Option<u32>,
     cursor: Option<String>,
 }
@@ -337,11 +362,13 @@ struct OrderList {
 async fn list_work_orders(
     State(s): State<AppState>,
     Params(q): Params<OrderList>,
-) -> Result<Json<Page<WorkOrder>>, ApiError> {
+) -> Result<Json<Page<OrderView>>, ApiError> {
     let limit = limit(q.limit)?;
     let query = WorkOrderQuery {
         status: q.status,
         crew_id: q.crew_id.as_deref().map(crew_id).transpose()?,
+        parent_id: q.parent_id,
+        alert_id: q.alert_id,
         limit,
         cursor: cursor_id(q.cursor.as_deref())?,
     };
@@ -349,7 +376,120 @@ async fn list_work_orders(
     let next_cursor = (items.len() as u32 == limit)
         .then(|| items.last().map(|a| a.id.to_string()))
         .flatten();
-    Ok(Json(Page { items, next_cursor }))
+    Ok(Json(Page {
+        items: items.into_iter().map(OrderView::of).collect(),
+        next_cursor,
+    }))
+}
+
+/// A job created by hand: planned work, a meter replacement, an emergency called in
+/// by phone.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewOrderBody {
+    kind: WorkOrderKind,
+    priority: Priority,
+    location: GeoPoint,
+    summary: String,
+    #[serde(default)]
+    meter_id: Option<MeterId>,
+    #[serde(default)]
+    due_at: Option<Timestamp>,
+    #[serde(default)]
+    parent_id: Option<i64>,
+}
+
+async fn create_work_order(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Body(b): Body<NewOrderBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    let unprocessable = |m: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, m);
+    GeoPoint::new(b.location.lat, b.location.lon).map_err(|e| unprocessable(format!("location: {e}")))?;
+    if b.summary.trim().is_empty() {
+        return Err(unprocessable("summary is empty".into()));
+    }
+    let district_id = match &b.meter_id {
+        Some(m) => Some(
+            s.store
+                .get_meter(m)
+                .await?
+                .ok_or_else(|| unprocessable(format!("meter {m} is not in the registry")))?
+                .district,
+        ),
+        None => None,
+    };
+    let order = s
+        .dispatcher
+        .create(&NewWorkOrder {
+            kind: b.kind,
+            priority: b.priority,
+            alert_id: None,
+            meter_id: b.meter_id,
+            district_id,
+            location: b.location,
+            summary: b.summary,
+            due_at: b.due_at,
+            actor: actor(&headers),
+            parent_id: b.parent_id,
+        })
+        .await?;
+    Ok((StatusCode::CREATED, Json(OrderView::of(order))))
+}
+
+/// Escalated alerts per detector kind and the share crews confirmed on site.
+async fn alert_outcomes(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(json!({ "kinds": s.dispatcher.outcomes().await? })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LocationBody {
+    lat: f64,
+    lon: f64,
+    #[serde(default)]
+    t: Option<Timestamp>,
+}
+
+async fn crew_location(
+    State(s): State<AppState>,
+    PathOf(id): PathOf<String>,
+    Body(b): Body<LocationBody>,
+) -> Result<StatusCode, ApiError> {
+    let id = crew_id(&id)?;
+    let at = GeoPoint::new(b.lat, b.lon)
+        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e))?;
+    let now = chrono::Utc::now();
+    let t = b.t.unwrap_or(now);
+    if t > now + chrono::Duration::minutes(5) {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("t {t} is more than 5 minutes ahead of the server"),
+        ));
+    }
+    s.dispatcher.crew_position(&id, at, t).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlanBody {
+    /// The local date to plan.
+    date: chrono::NaiveDate,
+    /// Assign the planned orders to their crews.
+    #[serde(default)]
+    apply: bool,
+}
+
+async fn day_plan(
+    State(s): State<AppState>,
+    Body(b): Body<PlanBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(s.dispatcher.plan_day(b.date, b.apply).await?))
+}
+
+async fn leak_classes(State(s): State<AppState>) -> Json<leakwatch_core::LeakClassTable> {
+    Json(s.dispatcher.leak_classes().clone())
 }
 
 async fn get_work_order(
@@ -362,22 +502,40 @@ async fn get_work_order(
         .await?
         .ok_or_else(|| ApiError::not_found(format!("work order {id} does not exist")))?;
     let history = s.store.work_order_history(id).await?;
-    let mut v = serde_json::to_value(order).map_err(|_| ApiError::bad_request("unserializable"))?;
+    let alerts: Vec<i64> = s.store.alerts_of_order(id).await?.iter().map(|a| a.id).collect();
+    let mut v = serde_json::to_value(OrderView::of(order))
+        .map_err(|_| ApiError::bad_request("unserializable"))?;
     v["history"] = serde_json::to_value(history).unwrap_or_default();
+    v["alert_ids"] = json!(alerts);
     Ok(Json(v))
+}
+
+/// A lifecycle step: the action (`{"action":"arrive"}`...) and, from the field app,
+/// where the crew is.
+#[derive(Deserialize)]
+struct TransitionBody {
+    #[serde(flatten)]
+    action: OrderAction,
+    #[serde(default)]
+    position: Option<GeoPoint>,
 }
 
 async fn transition(
     State(s): State<AppState>,
     headers: HeaderMap,
     PathOf(id): PathOf<i64>,
-    Body(action): Body<OrderAction>,
-) -> Result<Json<WorkOrder>, ApiError> {
-    Ok(Json(
+    Body(b): Body<TransitionBody>,
+) -> Result<Json<OrderView>, ApiError> {
+    if let Some(p) = b.position {
+        GeoPoint::new(p.lat, p.lon).map_err(|e| {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("position: {e}"))
+        })?;
+    }
+    Ok(Json(OrderView::of(
         s.dispatcher
-            .transition(id, action, &actor(&headers))
+            .transition(id, b.action, &actor(&headers), b.position)
             .await?,
-    ))
+    )))
 }
 
 async fn list_crews(State(s): State<AppState>) -> Result<impl IntoResponse, ApiError> {
@@ -398,6 +556,14 @@ async fn post_crews(
                 format!("crew {}: name is empty", c.id),
             ));
         }
+        if let Some(sh) = &c.shifts
+            && let Err(e) = sh.validate()
+        {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("crew {}: shifts: {e}", c.id),
+            ));
+        }
         for (what, p) in [("home", Some(c.home)), ("position", c.position)] {
             if let Some(p) = p
                 && let Err(e) = leakwatch_core::GeoPoint::new(p.lat, p.lon)
@@ -416,12 +582,19 @@ async fn post_crews(
 async fn crew_jobs(
     State(s): State<AppState>,
     PathOf(id): PathOf<String>,
-) -> Result<Json<Vec<WorkOrder>>, ApiError> {
+) -> Result<Json<Vec<OrderView>>, ApiError> {
     let id = crew_id(&id)?;
     if s.store.get_crew(&id).await?.is_none() {
         return Err(ApiError::not_found(format!("crew {id} does not exist")));
     }
-    Ok(Json(s.store.jobs_for_crew(&id).await?))
+    Ok(Json(
+        s.store
+            .jobs_for_crew(&id)
+            .await?
+            .into_iter()
+            .map(OrderView::of)
+            .collect(),
+    ))
 }
 
 #[derive(Deserialize)]

@@ -1,7 +1,7 @@
 //! Starting and stopping the whole service in one process.
 
 use crate::config::{Config, parse_mqtt_url};
-use crate::{broker, detection, telemetry};
+use crate::{broker, crews, detection, telemetry};
 use anyhow::{Context, bail};
 use leakwatch_api::AppState;
 use leakwatch_dispatch::Dispatcher;
@@ -90,7 +90,8 @@ pub async fn start(cfg: &Config, opts: StartOptions) -> anyhow::Result<Running> 
     let listener = tokio::net::TcpListener::from_std(listener)?;
     let http_addr = listener.local_addr()?;
 
-    let dispatcher = Dispatcher::new(store.clone(), cfg.dispatch.clone());
+    let (notice_tx, notice_rx) = mpsc::unbounded_channel();
+    let dispatcher = Dispatcher::new(store.clone(), cfg.dispatch.clone()).with_notifier(notice_tx);
     let health = Arc::new(IngestHealth::default());
     let (shutdown, shutdown_rx) = watch::channel(false);
     let (stored_tx, stored_rx) = mpsc::channel(64);
@@ -109,6 +110,24 @@ pub async fn start(cfg: &Config, opts: StartOptions) -> anyhow::Result<Running> 
         store.clone(),
         stored_tx,
         health.clone(),
+        stopped(shutdown_rx.clone()),
+    )));
+    tasks.push(tokio::spawn(crews::run(
+        crews::CrewChannelConfig {
+            host: mqtt_host.clone(),
+            port: mqtt_port,
+            client_id: format!("{}-crews", cfg.mqtt.client_id),
+            prefix: cfg.mqtt.crew_prefix.clone(),
+            keep_alive: Duration::from_secs(cfg.mqtt.keep_alive_s.max(5)),
+        },
+        dispatcher.clone(),
+        store.clone(),
+        notice_rx,
+        stopped(shutdown_rx.clone()),
+    )));
+    tasks.push(tokio::spawn(supervise(
+        dispatcher.clone(),
+        Duration::from_secs(cfg.dispatch.check_every_s),
         stopped(shutdown_rx.clone()),
     )));
     let detection_status = Arc::new(leakwatch_api::DetectionStatus::default());
@@ -146,6 +165,33 @@ pub async fn start(cfg: &Config, opts: StartOptions) -> anyhow::Result<Running> 
         shutdown,
         tasks,
     })
+}
+
+/// Runs the dispatcher's supervisor pass (acceptance timeouts, unassigned urgent
+/// orders, deadline breaches) every `every` until `shutdown`.
+async fn supervise(
+    dispatcher: Dispatcher,
+    every: Duration,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    tokio::pin!(shutdown);
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = tick.tick() => match dispatcher.tick(chrono::Utc::now()).await {
+                Ok(r) if r != Default::default() => tracing::info!(
+                    acceptance_timeouts = r.acceptance_timeouts,
+                    assigned = r.assigned,
+                    breaches = r.breaches,
+                    "dispatch supervisor pass"
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "dispatch supervisor pass failed"),
+            },
+        }
+    }
 }
 
 impl Running {

@@ -191,6 +191,7 @@ impl Config {
                 "must be a positive number".into(),
             );
         }
+        self.dispatch.validate().map_err(ConfigError)?;
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return bad(
                 "log.format",
@@ -267,6 +268,30 @@ mod tests {
         assert_eq!(cfg.mqtt.url, "mqtt://127.0.0.1:1883");
         // The example documents every detector setting with its default.
         assert_eq!(cfg.detect, DetectConfig::default());
+        // ... and every dispatch setting, the escalation rules included.
+        assert_eq!(cfg.dispatch, DispatchConfig::default());
+        let defaults = Config::load_with(None, Env::prefixed("LEAKWATCH_TEST_NONE__")).unwrap();
+        assert_eq!(defaults.dispatch, DispatchConfig::default());
+    }
+
+    #[test]
+    fn bad_dispatch_settings_name_their_key() {
+        let dir = std::env::temp_dir().join(format!("lw-cfg-dispatch-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.toml");
+        for (toml, key) in [
+            ("[dispatch]\nleak_classes = \"fr\"\n", "dispatch.leak_classes"),
+            ("[dispatch.travel]\nprovider = \"osrm\"\n", "dispatch.travel"),
+            (
+                "[[dispatch.mapping.rules]]\nalert_kinds = [\"burst\"]\norder_kind = \"repair\"\npriority = \"low\"\n",
+                "dispatch.mapping",
+            ),
+        ] {
+            std::fs::write(&file, toml).unwrap();
+            let e = Config::load_with(Some(&file), Env::prefixed("LEAKWATCH_TEST_NONE__"))
+                .unwrap_err();
+            assert!(e.to_string().contains(key), "{toml}: {e}");
+        }
     }
 
     #[test]

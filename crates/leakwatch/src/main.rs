@@ -113,8 +113,41 @@ struct DemoArgs {
     fleet: FleetArgs,
 }
 
+#[derive(Subcommand)]
+enum SimCommand {
+    /// Simulate emergency dispatch on a district map (no broker, no database):
+    /// crews on shifts from home, Poisson emergencies and planned work; compares
+    /// nearest-crew dispatch with the naive first-free-crew baseline on the same
+    /// draws (docs/dispatch.md).
+    Dispatch(SimDispatchArgs),
+}
+
 #[derive(Args)]
+struct SimDispatchArgs {
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Simulated days.
+    #[arg(long, default_value_t = 30)]
+    days: u32,
+    /// Number of crews (split over three daily shifts).
+    #[arg(long)]
+    crews: Option<u32>,
+    /// Mean emergencies per hour.
+    #[arg(long)]
+    emergencies_per_h: Option<f64>,
+    /// Planned jobs released each day.
+    #[arg(long)]
+    planned_per_day: Option<u32>,
+    /// Write the scenario and the reports as JSON.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+}
+
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
 struct SimArgs {
+    #[command(subcommand)]
+    what: Option<SimCommand>,
     /// Broker to publish to.
     #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
     mqtt: String,
@@ -435,7 +468,57 @@ async fn demo(mut cfg: Config, args: DemoArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn sim_dispatch(args: &SimDispatchArgs) -> anyhow::Result<()> {
+    use leakwatch_dispatch::choose::ChoicePolicy;
+    use leakwatch_dispatch::simulate::{self, SimPolicy, SimScenario};
+    let mut scenario = SimScenario::standard();
+    scenario.seed = args.seed;
+    scenario.days = args.days;
+    if let Some(c) = args.crews {
+        scenario.crews = c;
+    }
+    if let Some(e) = args.emergencies_per_h {
+        scenario.emergencies_per_h = e;
+    }
+    if let Some(p) = args.planned_per_day {
+        scenario.planned_per_day = p;
+    }
+    let policies = [
+        SimPolicy::Nearest(ChoicePolicy::default()),
+        SimPolicy::Nearest(ChoicePolicy {
+            preempt: false,
+            ..ChoicePolicy::default()
+        }),
+        SimPolicy::FirstFree,
+    ];
+    let started = std::time::Instant::now();
+    let reports = simulate::compare(&scenario, &policies).map_err(|e| anyhow::anyhow!(e))?;
+    println!(
+        "dispatch simulation: seed {}, {} days, {} crews, {} emergencies/h, {} planned jobs/day ({:.1} s)",
+        scenario.seed,
+        scenario.days,
+        scenario.crews,
+        scenario.emergencies_per_h,
+        scenario.planned_per_day,
+        started.elapsed().as_secs_f64()
+    );
+    print!("{}", simulate::table(&reports));
+    if let Some(path) = &args.json {
+        let body = serde_json::json!({ "scenario": scenario, "reports": reports
+            .iter()
+            .map(|(name, r)| serde_json::json!({ "policy": name, "report": r }))
+            .collect::<Vec<_>>() });
+        std::fs::write(path, serde_json::to_vec_pretty(&body)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        println!("written to {}", path.display());
+    }
+    Ok(())
+}
+
 async fn sim(args: SimArgs) -> anyhow::Result<()> {
+    if let Some(SimCommand::Dispatch(d)) = &args.what {
+        return sim_dispatch(d);
+    }
     let mut fleet = args.fleet.fleet();
     if let Some(path) = &args.registry_out {
         std::fs::write(path, fleet.to_csv())

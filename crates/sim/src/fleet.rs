@@ -297,6 +297,8 @@ impl Fleet {
                     home,
                     position: Some(home),
                     position_at: None,
+                    last_job_place: None,
+                    shifts: None,
                     on_shift: true,
                 }
             })

@@ -1,0 +1,886 @@
+//! The work-order service: reads and writes the store around the pure decisions and
+//! tells the crews' channel what changed.
+
+use crate::choose::{self, CrewState, CurrentJob};
+use crate::grouping::{self, GroupDecision, OpenOrder};
+use crate::plan::{self, DayPlan, PlanCrew, PlanInput, PlanJob};
+use crate::travel::TravelTime;
+use crate::{DispatchConfig, DispatchError};
+use chrono::{Duration, NaiveDate, Utc};
+use leakwatch_core::workorder::next_status;
+use leakwatch_core::{
+    Alert, AlertAction, AlertKind, AlertStatus, CrewId, GeoPoint, LeakClassTable, MeterKind,
+    OrderAction, Priority, SiteFinding, Timestamp, TransitionRecord, WorkOrder, WorkOrderKind,
+    WorkOrderStatus,
+};
+use leakwatch_store::{NewWorkOrder, OrderChange, OutcomeStat, Store};
+use serde::Serialize;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+/// What happened to a crew's job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobChange {
+    /// The job is now the crew's.
+    Assigned,
+    /// The job changed (status, priority, deadline).
+    Updated,
+    /// The job was taken from the crew (reassigned, pre-empted, unassigned).
+    Withdrawn,
+}
+
+/// A message for one crew's devices about one job.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobNotice {
+    pub crew_id: CrewId,
+    pub change: JobChange,
+    pub order: WorkOrder,
+}
+
+/// Escalated alerts of one kind and what the crews found.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OutcomeRow {
+    pub kind: AlertKind,
+    pub escalated: i64,
+    pub confirmed: i64,
+    pub false_positive: i64,
+    /// Escalated, no finding yet.
+    pub pending: i64,
+    /// Confirmed share of the alerts with a finding; absent without findings.
+    pub precision: Option<f64>,
+}
+
+/// What one supervisor pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct TickReport {
+    pub acceptance_timeouts: u32,
+    pub assigned: u32,
+    pub breaches: u32,
+}
+
+/// Marks an audit record as an acceptance timeout (and names its crew).
+const TIMEOUT_NOTE: &str = "acceptance timeout";
+
+/// The work-order service. Cheap to clone.
+#[derive(Clone)]
+pub struct Dispatcher {
+    store: Store,
+    cfg: Arc<DispatchConfig>,
+    travel: Arc<TravelTime>,
+    leak_table: Arc<LeakClassTable>,
+    notify: Option<mpsc::UnboundedSender<JobNotice>>,
+}
+
+impl Dispatcher {
+    /// A dispatcher on `store`; `cfg` must have passed [`DispatchConfig::validate`]
+    /// (an invalid leak-class setting falls back to the Italian preset, logged).
+    pub fn new(store: Store, cfg: DispatchConfig) -> Self {
+        let leak_table = cfg.leak_table().unwrap_or_else(|e| {
+            tracing::error!(error = %e, "leak classes: using the Italian preset");
+            LeakClassTable::italian()
+        });
+        Self {
+            store,
+            travel: Arc::new(cfg.travel.build()),
+            cfg: Arc::new(cfg),
+            leak_table: Arc::new(leak_table),
+            notify: None,
+        }
+    }
+
+    /// Sends a [`JobNotice`] for every new or changed job to `tx` (the crews' MQTT
+    /// channel).
+    pub fn with_notifier(mut self, tx: mpsc::UnboundedSender<JobNotice>) -> Self {
+        self.notify = Some(tx);
+        self
+    }
+
+    pub fn config(&self) -> &DispatchConfig {
+        &self.cfg
+    }
+
+    /// The leak classes crews record.
+    pub fn leak_classes(&self) -> &LeakClassTable {
+        &self.leak_table
+    }
+
+    fn tell(&self, crew_id: &CrewId, change: JobChange, order: &WorkOrder) {
+        if let Some(tx) = &self.notify {
+            let _ = tx.send(JobNotice {
+                crew_id: crew_id.clone(),
+                change,
+                order: order.clone(),
+            });
+        }
+    }
+
+    /// Applies an engineer's review action (acknowledge, dismiss, resolve) to an alert.
+    /// Escalation goes through [`Dispatcher::escalate`], which also creates the order.
+    pub async fn review(
+        &self,
+        alert_id: i64,
+        action: &AlertAction,
+    ) -> Result<Alert, DispatchError> {
+        if matches!(action, AlertAction::Escalate) {
+            return self.escalate(alert_id, "api").await.map(|(a, _)| a);
+        }
+        let alert = self.alert(alert_id).await?;
+        let to = alert
+            .status
+            .apply(action)
+            .map_err(DispatchError::Rejected)?;
+        let reason = match action {
+            AlertAction::Dismiss { reason } => Some(reason.as_str()),
+            _ => None,
+        };
+        Ok(self
+            .store
+            .set_alert_status(alert_id, alert.status, to, reason, None)
+            .await?)
+    }
+
+    async fn alert(&self, id: i64) -> Result<Alert, DispatchError> {
+        self.store
+            .get_alert(id)
+            .await?
+            .ok_or_else(|| DispatchError::NotFound(format!("alert {id} does not exist")))
+    }
+
+    async fn order(&self, id: i64) -> Result<WorkOrder, DispatchError> {
+        self.store
+            .get_work_order(id)
+            .await?
+            .ok_or_else(|| DispatchError::NotFound(format!("work order {id} does not exist")))
+    }
+
+    /// Where a crew goes for an alert: its meter, or for a district alert the
+    /// district's station.
+    async fn location_of(&self, alert: &Alert) -> Result<GeoPoint, DispatchError> {
+        if let Some(m) = &alert.meter_id {
+            let meter = self.store.get_meter(m).await?.ok_or_else(|| {
+                DispatchError::Rejected(format!(
+                    "alert {} names meter {m}, which is not in the registry",
+                    alert.id
+                ))
+            })?;
+            return Ok(meter.location);
+        }
+        if let Some(d) = &alert.district_id {
+            let station = self
+                .store
+                .all_meters()
+                .await?
+                .into_iter()
+                .filter(|m| m.kind == MeterKind::Station && &m.district == d)
+                .min_by(|a, b| a.id.cmp(&b.id));
+            if let Some(s) = station {
+                return Ok(s.location);
+            }
+        }
+        Err(DispatchError::Rejected(format!(
+            "alert {} has no meter or district station to send a crew to",
+            alert.id
+        )))
+    }
+
+    /// Escalates an alert: marks it escalated and either joins it to an open order
+    /// close in place and time (incident grouping, upgrading that order when this
+    /// alert is more urgent) or creates its order (kind, priority and deadline from
+    /// the mapping), which goes at once to the nearest crew when urgent.
+    #[tracing::instrument(skip(self), err(level = "warn"))]
+    pub async fn escalate(
+        &self,
+        alert_id: i64,
+        actor: &str,
+    ) -> Result<(Alert, WorkOrder), DispatchError> {
+        let alert = self.alert(alert_id).await?;
+        alert
+            .status
+            .apply(&AlertAction::Escalate)
+            .map_err(DispatchError::Rejected)?;
+        let location = self.location_of(&alert).await?;
+        let now = Utc::now();
+        let job = self.cfg.mapping.job_for(alert.kind, alert.severity);
+        let due = job
+            .deadline_min
+            .map(|m| now + Duration::minutes(i64::from(m)));
+        // Claim the alert first, so two engineers escalating at once make one order.
+        self.store
+            .set_alert_status(alert_id, alert.status, AlertStatus::Escalated, None, None)
+            .await?;
+
+        let active = self.store.active_work_orders().await?;
+        let open: Vec<OpenOrder> = active
+            .iter()
+            .filter(|o| o.kind.requires_finding() == job.kind.requires_finding())
+            .map(|o| OpenOrder {
+                order_id: o.id,
+                location: o.location,
+                created_at: o.created_at,
+                priority: o.priority,
+                status: o.status,
+            })
+            .collect();
+        if let GroupDecision::Join {
+            order_id,
+            upgrade_to,
+        } = grouping::group(&self.cfg.grouping, location, now, job.priority, &open)
+        {
+            let alert = self
+                .store
+                .set_alert_status(
+                    alert_id,
+                    AlertStatus::Escalated,
+                    AlertStatus::Escalated,
+                    Some(&format!("grouped into work order {order_id}")),
+                    Some(order_id),
+                )
+                .await?;
+            let mut order = self.order(order_id).await?;
+            if let Some(p) = upgrade_to {
+                let due = match (order.due_at, due) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                order = self.store.set_work_order_priority(order_id, p, due).await?;
+                if let Some(c) = &order.crew_id {
+                    self.tell(c, JobChange::Updated, &order);
+                }
+            }
+            metrics::counter!("leakwatch_alerts_grouped_total").increment(1);
+            tracing::info!(alert_id, order_id, "alert grouped into an open work order");
+            if order.status == WorkOrderStatus::Created && self.urgent(&order) {
+                order = self.assign_nearest(order_id, &[]).await?.unwrap_or(order);
+            }
+            return Ok((alert, order));
+        }
+
+        let order = self
+            .store
+            .create_work_order(&NewWorkOrder {
+                kind: job.kind,
+                priority: job.priority,
+                alert_id: Some(alert_id),
+                meter_id: alert.meter_id.clone(),
+                district_id: alert.district_id.clone(),
+                location,
+                summary: format!("{}: {}", alert.kind, alert.evidence.explanation),
+                due_at: due,
+                actor: actor.to_owned(),
+                parent_id: None,
+            })
+            .await?;
+        let alert = self
+            .store
+            .set_alert_status(
+                alert_id,
+                AlertStatus::Escalated,
+                AlertStatus::Escalated,
+                None,
+                Some(order.id),
+            )
+            .await?;
+        metrics::counter!("leakwatch_work_orders_created_total", "kind" => job.kind.as_str())
+            .increment(1);
+        tracing::info!(
+            alert_id,
+            order_id = order.id,
+            kind = job.kind.as_str(),
+            "alert escalated"
+        );
+        let order = if self.urgent(&order) {
+            self.assign_nearest(order.id, &[]).await?.unwrap_or(order)
+        } else {
+            order
+        };
+        Ok((alert, order))
+    }
+
+    /// Orders that go to a crew at once (with `auto_assign`); the rest wait for the
+    /// day plan.
+    fn urgent(&self, order: &WorkOrder) -> bool {
+        self.cfg.auto_assign && order.priority <= Priority::High
+    }
+
+    /// Creates an order by hand (planned work, a meter replacement...). It waits for
+    /// the day plan unless urgent.
+    pub async fn create(&self, new: &NewWorkOrder) -> Result<WorkOrder, DispatchError> {
+        let order = self.store.create_work_order(new).await?;
+        metrics::counter!("leakwatch_work_orders_created_total", "kind" => order.kind.as_str())
+            .increment(1);
+        if self.urgent(&order) {
+            return Ok(self.assign_nearest(order.id, &[]).await?.unwrap_or(order));
+        }
+        Ok(order)
+    }
+
+    /// The crews as the choice sees them at `now`.
+    async fn crew_states(
+        &self,
+        now: Timestamp,
+    ) -> Result<Vec<(CrewState, leakwatch_core::PositionSource)>, DispatchError> {
+        let max_age = Duration::minutes(i64::from(self.cfg.position_max_age_min));
+        Ok(self
+            .store
+            .list_crews()
+            .await?
+            .into_iter()
+            .map(|r| {
+                let (position, source) = r.crew.believed_position(now, max_age);
+                (
+                    CrewState {
+                        on_shift: r.crew.on_shift_at(now),
+                        id: r.crew.id,
+                        skills: r.crew.skills,
+                        position,
+                        current: r.current.map(|c| CurrentJob {
+                            order_id: c.order_id,
+                            priority: c.priority,
+                            status: c.status,
+                        }),
+                    },
+                    source,
+                )
+            })
+            .collect())
+    }
+
+    /// Assigns an unassigned order to the qualified, on-shift crew with the shortest
+    /// travel time, pre-empting a crew on non-emergency work for an emergency when
+    /// the policy allows (the pre-empted order goes back to `created` and is given
+    /// to another crew by the supervisor). Crews in `exclude` are not considered.
+    /// Returns `None` when no crew can take it now (it stays `created`).
+    pub async fn assign_nearest(
+        &self,
+        order_id: i64,
+        exclude: &[CrewId],
+    ) -> Result<Option<WorkOrder>, DispatchError> {
+        let order = self.order(order_id).await?;
+        if order.status != WorkOrderStatus::Created {
+            return Err(DispatchError::Rejected(format!(
+                "work order {order_id} is {}, not waiting for a crew",
+                order.status
+            )));
+        }
+        let now = Utc::now();
+        let crews = self.crew_states(now).await?;
+        let states: Vec<CrewState> = crews.iter().map(|(s, _)| s.clone()).collect();
+        let positions: Vec<GeoPoint> = states.iter().map(|s| s.position).collect();
+        let durations = self
+            .travel
+            .durations_s(&positions, &[order.location])
+            .await
+            .map_err(|e| DispatchError::Rejected(format!("travel times: {e}")))?;
+        let travel_s: Vec<f64> = durations.seconds.iter().map(|row| row[0]).collect();
+        let skill = order.kind.required_skill();
+        let Some(choice) = choose::choose_nearest(
+            &states,
+            &travel_s,
+            skill,
+            order.priority,
+            &self.cfg.choice,
+            exclude,
+        ) else {
+            metrics::counter!("leakwatch_dispatch_no_crew_total").increment(1);
+            tracing::warn!(order_id, skill, "no crew available");
+            return Ok(None);
+        };
+        if let Some(pre) = choice.preempts {
+            let other = self.order(pre).await?;
+            self.apply(
+                other,
+                OrderAction::Unassign,
+                "dispatcher",
+                Some(format!("pre-empted by emergency work order {order_id}")),
+                None,
+                None,
+            )
+            .await?;
+            metrics::counter!("leakwatch_dispatch_preemptions_total").increment(1);
+            tracing::warn!(order_id, preempted = pre, crew_id = %choice.crew_id, "crew pre-empted");
+        }
+        let source = crews
+            .iter()
+            .find(|(s, _)| s.id == choice.crew_id)
+            .map(|(_, src)| *src);
+        let note = format!(
+            "nearest crew: {:.0} min by {} travel times from its {}{}",
+            choice.travel_s / 60.0,
+            durations.provider,
+            match source {
+                Some(leakwatch_core::PositionSource::Reported) => "reported position",
+                Some(leakwatch_core::PositionSource::LastJob) => "last job's place",
+                _ => "home base",
+            },
+            match choice.preempts {
+                Some(p) => format!(", pre-empting work order {p}"),
+                None => String::new(),
+            }
+        );
+        tracing::info!(order_id, crew_id = %choice.crew_id, travel_s = choice.travel_s, "crew chosen");
+        self.apply(
+            order,
+            OrderAction::Assign {
+                crew_id: choice.crew_id,
+            },
+            "dispatcher",
+            Some(note),
+            None,
+            None,
+        )
+        .await
+        .map(Some)
+    }
+
+    /// Moves an order through its lifecycle on someone's request; `position` is where
+    /// the actor was (the field app sends it). Completing a leak job needs the crew's
+    /// finding, checked against the leak classes; the finding marks the order's
+    /// alerts confirmed or false positive and, for a leak not repaired, creates the
+    /// follow-up repair order with the class's deadline.
+    #[tracing::instrument(skip(self, action), fields(action = action.name()), err(level = "warn"))]
+    pub async fn transition(
+        &self,
+        order_id: i64,
+        action: OrderAction,
+        actor: &str,
+        position: Option<GeoPoint>,
+    ) -> Result<WorkOrder, DispatchError> {
+        let order = self.order(order_id).await?;
+        let (note, finding) = match &action {
+            OrderAction::Complete { notes, finding } => {
+                if order.kind.requires_finding() && finding.is_none() {
+                    return Err(DispatchError::Invalid(format!(
+                        "work order {order_id} is a {} job: completing it needs the crew's finding",
+                        order.kind.as_str()
+                    )));
+                }
+                if let Some(f) = finding {
+                    f.validate(&self.leak_table)
+                        .map_err(|e| DispatchError::Invalid(format!("finding: {e}")))?;
+                }
+                (notes.clone(), finding.clone())
+            }
+            OrderAction::Cancel { reason } | OrderAction::UnableToComplete { reason } => {
+                (Some(reason.clone()), None)
+            }
+            _ => (None, None),
+        };
+        let now = Utc::now();
+        let updated = self
+            .apply(order, action, actor, note, position, finding.clone())
+            .await?;
+        if let Some(crew) = &updated.crew_id {
+            if let Some(p) = position {
+                self.store.set_crew_position(crew, p, now).await?;
+            }
+            if updated.status == WorkOrderStatus::OnSite {
+                self.store
+                    .set_crew_last_job_place(crew, updated.location)
+                    .await?;
+            }
+        }
+        if let (WorkOrderStatus::Completed, Some(f)) = (updated.status, &finding) {
+            self.record_finding(&updated, f, now).await?;
+        }
+        Ok(updated)
+    }
+
+    async fn record_finding(
+        &self,
+        order: &WorkOrder,
+        finding: &SiteFinding,
+        now: Timestamp,
+    ) -> Result<(), DispatchError> {
+        let outcome = finding.outcome();
+        let n = self
+            .store
+            .set_outcome_for_order(order.id, outcome, now)
+            .await?;
+        metrics::counter!("leakwatch_alert_outcomes_total", "outcome" => outcome.as_str())
+            .increment(n);
+        tracing::info!(order_id = order.id, outcome = outcome.as_str(), alerts = n, "finding recorded");
+        if !finding.needs_follow_up() {
+            return Ok(());
+        }
+        let class = finding.leak_class.as_deref().unwrap_or_default();
+        let due = self
+            .leak_table
+            .repair_due(class, now)
+            .map_err(DispatchError::Rejected)?;
+        let hours = self.leak_table.get(class).and_then(|c| c.repair_within_h);
+        let priority = match hours {
+            Some(0) => Priority::Emergency,
+            Some(h) if h <= 24 => Priority::High,
+            Some(_) => Priority::Normal,
+            None => Priority::Low,
+        };
+        let follow_up = self
+            .create(&NewWorkOrder {
+                kind: WorkOrderKind::Repair,
+                priority,
+                alert_id: order.alert_id,
+                meter_id: order.meter_id.clone(),
+                district_id: order.district_id.clone(),
+                location: order.location,
+                summary: format!(
+                    "repair: class {class} leak found by work order {}{}",
+                    order.id,
+                    if finding.notes.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", finding.notes)
+                    }
+                ),
+                due_at: due,
+                actor: "dispatcher".into(),
+                parent_id: Some(order.id),
+            })
+            .await?;
+        tracing::info!(order_id = order.id, follow_up = follow_up.id, class, "follow-up repair order created");
+        Ok(())
+    }
+
+    async fn apply(
+        &self,
+        order: WorkOrder,
+        action: OrderAction,
+        actor: &str,
+        note: Option<String>,
+        position: Option<GeoPoint>,
+        finding: Option<SiteFinding>,
+    ) -> Result<WorkOrder, DispatchError> {
+        let to = next_status(order.status, &action)
+            .map_err(|e| DispatchError::Rejected(format!("work order {}: {e}", order.id)))?;
+        let crew = match &action {
+            OrderAction::Assign { crew_id } => {
+                if self.store.get_crew(crew_id).await?.is_none() {
+                    return Err(DispatchError::Rejected(format!(
+                        "crew {crew_id} does not exist"
+                    )));
+                }
+                Some(Some(crew_id.clone()))
+            }
+            OrderAction::Unassign => Some(None),
+            _ => None,
+        };
+        let now = Utc::now();
+        let rec = TransitionRecord {
+            order_id: order.id,
+            from: order.status,
+            to,
+            action: action.name().to_owned(),
+            actor: actor.to_owned(),
+            at: now,
+            crew_id: match &action {
+                OrderAction::Assign { crew_id } => Some(crew_id.clone()),
+                _ => order.crew_id.clone(),
+            },
+            note,
+            position,
+        };
+        let updated = self
+            .store
+            .apply_transition(order.id, &rec, &OrderChange { crew, finding })
+            .await?;
+        metrics::counter!("leakwatch_work_order_transitions_total", "to" => to.as_str())
+            .increment(1);
+        match &action {
+            OrderAction::Assign { crew_id } => {
+                if let Some(prev) = order.crew_id.as_ref().filter(|p| *p != crew_id) {
+                    self.tell(prev, JobChange::Withdrawn, &updated);
+                }
+                self.tell(crew_id, JobChange::Assigned, &updated);
+            }
+            OrderAction::Unassign => {
+                if let Some(prev) = &order.crew_id {
+                    self.tell(prev, JobChange::Withdrawn, &updated);
+                }
+            }
+            _ => {
+                if let Some(c) = &updated.crew_id {
+                    self.tell(c, JobChange::Updated, &updated);
+                }
+            }
+        }
+        self.check_breach(&updated, now).await?;
+        if to.is_final() {
+            self.close_alerts(&updated).await?;
+        }
+        Ok(updated)
+    }
+
+    /// Flags an order past its deadline, once.
+    async fn check_breach(&self, order: &WorkOrder, now: Timestamp) -> Result<bool, DispatchError> {
+        if order.breached_at.is_some() {
+            return Ok(false);
+        }
+        let Some(d) = order.deadline(now) else {
+            return Ok(false);
+        };
+        if !d.breached || !self.store.mark_breached(order.id, now).await? {
+            return Ok(false);
+        }
+        metrics::counter!("leakwatch_work_order_deadline_breaches_total", "kind" => order.kind.as_str())
+            .increment(1);
+        tracing::warn!(
+            order_id = order.id,
+            kind = order.kind.as_str(),
+            due_at = %d.due_at,
+            measures = d.measures,
+            "work order past its deadline"
+        );
+        Ok(true)
+    }
+
+    /// When an order ends, its escalated alerts are resolved with the outcome as the
+    /// reason.
+    async fn close_alerts(&self, order: &WorkOrder) -> Result<(), DispatchError> {
+        for alert in self.store.alerts_of_order(order.id).await? {
+            if alert.status == AlertStatus::Escalated {
+                let reason = format!("work order {} {}", order.id, order.status);
+                self.store
+                    .set_alert_status(
+                        alert.id,
+                        AlertStatus::Escalated,
+                        AlertStatus::Resolved,
+                        Some(&reason),
+                        Some(order.id),
+                    )
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Crews that let this order time out before: not asked again.
+    async fn timed_out_crews(&self, order_id: i64) -> Result<Vec<CrewId>, DispatchError> {
+        Ok(self
+            .store
+            .work_order_history(order_id)
+            .await?
+            .into_iter()
+            .filter(|r| {
+                r.action == "unassign"
+                    && r.note
+                        .as_deref()
+                        .is_some_and(|n| n.starts_with(TIMEOUT_NOTE))
+            })
+            .filter_map(|r| r.crew_id)
+            .collect())
+    }
+
+    /// One supervisor pass at `now`: urgent orders not accepted within
+    /// `accept_within_s` go to the next crew (the alerts' engineers see why);
+    /// urgent orders nobody holds are offered again; orders past their deadline are
+    /// flagged and counted.
+    pub async fn tick(&self, now: Timestamp) -> Result<TickReport, DispatchError> {
+        let mut report = TickReport::default();
+        let limit = now - Duration::seconds(self.cfg.accept_within_s as i64);
+        for order in self.store.orders_awaiting_acceptance(limit).await? {
+            if order.priority > Priority::High {
+                continue;
+            }
+            let Some(crew) = order.crew_id.clone() else {
+                continue;
+            };
+            let id = order.id;
+            let note = format!(
+                "{TIMEOUT_NOTE}: {crew} did not accept within {} s",
+                self.cfg.accept_within_s
+            );
+            match self
+                .apply(order, OrderAction::Unassign, "dispatcher", Some(note), None, None)
+                .await
+            {
+                Ok(_) => {}
+                // Accepted (or changed) meanwhile.
+                Err(DispatchError::Conflict(_)) => continue,
+                Err(e) => return Err(e),
+            }
+            report.acceptance_timeouts += 1;
+            metrics::counter!("leakwatch_dispatch_acceptance_timeouts_total").increment(1);
+            let excluded = self.timed_out_crews(id).await?;
+            let next = self.assign_nearest(id, &excluded).await?;
+            let reason = match &next {
+                Some(o) => format!(
+                    "work order {id} not accepted by {crew} within {} s; reassigned to {}",
+                    self.cfg.accept_within_s,
+                    o.crew_id.as_ref().map(|c| c.as_str()).unwrap_or("?")
+                ),
+                None => format!(
+                    "work order {id} not accepted by {crew} within {} s; no other crew available",
+                    self.cfg.accept_within_s
+                ),
+            };
+            if next.is_some() {
+                report.assigned += 1;
+            }
+            tracing::warn!(order_id = id, %crew, "{reason}");
+            for alert in self.store.alerts_of_order(id).await? {
+                if alert.status == AlertStatus::Escalated {
+                    self.store
+                        .set_alert_status(
+                            alert.id,
+                            AlertStatus::Escalated,
+                            AlertStatus::Escalated,
+                            Some(&reason),
+                            Some(id),
+                        )
+                        .await?;
+                }
+            }
+        }
+        if self.cfg.auto_assign {
+            for order in self.store.active_work_orders().await? {
+                if order.status != WorkOrderStatus::Created || order.priority > Priority::High {
+                    continue;
+                }
+                let excluded = self.timed_out_crews(order.id).await?;
+                match self.assign_nearest(order.id, &excluded).await {
+                    Ok(Some(_)) => report.assigned += 1,
+                    Ok(None) | Err(DispatchError::Conflict(_)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        for order in self.store.orders_due_before(now).await? {
+            if self.check_breach(&order, now).await? {
+                report.breaches += 1;
+            }
+        }
+        metrics::gauge!("leakwatch_work_orders_breached").set(self.store.count_breached().await? as f64);
+        Ok(report)
+    }
+
+    /// Escalated alerts per detector kind and what crews found: the share confirmed
+    /// on site.
+    pub async fn outcomes(&self) -> Result<Vec<OutcomeRow>, DispatchError> {
+        Ok(self
+            .store
+            .outcome_stats()
+            .await?
+            .into_iter()
+            .map(|s: OutcomeStat| {
+                let judged = s.confirmed + s.false_positive;
+                OutcomeRow {
+                    kind: s.kind,
+                    escalated: s.escalated,
+                    confirmed: s.confirmed,
+                    false_positive: s.false_positive,
+                    pending: s.escalated - judged,
+                    precision: (judged > 0).then(|| s.confirmed as f64 / judged as f64),
+                }
+            })
+            .collect())
+    }
+
+    /// The day plan for `date` (local): every on-shift crew from its home, the
+    /// unassigned non-emergency orders as jobs. With `apply`, the planned orders are
+    /// assigned to their crews in route order.
+    pub async fn plan_day(&self, date: NaiveDate, apply: bool) -> Result<DayPlan, DispatchError> {
+        let p = &self.cfg.plan;
+        let mut crews = Vec::new();
+        for r in self.store.list_crews().await? {
+            let (offset, intervals) = match &r.crew.shifts {
+                Some(s) => (s.utc_offset_h, s.intervals_on(date)),
+                None => (
+                    p.utc_offset_h,
+                    vec![(p.default_shift_start_min, p.default_shift_end_min)],
+                ),
+            };
+            let Some(&(start, _)) = intervals.first() else {
+                continue;
+            };
+            let end = intervals.iter().map(|i| i.1).max().unwrap_or(start);
+            let local = |min: u32| {
+                date.and_hms_opt(0, 0, 0).expect("midnight").and_utc()
+                    + Duration::minutes(i64::from(min))
+                    - Duration::hours(i64::from(offset))
+            };
+            crews.push(PlanCrew {
+                id: r.crew.id,
+                skills: r.crew.skills,
+                home: r.crew.home,
+                shift_start: local(start),
+                shift_end: local(end),
+            });
+        }
+        let jobs: Vec<PlanJob> = self
+            .store
+            .active_work_orders()
+            .await?
+            .into_iter()
+            .filter(|o| o.status == WorkOrderStatus::Created && o.priority != Priority::Emergency)
+            .map(|o| PlanJob {
+                order_id: o.id,
+                location: o.location,
+                duration_min: p.default_job_min,
+                skill: o.kind.required_skill().to_owned(),
+                priority: o.priority,
+                window: None,
+            })
+            .collect();
+        let places: Vec<GeoPoint> = crews
+            .iter()
+            .map(|c| c.home)
+            .chain(jobs.iter().map(|j| j.location))
+            .collect();
+        let matrix = self
+            .travel
+            .durations_s(&places, &places)
+            .await
+            .map_err(|e| DispatchError::Rejected(format!("travel times: {e}")))?;
+        let input = PlanInput {
+            crews,
+            jobs,
+            matrix_s: matrix.seconds,
+            max_generations: p.max_generations,
+            max_time_s: p.max_time_s,
+        };
+        let plan = tokio::task::spawn_blocking(move || plan::plan_day(&input))
+            .await
+            .map_err(|e| DispatchError::Rejected(format!("planner stopped: {e}")))?
+            .map_err(|e| DispatchError::Rejected(format!("day plan: {e}")))?;
+        if apply {
+            for route in &plan.routes {
+                for (i, stop) in route.stops.iter().enumerate() {
+                    let order = self.order(stop.order_id).await?;
+                    let note = format!(
+                        "day plan {date}: stop {} of {}, arrival {}",
+                        i + 1,
+                        route.stops.len(),
+                        stop.arrival.format("%H:%M UTC")
+                    );
+                    self.apply(
+                        order,
+                        OrderAction::Assign {
+                            crew_id: route.crew_id.clone(),
+                        },
+                        "planner",
+                        Some(note),
+                        None,
+                        None,
+                    )
+                    .await?;
+                }
+            }
+        }
+        Ok(plan)
+    }
+
+    /// Records a crew's position (field app or MQTT `crews/{id}/location`).
+    pub async fn crew_position(
+        &self,
+        crew: &CrewId,
+        at: GeoPoint,
+        when: Timestamp,
+    ) -> Result<(), DispatchError> {
+        Ok(self.store.set_crew_position(crew, at, when).await?)
+    }
+
+    /// Is this order one a crew is currently working on?
+    pub fn is_active(order: &WorkOrder) -> bool {
+        order.status != WorkOrderStatus::Created && !order.status.is_final()
+    }
+}
