@@ -6,6 +6,7 @@
 //! writes the store around them. This crate does not speak HTTP or MQTT: the API and
 //! the crews' channels call it.
 
+pub mod choose;
 pub mod travel;
 
 use chrono::{Duration, Utc};
