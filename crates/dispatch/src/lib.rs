@@ -7,6 +7,7 @@
 //! the crews' channels call it.
 
 pub mod choose;
+pub mod grouping;
 pub mod travel;
 
 use chrono::{Duration, Utc};
