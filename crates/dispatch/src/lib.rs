@@ -8,6 +8,7 @@
 
 pub mod choose;
 pub mod grouping;
+pub mod simulate;
 pub mod travel;
 
 use chrono::{Duration, Utc};
