@@ -3,9 +3,9 @@
 //! [`crate::travel`]) and passed in.
 //!
 //! Rules:
-//! - **Where a crew is** ([`believed_position`]): its reported position while it is at
-//!   most `max_age` old (a report stamped in the future, from a skewed clock, counts as
-//!   fresh); else the place of its last job; else its home base.
+//! - **Where a crew is** is decided before ([`leakwatch_core::Crew::believed_position`]:
+//!   a reported position at most `position_max_age_min` old, else the last job's place,
+//!   else the home base) and given in [`CrewState::position`].
 //! - **Who may go** ([`choose_nearest`]): crews on shift, with the skill, not excluded,
 //!   with a finite travel time. A crew is free unless its current job occupies it
 //!   ([`WorkOrderStatus::occupies_crew`]).
@@ -22,34 +22,6 @@ use chrono::Duration;
 use leakwatch_core::{CrewId, GeoPoint, Priority, Timestamp, WorkOrderStatus};
 use serde::{Deserialize, Serialize};
 
-/// Where [`believed_position`] took a crew's position from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PositionSource {
-    /// A position the crew reported, fresh enough.
-    Reported,
-    /// The place of the crew's last job.
-    LastJob,
-    /// The crew's home base.
-    Home,
-}
-
-/// Where a crew is best believed to be at `now`: a reported position at most `max_age`
-/// old, else its last job's place, else its home base.
-pub fn believed_position(
-    home: GeoPoint,
-    position: Option<(GeoPoint, Timestamp)>,
-    last_job_place: Option<GeoPoint>,
-    now: Timestamp,
-    max_age: Duration,
-) -> (GeoPoint, PositionSource) {
-    match (position, last_job_place) {
-        (Some((p, at)), _) if now - at <= max_age => (p, PositionSource::Reported),
-        (_, Some(p)) => (p, PositionSource::LastJob),
-        _ => (home, PositionSource::Home),
-    }
-}
-
 /// The job a crew holds now.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct CurrentJob {
@@ -64,7 +36,7 @@ pub struct CrewState {
     pub id: CrewId,
     pub skills: Vec<String>,
     pub on_shift: bool,
-    /// Where it is believed to be (see [`believed_position`]).
+    /// Where it is believed to be (see [`leakwatch_core::Crew::believed_position`]).
     pub position: GeoPoint,
     pub current: Option<CurrentJob>,
 }
@@ -203,36 +175,6 @@ mod tests {
     }
 
     const E: Priority = Priority::Emergency;
-
-    #[test]
-    fn position_fresh_then_last_job_then_home() {
-        let now = chrono::Utc.with_ymd_and_hms(2026, 3, 2, 10, 0, 0).unwrap();
-        let (home, pos, job) = (p(43.7, 11.2), p(43.8, 11.3), p(43.75, 11.1));
-        let age = Duration::minutes(15);
-        let fresh = Some((pos, now - Duration::minutes(15)));
-        let stale = Some((pos, now - Duration::minutes(16)));
-        assert_eq!(
-            believed_position(home, fresh, Some(job), now, age),
-            (pos, PositionSource::Reported)
-        );
-        assert_eq!(
-            believed_position(home, stale, Some(job), now, age),
-            (job, PositionSource::LastJob)
-        );
-        assert_eq!(
-            believed_position(home, stale, None, now, age),
-            (home, PositionSource::Home)
-        );
-        assert_eq!(
-            believed_position(home, None, None, now, age),
-            (home, PositionSource::Home)
-        );
-        let skewed = Some((pos, now + Duration::minutes(1)));
-        assert_eq!(
-            believed_position(home, skewed, None, now, age).1,
-            PositionSource::Reported
-        );
-    }
 
     #[test]
     fn free_crews_compete_on_travel_time() {

@@ -82,7 +82,10 @@ impl Dispatcher {
         });
         Self {
             store,
-            travel: Arc::new(cfg.travel.build()),
+            travel: Arc::new(cfg.travel.build().unwrap_or_else(|e| {
+                tracing::error!(error = %e, "travel times: using the built-in model");
+                TravelTime::Builtin(cfg.travel.builtin.clone())
+            })),
             cfg: Arc::new(cfg),
             leak_table: Arc::new(leak_table),
             notify: None,
