@@ -4,13 +4,14 @@
 
 use crate::testing::{PG_ENV, drop_pg_database, fresh_pg_database, unique_suffix};
 use crate::{
-    AlertQuery, HourlyRow, InsertOutcome, NewDeadLetter, NewWorkOrder, ReadingFlags, Store,
-    StoreError, WorkOrderQuery,
+    AlertQuery, CurrentOrder, HourlyRow, InsertOutcome, NewDeadLetter, NewWorkOrder, OrderChange,
+    OutcomeStat, ReadingFlags, Store, StoreError, WorkOrderQuery,
 };
 use leakwatch_core::{
-    AlertKind, AlertStatus, Crew, CrewId, CrewStatus, DistrictId, EventCode, Evidence, Finding,
-    GeoPoint, Meter, MeterEvent, MeterId, MeterKind, MeterStatus, Priority, Reading, Severity,
-    Timestamp, TransitionRecord, WorkOrderKind, WorkOrderStatus,
+    AlertKind, AlertOutcome, AlertStatus, Crew, CrewId, CrewStatus, DistrictId, EventCode,
+    Evidence, Finding, GasReading, GeoPoint, Meter, MeterEvent, MeterId, MeterKind, MeterStatus,
+    Priority, Reading, Severity, SiteFinding, Timestamp, TransitionRecord, WeeklyShifts,
+    WorkOrderKind, WorkOrderStatus,
 };
 use std::future::Future;
 
@@ -130,6 +131,14 @@ conformance!(
     case_detector_state_round_trip,
     case_readings_since_pages_in_time_order,
     case_quiet_alerts_resolve,
+    case_crew_calendar_and_last_job_place,
+    case_crew_current_order,
+    case_work_order_parent_and_filters,
+    case_transition_times_position_and_finding,
+    case_alert_outcomes_and_stats,
+    case_orders_awaiting_acceptance,
+    case_deadlines_due_and_breached,
+    case_set_work_order_priority,
 );
 
 async fn case_detector_state_round_trip(store: &Store) {
@@ -301,6 +310,8 @@ fn crew(id: &str, on_shift: bool) -> Crew {
         home: GeoPoint::new(45.0, 9.0).unwrap(),
         position: None,
         position_at: None,
+        last_job_place: None,
+        shifts: None,
         on_shift,
     }
 }
@@ -315,6 +326,7 @@ fn new_order(priority: Priority, alert_id: Option<i64>) -> NewWorkOrder {
         location: GeoPoint::new(45.47, 9.2).unwrap(),
         summary: "continuous flow at M1".into(),
         due_at: Some(t(3_600)),
+        parent_id: None,
         actor: "alice".into(),
     }
 }
@@ -336,7 +348,21 @@ fn rec(
         at: t(at),
         crew_id: crew.map(cid),
         note: None,
+        position: None,
     }
+}
+
+/// A change that sets the crew.
+fn to_crew(c: &str) -> OrderChange {
+    OrderChange {
+        crew: Some(Some(cid(c))),
+        ..Default::default()
+    }
+}
+
+/// A change of nothing but the status.
+fn keep() -> OrderChange {
+    OrderChange::default()
 }
 
 fn assert_conflict<T: std::fmt::Debug>(r: crate::Result<T>, expected: &str) {
@@ -1183,7 +1209,7 @@ async fn case_crews_active_orders(store: &Store) {
                 10,
                 Some("C1"),
             ),
-            Some(Some(&cid("C1"))),
+            &to_crew("C1"),
         )
         .await
         .unwrap();
@@ -1198,7 +1224,7 @@ async fn case_crews_active_orders(store: &Store) {
                 10,
                 Some("C1"),
             ),
-            Some(Some(&cid("C1"))),
+            &to_crew("C1"),
         )
         .await
         .unwrap();
@@ -1206,7 +1232,7 @@ async fn case_crews_active_orders(store: &Store) {
         .apply_transition(
             orders[1].id,
             &rec(orders[1].id, S::Assigned, S::Accepted, "accept", 20, None),
-            None,
+            &keep(),
         )
         .await
         .unwrap();
@@ -1221,7 +1247,7 @@ async fn case_crews_active_orders(store: &Store) {
                 10,
                 Some("C2"),
             ),
-            Some(Some(&cid("C2"))),
+            &to_crew("C2"),
         )
         .await
         .unwrap();
@@ -1229,7 +1255,7 @@ async fn case_crews_active_orders(store: &Store) {
         .apply_transition(
             orders[2].id,
             &rec(orders[2].id, S::Assigned, S::Cancelled, "cancel", 30, None),
-            None,
+            &keep(),
         )
         .await
         .unwrap();
@@ -1243,6 +1269,17 @@ async fn case_crews_active_orders(store: &Store) {
         active,
         vec![("C1".into(), 2), ("C2".into(), 0), ("C3".into(), 0)]
     );
+    // Both of C1's orders are high: the older (lower id, created first) is current.
+    assert_eq!(
+        rows[0].current,
+        Some(CurrentOrder {
+            order_id: orders[0].id,
+            priority: Priority::High,
+            status: S::Assigned,
+        })
+    );
+    assert_eq!(rows[1].current, None);
+    assert_eq!(rows[2].current, None);
     assert_eq!(rows[0].status(), CrewStatus::Busy);
     assert_eq!(rows[1].status(), CrewStatus::Available);
     assert_eq!(rows[2].status(), CrewStatus::OffShift);
@@ -1250,8 +1287,13 @@ async fn case_crews_active_orders(store: &Store) {
     assert_eq!(json["status"], "busy");
     assert_eq!(json["active_orders"], 2);
     assert_eq!(json["id"], "C1");
+    assert_eq!(json["current"]["order_id"], orders[0].id);
+    assert_eq!(json["current"]["priority"], "high");
+    assert_eq!(json["current"]["status"], "assigned");
+    assert!(serde_json::to_value(&rows[1]).unwrap()["current"].is_null());
     let c1 = store.get_crew(&cid("C1")).await.unwrap().unwrap();
     assert_eq!(c1.active_orders, 2);
+    assert_eq!(c1.current, rows[0].current);
 }
 
 async fn case_work_order_lifecycle(store: &Store) {
@@ -1351,11 +1393,11 @@ async fn case_work_order_lifecycle(store: &Store) {
         ),
     ];
     for (r, crew_change, crew_after) in &steps {
-        let crew_change = crew_change.map(|c| c.map(cid));
-        let updated = store
-            .apply_transition(wo.id, r, crew_change.as_ref().map(|c| c.as_ref()))
-            .await
-            .unwrap();
+        let change = OrderChange {
+            crew: crew_change.map(|c| c.map(cid)),
+            ..Default::default()
+        };
+        let updated = store.apply_transition(wo.id, r, &change).await.unwrap();
         assert_eq!(updated.status, r.to, "{}", r.action);
         assert_eq!(updated.updated_at, r.at);
         assert_eq!(updated.created_at, wo.created_at);
@@ -1396,7 +1438,7 @@ async fn case_work_order_conflicts_and_not_found(store: &Store) {
             .apply_transition(
                 wo.id,
                 &rec(wo.id, S::Assigned, S::Accepted, "accept", 10, None),
-                None,
+                &keep(),
             )
             .await,
         &format!("work order {} is created", wo.id),
@@ -1407,7 +1449,7 @@ async fn case_work_order_conflicts_and_not_found(store: &Store) {
             .apply_transition(
                 9999,
                 &rec(9999, S::Created, S::Assigned, "assign", 10, Some("C1")),
-                Some(Some(&cid("C1"))),
+                &to_crew("C1"),
             )
             .await,
         "work order 9999",
@@ -1418,7 +1460,7 @@ async fn case_work_order_conflicts_and_not_found(store: &Store) {
             .apply_transition(
                 wo.id,
                 &rec(wo.id, S::Created, S::Assigned, "assign", 10, Some("C9")),
-                Some(Some(&cid("C9"))),
+                &to_crew("C9"),
             )
             .await,
         "crew C9",
@@ -1431,7 +1473,7 @@ async fn case_work_order_conflicts_and_not_found(store: &Store) {
         .apply_transition(
             wo.id,
             &rec(wo.id, S::Created, S::Cancelled, "cancel", 20, None),
-            None,
+            &keep(),
         )
         .await
         .unwrap();
@@ -1440,7 +1482,7 @@ async fn case_work_order_conflicts_and_not_found(store: &Store) {
             .apply_transition(
                 wo.id,
                 &rec(wo.id, S::Created, S::Assigned, "assign", 30, Some("C1")),
-                Some(Some(&cid("C1"))),
+                &to_crew("C1"),
             )
             .await,
         &format!("work order {} is cancelled", wo.id),
@@ -1489,16 +1531,12 @@ async fn case_jobs_for_crew_ordering(store: &Store) {
         |id: i64, crew: &'static str| rec(id, S::Created, S::Assigned, "assign", 10, Some(crew));
     for wo in &orders[..5] {
         store
-            .apply_transition(wo.id, &assign(wo.id, "C1"), Some(Some(&cid("C1"))))
+            .apply_transition(wo.id, &assign(wo.id, "C1"), &to_crew("C1"))
             .await
             .unwrap();
     }
     store
-        .apply_transition(
-            orders[5].id,
-            &assign(orders[5].id, "C2"),
-            Some(Some(&cid("C2"))),
-        )
+        .apply_transition(orders[5].id, &assign(orders[5].id, "C2"), &to_crew("C2"))
         .await
         .unwrap();
     // Order 2 (normal) is finished: it leaves the crew's list.
@@ -1511,7 +1549,7 @@ async fn case_jobs_for_crew_ordering(store: &Store) {
             .apply_transition(
                 orders[2].id,
                 &rec(orders[2].id, from, to, action, 20, None),
-                None,
+                &keep(),
             )
             .await
             .unwrap();
@@ -1555,7 +1593,7 @@ async fn case_list_work_orders_filters_and_cursor(store: &Store) {
             .apply_transition(
                 *id,
                 &rec(*id, S::Created, S::Assigned, "assign", 10, Some("C1")),
-                Some(Some(&cid("C1"))),
+                &to_crew("C1"),
             )
             .await
             .unwrap();
@@ -1639,7 +1677,7 @@ async fn case_concurrent_transitions_one_wins(store: &Store) {
                     .apply_transition(
                         wo.id,
                         &rec(wo.id, S::Created, S::Assigned, "assign", 10, Some(c)),
-                        Some(Some(&cid(c))),
+                        &to_crew(c),
                     )
                     .await
             })
@@ -1659,6 +1697,839 @@ async fn case_concurrent_transitions_one_wins(store: &Store) {
     let history = store.work_order_history(wo.id).await.unwrap();
     assert_eq!(history.len(), 2);
     assert_eq!(history[1].crew_id, ok[0].crew_id);
+}
+
+// ---- dispatch: calendars, current orders, times, outcomes, deadlines ----
+
+fn utc(y: i32, mo: u32, d: u32, h: u32, mi: u32) -> Timestamp {
+    use chrono::TimeZone;
+    chrono::Utc.with_ymd_and_hms(y, mo, d, h, mi, 0).unwrap()
+}
+
+fn leak_finding(class: &str) -> SiteFinding {
+    SiteFinding {
+        leak_found: true,
+        leak_class: Some(class.into()),
+        gas_readings: vec![GasReading {
+            percent_lel: 12.5,
+            place: "kerb box".into(),
+        }],
+        repaired: false,
+        notes: "corroded joint".into(),
+    }
+}
+
+/// Creates an order and assigns it to `crew` at `t(at)`.
+async fn assigned_order(store: &Store, priority: Priority, crew: &str, at: i64) -> i64 {
+    let id = store
+        .create_work_order(&new_order(priority, None))
+        .await
+        .unwrap()
+        .id;
+    store
+        .apply_transition(
+            id,
+            &rec(
+                id,
+                WorkOrderStatus::Created,
+                WorkOrderStatus::Assigned,
+                "assign",
+                at,
+                Some(crew),
+            ),
+            &to_crew(crew),
+        )
+        .await
+        .unwrap();
+    id
+}
+
+/// Moves an order along `steps` of (from, to, action), all at `t(at)`, crew unchanged.
+async fn walk(store: &Store, id: i64, at: i64, steps: &[(WorkOrderStatus, WorkOrderStatus, &str)]) {
+    for (from, to, action) in steps {
+        store
+            .apply_transition(id, &rec(id, *from, *to, action, at, None), &keep())
+            .await
+            .unwrap();
+    }
+}
+
+async fn case_crew_calendar_and_last_job_place(store: &Store) {
+    use chrono::Weekday::*;
+    // Every day 08:00-16:00 UTC; the `on_shift` flag says otherwise and is overruled.
+    let shifts = WeeklyShifts::new(0)
+        .with_shifts(&[Mon, Tue, Wed, Thu, Fri, Sat, Sun], &[(480, 960)])
+        .with_exception(chrono::NaiveDate::from_ymd_opt(2026, 12, 25).unwrap(), &[]);
+    let home = GeoPoint::new(45.0, 9.0).unwrap();
+    let job = GeoPoint::new(45.123_456_7, 9.765_432_1).unwrap();
+    let mut a = crew("C1", false);
+    a.shifts = Some(shifts.clone());
+    a.last_job_place = Some(job);
+    let b = crew("C2", true);
+    store.upsert_crews(&[a.clone(), b.clone()]).await.unwrap();
+    let rows = store.list_crews().await.unwrap();
+    assert_eq!(rows[0].crew, a);
+    assert_eq!(rows[1].crew, b);
+    let got = store.get_crew(&cid("C1")).await.unwrap().unwrap();
+    assert_eq!(got.crew.shifts, Some(shifts.clone()));
+    assert_eq!(got.crew.last_job_place, Some(job));
+    // The calendar decides the status; without one, the flag does.
+    assert_eq!(
+        got.status_at(utc(2026, 11, 26, 10, 0)),
+        CrewStatus::Available
+    );
+    assert_eq!(
+        got.status_at(utc(2026, 11, 26, 17, 0)),
+        CrewStatus::OffShift
+    );
+    assert_eq!(
+        got.status_at(utc(2026, 12, 25, 10, 0)),
+        CrewStatus::OffShift
+    );
+    assert_eq!(
+        rows[1].status_at(utc(2026, 11, 26, 3, 0)),
+        CrewStatus::Available
+    );
+    let json = serde_json::to_value(&got).unwrap();
+    assert_eq!(json["last_job_place"]["lat"], 45.123_456_7);
+    assert_eq!(json["shifts"]["days"][0][0][0], 480);
+
+    // Re-loading the registry without a last job place keeps it; the calendar is
+    // replaced as given.
+    let mut a2 = crew("C1", true);
+    a2.name = "Renamed".into();
+    store.upsert_crews(&[a2]).await.unwrap();
+    let got = store.get_crew(&cid("C1")).await.unwrap().unwrap();
+    assert_eq!(got.crew.name, "Renamed");
+    assert_eq!(got.crew.last_job_place, Some(job));
+    assert_eq!(got.crew.shifts, None);
+    assert_eq!(
+        got.status_at(utc(2026, 11, 26, 17, 0)),
+        CrewStatus::Available
+    );
+
+    // Set by hand when the crew gets on site; the position is untouched.
+    let next = GeoPoint::new(45.2, 9.1).unwrap();
+    store
+        .set_crew_last_job_place(&cid("C1"), next)
+        .await
+        .unwrap();
+    store
+        .set_crew_last_job_place(&cid("C2"), job)
+        .await
+        .unwrap();
+    let rows = store.list_crews().await.unwrap();
+    assert_eq!(rows[0].crew.last_job_place, Some(next));
+    assert_eq!(rows[0].crew.position, None);
+    assert_eq!(rows[1].crew.last_job_place, Some(job));
+    assert_eq!(rows[1].crew.home, home);
+    assert_not_found(
+        store.set_crew_last_job_place(&cid("C9"), next).await,
+        "crew C9",
+    );
+    // A registry entry with a last job place replaces it.
+    let mut b2 = crew("C2", true);
+    b2.last_job_place = Some(next);
+    store.upsert_crews(std::slice::from_ref(&b2)).await.unwrap();
+    assert_eq!(store.get_crew(&cid("C2")).await.unwrap().unwrap().crew, b2);
+}
+
+async fn case_crew_current_order(store: &Store) {
+    use WorkOrderStatus as S;
+    store
+        .upsert_crews(&[crew("C1", true), crew("C2", true)])
+        .await
+        .unwrap();
+    // No orders: nothing current.
+    assert_eq!(
+        store.get_crew(&cid("C1")).await.unwrap().unwrap().current,
+        None
+    );
+    let normal = assigned_order(store, Priority::Normal, "C1", 10).await;
+    tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+    let high_old = assigned_order(store, Priority::High, "C1", 20).await;
+    tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+    let high_new = assigned_order(store, Priority::High, "C1", 30).await;
+    tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+    let emergency = assigned_order(store, Priority::Emergency, "C1", 40).await;
+    let other = assigned_order(store, Priority::Emergency, "C2", 40).await;
+    walk(
+        store,
+        high_old,
+        50,
+        &[
+            (S::Assigned, S::Accepted, "accept"),
+            (S::Accepted, S::EnRoute, "start_travel"),
+        ],
+    )
+    .await;
+    // The emergency is finished (cancelled): no longer current.
+    walk(
+        store,
+        emergency,
+        60,
+        &[(S::Assigned, S::Cancelled, "cancel")],
+    )
+    .await;
+
+    let c1 = store.get_crew(&cid("C1")).await.unwrap().unwrap();
+    assert_eq!(c1.active_orders, 3);
+    assert_eq!(
+        c1.current,
+        Some(CurrentOrder {
+            order_id: high_old,
+            priority: Priority::High,
+            status: S::EnRoute,
+        })
+    );
+    assert_eq!(c1.status_at(t(0)), CrewStatus::Busy);
+    let c2 = store.get_crew(&cid("C2")).await.unwrap().unwrap();
+    assert_eq!(c2.current.map(|c| c.order_id), Some(other));
+
+    // Unassigned (back to created, no crew) orders do not count; then the newer high,
+    // then the normal one.
+    store
+        .apply_transition(
+            high_old,
+            &rec(high_old, S::EnRoute, S::Created, "unassign", 70, None),
+            &OrderChange {
+                crew: Some(None),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let rows = store.list_crews().await.unwrap();
+    assert_eq!(rows[0].current.map(|c| c.order_id), Some(high_new));
+    walk(
+        store,
+        high_new,
+        80,
+        &[(S::Assigned, S::Cancelled, "cancel")],
+    )
+    .await;
+    let c1 = store.get_crew(&cid("C1")).await.unwrap().unwrap();
+    assert_eq!(
+        c1.current,
+        Some(CurrentOrder {
+            order_id: normal,
+            priority: Priority::Normal,
+            status: S::Assigned,
+        })
+    );
+    assert_eq!(c1.active_orders, 1);
+}
+
+async fn case_work_order_parent_and_filters(store: &Store) {
+    let (alert, _) = store
+        .record_finding(&finding("M1", 0, Severity::Warning))
+        .await
+        .unwrap();
+    let parent = store
+        .create_work_order(&new_order(Priority::High, Some(alert.id)))
+        .await
+        .unwrap();
+    assert_eq!(parent.parent_id, None);
+    let follow_up = |p| NewWorkOrder {
+        kind: WorkOrderKind::Repair,
+        parent_id: Some(p),
+        ..new_order(Priority::Normal, None)
+    };
+    let child = store
+        .create_work_order(&follow_up(parent.id))
+        .await
+        .unwrap();
+    assert_eq!(child.parent_id, Some(parent.id));
+    assert_eq!(child.kind, WorkOrderKind::Repair);
+    assert_eq!(
+        store.get_work_order(child.id).await.unwrap(),
+        Some(child.clone())
+    );
+    let grandchild = store.create_work_order(&follow_up(child.id)).await.unwrap();
+    let other = store
+        .create_work_order(&new_order(Priority::Low, None))
+        .await
+        .unwrap();
+
+    // A parent that does not exist: nothing is created.
+    assert_not_found(
+        store.create_work_order(&follow_up(9_999)).await,
+        "parent work order 9999",
+    );
+    // Unknown alert and unknown parent: the parent is named first.
+    assert_not_found(
+        store
+            .create_work_order(&NewWorkOrder {
+                parent_id: Some(9_999),
+                ..new_order(Priority::Low, Some(4_242))
+            })
+            .await,
+        "parent work order 9999",
+    );
+    assert_not_found(
+        store
+            .create_work_order(&NewWorkOrder {
+                parent_id: Some(parent.id),
+                ..new_order(Priority::Low, Some(4_242))
+            })
+            .await,
+        "alert 4242",
+    );
+
+    let ids = |q: WorkOrderQuery| async move {
+        store
+            .list_work_orders(&q)
+            .await
+            .unwrap()
+            .iter()
+            .map(|w| w.id)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        ids(WorkOrderQuery::default()).await,
+        vec![other.id, grandchild.id, child.id, parent.id]
+    );
+    assert_eq!(
+        ids(WorkOrderQuery {
+            parent_id: Some(parent.id),
+            ..Default::default()
+        })
+        .await,
+        vec![child.id]
+    );
+    assert_eq!(
+        ids(WorkOrderQuery {
+            parent_id: Some(child.id),
+            ..Default::default()
+        })
+        .await,
+        vec![grandchild.id]
+    );
+    assert_eq!(
+        ids(WorkOrderQuery {
+            alert_id: Some(alert.id),
+            ..Default::default()
+        })
+        .await,
+        vec![parent.id]
+    );
+    assert!(
+        ids(WorkOrderQuery {
+            alert_id: Some(alert.id),
+            parent_id: Some(parent.id),
+            ..Default::default()
+        })
+        .await
+        .is_empty()
+    );
+    assert!(
+        ids(WorkOrderQuery {
+            parent_id: Some(parent.id),
+            status: Some(WorkOrderStatus::Assigned),
+            ..Default::default()
+        })
+        .await
+        .is_empty()
+    );
+}
+
+async fn case_transition_times_position_and_finding(store: &Store) {
+    use WorkOrderStatus as S;
+    store
+        .upsert_crews(&[crew("C1", true), crew("C2", true)])
+        .await
+        .unwrap();
+    let wo = store
+        .create_work_order(&new_order(Priority::Emergency, None))
+        .await
+        .unwrap();
+    assert_eq!(
+        (wo.assigned_at, wo.reached_at, wo.breached_at, &wo.finding),
+        (None, None, None, &None)
+    );
+    let id = wo.id;
+    let here = GeoPoint::new(45.470_123_4, 9.200_987_6).unwrap();
+    let step = |r: TransitionRecord, change: OrderChange| async move {
+        store.apply_transition(id, &r, &change).await.unwrap()
+    };
+
+    // Assign: assigned_at = the transition's time; re-assign: moved to the new one.
+    let w = step(
+        rec(id, S::Created, S::Assigned, "assign", 10, Some("C1")),
+        to_crew("C1"),
+    )
+    .await;
+    assert_eq!(w.assigned_at, Some(t(10)));
+    let w = step(
+        rec(id, S::Assigned, S::Assigned, "assign", 20, Some("C2")),
+        to_crew("C2"),
+    )
+    .await;
+    assert_eq!(w.assigned_at, Some(t(20)));
+    // Accepting keeps it.
+    let w = step(
+        rec(id, S::Assigned, S::Accepted, "accept", 30, None),
+        keep(),
+    )
+    .await;
+    assert_eq!(w.assigned_at, Some(t(20)));
+    // Unassign clears it (and the crew).
+    let unassign = OrderChange {
+        crew: Some(None),
+        ..Default::default()
+    };
+    let w = step(
+        rec(id, S::Accepted, S::Created, "unassign", 40, None),
+        unassign,
+    )
+    .await;
+    assert_eq!((w.assigned_at, w.crew_id.clone()), (None, None));
+    let w = step(
+        rec(id, S::Created, S::Assigned, "assign", 50, Some("C1")),
+        to_crew("C1"),
+    )
+    .await;
+    assert_eq!(w.assigned_at, Some(t(50)));
+    step(
+        rec(id, S::Assigned, S::Accepted, "accept", 60, None),
+        keep(),
+    )
+    .await;
+    let w = step(
+        TransitionRecord {
+            position: Some(here),
+            ..rec(id, S::Accepted, S::EnRoute, "start_travel", 70, None)
+        },
+        keep(),
+    )
+    .await;
+    assert_eq!(w.reached_at, None);
+    // On site: reached_at set; a second on-site record (the field app repeating
+    // itself) leaves it.
+    let w = step(
+        TransitionRecord {
+            position: Some(here),
+            ..rec(id, S::EnRoute, S::OnSite, "arrive", 80, None)
+        },
+        keep(),
+    )
+    .await;
+    assert_eq!(w.reached_at, Some(t(80)));
+    let w = step(rec(id, S::OnSite, S::OnSite, "arrive", 90, None), keep()).await;
+    assert_eq!(w.reached_at, Some(t(80)));
+    assert_eq!(w.assigned_at, Some(t(50)));
+    assert_eq!(w.finding, None);
+
+    // A stale compare-and-set changes nothing, the finding included.
+    assert_conflict(
+        store
+            .apply_transition(
+                id,
+                &rec(id, S::EnRoute, S::Completed, "complete", 95, None),
+                &OrderChange {
+                    finding: Some(leak_finding("B")),
+                    ..Default::default()
+                },
+            )
+            .await,
+        &format!("work order {id} is on_site"),
+    );
+    assert_eq!(
+        store.get_work_order(id).await.unwrap().unwrap().finding,
+        None
+    );
+
+    // Complete with the finding: stored, and it round-trips.
+    let finding = leak_finding("A2");
+    let w = step(
+        TransitionRecord {
+            note: Some("valve replaced".into()),
+            ..rec(id, S::OnSite, S::Completed, "complete", 100, None)
+        },
+        OrderChange {
+            finding: Some(finding.clone()),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(w.finding, Some(finding.clone()));
+    assert_eq!(w.status, S::Completed);
+    assert_eq!(w.crew_id, Some(cid("C1")));
+    assert_eq!(
+        (w.assigned_at, w.reached_at, w.updated_at),
+        (Some(t(50)), Some(t(80)), t(100))
+    );
+    assert_eq!(store.get_work_order(id).await.unwrap(), Some(w.clone()));
+    let json = serde_json::to_value(&w).unwrap();
+    assert_eq!(json["finding"]["leak_class"], "A2");
+    assert_eq!(json["finding"]["gas_readings"][0]["percent_lel"], 12.5);
+
+    // The history keeps each record's position (or none).
+    let history = store.work_order_history(id).await.unwrap();
+    let positions: Vec<(String, Option<GeoPoint>)> = history
+        .iter()
+        .map(|r| (r.action.clone(), r.position))
+        .collect();
+    assert_eq!(
+        positions,
+        vec![
+            ("create".into(), None),
+            ("assign".into(), None),
+            ("assign".into(), None),
+            ("accept".into(), None),
+            ("unassign".into(), None),
+            ("assign".into(), None),
+            ("accept".into(), None),
+            ("start_travel".into(), Some(here)),
+            ("arrive".into(), Some(here)),
+            ("arrive".into(), None),
+            ("complete".into(), None),
+        ]
+    );
+    assert_eq!(
+        history[8],
+        TransitionRecord {
+            position: Some(here),
+            ..rec(id, S::EnRoute, S::OnSite, "arrive", 80, None)
+        }
+    );
+}
+
+/// A finding of `kind` for meter `m`.
+fn finding_of(kind: AlertKind, m: &str, at: i64) -> Finding {
+    Finding {
+        kind,
+        ..finding(m, at, Severity::Warning)
+    }
+}
+
+async fn case_alert_outcomes_and_stats(store: &Store) {
+    assert!(store.outcome_stats().await.unwrap().is_empty());
+    let mut alerts = Vec::new();
+    for (kind, m) in [
+        (AlertKind::ContinuousFlow, "M1"),
+        (AlertKind::ContinuousFlow, "M2"),
+        (AlertKind::Burst, "M1"),
+        (AlertKind::Burst, "M3"),
+        (AlertKind::ContinuousFlow, "M3"),
+        (AlertKind::Tamper, "M4"),
+        (AlertKind::BatteryLow, "M5"),
+    ] {
+        alerts.push(
+            store
+                .record_finding(&finding_of(kind, m, 100))
+                .await
+                .unwrap()
+                .0,
+        );
+    }
+    assert!(alerts.iter().all(|a| a.outcome.is_none()));
+    let o1 = store
+        .create_work_order(&new_order(Priority::High, Some(alerts[0].id)))
+        .await
+        .unwrap();
+    let o2 = store
+        .create_work_order(&new_order(Priority::High, Some(alerts[3].id)))
+        .await
+        .unwrap();
+    let o3 = store
+        .create_work_order(&new_order(Priority::Normal, Some(alerts[5].id)))
+        .await
+        .unwrap();
+    // Order 1 covers alerts 0, 1 and 2; order 2 alerts 3 and 4; order 3 alert 5.
+    // Alert 6 is never escalated.
+    for (i, order) in [(0, &o1), (1, &o1), (2, &o1), (3, &o2), (4, &o2), (5, &o3)] {
+        store
+            .set_alert_status(
+                alerts[i].id,
+                AlertStatus::Open,
+                AlertStatus::Escalated,
+                None,
+                Some(order.id),
+            )
+            .await
+            .unwrap();
+    }
+    let ids = |v: Vec<leakwatch_core::Alert>| v.iter().map(|a| a.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(store.alerts_of_order(o1.id).await.unwrap()),
+        vec![alerts[0].id, alerts[1].id, alerts[2].id]
+    );
+    assert_eq!(
+        ids(store.alerts_of_order(o2.id).await.unwrap()),
+        vec![alerts[3].id, alerts[4].id]
+    );
+    assert!(store.alerts_of_order(9_999).await.unwrap().is_empty());
+
+    let stat = |kind, escalated, confirmed, false_positive| OutcomeStat {
+        kind,
+        escalated,
+        confirmed,
+        false_positive,
+    };
+    // Escalated, no outcome yet. Sorted by kind text: burst, continuous_flow, tamper.
+    assert_eq!(
+        store.outcome_stats().await.unwrap(),
+        vec![
+            stat(AlertKind::Burst, 2, 0, 0),
+            stat(AlertKind::ContinuousFlow, 3, 0, 0),
+            stat(AlertKind::Tamper, 1, 0, 0),
+        ]
+    );
+
+    assert_eq!(
+        store
+            .set_outcome_for_order(o1.id, AlertOutcome::ConfirmedLeak, t(200))
+            .await
+            .unwrap(),
+        3
+    );
+    assert_eq!(
+        store
+            .set_outcome_for_order(o2.id, AlertOutcome::FalsePositive, t(210))
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        store
+            .set_outcome_for_order(9_999, AlertOutcome::FalsePositive, t(210))
+            .await
+            .unwrap(),
+        0
+    );
+    let a0 = store.get_alert(alerts[0].id).await.unwrap().unwrap();
+    assert_eq!(a0.outcome, Some(AlertOutcome::ConfirmedLeak));
+    assert_eq!(
+        serde_json::to_value(&a0).unwrap()["outcome"],
+        "confirmed_leak"
+    );
+    assert_eq!(
+        store
+            .get_alert(alerts[6].id)
+            .await
+            .unwrap()
+            .unwrap()
+            .outcome,
+        None
+    );
+    assert!(
+        store
+            .alerts_of_order(o2.id)
+            .await
+            .unwrap()
+            .iter()
+            .all(|a| a.outcome == Some(AlertOutcome::FalsePositive))
+    );
+    assert_eq!(
+        store.outcome_stats().await.unwrap(),
+        vec![
+            stat(AlertKind::Burst, 2, 1, 1),
+            stat(AlertKind::ContinuousFlow, 3, 2, 1),
+            stat(AlertKind::Tamper, 1, 0, 0),
+        ]
+    );
+    // A later finding overwrites.
+    store
+        .set_outcome_for_order(o1.id, AlertOutcome::FalsePositive, t(300))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.outcome_stats().await.unwrap(),
+        vec![
+            stat(AlertKind::Burst, 2, 0, 2),
+            stat(AlertKind::ContinuousFlow, 3, 0, 3),
+            stat(AlertKind::Tamper, 1, 0, 0),
+        ]
+    );
+    let json = serde_json::to_value(store.outcome_stats().await.unwrap()).unwrap();
+    assert_eq!(
+        json[0],
+        serde_json::json!({"kind": "burst", "escalated": 2, "confirmed": 0, "false_positive": 2})
+    );
+}
+
+async fn case_orders_awaiting_acceptance(store: &Store) {
+    use WorkOrderStatus as S;
+    store
+        .upsert_crews(&[crew("C1", true), crew("C2", true)])
+        .await
+        .unwrap();
+    let late = assigned_order(store, Priority::High, "C1", 20).await;
+    let early = assigned_order(store, Priority::Normal, "C2", 10).await;
+    let accepted = assigned_order(store, Priority::High, "C1", 5).await;
+    walk(store, accepted, 15, &[(S::Assigned, S::Accepted, "accept")]).await;
+    let recent = assigned_order(store, Priority::High, "C2", 40).await;
+    let unassigned = assigned_order(store, Priority::High, "C1", 5).await;
+    store
+        .apply_transition(
+            unassigned,
+            &rec(unassigned, S::Assigned, S::Created, "unassign", 12, None),
+            &OrderChange {
+                crew: Some(None),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let never = store
+        .create_work_order(&new_order(Priority::High, None))
+        .await
+        .unwrap()
+        .id;
+    let ids = |before: i64| async move {
+        store
+            .orders_awaiting_acceptance(t(before))
+            .await
+            .unwrap()
+            .iter()
+            .map(|w| w.id)
+            .collect::<Vec<_>>()
+    };
+    assert!(ids(10).await.is_empty(), "strictly before");
+    assert_eq!(ids(11).await, vec![early]);
+    assert_eq!(ids(30).await, vec![early, late], "oldest assignment first");
+    assert_eq!(ids(1_000).await, vec![early, late, recent]);
+    // Re-assigning restarts the clock.
+    store
+        .apply_transition(
+            early,
+            &rec(early, S::Assigned, S::Assigned, "assign", 35, Some("C1")),
+            &to_crew("C1"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(ids(30).await, vec![late]);
+    let all = ids(1_000).await;
+    assert_eq!(all, vec![late, early, recent]);
+    assert!(!all.contains(&never) && !all.contains(&unassigned) && !all.contains(&accepted));
+}
+
+async fn case_deadlines_due_and_breached(store: &Store) {
+    use WorkOrderStatus as S;
+    store.upsert_crews(&[crew("C1", true)]).await.unwrap();
+    let due = |secs: Option<i64>| NewWorkOrder {
+        due_at: secs.map(t),
+        ..new_order(Priority::High, None)
+    };
+    let mut ids = Vec::new();
+    for secs in [Some(300), Some(100), Some(200), None, Some(150), Some(50)] {
+        ids.push(store.create_work_order(&due(secs)).await.unwrap().id);
+    }
+    // ids[4] (due 150) is completed; ids[5] (due 50) is cancelled.
+    let four = ids[4];
+    store
+        .apply_transition(
+            four,
+            &rec(four, S::Created, S::Assigned, "assign", 10, Some("C1")),
+            &to_crew("C1"),
+        )
+        .await
+        .unwrap();
+    walk(
+        store,
+        four,
+        20,
+        &[
+            (S::Assigned, S::Accepted, "accept"),
+            (S::Accepted, S::EnRoute, "start_travel"),
+            (S::EnRoute, S::OnSite, "arrive"),
+            (S::OnSite, S::Completed, "complete"),
+        ],
+    )
+    .await;
+    walk(store, ids[5], 20, &[(S::Created, S::Cancelled, "cancel")]).await;
+    // ids[0] is on its way: still active.
+    let zero = ids[0];
+    store
+        .apply_transition(
+            zero,
+            &rec(zero, S::Created, S::Assigned, "assign", 10, Some("C1")),
+            &to_crew("C1"),
+        )
+        .await
+        .unwrap();
+
+    let active: Vec<i64> = store
+        .active_work_orders()
+        .await
+        .unwrap()
+        .iter()
+        .map(|w| w.id)
+        .collect();
+    assert_eq!(active, vec![ids[0], ids[1], ids[2], ids[3]]);
+
+    let due_ids = |before: i64| async move {
+        store
+            .orders_due_before(t(before))
+            .await
+            .unwrap()
+            .iter()
+            .map(|w| w.id)
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        due_ids(100).await.is_empty(),
+        "strictly before; final ones excluded"
+    );
+    assert_eq!(
+        due_ids(201).await,
+        vec![ids[1], ids[2]],
+        "earliest deadline first"
+    );
+    assert_eq!(due_ids(10_000).await, vec![ids[1], ids[2], ids[0]]);
+
+    // Marking: once; the first time stays.
+    assert_eq!(store.count_breached().await.unwrap(), 0);
+    assert!(store.mark_breached(ids[1], t(110)).await.unwrap());
+    assert!(!store.mark_breached(ids[1], t(500)).await.unwrap());
+    assert_eq!(
+        store
+            .get_work_order(ids[1])
+            .await
+            .unwrap()
+            .unwrap()
+            .breached_at,
+        Some(t(110))
+    );
+    assert_eq!(store.count_breached().await.unwrap(), 1);
+    assert_eq!(due_ids(10_000).await, vec![ids[2], ids[0]]);
+    // A final order can be marked too (the caller decides), and counts.
+    assert!(store.mark_breached(four, t(160)).await.unwrap());
+    assert_eq!(store.count_breached().await.unwrap(), 2);
+    assert_not_found(store.mark_breached(9_999, t(0)).await, "work order 9999");
+    // Marking changes nothing else.
+    let w = store.get_work_order(ids[1]).await.unwrap().unwrap();
+    assert_eq!((w.status, w.updated_at), (S::Created, w.created_at));
+}
+
+async fn case_set_work_order_priority(store: &Store) {
+    let wo = store
+        .create_work_order(&new_order(Priority::Normal, None))
+        .await
+        .unwrap();
+    let up = store
+        .set_work_order_priority(wo.id, Priority::Emergency, Some(t(900)))
+        .await
+        .unwrap();
+    assert_eq!(up.priority, Priority::Emergency);
+    assert_eq!(up.due_at, Some(t(900)));
+    assert_eq!(up.updated_at, wo.updated_at, "updated_at is left");
+    assert_eq!(up.status, wo.status);
+    assert_eq!(store.get_work_order(wo.id).await.unwrap(), Some(up.clone()));
+    // No history entry either.
+    assert_eq!(store.work_order_history(wo.id).await.unwrap().len(), 1);
+    let down = store
+        .set_work_order_priority(wo.id, Priority::Low, None)
+        .await
+        .unwrap();
+    assert_eq!((down.priority, down.due_at), (Priority::Low, None));
+    assert_not_found(
+        store
+            .set_work_order_priority(9_999, Priority::Low, None)
+            .await,
+        "work order 9999",
+    );
 }
 
 /// A whole-second time `min` minutes into hour `h` (hour 0 starts on a UTC hour).
@@ -2138,7 +3009,7 @@ async fn case_migrations_apply_without_timescale(store: &Store) {
                 .fetch_one(p)
                 .await
                 .unwrap();
-            assert_eq!(v, 5);
+            assert_eq!(v, 6);
         }
         Store::Postgres(p) => {
             let pool = p.pool();
@@ -2146,7 +3017,7 @@ async fn case_migrations_apply_without_timescale(store: &Store) {
                 .fetch_one(pool)
                 .await
                 .unwrap();
-            assert_eq!(v, 5);
+            assert_eq!(v, 6);
             let available: bool = sqlx::query_scalar(
                 "SELECT EXISTS (SELECT 1 FROM pg_available_extensions
                                 WHERE name = 'timescaledb')",
@@ -2398,6 +3269,193 @@ async fn postgres_migration_0004_keeps_only_dropped_hours() {
         let out = tokio::spawn({
             let store = store.clone();
             async move { check_rollup_archive_migration(&store).await }
+        })
+        .await;
+        store.close().await;
+        out
+    }
+    .await;
+    drop_pg_database(&admin, &url).await;
+    if let Err(e) = result {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
+/// An order stored before 0006: (id, status, crew, [(to_status, at)] after `create`).
+type Pre0006Order = (
+    i64,
+    &'static str,
+    Option<&'static str>,
+    &'static [(&'static str, i64)],
+);
+
+const PRE_0006_ORDERS: [Pre0006Order; 4] = [
+    // Assigned twice: the later assignment counts.
+    (
+        1,
+        "assigned",
+        Some("C1"),
+        &[("assigned", 10), ("assigned", 20)],
+    ),
+    // Unassigned since: no assignment time.
+    (2, "created", None, &[("assigned", 10), ("created", 30)]),
+    // On site, then done: reached when it got there.
+    (
+        3,
+        "completed",
+        Some("C1"),
+        &[
+            ("assigned", 10),
+            ("accepted", 20),
+            ("en_route", 30),
+            ("on_site", 40),
+            ("completed", 50),
+        ],
+    ),
+    // Never touched.
+    (4, "created", None, &[]),
+];
+
+/// After 0006, the assignment and arrival times are filled in from the audit trail.
+async fn check_dispatch_migration(store: &Store) {
+    let get = |id| async move { store.get_work_order(id).await.unwrap().unwrap() };
+    let w = get(1).await;
+    assert_eq!((w.assigned_at, w.reached_at), (Some(t(20)), None));
+    let w = get(2).await;
+    assert_eq!((w.assigned_at, w.reached_at), (None, None));
+    let w = get(3).await;
+    assert_eq!((w.assigned_at, w.reached_at), (Some(t(10)), Some(t(40))));
+    assert_eq!((w.parent_id, w.breached_at, w.finding), (None, None, None));
+    let w = get(4).await;
+    assert_eq!((w.assigned_at, w.reached_at), (None, None));
+    assert_eq!(
+        store
+            .orders_awaiting_acceptance(t(100))
+            .await
+            .unwrap()
+            .iter()
+            .map(|w| w.id)
+            .collect::<Vec<_>>(),
+        vec![1]
+    );
+    let history = store.work_order_history(3).await.unwrap();
+    assert_eq!(history.len(), 6);
+    assert!(history.iter().all(|r| r.position.is_none()));
+    let crew = store.get_crew(&cid("C1")).await.unwrap().unwrap();
+    assert_eq!((crew.crew.shifts, crew.crew.last_job_place), (None, None));
+    assert_eq!(crew.current.map(|c| c.order_id), Some(1));
+    let (alert, _) = store
+        .record_finding(&finding("M1", 0, Severity::Warning))
+        .await
+        .unwrap();
+    assert_eq!(alert.outcome, None);
+}
+
+#[tokio::test]
+async fn sqlite_migration_0006_fills_in_order_times() {
+    let dir = std::env::temp_dir().join(format!("leakwatch-store-{}", unique_suffix()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let url = format!("sqlite://{}/lw.db?mode=rwc", dir.display());
+    {
+        let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+        sqlx::migrate!("./migrations/sqlite")
+            .run_to(5, &pool)
+            .await
+            .unwrap();
+        sqlx::query("INSERT INTO crews (id, name, home_lat, home_lon) VALUES ('C1', 'C1', 45, 9)")
+            .execute(&pool)
+            .await
+            .unwrap();
+        for (id, status, crew, steps) in PRE_0006_ORDERS {
+            sqlx::query(
+                "INSERT INTO work_orders (id, kind, priority, status, lat, lon, crew_id, summary,
+                                          created_at, updated_at)
+                 VALUES (?1, 'repair', 'high', ?2, 45, 9, ?3, '', ?4, ?4)",
+            )
+            .bind(id)
+            .bind(status)
+            .bind(crew)
+            .bind(t(0).timestamp_millis())
+            .execute(&pool)
+            .await
+            .unwrap();
+            let mut from = "created";
+            for (to, at) in std::iter::once(&("created", 0)).chain(steps.iter()) {
+                sqlx::query(
+                    "INSERT INTO work_order_transitions
+                         (order_id, from_status, to_status, action, actor, at)
+                     VALUES (?1, ?2, ?3, 'x', 'test', ?4)",
+                )
+                .bind(id)
+                .bind(from)
+                .bind(*to)
+                .bind(t(*at).timestamp_millis())
+                .execute(&pool)
+                .await
+                .unwrap();
+                from = to;
+            }
+        }
+        pool.close().await;
+    }
+    let store = Store::connect(&url).await.unwrap();
+    check_dispatch_migration(&store).await;
+    store.close().await;
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test]
+async fn postgres_migration_0006_fills_in_order_times() {
+    let Ok(admin) = std::env::var(PG_ENV) else {
+        println!("skipped: {PG_ENV} not set");
+        return;
+    };
+    let url = fresh_pg_database(&admin).await.unwrap();
+    let result = async {
+        let pool = sqlx::PgPool::connect(&url).await.unwrap();
+        sqlx::migrate!("./migrations/postgres")
+            .run_to(5, &pool)
+            .await
+            .unwrap();
+        sqlx::query("INSERT INTO crews (id, name, home_lat, home_lon) VALUES ('C1', 'C1', 45, 9)")
+            .execute(&pool)
+            .await
+            .unwrap();
+        for (id, status, crew, steps) in PRE_0006_ORDERS {
+            sqlx::query(
+                "INSERT INTO work_orders (id, kind, priority, status, lat, lon, crew_id, summary,
+                                          created_at, updated_at)
+                 VALUES ($1, 'repair', 'high', $2, 45, 9, $3, '', $4, $4)",
+            )
+            .bind(id)
+            .bind(status)
+            .bind(crew)
+            .bind(t(0))
+            .execute(&pool)
+            .await
+            .unwrap();
+            let mut from = "created";
+            for (to, at) in std::iter::once(&("created", 0)).chain(steps.iter()) {
+                sqlx::query(
+                    "INSERT INTO work_order_transitions
+                         (order_id, from_status, to_status, action, actor, at)
+                     VALUES ($1, $2, $3, 'x', 'test', $4)",
+                )
+                .bind(id)
+                .bind(from)
+                .bind(*to)
+                .bind(t(*at))
+                .execute(&pool)
+                .await
+                .unwrap();
+                from = to;
+            }
+        }
+        pool.close().await;
+        let store = Store::connect(&url).await.unwrap();
+        let out = tokio::spawn({
+            let store = store.clone();
+            async move { check_dispatch_migration(&store).await }
         })
         .await;
         store.close().await;

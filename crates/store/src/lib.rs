@@ -17,8 +17,9 @@
 //! * PostgreSQL stores times as `TIMESTAMPTZ`; SQLite as `INTEGER` Unix epoch
 //!   milliseconds, so times round-trip through SQLite at millisecond precision (and
 //!   through PostgreSQL at microsecond precision).
-//! * Enums are stored as their `as_str()` text; alert evidence as JSON (PG `JSONB`,
-//!   SQLite `TEXT`); crew skills as `TEXT[]` (PG) or a JSON array (SQLite).
+//! * Enums are stored as their `as_str()` text; alert evidence, crews' calendars
+//!   (`shifts`) and work orders' findings as JSON (PG `JSONB`, SQLite `TEXT`); crew
+//!   skills as `TEXT[]` (PG) or a JSON array (SQLite).
 //! * Identifiers are ordered bytewise on both backends (PG columns use `COLLATE "C"`).
 //!
 //! Readings: [`Store::insert_batch`] stores each (meter, t) once. A repeat with the same
@@ -42,7 +43,7 @@ macro_rules! meter_cols {
 macro_rules! alert_cols {
     () => {
         "id, kind, severity, status, meter_id, district_id, detected_at, last_seen, count, \
-         evidence, work_order_id, status_reason, created_at"
+         evidence, work_order_id, status_reason, outcome, created_at"
     };
 }
 
@@ -50,7 +51,15 @@ macro_rules! alert_cols {
 macro_rules! work_order_cols {
     () => {
         "id, kind, priority, status, alert_id, meter_id, district_id, lat, lon, crew_id, \
-         summary, created_at, updated_at, due_at"
+         summary, created_at, updated_at, due_at, parent_id, assigned_at, reached_at, \
+         breached_at, finding"
+    };
+}
+
+/// The columns of `work_order_transitions` that make a [`TransitionRecord`].
+macro_rules! transition_cols {
+    () => {
+        "order_id, from_status, to_status, action, actor, at, crew_id, note, lat, lon"
     };
 }
 
@@ -58,7 +67,7 @@ macro_rules! work_order_cols {
 macro_rules! crew_cols {
     () => {
         "c.id, c.name, c.skills, c.home_lat, c.home_lon, c.pos_lat, c.pos_lon, c.position_at, \
-         c.on_shift"
+         c.on_shift, c.shifts, c.last_job_lat, c.last_job_lon"
     };
 }
 
@@ -66,6 +75,20 @@ macro_rules! crew_cols {
 macro_rules! priority_rank {
     () => {
         "CASE priority WHEN 'emergency' THEN 0 WHEN 'high' THEN 1 WHEN 'normal' THEN 2 ELSE 3 END"
+    };
+}
+
+/// The id of the most urgent active order of the crew `c` ([`CurrentOrder`]): a subquery
+/// over `work_orders w`, most urgent priority first, then oldest. `$occ` is the
+/// backend's test that `w.status` is one of the statuses occupying a crew.
+macro_rules! current_order_pick {
+    ($occ:literal) => {
+        concat!(
+            "(SELECT w.id FROM work_orders w WHERE w.crew_id = c.id AND ",
+            $occ,
+            " ORDER BY CASE w.priority WHEN 'emergency' THEN 0 WHEN 'high' THEN 1 \
+              WHEN 'normal' THEN 2 ELSE 3 END, w.created_at, w.id LIMIT 1)"
+        )
     };
 }
 
@@ -86,9 +109,9 @@ pub mod testing;
 mod conformance;
 
 use leakwatch_core::{
-    Alert, AlertKind, AlertStatus, Crew, CrewId, CrewStatus, DistrictId, Finding, GeoPoint, Meter,
-    MeterEvent, MeterId, Priority, Reading, Timestamp, TransitionRecord, WorkOrder, WorkOrderKind,
-    WorkOrderStatus,
+    Alert, AlertKind, AlertOutcome, AlertStatus, Crew, CrewId, CrewStatus, DistrictId, Finding,
+    GeoPoint, Meter, MeterEvent, MeterId, Priority, Reading, SiteFinding, Timestamp,
+    TransitionRecord, WorkOrder, WorkOrderKind, WorkOrderStatus,
 };
 use serde::{Serialize, Serializer};
 use std::collections::HashMap;
@@ -375,21 +398,39 @@ impl Default for AlertQuery {
     }
 }
 
+/// A crew's most urgent active order: among the orders assigned to it in a status that
+/// [`WorkOrderStatus::occupies_crew`], the most urgent priority, then the oldest
+/// (`created_at`, then id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct CurrentOrder {
+    pub order_id: i64,
+    pub priority: Priority,
+    pub status: WorkOrderStatus,
+}
+
 /// A crew with the number of work orders that keep it busy (assigned to it and in a
-/// status that [`WorkOrderStatus::occupies_crew`]).
+/// status that [`WorkOrderStatus::occupies_crew`]) and the most urgent of them.
 ///
-/// Serializes as the crew's fields plus `"status"` ([`CrewStatus::derive`]) and
-/// `"active_orders"`.
+/// Serializes as the crew's fields plus `"status"` ([`CrewRow::status`], at the time of
+/// serializing), `"active_orders"` and `"current"` (`null` when the crew has no active
+/// order).
 #[derive(Debug, Clone)]
 pub struct CrewRow {
     pub crew: Crew,
     pub active_orders: i64,
+    pub current: Option<CurrentOrder>,
 }
 
 impl CrewRow {
-    /// The crew's availability.
+    /// The crew's availability now ([`CrewRow::status_at`] with the clock).
     pub fn status(&self) -> CrewStatus {
-        CrewStatus::derive(self.crew.on_shift, self.active_orders)
+        self.status_at(chrono::Utc::now())
+    }
+
+    /// The crew's availability at `now`: on shift by [`Crew::on_shift_at`] (its calendar
+    /// when it has one, else the `on_shift` flag), and busy with any active order.
+    pub fn status_at(&self, now: Timestamp) -> CrewStatus {
+        CrewStatus::derive(self.crew.on_shift_at(now), self.active_orders)
     }
 }
 
@@ -401,14 +442,37 @@ impl Serialize for CrewRow {
             crew: &'a Crew,
             status: CrewStatus,
             active_orders: i64,
+            current: Option<CurrentOrder>,
         }
         Flat {
             crew: &self.crew,
             status: self.status(),
             active_orders: self.active_orders,
+            current: self.current,
         }
         .serialize(s)
     }
+}
+
+/// What a transition changes besides the status (see [`Store::apply_transition`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct OrderChange {
+    /// `None` leaves the crew, `Some(None)` clears it, `Some(Some(c))` sets it.
+    pub crew: Option<Option<CrewId>>,
+    /// The crew's finding, stored when given (`None` leaves the stored one).
+    pub finding: Option<SiteFinding>,
+}
+
+/// How the escalated alerts of one kind turned out on site.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct OutcomeStat {
+    pub kind: AlertKind,
+    /// Alerts of this kind that have a work order.
+    pub escalated: i64,
+    /// Of those, the ones whose outcome is `confirmed_leak`.
+    pub confirmed: i64,
+    /// Of those, the ones whose outcome is `false_positive`.
+    pub false_positive: i64,
 }
 
 /// A work order to create (status `created`).
@@ -422,16 +486,22 @@ pub struct NewWorkOrder {
     pub location: GeoPoint,
     pub summary: String,
     pub due_at: Option<Timestamp>,
+    /// The order this one follows up (a repair after an investigation found a leak).
+    pub parent_id: Option<i64>,
     /// Who creates it; recorded in the first transition record.
     pub actor: String,
 }
 
-/// Filters for [`Store::list_work_orders`]; newest (highest id) first, `cursor` as in
-/// [`AlertQuery`].
+/// Filters for [`Store::list_work_orders`]; every filter set must hold; newest
+/// (highest id) first, `cursor` as in [`AlertQuery`].
 #[derive(Debug, Clone, Serialize)]
 pub struct WorkOrderQuery {
     pub status: Option<WorkOrderStatus>,
     pub crew_id: Option<CrewId>,
+    /// Only the follow-ups of this order.
+    pub parent_id: Option<i64>,
+    /// Only the orders of this alert (the order's own `alert_id`).
+    pub alert_id: Option<i64>,
     pub limit: u32,
     pub cursor: Option<i64>,
 }
@@ -441,6 +511,8 @@ impl Default for WorkOrderQuery {
         Self {
             status: None,
             crew_id: None,
+            parent_id: None,
+            alert_id: None,
             limit: 100,
             cursor: None,
         }
@@ -832,6 +904,43 @@ impl Store {
         Ok(out)
     }
 
+    /// Records what the crew found for every alert whose `work_order_id` is `order_id`:
+    /// `outcome` and `outcome_at = at`, replacing any outcome stored before. Returns the
+    /// number of alerts changed (0 for an order without alerts, or no such order).
+    pub async fn set_outcome_for_order(
+        &self,
+        order_id: i64,
+        outcome: AlertOutcome,
+        at: Timestamp,
+    ) -> Result<u64> {
+        dispatch!(self, set_outcome_for_order(order_id, outcome, at))
+    }
+
+    /// Per alert kind, among the alerts that have a work order (`work_order_id` set):
+    /// how many there are, and how many turned out confirmed leaks and false positives.
+    /// Sorted by the kind's text; kinds without such alerts are absent.
+    pub async fn outcome_stats(&self) -> Result<Vec<OutcomeStat>> {
+        let rows: Vec<(String, i64, i64, i64)> = dispatch!(self, outcome_stats())?;
+        let mut out = rows
+            .into_iter()
+            .map(|(kind, escalated, confirmed, false_positive)| {
+                Ok(OutcomeStat {
+                    kind: parse_text(&kind, "alert kind")?,
+                    escalated,
+                    confirmed,
+                    false_positive,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        out.sort_by(|a, b| a.kind.as_str().cmp(b.kind.as_str()));
+        Ok(out)
+    }
+
+    /// The alerts whose `work_order_id` is `order_id`, by id.
+    pub async fn alerts_of_order(&self, order_id: i64) -> Result<Vec<Alert>> {
+        dispatch!(self, alerts_of_order(order_id))
+    }
+
     /// Resolves the open and acknowledged alerts whose condition was last seen before
     /// `seen_before` (event time): the detector has stopped reporting it. Escalated
     /// alerts are left to their work order. Returns the alerts resolved.
@@ -871,9 +980,10 @@ impl Store {
     // ---- crews ----
 
     /// Inserts or updates crews by id, in one transaction (the last of duplicate ids
-    /// wins). A crew given without a position keeps the position already stored, so
-    /// re-loading the registry does not forget where crews were last seen. Returns the
-    /// number of distinct crews written.
+    /// wins). A crew given without a position keeps the position already stored, and one
+    /// without a last job place keeps the stored one, so re-loading the registry does not
+    /// forget where crews were last seen; the calendar (`shifts`) is replaced as given
+    /// (`None` clears it). Returns the number of distinct crews written.
     pub async fn upsert_crews(&self, crews: &[Crew]) -> Result<u64> {
         let crews = last_by_key(crews, |c| c.id.as_str());
         if crews.is_empty() {
@@ -882,12 +992,13 @@ impl Store {
         dispatch!(self, upsert_crews(&crews))
     }
 
-    /// Every crew with its active order count, ordered by id.
+    /// Every crew with its active order count and most urgent active order, ordered by
+    /// id.
     pub async fn list_crews(&self) -> Result<Vec<CrewRow>> {
         dispatch!(self, list_crews(None))
     }
 
-    /// One crew with its active order count.
+    /// One crew with its active order count and most urgent active order.
     pub async fn get_crew(&self, id: &CrewId) -> Result<Option<CrewRow>> {
         Ok(dispatch!(self, list_crews(Some(id)))?.pop())
     }
@@ -904,11 +1015,18 @@ impl Store {
         dispatch!(self, set_crew_position(id, at, when))
     }
 
+    /// Records where the crew's last job was (set when it gets on site); an unknown crew
+    /// is [`StoreError::NotFound`].
+    pub async fn set_crew_last_job_place(&self, id: &CrewId, place: GeoPoint) -> Result<()> {
+        dispatch!(self, set_crew_last_job_place(id, place))
+    }
+
     // ---- work orders ----
 
     /// Creates a work order in status `created` with `created_at = updated_at = now`,
     /// and records its first transition (`created -> created`, action `create`, by
-    /// `wo.actor`). An `alert_id` that names no alert is [`StoreError::NotFound`].
+    /// `wo.actor`). An `alert_id` that names no alert is [`StoreError::NotFound`]
+    /// `"alert N"`, a `parent_id` that names no order `"parent work order N"`.
     pub async fn create_work_order(&self, wo: &NewWorkOrder) -> Result<WorkOrder> {
         dispatch!(self, create_work_order(wo, chrono::Utc::now()))
     }
@@ -927,16 +1045,24 @@ impl Store {
     /// compare-and-set of the status from `rec.from` to `rec.to`
     /// ([`StoreError::Conflict`] `"work order N is <status>"` if it is not `rec.from`
     /// now, [`StoreError::NotFound`] if there is no such order), `updated_at = rec.at`,
-    /// and the crew: `None` leaves it, `Some(None)` clears it, `Some(Some(c))` sets it
-    /// (an unknown crew is [`StoreError::NotFound`]). Appends `rec` to the order's
-    /// history (under `id`, whatever `rec.order_id` says).
+    /// and `change`:
+    ///
+    /// * the crew: `None` leaves it, `Some(None)` clears it, `Some(Some(c))` sets it (an
+    ///   unknown crew is [`StoreError::NotFound`] `"crew C"`);
+    /// * the finding, stored when given.
+    ///
+    /// The times follow `rec.to`: `assigned` sets `assigned_at = rec.at` (also on a
+    /// re-assignment), `created` (unassign) clears it, and `on_site` sets `reached_at`
+    /// to `rec.at` unless it is already set. Appends `rec` (with its position) to the
+    /// order's history (under `id`, whatever `rec.order_id` says).
     pub async fn apply_transition(
         &self,
         id: i64,
         rec: &TransitionRecord,
-        crew: Option<Option<&CrewId>>,
+        change: &OrderChange,
     ) -> Result<WorkOrder> {
-        dispatch!(self, apply_transition(id, rec, crew))
+        let times = TransitionTimes::of(rec);
+        dispatch!(self, apply_transition(id, rec, change, times))
     }
 
     /// An order's transitions in the order they were applied (empty if no such order).
@@ -948,6 +1074,75 @@ impl Store {
     /// first, then oldest first.
     pub async fn jobs_for_crew(&self, crew: &CrewId) -> Result<Vec<WorkOrder>> {
         dispatch!(self, jobs_for_crew(crew))
+    }
+
+    /// Every order not in a final status, by id.
+    pub async fn active_work_orders(&self) -> Result<Vec<WorkOrder>> {
+        dispatch!(self, active_work_orders())
+    }
+
+    /// The orders in status `assigned` given to their crew before `assigned_before`
+    /// (`assigned_at < assigned_before`): not accepted in time. Oldest assignment first
+    /// (then by id).
+    pub async fn orders_awaiting_acceptance(
+        &self,
+        assigned_before: Timestamp,
+    ) -> Result<Vec<WorkOrder>> {
+        dispatch!(self, orders_awaiting_acceptance(assigned_before))
+    }
+
+    /// The orders not in a final status, not marked breached yet, whose `due_at` is
+    /// before `t`, earliest deadline first (then by id). Whether each is a breach (an
+    /// arrival deadline met in time is not) is the caller's call.
+    pub async fn orders_due_before(&self, t: Timestamp) -> Result<Vec<WorkOrder>> {
+        dispatch!(self, orders_due_before(t))
+    }
+
+    /// Marks an order as found past its deadline: sets `breached_at = at` unless it is
+    /// set already (it is never cleared or moved). Returns whether it changed; an
+    /// unknown order is [`StoreError::NotFound`].
+    pub async fn mark_breached(&self, order_id: i64, at: Timestamp) -> Result<bool> {
+        dispatch!(self, mark_breached(order_id, at))
+    }
+
+    /// How many orders have been marked breached.
+    pub async fn count_breached(&self) -> Result<i64> {
+        dispatch!(self, count_breached())
+    }
+
+    /// Sets an order's priority and deadline (`due_at`, `None` clears it), whatever its
+    /// status, and returns it. `updated_at` is left as it is: it tracks status changes
+    /// (the deadline view of a completed order relies on it), and this is not one; no
+    /// transition is recorded either. An unknown order is [`StoreError::NotFound`].
+    pub async fn set_work_order_priority(
+        &self,
+        order_id: i64,
+        priority: Priority,
+        due_at: Option<Timestamp>,
+    ) -> Result<WorkOrder> {
+        dispatch!(self, set_work_order_priority(order_id, priority, due_at))
+    }
+}
+
+/// What a transition does to an order's times (see [`Store::apply_transition`]).
+#[derive(Debug, Clone, Copy)]
+struct TransitionTimes {
+    /// `Some(v)`: `assigned_at = v`; `None`: left as it is.
+    assigned_at: Option<Option<Timestamp>>,
+    /// `reached_at = COALESCE(reached_at, rec.at)`.
+    reached: bool,
+}
+
+impl TransitionTimes {
+    fn of(rec: &TransitionRecord) -> Self {
+        TransitionTimes {
+            assigned_at: match rec.to {
+                WorkOrderStatus::Assigned => Some(Some(rec.at)),
+                WorkOrderStatus::Created => Some(None),
+                _ => None,
+            },
+            reached: rec.to == WorkOrderStatus::OnSite,
+        }
     }
 }
 
@@ -989,6 +1184,11 @@ fn parse_crew_id(s: String) -> Result<CrewId> {
 
 fn report_every_h(v: i64) -> Result<u32> {
     u32::try_from(v).map_err(|_| StoreError::Corrupt(format!("stored report_every_h {v}")))
+}
+
+/// A point from two nullable columns stored both or neither.
+fn point(lat: Option<f64>, lon: Option<f64>) -> Option<GeoPoint> {
+    lat.zip(lon).map(|(lat, lon)| GeoPoint { lat, lon })
 }
 
 /// Maps NaN and infinities to NULL.
@@ -1158,6 +1358,8 @@ mod tests {
         assert!(!StoreError::Conflict("x".into()).is_retryable());
     }
 
+    use leakwatch_core::WeeklyShifts;
+
     #[test]
     fn crew_rows_serialize_flat_with_status() {
         let row = CrewRow {
@@ -1168,15 +1370,80 @@ mod tests {
                 home: GeoPoint::new(45.0, 9.0).unwrap(),
                 position: None,
                 position_at: None,
+                last_job_place: None,
+                shifts: None,
                 on_shift: true,
             },
             active_orders: 2,
+            current: Some(CurrentOrder {
+                order_id: 7,
+                priority: Priority::Emergency,
+                status: WorkOrderStatus::EnRoute,
+            }),
         };
         let v = serde_json::to_value(&row).unwrap();
         assert_eq!(v["id"], "C1");
         assert_eq!(v["status"], "busy");
         assert_eq!(v["active_orders"], 2);
         assert_eq!(v["home"]["lat"], 45.0);
+        assert_eq!(
+            v["current"],
+            serde_json::json!({"order_id": 7, "priority": "emergency", "status": "en_route"})
+        );
+        assert!(v.get("shifts").is_none());
+    }
+
+    #[test]
+    fn crew_status_follows_the_calendar_when_there_is_one() {
+        use chrono::{TimeZone, Weekday};
+        let mut row = CrewRow {
+            crew: Crew {
+                id: CrewId::parse("C1").unwrap(),
+                name: "North".into(),
+                skills: vec![],
+                home: GeoPoint::new(45.0, 9.0).unwrap(),
+                position: None,
+                position_at: None,
+                last_job_place: None,
+                shifts: Some(WeeklyShifts::new(0).with_shifts(&[Weekday::Thu], &[(480, 960)])),
+                on_shift: false,
+            },
+            active_orders: 0,
+            current: None,
+        };
+        let at = |h| chrono::Utc.with_ymd_and_hms(2026, 11, 26, h, 0, 0).unwrap();
+        assert_eq!(row.status_at(at(9)), CrewStatus::Available);
+        assert_eq!(row.status_at(at(17)), CrewStatus::OffShift);
+        row.active_orders = 1;
+        assert_eq!(row.status_at(at(9)), CrewStatus::Busy);
+        row.crew.shifts = None;
+        assert_eq!(row.status_at(at(9)), CrewStatus::OffShift);
+        assert_eq!(row.status(), CrewStatus::OffShift);
+    }
+
+    #[test]
+    fn transitions_move_the_order_times() {
+        let t = chrono::DateTime::from_timestamp(1_000, 0).unwrap();
+        let rec = |to| TransitionRecord {
+            order_id: 1,
+            from: WorkOrderStatus::Assigned,
+            to,
+            action: "x".into(),
+            actor: "a".into(),
+            at: t,
+            crew_id: None,
+            note: None,
+            position: None,
+        };
+        let of = |to| {
+            let x = TransitionTimes::of(&rec(to));
+            (x.assigned_at, x.reached)
+        };
+        assert_eq!(of(WorkOrderStatus::Assigned), (Some(Some(t)), false));
+        assert_eq!(of(WorkOrderStatus::Created), (Some(None), false));
+        assert_eq!(of(WorkOrderStatus::OnSite), (None, true));
+        assert_eq!(of(WorkOrderStatus::Accepted), (None, false));
+        assert_eq!(of(WorkOrderStatus::Completed), (None, false));
     }
 
     #[test]

@@ -2,15 +2,16 @@
 //! new readings through binary `COPY` (see [`insert_split`]).
 
 use crate::{
-    AlertQuery, CrewRow, DeadLetter, HourlyRow, NewDeadLetter, NewWorkOrder, PgInsertPath,
-    ReadingConflict, ReadingFlags, Result, StoreError, WorkOrderQuery, alert_conflict,
-    final_statuses, finite, is_foreign_key_violation, is_unique_violation, latest_of,
-    occupying_statuses, parse_crew_id, parse_district_id, parse_meter_id, parse_text, redact,
-    report_every_h, same_volume, work_order_conflict,
+    AlertQuery, CrewRow, CurrentOrder, DeadLetter, HourlyRow, NewDeadLetter, NewWorkOrder,
+    OrderChange, PgInsertPath, ReadingConflict, ReadingFlags, Result, StoreError, TransitionTimes,
+    WorkOrderQuery, alert_conflict, final_statuses, finite, is_foreign_key_violation,
+    is_unique_violation, latest_of, occupying_statuses, parse_crew_id, parse_district_id,
+    parse_meter_id, parse_text, point, redact, report_every_h, same_volume, work_order_conflict,
 };
 use leakwatch_core::{
-    Alert, AlertStatus, Crew, CrewId, EventCode, Finding, GeoPoint, Meter, MeterEvent, MeterId,
-    Reading, Timestamp, TransitionRecord, WorkOrder, WorkOrderStatus,
+    Alert, AlertOutcome, AlertStatus, Crew, CrewId, EventCode, Finding, GeoPoint, Meter,
+    MeterEvent, MeterId, Priority, Reading, SiteFinding, Timestamp, TransitionRecord, WeeklyShifts,
+    WorkOrder, WorkOrderStatus,
 };
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::types::Json;
@@ -834,6 +835,7 @@ fn alert_from_row(row: &PgRow) -> Result<Alert> {
     let meter_id: Option<String> = row.try_get("meter_id")?;
     let district_id: Option<String> = row.try_get("district_id")?;
     let Json(evidence) = row.try_get("evidence")?;
+    let outcome: Option<&str> = row.try_get("outcome")?;
     Ok(Alert {
         id: row.try_get("id")?,
         kind: parse_text(row.try_get("kind")?, "alert kind")?,
@@ -847,6 +849,9 @@ fn alert_from_row(row: &PgRow) -> Result<Alert> {
         evidence,
         work_order_id: row.try_get("work_order_id")?,
         status_reason: row.try_get("status_reason")?,
+        outcome: outcome
+            .map(|o| parse_text(o, "alert outcome"))
+            .transpose()?,
         created_at: row.try_get("created_at")?,
     })
 }
@@ -969,11 +974,60 @@ pub(crate) async fn count_alerts_by_status(pool: &PgPool) -> Result<Vec<(String,
     )
 }
 
+pub(crate) async fn set_outcome_for_order(
+    pool: &PgPool,
+    order_id: i64,
+    outcome: AlertOutcome,
+    at: Timestamp,
+) -> Result<u64> {
+    let done =
+        sqlx::query("UPDATE alerts SET outcome = $2, outcome_at = $3 WHERE work_order_id = $1")
+            .bind(order_id)
+            .bind(outcome.as_str())
+            .bind(at)
+            .execute(pool)
+            .await?;
+    Ok(done.rows_affected())
+}
+
+pub(crate) async fn outcome_stats(pool: &PgPool) -> Result<Vec<(String, i64, i64, i64)>> {
+    Ok(sqlx::query_as(
+        "SELECT kind, count(*),
+                count(*) FILTER (WHERE outcome = 'confirmed_leak'),
+                count(*) FILTER (WHERE outcome = 'false_positive')
+         FROM alerts WHERE work_order_id IS NOT NULL GROUP BY kind",
+    )
+    .fetch_all(pool)
+    .await?)
+}
+
+pub(crate) async fn alerts_of_order(pool: &PgPool, order_id: i64) -> Result<Vec<Alert>> {
+    let rows = sqlx::query(concat!(
+        "SELECT ",
+        alert_cols!(),
+        " FROM alerts WHERE work_order_id = $1 ORDER BY id"
+    ))
+    .bind(order_id)
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(alert_from_row).collect()
+}
+
 // ---- crews ----
 
 fn crew_row_from_row(row: &PgRow) -> Result<CrewRow> {
     let pos_lat: Option<f64> = row.try_get("pos_lat")?;
     let pos_lon: Option<f64> = row.try_get("pos_lon")?;
+    let shifts: Option<Json<WeeklyShifts>> = row.try_get("shifts")?;
+    let current_id: Option<i64> = row.try_get("cur_id")?;
+    let current = match current_id {
+        Some(order_id) => Some(CurrentOrder {
+            order_id,
+            priority: parse_text(row.try_get("cur_priority")?, "priority")?,
+            status: parse_text(row.try_get("cur_status")?, "work-order status")?,
+        }),
+        None => None,
+    };
     Ok(CrewRow {
         crew: Crew {
             id: parse_crew_id(row.try_get("id")?)?,
@@ -985,9 +1039,12 @@ fn crew_row_from_row(row: &PgRow) -> Result<CrewRow> {
             },
             position: pos_lat.zip(pos_lon).map(|(lat, lon)| GeoPoint { lat, lon }),
             position_at: row.try_get("position_at")?,
+            last_job_place: point(row.try_get("last_job_lat")?, row.try_get("last_job_lon")?),
+            shifts: shifts.map(|Json(s)| s),
             on_shift: row.try_get("on_shift")?,
         },
         active_orders: row.try_get("active_orders")?,
+        current,
     })
 }
 
@@ -997,8 +1054,8 @@ pub(crate) async fn upsert_crews(pool: &PgPool, crews: &[Crew]) -> Result<u64> {
     for c in crews {
         n += sqlx::query(
             "INSERT INTO crews (id, name, skills, home_lat, home_lon, pos_lat, pos_lon,
-                                position_at, on_shift)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                                position_at, on_shift, shifts, last_job_lat, last_job_lon)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
              ON CONFLICT (id) DO UPDATE SET
                  name = excluded.name, skills = excluded.skills,
                  home_lat = excluded.home_lat, home_lon = excluded.home_lon,
@@ -1006,7 +1063,9 @@ pub(crate) async fn upsert_crews(pool: &PgPool, crews: &[Crew]) -> Result<u64> {
                  pos_lon = COALESCE(excluded.pos_lon, crews.pos_lon),
                  position_at = CASE WHEN excluded.pos_lat IS NULL THEN crews.position_at
                                     ELSE excluded.position_at END,
-                 on_shift = excluded.on_shift",
+                 on_shift = excluded.on_shift, shifts = excluded.shifts,
+                 last_job_lat = COALESCE(excluded.last_job_lat, crews.last_job_lat),
+                 last_job_lon = COALESCE(excluded.last_job_lon, crews.last_job_lon)",
         )
         .bind(c.id.as_str())
         .bind(&c.name)
@@ -1017,6 +1076,9 @@ pub(crate) async fn upsert_crews(pool: &PgPool, crews: &[Crew]) -> Result<u64> {
         .bind(c.position.map(|p| p.lon))
         .bind(c.position.and(c.position_at))
         .bind(c.on_shift)
+        .bind(c.shifts.as_ref().map(Json))
+        .bind(c.last_job_place.map(|p| p.lat))
+        .bind(c.last_job_place.map(|p| p.lon))
         .execute(&mut *tx)
         .await?
         .rows_affected();
@@ -1030,8 +1092,11 @@ pub(crate) async fn list_crews(pool: &PgPool, id: Option<&CrewId>) -> Result<Vec
         "SELECT ",
         crew_cols!(),
         ", (SELECT count(*) FROM work_orders w
-            WHERE w.crew_id = c.id AND w.status = ANY($2)) AS active_orders
-         FROM crews c WHERE ($1::text IS NULL OR c.id = $1) ORDER BY c.id"
+            WHERE w.crew_id = c.id AND w.status = ANY($2)) AS active_orders,
+           cur.id AS cur_id, cur.priority AS cur_priority, cur.status AS cur_status
+         FROM crews c LEFT JOIN work_orders cur ON cur.id = ",
+        current_order_pick!("w.status = ANY($2)"),
+        " WHERE ($1::text IS NULL OR c.id = $1) ORDER BY c.id"
     ))
     .bind(id.map(|c| c.as_str()))
     .bind(occupying_statuses())
@@ -1068,12 +1133,30 @@ pub(crate) async fn set_crew_position(
     Ok(())
 }
 
+pub(crate) async fn set_crew_last_job_place(
+    pool: &PgPool,
+    id: &CrewId,
+    place: GeoPoint,
+) -> Result<()> {
+    let done = sqlx::query("UPDATE crews SET last_job_lat = $2, last_job_lon = $3 WHERE id = $1")
+        .bind(id.as_str())
+        .bind(place.lat)
+        .bind(place.lon)
+        .execute(pool)
+        .await?;
+    if done.rows_affected() == 0 {
+        return Err(StoreError::NotFound(format!("crew {id}")));
+    }
+    Ok(())
+}
+
 // ---- work orders ----
 
 fn work_order_from_row(row: &PgRow) -> Result<WorkOrder> {
     let meter_id: Option<String> = row.try_get("meter_id")?;
     let district_id: Option<String> = row.try_get("district_id")?;
     let crew_id: Option<String> = row.try_get("crew_id")?;
+    let finding: Option<Json<SiteFinding>> = row.try_get("finding")?;
     Ok(WorkOrder {
         id: row.try_get("id")?,
         kind: parse_text(row.try_get("kind")?, "work-order kind")?,
@@ -1091,6 +1174,11 @@ fn work_order_from_row(row: &PgRow) -> Result<WorkOrder> {
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
         due_at: row.try_get("due_at")?,
+        parent_id: row.try_get("parent_id")?,
+        assigned_at: row.try_get("assigned_at")?,
+        reached_at: row.try_get("reached_at")?,
+        breached_at: row.try_get("breached_at")?,
+        finding: finding.map(|Json(f)| f),
     })
 }
 
@@ -1105,6 +1193,7 @@ fn transition_from_row(row: &PgRow) -> Result<TransitionRecord> {
         at: row.try_get("at")?,
         crew_id: crew_id.map(parse_crew_id).transpose()?,
         note: row.try_get("note")?,
+        position: point(row.try_get("lat")?, row.try_get("lon")?),
     })
 }
 
@@ -1115,8 +1204,8 @@ async fn insert_transition(
 ) -> Result<()> {
     sqlx::query(
         "INSERT INTO work_order_transitions
-             (order_id, from_status, to_status, action, actor, at, crew_id, note)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+             (order_id, from_status, to_status, action, actor, at, crew_id, note, lat, lon)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
     )
     .bind(id)
     .bind(rec.from.as_str())
@@ -1126,6 +1215,8 @@ async fn insert_transition(
     .bind(rec.at)
     .bind(rec.crew_id.as_ref().map(|c| c.as_str()))
     .bind(&rec.note)
+    .bind(rec.position.map(|p| p.lat))
+    .bind(rec.position.map(|p| p.lon))
     .execute(conn)
     .await?;
     Ok(())
@@ -1137,10 +1228,20 @@ pub(crate) async fn create_work_order(
     now: Timestamp,
 ) -> Result<WorkOrder> {
     let mut tx = pool.begin().await?;
+    if let Some(parent) = wo.parent_id {
+        let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM work_orders WHERE id = $1")
+            .bind(parent)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if exists.is_none() {
+            return Err(StoreError::NotFound(format!("parent work order {parent}")));
+        }
+    }
     let row = sqlx::query(concat!(
         "INSERT INTO work_orders (kind, priority, status, alert_id, meter_id, district_id,
-                                  lat, lon, summary, created_at, updated_at, due_at)
-         VALUES ($1, $2, 'created', $3, $4, $5, $6, $7, $8, $9, $9, $10) RETURNING ",
+                                  lat, lon, summary, created_at, updated_at, due_at,
+                                  parent_id)
+         VALUES ($1, $2, 'created', $3, $4, $5, $6, $7, $8, $9, $9, $10, $11) RETURNING ",
         work_order_cols!()
     ))
     .bind(wo.kind.as_str())
@@ -1153,6 +1254,7 @@ pub(crate) async fn create_work_order(
     .bind(&wo.summary)
     .bind(now)
     .bind(wo.due_at)
+    .bind(wo.parent_id)
     .fetch_one(&mut *tx)
     .await
     .map_err(|e| match (is_foreign_key_violation(&e), wo.alert_id) {
@@ -1169,6 +1271,7 @@ pub(crate) async fn create_work_order(
         at: order.created_at,
         crew_id: None,
         note: None,
+        position: None,
     };
     insert_transition(&mut tx, order.id, &rec).await?;
     tx.commit().await?;
@@ -1195,12 +1298,16 @@ pub(crate) async fn list_work_orders(pool: &PgPool, q: &WorkOrderQuery) -> Resul
          WHERE ($1::text IS NULL OR status = $1)
            AND ($2::text IS NULL OR crew_id = $2)
            AND ($3::int8 IS NULL OR id < $3)
+           AND ($5::int8 IS NULL OR parent_id = $5)
+           AND ($6::int8 IS NULL OR alert_id = $6)
          ORDER BY id DESC LIMIT $4"
     ))
     .bind(q.status.map(|s| s.as_str()))
     .bind(q.crew_id.as_ref().map(|c| c.as_str()))
     .bind(q.cursor)
     .bind(i64::from(q.limit))
+    .bind(q.parent_id)
+    .bind(q.alert_id)
     .fetch_all(pool)
     .await?;
     rows.iter().map(work_order_from_row).collect()
@@ -1210,12 +1317,19 @@ pub(crate) async fn apply_transition(
     pool: &PgPool,
     id: i64,
     rec: &TransitionRecord,
-    crew: Option<Option<&CrewId>>,
+    change: &OrderChange,
+    times: TransitionTimes,
 ) -> Result<WorkOrder> {
     let mut tx = pool.begin().await?;
+    let crew = change.crew.as_ref().map(|c| c.as_ref());
     let updated = sqlx::query(concat!(
         "UPDATE work_orders SET status = $3, updated_at = $4,
-                                crew_id = CASE WHEN $5 THEN $6::text ELSE crew_id END
+                                crew_id = CASE WHEN $5 THEN $6::text ELSE crew_id END,
+                                assigned_at = CASE WHEN $7 THEN $8::timestamptz
+                                                   ELSE assigned_at END,
+                                reached_at = CASE WHEN $9 THEN COALESCE(reached_at, $4)
+                                                  ELSE reached_at END,
+                                finding = COALESCE($10::jsonb, finding)
          WHERE id = $1 AND status = $2 RETURNING ",
         work_order_cols!()
     ))
@@ -1225,6 +1339,10 @@ pub(crate) async fn apply_transition(
     .bind(rec.at)
     .bind(crew.is_some())
     .bind(crew.flatten().map(|c| c.as_str()))
+    .bind(times.assigned_at.is_some())
+    .bind(times.assigned_at.flatten())
+    .bind(times.reached)
+    .bind(change.finding.as_ref().map(Json))
     .fetch_optional(&mut *tx)
     .await
     .map_err(|e| match crew {
@@ -1249,10 +1367,11 @@ pub(crate) async fn apply_transition(
 }
 
 pub(crate) async fn work_order_history(pool: &PgPool, id: i64) -> Result<Vec<TransitionRecord>> {
-    let rows = sqlx::query(
-        "SELECT order_id, from_status, to_status, action, actor, at, crew_id, note
-         FROM work_order_transitions WHERE order_id = $1 ORDER BY seq",
-    )
+    let rows = sqlx::query(concat!(
+        "SELECT ",
+        transition_cols!(),
+        " FROM work_order_transitions WHERE order_id = $1 ORDER BY seq"
+    ))
     .bind(id)
     .fetch_all(pool)
     .await?;
@@ -1273,6 +1392,100 @@ pub(crate) async fn jobs_for_crew(pool: &PgPool, crew: &CrewId) -> Result<Vec<Wo
     .fetch_all(pool)
     .await?;
     rows.iter().map(work_order_from_row).collect()
+}
+
+pub(crate) async fn active_work_orders(pool: &PgPool) -> Result<Vec<WorkOrder>> {
+    let rows = sqlx::query(concat!(
+        "SELECT ",
+        work_order_cols!(),
+        " FROM work_orders WHERE NOT (status = ANY($1)) ORDER BY id"
+    ))
+    .bind(final_statuses())
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(work_order_from_row).collect()
+}
+
+pub(crate) async fn orders_awaiting_acceptance(
+    pool: &PgPool,
+    assigned_before: Timestamp,
+) -> Result<Vec<WorkOrder>> {
+    let rows = sqlx::query(concat!(
+        "SELECT ",
+        work_order_cols!(),
+        " FROM work_orders WHERE status = $1 AND assigned_at < $2
+         ORDER BY assigned_at, id"
+    ))
+    .bind(WorkOrderStatus::Assigned.as_str())
+    .bind(assigned_before)
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(work_order_from_row).collect()
+}
+
+pub(crate) async fn orders_due_before(pool: &PgPool, t: Timestamp) -> Result<Vec<WorkOrder>> {
+    let rows = sqlx::query(concat!(
+        "SELECT ",
+        work_order_cols!(),
+        " FROM work_orders
+         WHERE breached_at IS NULL AND due_at < $1 AND NOT (status = ANY($2))
+         ORDER BY due_at, id"
+    ))
+    .bind(t)
+    .bind(final_statuses())
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(work_order_from_row).collect()
+}
+
+pub(crate) async fn mark_breached(pool: &PgPool, order_id: i64, at: Timestamp) -> Result<bool> {
+    let done = sqlx::query(
+        "UPDATE work_orders SET breached_at = $2 WHERE id = $1 AND breached_at IS NULL",
+    )
+    .bind(order_id)
+    .bind(at)
+    .execute(pool)
+    .await?;
+    if done.rows_affected() == 1 {
+        return Ok(true);
+    }
+    let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM work_orders WHERE id = $1")
+        .bind(order_id)
+        .fetch_optional(pool)
+        .await?;
+    match exists {
+        Some(_) => Ok(false),
+        None => Err(StoreError::NotFound(format!("work order {order_id}"))),
+    }
+}
+
+pub(crate) async fn count_breached(pool: &PgPool) -> Result<i64> {
+    Ok(
+        sqlx::query_scalar("SELECT count(*) FROM work_orders WHERE breached_at IS NOT NULL")
+            .fetch_one(pool)
+            .await?,
+    )
+}
+
+pub(crate) async fn set_work_order_priority(
+    pool: &PgPool,
+    order_id: i64,
+    priority: Priority,
+    due_at: Option<Timestamp>,
+) -> Result<WorkOrder> {
+    let row = sqlx::query(concat!(
+        "UPDATE work_orders SET priority = $2, due_at = $3 WHERE id = $1 RETURNING ",
+        work_order_cols!()
+    ))
+    .bind(order_id)
+    .bind(priority.as_str())
+    .bind(due_at)
+    .fetch_optional(pool)
+    .await?;
+    match row {
+        Some(row) => work_order_from_row(&row),
+        None => Err(StoreError::NotFound(format!("work order {order_id}"))),
+    }
 }
 
 pub(crate) async fn save_detector_state(

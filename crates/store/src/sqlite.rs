@@ -3,15 +3,16 @@
 //! lock, which WAL mode would refuse with `SQLITE_BUSY` instead of waiting).
 
 use crate::{
-    AlertQuery, CrewRow, DeadLetter, HourlyRow, NewDeadLetter, NewWorkOrder, ReadingConflict,
-    ReadingFlags, Result, StoreError, WorkOrderQuery, alert_conflict, final_statuses, finite,
-    is_foreign_key_violation, is_unique_violation, latest_of, occupying_statuses, parse_crew_id,
-    parse_district_id, parse_meter_id, parse_text, report_every_h, same_volume,
-    work_order_conflict,
+    AlertQuery, CrewRow, CurrentOrder, DeadLetter, HourlyRow, NewDeadLetter, NewWorkOrder,
+    OrderChange, ReadingConflict, ReadingFlags, Result, StoreError, TransitionTimes,
+    WorkOrderQuery, alert_conflict, final_statuses, finite, is_foreign_key_violation,
+    is_unique_violation, latest_of, occupying_statuses, parse_crew_id, parse_district_id,
+    parse_meter_id, parse_text, point, report_every_h, same_volume, work_order_conflict,
 };
 use leakwatch_core::{
-    Alert, AlertStatus, Crew, CrewId, EventCode, Finding, GeoPoint, Meter, MeterEvent, MeterId,
-    Reading, Timestamp, TransitionRecord, WorkOrder, WorkOrderStatus,
+    Alert, AlertOutcome, AlertStatus, Crew, CrewId, EventCode, Finding, GeoPoint, Meter,
+    MeterEvent, MeterId, Priority, Reading, SiteFinding, Timestamp, TransitionRecord, WeeklyShifts,
+    WorkOrder, WorkOrderStatus,
 };
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
@@ -546,6 +547,7 @@ fn alert_from_row(row: &SqliteRow) -> Result<Alert> {
     let meter_id: Option<String> = row.try_get("meter_id")?;
     let district_id: Option<String> = row.try_get("district_id")?;
     let Json(evidence) = row.try_get("evidence")?;
+    let outcome: Option<String> = row.try_get("outcome")?;
     Ok(Alert {
         id: row.try_get("id")?,
         kind: parse_text(&text(row, "kind")?, "alert kind")?,
@@ -559,6 +561,9 @@ fn alert_from_row(row: &SqliteRow) -> Result<Alert> {
         evidence,
         work_order_id: row.try_get("work_order_id")?,
         status_reason: row.try_get("status_reason")?,
+        outcome: outcome
+            .map(|o| parse_text(&o, "alert outcome"))
+            .transpose()?,
         created_at: time(row, "created_at")?,
     })
 }
@@ -681,12 +686,61 @@ pub(crate) async fn count_alerts_by_status(pool: &SqlitePool) -> Result<Vec<(Str
     )
 }
 
+pub(crate) async fn set_outcome_for_order(
+    pool: &SqlitePool,
+    order_id: i64,
+    outcome: AlertOutcome,
+    at: Timestamp,
+) -> Result<u64> {
+    let done =
+        sqlx::query("UPDATE alerts SET outcome = ?2, outcome_at = ?3 WHERE work_order_id = ?1")
+            .bind(order_id)
+            .bind(outcome.as_str())
+            .bind(ms(at))
+            .execute(pool)
+            .await?;
+    Ok(done.rows_affected())
+}
+
+pub(crate) async fn outcome_stats(pool: &SqlitePool) -> Result<Vec<(String, i64, i64, i64)>> {
+    Ok(sqlx::query_as(
+        "SELECT kind, count(*),
+                sum(CASE WHEN outcome = 'confirmed_leak' THEN 1 ELSE 0 END),
+                sum(CASE WHEN outcome = 'false_positive' THEN 1 ELSE 0 END)
+         FROM alerts WHERE work_order_id IS NOT NULL GROUP BY kind",
+    )
+    .fetch_all(pool)
+    .await?)
+}
+
+pub(crate) async fn alerts_of_order(pool: &SqlitePool, order_id: i64) -> Result<Vec<Alert>> {
+    let rows = sqlx::query(concat!(
+        "SELECT ",
+        alert_cols!(),
+        " FROM alerts WHERE work_order_id = ?1 ORDER BY id"
+    ))
+    .bind(order_id)
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(alert_from_row).collect()
+}
+
 // ---- crews ----
 
 fn crew_row_from_row(row: &SqliteRow) -> Result<CrewRow> {
     let pos_lat: Option<f64> = row.try_get("pos_lat")?;
     let pos_lon: Option<f64> = row.try_get("pos_lon")?;
     let Json(skills) = row.try_get("skills")?;
+    let shifts: Option<Json<WeeklyShifts>> = row.try_get("shifts")?;
+    let current_id: Option<i64> = row.try_get("cur_id")?;
+    let current = match current_id {
+        Some(order_id) => Some(CurrentOrder {
+            order_id,
+            priority: parse_text(&text(row, "cur_priority")?, "priority")?,
+            status: parse_text(&text(row, "cur_status")?, "work-order status")?,
+        }),
+        None => None,
+    };
     Ok(CrewRow {
         crew: Crew {
             id: parse_crew_id(text(row, "id")?)?,
@@ -698,9 +752,12 @@ fn crew_row_from_row(row: &SqliteRow) -> Result<CrewRow> {
             },
             position: pos_lat.zip(pos_lon).map(|(lat, lon)| GeoPoint { lat, lon }),
             position_at: opt_time(row, "position_at")?,
+            last_job_place: point(row.try_get("last_job_lat")?, row.try_get("last_job_lon")?),
+            shifts: shifts.map(|Json(s)| s),
             on_shift: row.try_get("on_shift")?,
         },
         active_orders: row.try_get("active_orders")?,
+        current,
     })
 }
 
@@ -710,8 +767,8 @@ pub(crate) async fn upsert_crews(pool: &SqlitePool, crews: &[Crew]) -> Result<u6
     for c in crews {
         n += sqlx::query(
             "INSERT INTO crews (id, name, skills, home_lat, home_lon, pos_lat, pos_lon,
-                                position_at, on_shift)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                                position_at, on_shift, shifts, last_job_lat, last_job_lon)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
              ON CONFLICT (id) DO UPDATE SET
                  name = excluded.name, skills = excluded.skills,
                  home_lat = excluded.home_lat, home_lon = excluded.home_lon,
@@ -719,7 +776,9 @@ pub(crate) async fn upsert_crews(pool: &SqlitePool, crews: &[Crew]) -> Result<u6
                  pos_lon = COALESCE(excluded.pos_lon, crews.pos_lon),
                  position_at = CASE WHEN excluded.pos_lat IS NULL THEN crews.position_at
                                     ELSE excluded.position_at END,
-                 on_shift = excluded.on_shift",
+                 on_shift = excluded.on_shift, shifts = excluded.shifts,
+                 last_job_lat = COALESCE(excluded.last_job_lat, crews.last_job_lat),
+                 last_job_lon = COALESCE(excluded.last_job_lon, crews.last_job_lon)",
         )
         .bind(c.id.as_str())
         .bind(&c.name)
@@ -730,6 +789,9 @@ pub(crate) async fn upsert_crews(pool: &SqlitePool, crews: &[Crew]) -> Result<u6
         .bind(c.position.map(|p| p.lon))
         .bind(c.position.and(c.position_at).map(ms))
         .bind(c.on_shift)
+        .bind(c.shifts.as_ref().map(Json))
+        .bind(c.last_job_place.map(|p| p.lat))
+        .bind(c.last_job_place.map(|p| p.lon))
         .execute(&mut *tx)
         .await?
         .rows_affected();
@@ -744,8 +806,11 @@ pub(crate) async fn list_crews(pool: &SqlitePool, id: Option<&CrewId>) -> Result
         crew_cols!(),
         ", (SELECT count(*) FROM work_orders w
             WHERE w.crew_id = c.id
-              AND w.status IN (SELECT value FROM json_each(?2))) AS active_orders
-         FROM crews c WHERE (?1 IS NULL OR c.id = ?1) ORDER BY c.id"
+              AND w.status IN (SELECT value FROM json_each(?2))) AS active_orders,
+           cur.id AS cur_id, cur.priority AS cur_priority, cur.status AS cur_status
+         FROM crews c LEFT JOIN work_orders cur ON cur.id = ",
+        current_order_pick!("w.status IN (SELECT value FROM json_each(?2))"),
+        " WHERE (?1 IS NULL OR c.id = ?1) ORDER BY c.id"
     ))
     .bind(id.map(|c| c.as_str()))
     .bind(json_list(occupying_statuses()))
@@ -782,12 +847,30 @@ pub(crate) async fn set_crew_position(
     Ok(())
 }
 
+pub(crate) async fn set_crew_last_job_place(
+    pool: &SqlitePool,
+    id: &CrewId,
+    place: GeoPoint,
+) -> Result<()> {
+    let done = sqlx::query("UPDATE crews SET last_job_lat = ?2, last_job_lon = ?3 WHERE id = ?1")
+        .bind(id.as_str())
+        .bind(place.lat)
+        .bind(place.lon)
+        .execute(pool)
+        .await?;
+    if done.rows_affected() == 0 {
+        return Err(StoreError::NotFound(format!("crew {id}")));
+    }
+    Ok(())
+}
+
 // ---- work orders ----
 
 fn work_order_from_row(row: &SqliteRow) -> Result<WorkOrder> {
     let meter_id: Option<String> = row.try_get("meter_id")?;
     let district_id: Option<String> = row.try_get("district_id")?;
     let crew_id: Option<String> = row.try_get("crew_id")?;
+    let finding: Option<Json<SiteFinding>> = row.try_get("finding")?;
     Ok(WorkOrder {
         id: row.try_get("id")?,
         kind: parse_text(&text(row, "kind")?, "work-order kind")?,
@@ -805,6 +888,11 @@ fn work_order_from_row(row: &SqliteRow) -> Result<WorkOrder> {
         created_at: time(row, "created_at")?,
         updated_at: time(row, "updated_at")?,
         due_at: opt_time(row, "due_at")?,
+        parent_id: row.try_get("parent_id")?,
+        assigned_at: opt_time(row, "assigned_at")?,
+        reached_at: opt_time(row, "reached_at")?,
+        breached_at: opt_time(row, "breached_at")?,
+        finding: finding.map(|Json(f)| f),
     })
 }
 
@@ -819,6 +907,7 @@ fn transition_from_row(row: &SqliteRow) -> Result<TransitionRecord> {
         at: time(row, "at")?,
         crew_id: crew_id.map(parse_crew_id).transpose()?,
         note: row.try_get("note")?,
+        position: point(row.try_get("lat")?, row.try_get("lon")?),
     })
 }
 
@@ -829,8 +918,8 @@ async fn insert_transition(
 ) -> Result<()> {
     sqlx::query(
         "INSERT INTO work_order_transitions
-             (order_id, from_status, to_status, action, actor, at, crew_id, note)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+             (order_id, from_status, to_status, action, actor, at, crew_id, note, lat, lon)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     )
     .bind(id)
     .bind(rec.from.as_str())
@@ -840,6 +929,8 @@ async fn insert_transition(
     .bind(ms(rec.at))
     .bind(rec.crew_id.as_ref().map(|c| c.as_str()))
     .bind(&rec.note)
+    .bind(rec.position.map(|p| p.lat))
+    .bind(rec.position.map(|p| p.lon))
     .execute(conn)
     .await?;
     Ok(())
@@ -851,10 +942,20 @@ pub(crate) async fn create_work_order(
     now: Timestamp,
 ) -> Result<WorkOrder> {
     let mut tx = pool.begin_with(BEGIN_WRITE).await?;
+    if let Some(parent) = wo.parent_id {
+        let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM work_orders WHERE id = ?1")
+            .bind(parent)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if exists.is_none() {
+            return Err(StoreError::NotFound(format!("parent work order {parent}")));
+        }
+    }
     let row = sqlx::query(concat!(
         "INSERT INTO work_orders (kind, priority, status, alert_id, meter_id, district_id,
-                                  lat, lon, summary, created_at, updated_at, due_at)
-         VALUES (?1, ?2, 'created', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10) RETURNING ",
+                                  lat, lon, summary, created_at, updated_at, due_at,
+                                  parent_id)
+         VALUES (?1, ?2, 'created', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10, ?11) RETURNING ",
         work_order_cols!()
     ))
     .bind(wo.kind.as_str())
@@ -867,6 +968,7 @@ pub(crate) async fn create_work_order(
     .bind(&wo.summary)
     .bind(ms(now))
     .bind(wo.due_at.map(ms))
+    .bind(wo.parent_id)
     .fetch_one(&mut *tx)
     .await
     .map_err(|e| match (is_foreign_key_violation(&e), wo.alert_id) {
@@ -883,6 +985,7 @@ pub(crate) async fn create_work_order(
         at: order.created_at,
         crew_id: None,
         note: None,
+        position: None,
     };
     insert_transition(&mut tx, order.id, &rec).await?;
     tx.commit().await?;
@@ -912,12 +1015,16 @@ pub(crate) async fn list_work_orders(
          WHERE (?1 IS NULL OR status = ?1)
            AND (?2 IS NULL OR crew_id = ?2)
            AND (?3 IS NULL OR id < ?3)
+           AND (?5 IS NULL OR parent_id = ?5)
+           AND (?6 IS NULL OR alert_id = ?6)
          ORDER BY id DESC LIMIT ?4"
     ))
     .bind(q.status.map(|s| s.as_str()))
     .bind(q.crew_id.as_ref().map(|c| c.as_str()))
     .bind(q.cursor)
     .bind(i64::from(q.limit))
+    .bind(q.parent_id)
+    .bind(q.alert_id)
     .fetch_all(pool)
     .await?;
     rows.iter().map(work_order_from_row).collect()
@@ -927,12 +1034,18 @@ pub(crate) async fn apply_transition(
     pool: &SqlitePool,
     id: i64,
     rec: &TransitionRecord,
-    crew: Option<Option<&CrewId>>,
+    change: &OrderChange,
+    times: TransitionTimes,
 ) -> Result<WorkOrder> {
     let mut tx = pool.begin_with(BEGIN_WRITE).await?;
+    let crew = change.crew.as_ref().map(|c| c.as_ref());
     let updated = sqlx::query(concat!(
         "UPDATE work_orders SET status = ?3, updated_at = ?4,
-                                crew_id = CASE WHEN ?5 THEN ?6 ELSE crew_id END
+                                crew_id = CASE WHEN ?5 THEN ?6 ELSE crew_id END,
+                                assigned_at = CASE WHEN ?7 THEN ?8 ELSE assigned_at END,
+                                reached_at = CASE WHEN ?9 THEN COALESCE(reached_at, ?4)
+                                                  ELSE reached_at END,
+                                finding = COALESCE(?10, finding)
          WHERE id = ?1 AND status = ?2 RETURNING ",
         work_order_cols!()
     ))
@@ -942,6 +1055,10 @@ pub(crate) async fn apply_transition(
     .bind(ms(rec.at))
     .bind(crew.is_some())
     .bind(crew.flatten().map(|c| c.as_str()))
+    .bind(times.assigned_at.is_some())
+    .bind(times.assigned_at.flatten().map(ms))
+    .bind(times.reached)
+    .bind(change.finding.as_ref().map(Json))
     .fetch_optional(&mut *tx)
     .await
     .map_err(|e| match crew {
@@ -969,10 +1086,11 @@ pub(crate) async fn work_order_history(
     pool: &SqlitePool,
     id: i64,
 ) -> Result<Vec<TransitionRecord>> {
-    let rows = sqlx::query(
-        "SELECT order_id, from_status, to_status, action, actor, at, crew_id, note
-         FROM work_order_transitions WHERE order_id = ?1 ORDER BY seq",
-    )
+    let rows = sqlx::query(concat!(
+        "SELECT ",
+        transition_cols!(),
+        " FROM work_order_transitions WHERE order_id = ?1 ORDER BY seq"
+    ))
     .bind(id)
     .fetch_all(pool)
     .await?;
@@ -994,6 +1112,101 @@ pub(crate) async fn jobs_for_crew(pool: &SqlitePool, crew: &CrewId) -> Result<Ve
     .fetch_all(pool)
     .await?;
     rows.iter().map(work_order_from_row).collect()
+}
+
+pub(crate) async fn active_work_orders(pool: &SqlitePool) -> Result<Vec<WorkOrder>> {
+    let rows = sqlx::query(concat!(
+        "SELECT ",
+        work_order_cols!(),
+        " FROM work_orders WHERE status NOT IN (SELECT value FROM json_each(?1)) ORDER BY id"
+    ))
+    .bind(json_list(final_statuses()))
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(work_order_from_row).collect()
+}
+
+pub(crate) async fn orders_awaiting_acceptance(
+    pool: &SqlitePool,
+    assigned_before: Timestamp,
+) -> Result<Vec<WorkOrder>> {
+    let rows = sqlx::query(concat!(
+        "SELECT ",
+        work_order_cols!(),
+        " FROM work_orders WHERE status = ?1 AND assigned_at < ?2
+         ORDER BY assigned_at, id"
+    ))
+    .bind(WorkOrderStatus::Assigned.as_str())
+    .bind(ms(assigned_before))
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(work_order_from_row).collect()
+}
+
+pub(crate) async fn orders_due_before(pool: &SqlitePool, t: Timestamp) -> Result<Vec<WorkOrder>> {
+    let rows = sqlx::query(concat!(
+        "SELECT ",
+        work_order_cols!(),
+        " FROM work_orders
+         WHERE breached_at IS NULL AND due_at < ?1
+           AND status NOT IN (SELECT value FROM json_each(?2))
+         ORDER BY due_at, id"
+    ))
+    .bind(ms(t))
+    .bind(json_list(final_statuses()))
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(work_order_from_row).collect()
+}
+
+pub(crate) async fn mark_breached(pool: &SqlitePool, order_id: i64, at: Timestamp) -> Result<bool> {
+    let done = sqlx::query(
+        "UPDATE work_orders SET breached_at = ?2 WHERE id = ?1 AND breached_at IS NULL",
+    )
+    .bind(order_id)
+    .bind(ms(at))
+    .execute(pool)
+    .await?;
+    if done.rows_affected() == 1 {
+        return Ok(true);
+    }
+    let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM work_orders WHERE id = ?1")
+        .bind(order_id)
+        .fetch_optional(pool)
+        .await?;
+    match exists {
+        Some(_) => Ok(false),
+        None => Err(StoreError::NotFound(format!("work order {order_id}"))),
+    }
+}
+
+pub(crate) async fn count_breached(pool: &SqlitePool) -> Result<i64> {
+    Ok(
+        sqlx::query_scalar("SELECT count(*) FROM work_orders WHERE breached_at IS NOT NULL")
+            .fetch_one(pool)
+            .await?,
+    )
+}
+
+pub(crate) async fn set_work_order_priority(
+    pool: &SqlitePool,
+    order_id: i64,
+    priority: Priority,
+    due_at: Option<Timestamp>,
+) -> Result<WorkOrder> {
+    let row = sqlx::query(concat!(
+        "UPDATE work_orders SET priority = ?2, due_at = ?3 WHERE id = ?1 RETURNING ",
+        work_order_cols!()
+    ))
+    .bind(order_id)
+    .bind(priority.as_str())
+    .bind(due_at.map(ms))
+    .fetch_optional(pool)
+    .await?;
+    match row {
+        Some(row) => work_order_from_row(&row),
+        None => Err(StoreError::NotFound(format!("work order {order_id}"))),
+    }
 }
 
 pub(crate) async fn save_detector_state(
