@@ -18,8 +18,7 @@
 //! - [`choose_first_free`] is the naive baseline: the first qualified free crew on shift
 //!   in the order given, whatever the distance.
 
-use chrono::Duration;
-use leakwatch_core::{CrewId, GeoPoint, Priority, Timestamp, WorkOrderStatus};
+use leakwatch_core::{CrewId, GeoPoint, Priority, WorkOrderStatus};
 use serde::{Deserialize, Serialize};
 
 /// The job a crew holds now.
