@@ -6,6 +6,8 @@
 //! writes the store around them. This crate does not speak HTTP or MQTT: the API and
 //! the crews' channels call it.
 
+pub mod plan;
+
 use chrono::{Duration, Utc};
 use leakwatch_core::workorder::next_status;
 use leakwatch_core::{
