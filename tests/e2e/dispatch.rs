@@ -13,6 +13,9 @@ use std::time::Duration;
 struct Phone {
     client: AsyncClient,
     events: EventLoop,
+    /// Jobs that arrived before the subscription was acknowledged (a persistent
+    /// session delivers what it kept as soon as the phone connects).
+    early: std::collections::VecDeque<Value>,
 }
 
 impl Phone {
@@ -24,24 +27,39 @@ impl Phone {
             .set_keep_alive(Duration::from_secs(5));
         let (client, mut events) = AsyncClient::new(opts, 64);
         client.subscribe(topic, QoS::AtLeastOnce).await.unwrap();
+        let mut early = std::collections::VecDeque::new();
         tokio::time::timeout(Duration::from_secs(10), async {
             loop {
-                if let Event::Incoming(Packet::SubAck(_)) = events.poll().await.expect("phone connects") {
-                    break;
+                match events.poll().await.expect("phone connects") {
+                    Event::Incoming(Packet::SubAck(_)) => break,
+                    Event::Incoming(Packet::Publish(p)) => early.push_back(
+                        serde_json::from_slice::<Value>(&p.payload).expect("job message is JSON"),
+                    ),
+                    _ => {}
                 }
             }
         })
         .await
         .expect("subscribed");
-        Phone { client, events }
+        Phone {
+            client,
+            events,
+            early,
+        }
     }
 
     /// The next job message, or a failure after `timeout`.
     async fn next_job(&mut self, timeout: Duration) -> Value {
+        if let Some(v) = self.early.pop_front() {
+            return v;
+        }
         tokio::time::timeout(timeout, async {
             loop {
-                if let Event::Incoming(Packet::Publish(p)) = self.events.poll().await.expect("phone connected") {
-                    return serde_json::from_slice::<Value>(&p.payload).expect("job message is JSON");
+                if let Event::Incoming(Packet::Publish(p)) =
+                    self.events.poll().await.expect("phone connected")
+                {
+                    return serde_json::from_slice::<Value>(&p.payload)
+                        .expect("job message is JSON");
                 }
             }
         })
@@ -176,7 +194,12 @@ async fn alert_to_confirmed_leak(backend: Backend) {
     assert!(job["deadline"]["minutes_left"].as_i64().unwrap() > 23 * 60);
 
     // The crew walks the job; the phone hears every step.
-    step(&svc, oid, json!({"action": "accept", "position": {"lat": 43.7751, "lon": 11.2551}})).await;
+    step(
+        &svc,
+        oid,
+        json!({"action": "accept", "position": {"lat": 43.7751, "lon": 11.2551}}),
+    )
+    .await;
     phone.job_with(oid, "accepted").await;
     step(&svc, oid, json!({"action": "start_travel"})).await;
     let on_site = step(
@@ -233,7 +256,11 @@ async fn alert_to_confirmed_leak(backend: Backend) {
         .cloned()
         .unwrap();
     assert_eq!(
-        (row["escalated"].clone(), row["confirmed"].clone(), row["precision"].clone()),
+        (
+            row["escalated"].clone(),
+            row["confirmed"].clone(),
+            row["precision"].clone()
+        ),
         (json!(1), json!(1), json!(1.0))
     );
 
@@ -309,7 +336,9 @@ async fn an_unaccepted_emergency_goes_to_the_next_crew() {
     let oid = body["work_order"]["id"].as_i64().unwrap();
     assert_eq!(body["work_order"]["kind"], "emergency");
     assert_eq!(body["work_order"]["crew_id"], "C-NEAR");
-    let left = body["work_order"]["deadline"]["minutes_left"].as_i64().unwrap();
+    let left = body["work_order"]["deadline"]["minutes_left"]
+        .as_i64()
+        .unwrap();
     assert!((59..=60).contains(&left), "{left}");
 
     // A second alert 40 m away joins the same order.
@@ -379,13 +408,17 @@ async fn an_unaccepted_emergency_goes_to_the_next_crew() {
             .map(|_| ())
     })
     .await;
-    wait_for("dead-lettered location", Duration::from_secs(15), || async {
-        let (_, dl) = svc.get("/api/v1/dead-letters").await;
-        dl.as_array()?
-            .iter()
-            .find(|d| d["reason"] == "bad_location")
-            .map(|_| ())
-    })
+    wait_for(
+        "dead-lettered location",
+        Duration::from_secs(15),
+        || async {
+            let (_, dl) = svc.get("/api/v1/dead-letters").await;
+            dl.as_array()?
+                .iter()
+                .find(|d| d["reason"] == "bad_location")
+                .map(|_| ())
+        },
+    )
     .await;
     pump.abort();
 

@@ -73,11 +73,9 @@ async fn index(State(s): State<AppState>) -> Result<Html<String>, ApiError> {
     let active = s.store.active_work_orders().await?;
     for o in &active {
         let deadline = match o.deadline(now) {
-            Some(d) if d.breached => format!(
-                "<b>late</b> by {} min ({})",
-                -d.minutes_left,
-                d.measures
-            ),
+            Some(d) if d.breached => {
+                format!("<b>late</b> by {} min ({})", -d.minutes_left, d.measures)
+            }
             Some(d) => format!("{} min left ({})", d.minutes_left, d.measures),
             None => "none".into(),
         };

@@ -405,7 +405,8 @@ async fn create_work_order(
     Body(b): Body<NewOrderBody>,
 ) -> Result<impl IntoResponse, ApiError> {
     let unprocessable = |m: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, m);
-    GeoPoint::new(b.location.lat, b.location.lon).map_err(|e| unprocessable(format!("location: {e}")))?;
+    GeoPoint::new(b.location.lat, b.location.lon)
+        .map_err(|e| unprocessable(format!("location: {e}")))?;
     if b.summary.trim().is_empty() {
         return Err(unprocessable("summary is empty".into()));
     }
@@ -502,7 +503,13 @@ async fn get_work_order(
         .await?
         .ok_or_else(|| ApiError::not_found(format!("work order {id} does not exist")))?;
     let history = s.store.work_order_history(id).await?;
-    let alerts: Vec<i64> = s.store.alerts_of_order(id).await?.iter().map(|a| a.id).collect();
+    let alerts: Vec<i64> = s
+        .store
+        .alerts_of_order(id)
+        .await?
+        .iter()
+        .map(|a| a.id)
+        .collect();
     let mut v = serde_json::to_value(OrderView::of(order))
         .map_err(|_| ApiError::bad_request("unserializable"))?;
     v["history"] = serde_json::to_value(history).unwrap_or_default();

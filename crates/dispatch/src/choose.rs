@@ -142,7 +142,6 @@ pub fn choose_first_free(crews: &[CrewState], skill: &str, exclude: &[CrewId]) -
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::TimeZone;
 
     fn p(lat: f64, lon: f64) -> GeoPoint {
         GeoPoint::new(lat, lon).unwrap()

@@ -182,10 +182,18 @@ mod tests {
         DispatchConfig::default().validate().unwrap();
         let mut c = DispatchConfig::default();
         c.leak_classes = "fr".into();
-        assert!(c.validate().unwrap_err().starts_with("dispatch.leak_classes:"));
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .starts_with("dispatch.leak_classes:")
+        );
         let mut c = DispatchConfig::default();
         c.accept_within_s = 0;
-        assert!(c.validate().unwrap_err().starts_with("dispatch.accept_within_s:"));
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .starts_with("dispatch.accept_within_s:")
+        );
         let mut c = DispatchConfig::default();
         c.mapping.rules.clear();
         assert!(c.validate().unwrap_err().starts_with("dispatch.mapping:"));

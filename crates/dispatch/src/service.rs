@@ -502,7 +502,12 @@ impl Dispatcher {
             .await?;
         metrics::counter!("leakwatch_alert_outcomes_total", "outcome" => outcome.as_str())
             .increment(n);
-        tracing::info!(order_id = order.id, outcome = outcome.as_str(), alerts = n, "finding recorded");
+        tracing::info!(
+            order_id = order.id,
+            outcome = outcome.as_str(),
+            alerts = n,
+            "finding recorded"
+        );
         if !finding.needs_follow_up() {
             return Ok(());
         }
@@ -540,7 +545,12 @@ impl Dispatcher {
                 parent_id: Some(order.id),
             })
             .await?;
-        tracing::info!(order_id = order.id, follow_up = follow_up.id, class, "follow-up repair order created");
+        tracing::info!(
+            order_id = order.id,
+            follow_up = follow_up.id,
+            class,
+            "follow-up repair order created"
+        );
         Ok(())
     }
 
@@ -693,7 +703,14 @@ impl Dispatcher {
                 self.cfg.accept_within_s
             );
             match self
-                .apply(order, OrderAction::Unassign, "dispatcher", Some(note), None, None)
+                .apply(
+                    order,
+                    OrderAction::Unassign,
+                    "dispatcher",
+                    Some(note),
+                    None,
+                    None,
+                )
                 .await
             {
                 Ok(_) => {}
@@ -752,7 +769,8 @@ impl Dispatcher {
                 report.breaches += 1;
             }
         }
-        metrics::gauge!("leakwatch_work_orders_breached").set(self.store.count_breached().await? as f64);
+        metrics::gauge!("leakwatch_work_orders_breached")
+            .set(self.store.count_breached().await? as f64);
         Ok(report)
     }
 

@@ -280,16 +280,22 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("c.toml");
         for (toml, key) in [
-            ("[dispatch]\nleak_classes = \"fr\"\n", "dispatch.leak_classes"),
-            ("[dispatch.travel]\nprovider = \"osrm\"\n", "dispatch.travel"),
+            (
+                "[dispatch]\nleak_classes = \"fr\"\n",
+                "dispatch.leak_classes",
+            ),
+            (
+                "[dispatch.travel]\nprovider = \"osrm\"\n",
+                "dispatch.travel",
+            ),
             (
                 "[[dispatch.mapping.rules]]\nalert_kinds = [\"burst\"]\norder_kind = \"repair\"\npriority = \"low\"\n",
                 "dispatch.mapping",
             ),
         ] {
             std::fs::write(&file, toml).unwrap();
-            let e = Config::load_with(Some(&file), Env::prefixed("LEAKWATCH_TEST_NONE__"))
-                .unwrap_err();
+            let e =
+                Config::load_with(Some(&file), Env::prefixed("LEAKWATCH_TEST_NONE__")).unwrap_err();
             assert!(e.to_string().contains(key), "{toml}: {e}");
         }
     }

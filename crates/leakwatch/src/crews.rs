@@ -91,7 +91,12 @@ pub fn parse_location(
         .strip_prefix(prefix)
         .and_then(|r| r.strip_prefix('/'))
         .and_then(|r| r.strip_suffix("/location"))
-        .ok_or_else(|| reject("bad_topic", format!("{topic:?} is not {prefix}/{{crew_id}}/location")))?;
+        .ok_or_else(|| {
+            reject(
+                "bad_topic",
+                format!("{topic:?} is not {prefix}/{{crew_id}}/location"),
+            )
+        })?;
     let crew = CrewId::parse(crew).map_err(|e| reject("bad_crew", e.to_string()))?;
     let msg: LocationMessage = serde_json::from_slice(payload)
         .map_err(|e| reject("bad_location", format!("not a location message: {e}")))?;
@@ -193,7 +198,13 @@ pub async fn run(
     tracing::info!("crews' channel stopped");
 }
 
-async fn location(prefix: &str, dispatcher: &Dispatcher, store: &Store, topic: &str, payload: &[u8]) {
+async fn location(
+    prefix: &str,
+    dispatcher: &Dispatcher,
+    store: &Store,
+    topic: &str,
+    payload: &[u8],
+) {
     let now = Utc::now();
     let result = match parse_location(prefix, topic, payload, now) {
         Ok((crew, at, t)) => match dispatcher.crew_position(&crew, at, t).await {
@@ -255,7 +266,10 @@ mod tests {
         };
         assert_eq!(reason("crews/C-7/jobs", b"{}"), "bad_topic");
         assert_eq!(reason("crews/C-7/location", b"nope"), "bad_location");
-        assert_eq!(reason("crews/C-7/location", br#"{"lat":91,"lon":2}"#), "bad_location");
+        assert_eq!(
+            reason("crews/C-7/location", br#"{"lat":91,"lon":2}"#),
+            "bad_location"
+        );
         assert_eq!(
             reason("crews/C-7/location", br#"{"lat":1,"lon":2,"alt":3}"#),
             "bad_location"
