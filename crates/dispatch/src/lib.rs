@@ -180,15 +180,19 @@ mod tests {
     #[test]
     fn defaults_are_valid_and_bad_values_name_their_key() {
         DispatchConfig::default().validate().unwrap();
-        let mut c = DispatchConfig::default();
-        c.leak_classes = "fr".into();
+        let c = DispatchConfig {
+            leak_classes: "fr".into(),
+            ..Default::default()
+        };
         assert!(
             c.validate()
                 .unwrap_err()
                 .starts_with("dispatch.leak_classes:")
         );
-        let mut c = DispatchConfig::default();
-        c.accept_within_s = 0;
+        let c = DispatchConfig {
+            accept_within_s: 0,
+            ..Default::default()
+        };
         assert!(
             c.validate()
                 .unwrap_err()

@@ -905,3 +905,353 @@ impl Dispatcher {
         order.status != WorkOrderStatus::Created && !order.status.is_final()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use leakwatch_core::{Crew, DistrictId, Evidence, Finding, MeterId, MeterRecord, Severity};
+
+    async fn store() -> Store {
+        let store = Store::connect("sqlite::memory:").await.unwrap();
+        let meters: Vec<_> = [
+            ("M-1", 43.7700, 11.2500),
+            ("M-2", 43.7703, 11.2503),
+            ("M-3", 43.7400, 11.2000),
+            ("M-4", 43.7500, 11.2200),
+            ("M-5", 43.7600, 11.2800),
+        ]
+        .into_iter()
+        .map(|(id, lat, lon)| {
+            MeterRecord {
+                meter_id: id.into(),
+                district_id: "D1".into(),
+                kind: "customer".into(),
+                lat,
+                lon,
+                report_every_h: None,
+                status: None,
+                installed_at: None,
+                max_flow_m3h: None,
+            }
+            .to_meter()
+            .unwrap()
+        })
+        .collect();
+        store.upsert_meters(&meters).await.unwrap();
+        store
+    }
+
+    fn crew(id: &str, lat: f64, lon: f64, skills: &[&str]) -> Crew {
+        Crew {
+            id: CrewId::parse(id).unwrap(),
+            name: id.into(),
+            skills: skills.iter().map(|s| s.to_string()).collect(),
+            home: GeoPoint::new(lat, lon).unwrap(),
+            position: None,
+            position_at: None,
+            last_job_place: None,
+            shifts: None,
+            on_shift: true,
+        }
+    }
+
+    async fn alert(store: &Store, meter: &str, kind: AlertKind, severity: Severity) -> i64 {
+        let now = Utc::now();
+        let (a, _) = store
+            .record_finding(&Finding {
+                kind,
+                severity,
+                meter_id: Some(MeterId::parse(meter).unwrap()),
+                district_id: Some(DistrictId::parse("D1").unwrap()),
+                detected_at: now,
+                evidence: Evidence {
+                    rule: "test".into(),
+                    observed: 1.0,
+                    expected: None,
+                    threshold: 0.5,
+                    unit: "m3/h".into(),
+                    window_start: now,
+                    window_end: now,
+                    explanation: "test".into(),
+                },
+            })
+            .await
+            .unwrap();
+        a.id
+    }
+
+    fn new_order(kind: WorkOrderKind, priority: Priority, lat: f64, lon: f64) -> NewWorkOrder {
+        NewWorkOrder {
+            kind,
+            priority,
+            alert_id: None,
+            meter_id: None,
+            district_id: None,
+            location: GeoPoint::new(lat, lon).unwrap(),
+            summary: "planned".into(),
+            due_at: None,
+            actor: "test".into(),
+            parent_id: None,
+        }
+    }
+
+    fn crew_of(o: &WorkOrder) -> &str {
+        o.crew_id.as_ref().map(|c| c.as_str()).unwrap_or("-")
+    }
+
+    #[tokio::test]
+    async fn an_emergency_preempts_a_crew_on_planned_work_when_allowed() {
+        for preempt in [true, false] {
+            let store = store().await;
+            store
+                .upsert_crews(&[
+                    crew("A", 43.7710, 11.2510, &["emergency", "repair"]),
+                    crew("B", 43.9500, 11.5000, &["emergency", "repair"]),
+                ])
+                .await
+                .unwrap();
+            let mut cfg = DispatchConfig::default();
+            cfg.choice.preempt = preempt;
+            let d = Dispatcher::new(store.clone(), cfg);
+            let planned = d
+                .create(&new_order(
+                    WorkOrderKind::Repair,
+                    Priority::Normal,
+                    43.77,
+                    11.25,
+                ))
+                .await
+                .unwrap();
+            let planned = d
+                .transition(
+                    planned.id,
+                    OrderAction::Assign {
+                        crew_id: CrewId::parse("A").unwrap(),
+                    },
+                    "planner",
+                    None,
+                )
+                .await
+                .unwrap();
+            d.transition(planned.id, OrderAction::Accept, "A", None)
+                .await
+                .unwrap();
+            let a = alert(&store, "M-1", AlertKind::Burst, Severity::Critical).await;
+            let (_, order) = d.escalate(a, "test").await.unwrap();
+            assert_eq!(order.kind, WorkOrderKind::Emergency);
+            let back = d.order(planned.id).await.unwrap();
+            if preempt {
+                assert_eq!(crew_of(&order), "A", "A is 100 m away, B 30 km");
+                assert_eq!(back.status, WorkOrderStatus::Created);
+                let last = store.work_order_history(planned.id).await.unwrap();
+                let note = last.last().unwrap().note.clone().unwrap();
+                assert!(note.contains("pre-empted by emergency"), "{note}");
+            } else {
+                assert_eq!(crew_of(&order), "B");
+                assert_eq!(back.status, WorkOrderStatus::Accepted);
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn alerts_next_door_join_one_order_and_upgrade_it() {
+        let store = store().await;
+        store
+            .upsert_crews(&[crew("A", 43.78, 11.26, &["emergency"])])
+            .await
+            .unwrap();
+        let d = Dispatcher::new(store.clone(), DispatchConfig::default());
+        let first = alert(&store, "M-1", AlertKind::ContinuousFlow, Severity::Warning).await;
+        let (_, order) = d.escalate(first, "test").await.unwrap();
+        assert_eq!(order.priority, Priority::High);
+        let due_before = order.due_at.unwrap();
+        let second = alert(&store, "M-2", AlertKind::MeterLeakAlarm, Severity::Critical).await;
+        let (a2, joined) = d.escalate(second, "test").await.unwrap();
+        assert_eq!(joined.id, order.id);
+        assert_eq!(a2.work_order_id, Some(order.id));
+        assert_eq!(joined.priority, Priority::Emergency);
+        assert!(
+            joined.due_at.unwrap() < due_before,
+            "the deadline comes forward"
+        );
+        assert_eq!(store.alerts_of_order(order.id).await.unwrap().len(), 2);
+        // A meter 4 km away makes its own order.
+        let far = alert(&store, "M-3", AlertKind::ContinuousFlow, Severity::Warning).await;
+        let (_, other) = d.escalate(far, "test").await.unwrap();
+        assert_ne!(other.id, order.id);
+    }
+
+    #[tokio::test]
+    async fn an_order_not_accepted_goes_to_the_next_crew_and_never_back() {
+        let store = store().await;
+        store
+            .upsert_crews(&[
+                crew("A", 43.7710, 11.2510, &["emergency"]),
+                crew("B", 43.8000, 11.3000, &["emergency"]),
+            ])
+            .await
+            .unwrap();
+        let cfg = DispatchConfig {
+            accept_within_s: 60,
+            ..Default::default()
+        };
+        let d = Dispatcher::new(store.clone(), cfg);
+        let a = alert(&store, "M-1", AlertKind::Burst, Severity::Critical).await;
+        let (_, order) = d.escalate(a, "test").await.unwrap();
+        assert_eq!(crew_of(&order), "A");
+        // Within the minute nothing moves.
+        assert_eq!(d.tick(Utc::now()).await.unwrap().acceptance_timeouts, 0);
+        let later = Utc::now() + Duration::seconds(61);
+        let r = d.tick(later).await.unwrap();
+        assert_eq!((r.acceptance_timeouts, r.assigned), (1, 1));
+        assert_eq!(crew_of(&d.order(order.id).await.unwrap()), "B");
+        let reason = store
+            .get_alert(a)
+            .await
+            .unwrap()
+            .unwrap()
+            .status_reason
+            .unwrap();
+        assert!(
+            reason.contains("not accepted by A within 60 s; reassigned to B"),
+            "{reason}"
+        );
+        // B does not accept either: A is not asked again.
+        let r = d.tick(later + Duration::seconds(61)).await.unwrap();
+        assert_eq!((r.acceptance_timeouts, r.assigned), (1, 0));
+        let o = d.order(order.id).await.unwrap();
+        assert_eq!(o.status, WorkOrderStatus::Created);
+        let reason = store
+            .get_alert(a)
+            .await
+            .unwrap()
+            .unwrap()
+            .status_reason
+            .unwrap();
+        assert!(reason.contains("no other crew available"), "{reason}");
+    }
+
+    #[tokio::test]
+    async fn a_breach_is_flagged_once() {
+        let store = store().await;
+        let d = Dispatcher::new(store.clone(), DispatchConfig::default());
+        let mut late = new_order(WorkOrderKind::MeterCheck, Priority::Normal, 43.77, 11.25);
+        late.due_at = Some(Utc::now() - Duration::minutes(1));
+        let late = d.create(&late).await.unwrap();
+        let r = d.tick(Utc::now()).await.unwrap();
+        assert_eq!(r.breaches, 1);
+        assert!(d.order(late.id).await.unwrap().breached_at.is_some());
+        assert_eq!(d.tick(Utc::now()).await.unwrap().breaches, 0);
+        assert_eq!(store.count_breached().await.unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn no_leak_found_marks_the_alert_false_positive_without_follow_up() {
+        let store = store().await;
+        store
+            .upsert_crews(&[crew("A", 43.7710, 11.2510, &["emergency"])])
+            .await
+            .unwrap();
+        let d = Dispatcher::new(store.clone(), DispatchConfig::default());
+        let a = alert(&store, "M-1", AlertKind::NightFlowRise, Severity::Warning).await;
+        let (_, o) = d.escalate(a, "test").await.unwrap();
+        for action in [
+            OrderAction::Accept,
+            OrderAction::StartTravel,
+            OrderAction::Arrive,
+        ] {
+            d.transition(o.id, action, "A", None).await.unwrap();
+        }
+        let finding = SiteFinding {
+            leak_found: false,
+            leak_class: None,
+            gas_readings: vec![],
+            repaired: false,
+            notes: "pilot flame left on".into(),
+        };
+        d.transition(
+            o.id,
+            OrderAction::Complete {
+                notes: None,
+                finding: Some(finding),
+            },
+            "A",
+            None,
+        )
+        .await
+        .unwrap();
+        let alert = store.get_alert(a).await.unwrap().unwrap();
+        assert_eq!(
+            alert.outcome,
+            Some(leakwatch_core::AlertOutcome::FalsePositive)
+        );
+        let rows = d.outcomes().await.unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!((rows[0].false_positive, rows[0].precision), (1, Some(0.0)));
+        let all = store.active_work_orders().await.unwrap();
+        assert!(all.is_empty(), "no follow-up: {all:?}");
+    }
+
+    #[tokio::test]
+    async fn the_day_plan_assigns_planned_work_and_says_what_it_could_not_plan() {
+        let store = store().await;
+        store
+            .upsert_crews(&[
+                crew("R1", 43.76, 11.24, &["repair"]),
+                crew("R2", 43.78, 11.27, &["repair", "meter"]),
+            ])
+            .await
+            .unwrap();
+        let cfg = DispatchConfig {
+            auto_assign: false,
+            ..Default::default()
+        };
+        let d = Dispatcher::new(store.clone(), cfg);
+        let mut ids = Vec::new();
+        for (lat, lon) in [
+            (43.74, 11.20),
+            (43.75, 11.22),
+            (43.76, 11.28),
+            (43.79, 11.26),
+        ] {
+            ids.push(
+                d.create(&new_order(
+                    WorkOrderKind::Repair,
+                    Priority::Normal,
+                    lat,
+                    lon,
+                ))
+                .await
+                .unwrap()
+                .id,
+            );
+        }
+        let nobody = d
+            .create(&new_order(
+                WorkOrderKind::PlannedInspection,
+                Priority::Low,
+                43.77,
+                11.25,
+            ))
+            .await
+            .unwrap();
+        let date = (Utc::now() + Duration::days(1)).date_naive();
+        let plan = d.plan_day(date, true).await.unwrap();
+        let planned: usize = plan.routes.iter().map(|r| r.stops.len()).sum();
+        assert_eq!(planned, 4, "{plan:?}");
+        assert_eq!(plan.unplanned.len(), 1);
+        assert_eq!(plan.unplanned[0].order_id, nobody.id);
+        assert!(plan.unplanned[0].reason.contains("inspection"), "{plan:?}");
+        for id in ids {
+            let o = d.order(id).await.unwrap();
+            assert_eq!(o.status, WorkOrderStatus::Assigned);
+            let last = store.work_order_history(id).await.unwrap();
+            assert_eq!(last.last().unwrap().actor, "planner");
+        }
+        // Shifts: 08:00-17:00 at UTC+1 by default.
+        for r in &plan.routes {
+            assert!(r.leave_home >= date.and_hms_opt(7, 0, 0).unwrap().and_utc());
+            assert!(r.back_home <= date.and_hms_opt(16, 0, 0).unwrap().and_utc());
+        }
+    }
+}
