@@ -444,5 +444,11 @@ async fn an_unaccepted_emergency_goes_to_the_next_crew() {
         metrics.contains("leakwatch_work_order_deadline_breaches_total{kind=\"meter_check\"}"),
         "{metrics}"
     );
+    // ... and reported.
+    let (s, report) = svc.get("/api/v1/deadlines").await;
+    assert_eq!(s, 200, "{report}");
+    assert_eq!(report["kinds"]["meter_check"]["breached"], 1, "{report}");
+    assert_eq!(report["late"][0]["order_id"], json!(late_id), "{report}");
+    assert_eq!(report["kinds"]["emergency"]["pending"], 1, "{report}");
     svc.stop().await;
 }

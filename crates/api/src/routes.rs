@@ -48,6 +48,7 @@ pub fn api() -> Router<AppState> {
         .route("/api/v1/crews/{id}/jobs", get(crew_jobs))
         .route("/api/v1/crews/{id}/location", post(crew_location))
         .route("/api/v1/plans", post(day_plan))
+        .route("/api/v1/deadlines", get(deadlines))
         .route("/api/v1/leak-classes", get(leak_classes))
         .route("/api/v1/dead-letters", get(dead_letters))
         .route("/api/v1/detection", get(detection))
@@ -487,6 +488,46 @@ async fn day_plan(
     Body(b): Body<PlanBody>,
 ) -> Result<impl IntoResponse, ApiError> {
     Ok(Json(s.dispatcher.plan_day(b.date, b.apply).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeadlineQuery {
+    /// Orders created since (default: the last 30 days).
+    since: Option<Timestamp>,
+}
+
+/// Orders created since `since` against their deadlines, per kind, with the late
+/// ones listed.
+async fn deadlines(
+    State(s): State<AppState>,
+    Params(q): Params<DeadlineQuery>,
+) -> Result<impl IntoResponse, ApiError> {
+    let now = chrono::Utc::now();
+    let since = q.since.unwrap_or(now - chrono::Duration::days(30));
+    let mut orders = Vec::new();
+    let mut cursor = None;
+    // Newest first: stop at the first page that reaches before `since`.
+    loop {
+        let page = s
+            .store
+            .list_work_orders(&WorkOrderQuery {
+                limit: MAX_LIMIT,
+                cursor,
+                ..WorkOrderQuery::default()
+            })
+            .await?;
+        let full = page.len() as u32 == MAX_LIMIT;
+        cursor = page.last().map(|o| o.id);
+        let before = page.iter().any(|o| o.created_at < since);
+        orders.extend(page.into_iter().filter(|o| o.created_at >= since));
+        if !full || before {
+            break;
+        }
+    }
+    Ok(Json(leakwatch_dispatch::report::deadline_report(
+        &orders, now,
+    )))
 }
 
 async fn leak_classes(State(s): State<AppState>) -> Json<leakwatch_core::LeakClassTable> {

@@ -12,6 +12,7 @@
 pub mod choose;
 pub mod grouping;
 pub mod plan;
+pub mod report;
 mod service;
 pub mod simulate;
 pub mod travel;
