@@ -827,6 +827,8 @@ impl Dispatcher {
                 shift_end: local(end),
             });
         }
+        let day_start = crews.iter().map(|c| c.shift_start).min();
+        let day_end = crews.iter().map(|c| c.shift_end).max();
         let jobs: Vec<PlanJob> = self
             .store
             .active_work_orders()
@@ -839,7 +841,7 @@ impl Dispatcher {
                 duration_min: p.default_job_min,
                 skill: o.kind.required_skill().to_owned(),
                 priority: o.priority,
-                window: None,
+                window: job_window(o.due_at, p.default_job_min, day_start, day_end),
             })
             .collect();
         let places: Vec<GeoPoint> = crews
@@ -904,6 +906,20 @@ impl Dispatcher {
     pub fn is_active(order: &WorkOrder) -> bool {
         order.status != WorkOrderStatus::Created && !order.status.is_final()
     }
+}
+
+/// A planned job due during the planned day must start early enough to be done by
+/// its deadline; one due later (or already late, or without a deadline) may start any
+/// time in the day.
+fn job_window(
+    due: Option<Timestamp>,
+    duration_min: u32,
+    day_start: Option<Timestamp>,
+    day_end: Option<Timestamp>,
+) -> Option<(Timestamp, Timestamp)> {
+    let (due, start, end) = (due?, day_start?, day_end?);
+    let latest_start = due - Duration::minutes(i64::from(duration_min));
+    (latest_start > start && due < end).then_some((start, latest_start))
 }
 
 #[cfg(test)]
@@ -1248,6 +1264,15 @@ mod tests {
             let last = store.work_order_history(id).await.unwrap();
             assert_eq!(last.last().unwrap().actor, "planner");
         }
+        // A job due at 10:00 local must start by 09:15 (45 minutes on site).
+        let t = |h, m| date.and_hms_opt(h, m, 0).unwrap().and_utc();
+        assert_eq!(
+            job_window(Some(t(9, 0)), 45, Some(t(7, 0)), Some(t(16, 0))),
+            Some((t(7, 0), t(8, 15)))
+        );
+        assert_eq!(job_window(Some(t(17, 0)), 45, Some(t(7, 0)), Some(t(16, 0))), None);
+        assert_eq!(job_window(Some(t(7, 30)), 45, Some(t(7, 0)), Some(t(16, 0))), None);
+        assert_eq!(job_window(None, 45, Some(t(7, 0)), Some(t(16, 0))), None);
         // Shifts: 08:00-17:00 at UTC+1 by default.
         for r in &plan.routes {
             assert!(r.leave_home >= date.and_hms_opt(7, 0, 0).unwrap().and_utc());
