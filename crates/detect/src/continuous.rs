@@ -153,18 +153,33 @@ struct DayRing {
     /// Lowest gas temperature of each slot's day, half degrees
     /// ([`crate::common::NO_TEMP_I8`] when unknown).
     temps: [i8; HISTORY_CAPACITY],
+    /// Local day each slot was learned on, modulo 256 (to forget days after a fault).
+    days: [u8; HISTORY_CAPACITY],
 }
 
 impl DayRing {
-    fn push(&mut self, zero: bool, weekend: bool, temp: i8) {
+    fn push(&mut self, zero: bool, weekend: bool, temp: i8, day: i64) {
         let i = usize::from(self.head);
         let bit = 1u32 << i;
         let set = |mask: u32, on: bool| if on { mask | bit } else { mask & !bit };
         self.zero = set(self.zero, zero);
         self.weekend = set(self.weekend, weekend);
         self.temps[i] = temp;
+        self.days[i] = day.rem_euclid(256) as u8;
         self.head = ((i + 1) % HISTORY_CAPACITY) as u8;
         self.len = (usize::from(self.len) + 1).min(HISTORY_CAPACITY) as u8;
+    }
+
+    /// Takes out the newest days learned on local day `day` or later.
+    fn forget_since(&mut self, day: i64) {
+        while self.len > 0 {
+            let i = (usize::from(self.head) + HISTORY_CAPACITY - 1) % HISTORY_CAPACITY;
+            if !crate::common::day_on_or_after(self.days[i], day) {
+                break;
+            }
+            self.head = i as u8;
+            self.len -= 1;
+        }
     }
 
     /// Takes the newest day back out: (weekend, temperature) of a day without a zero
@@ -328,6 +343,18 @@ impl ContinuousFlow {
         self.steady_h = 0;
     }
 
+    /// Forgets what was learned from local day `day` on (the meter reported a
+    /// magnetic field or a closed valve then: its register or its gas stopped, so its
+    /// zero hours say nothing about the home): learned days of that day or later are
+    /// taken out, and the day being summed is not learned.
+    pub fn forget_since(&mut self, day: i64) {
+        self.ring.forget_since(day);
+        if self.day.is_some_and(|d| i64::from(d) >= day) {
+            self.day_zero = false;
+            self.day_measured = 0;
+        }
+    }
+
     /// Start of the current run of flow, if gas is flowing without a break.
     pub fn flowing_since(&self) -> Option<leakwatch_core::Timestamp> {
         self.flowing_since.map(crate::ts)
@@ -358,12 +385,12 @@ impl ContinuousFlow {
         self.prev_day_min = self.day_min;
         let weekend = is_weekend(i64::from(day));
         if self.day_zero {
-            self.ring.push(true, weekend, temp);
+            self.ring.push(true, weekend, temp, i64::from(day));
         } else if u32::from(self.day_measured) >= cfg.min_day_hours {
             if self.day_flagged && self.matured {
                 self.held.push(weekend, temp);
             } else {
-                self.ring.push(false, weekend, temp);
+                self.ring.push(false, weekend, temp, i64::from(day));
                 if self.flowing_since.is_some() {
                     self.run_days = self.run_days.saturating_add(1);
                 }
@@ -486,7 +513,7 @@ impl ContinuousFlow {
             if self.alerting && cfg.learn_ended_runs {
                 // The run stopped by itself: it was the meter's own pattern.
                 for (weekend, temp) in self.held.clone().days() {
-                    self.ring.push(false, weekend, temp);
+                    self.ring.push(false, weekend, temp, i64::from(day));
                 }
             }
             self.reset();
