@@ -30,6 +30,17 @@
 //! there too). Meters without temperatures compare with every learned day of the
 //! kind (a plain share).
 //!
+//! **Steady floor.** A leak adds the same litres to every hour, so the hours in which
+//! nobody uses gas (the night, the hours away) sit on a flat floor, whatever the
+//! weather; a home heating through a cold night burns more in some hours than in
+//! others. The detector keeps the run's last 24 hourly volumes; a 24-hour window is
+//! *steady* when at least `steady_hours` of its hours lie within
+//! `max(steady_tolerance_l, steady_tolerance_rel × lowest)` of its lowest hour. Once
+//! `steady_hold_h` windows in a row were steady, on a meter with a mature history
+//! that stopped on at least `steady_min_zero_share` of its learned days, the run
+//! alerts even where the temperature comparison cannot judge (the coldest spell so
+//! far), and its days are held out like any flagged day.
+//!
 //! **A new meter** (fewer than `min_history_days` learned days) alerts after
 //! `window_h` hours as a plain "no zero hour in 24 h" rule, and learns every day,
 //! alerting or not; otherwise a pilot flame would alert from its first day and never
@@ -44,7 +55,9 @@
 //! and night), and with `learn_ended_runs` its last 7 held days are learned as days
 //! without a zero hour. A repaired leak is learned the same way, which can hide a new
 //! leak at similar temperatures for up to 28 days. A gap or a counter regression
-//! breaks the run and drops its held days.
+//! breaks the run and drops its held days. After a magnetic field or a closed valve
+//! the engine masks the meter's hours (not measured) and calls
+//! [`ContinuousFlow::forget_since`].
 
 use crate::MeterCtx;
 use crate::common::{finding, fmt_temp, is_zero_flow, round6, temp_from_i8, temp_to_i8};
@@ -297,8 +310,8 @@ struct Judgement {
     mature: bool,
 }
 
-/// Per-meter state (60-80 bytes serialised; at most 77 over 1,200 simulated meters
-/// and 120 days).
+/// Per-meter state (about 100-150 bytes serialised: the ring with its day stamps, and
+/// the run's last 24 hours for the steady floor, whose varints grow with the flow).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ContinuousFlow {
     /// Start of the current run of flow (Unix seconds), if flowing.

@@ -31,6 +31,11 @@
 //! rises for good (a new pilot flame, a new tenant) therefore keeps its finding until
 //! someone looks. A meter learns its first `min_nights` complete nights without
 //! judging them (a leak present from the start is learned as normal).
+//!
+//! **Learning mask.** After a magnetic field or a closed valve the engine masks the
+//! meter's hours (not measured: the night is left out) and calls
+//! [`NightFlow::forget_since`]: a night without flow because the register or the gas
+//! stopped would otherwise become the baseline of every colder night after it.
 
 use crate::MeterCtx;
 use crate::common::{Mean, finding, fmt_temp, round6};
@@ -157,8 +162,8 @@ impl NightRing {
     }
 }
 
-/// Per-meter state (50-90 bytes serialised: the ring's varints grow with the night
-/// flow; at most 82 over 1,200 simulated meters and 120 days).
+/// Per-meter state (65-110 bytes serialised: the ring's varints grow with the night
+/// flow; 16 bytes of day stamps).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct NightFlow {
     /// The night being measured: its window start (Unix seconds).
