@@ -49,6 +49,12 @@ pub(crate) fn temp_from_i8(v: i8) -> Option<f32> {
     (v != NO_TEMP_I8).then(|| f32::from(v) / 2.0)
 }
 
+/// Whether a day stamp (a local day modulo 256, as the rings keep it) is `day` or
+/// later; rings span a few weeks, so half the modulus tells before from after.
+pub(crate) fn day_on_or_after(stamp: u8, day: i64) -> bool {
+    (i64::from(stamp) - day).rem_euclid(256) < 128
+}
+
 /// A running mean of a few values (the gas temperature over a night or a day).
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Mean {

@@ -43,6 +43,16 @@ pub struct IntegrityConfig {
     /// A named `valve_closed` is a valve closed for a leak when it is this close in
     /// time to a `leak_suspected`, hours (default 24).
     pub valve_leak_window_h: u32,
+    /// After a `magnetic_field` event (116), the meter's hours are not learned by
+    /// continuous flow, night flow and level shift for this many hours, and what they
+    /// learned since the start of that local day is forgotten: the register may have
+    /// stopped counting, and nights of zero flow in a cold spell would teach them that
+    /// the home stops when it is cold (default 72; 0 disables; an end code 117 ends it
+    /// sooner).
+    pub magnetic_mask_h: u32,
+    /// The same after a closed valve (`valve_closed`, 102, 107, 113), until
+    /// `valve_opened` or at most this many hours (default 168; 0 disables).
+    pub valve_mask_h: u32,
 }
 
 impl Default for IntegrityConfig {
@@ -51,16 +61,56 @@ impl Default for IntegrityConfig {
             clock_tolerance_h: 6,
             min_regression_m3: 0.0005,
             valve_leak_window_h: 24,
+            magnetic_mask_h: 72,
+            valve_mask_h: 168,
         }
     }
 }
 
 /// Per-meter state: when the meter last raised its leak alarm and last closed its
-/// valve (Unix seconds), to pair them. About 12 bytes.
+/// valve (Unix seconds), to pair them, and until when its hours are not learned.
+/// About 20 bytes.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Integrity {
     last_leak_suspected: Option<i64>,
     last_valve_closed: Option<i64>,
+    /// Hours starting before this (Unix seconds) are masked from learning.
+    mask_until: Option<i64>,
+    /// The mask is a closed valve's (a `valve_opened` ends it).
+    mask_valve: bool,
+}
+
+/// What an event does to the learning mask.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MaskChange {
+    Magnetic,
+    Valve,
+    MagneticEnd,
+    ValveOpened,
+}
+
+fn mask_change(code: &EventCode) -> Option<MaskChange> {
+    let numeric = match code {
+        EventCode::Numeric(n) => Some(*n),
+        EventCode::Named(s) => s.trim().parse::<u32>().ok(),
+    };
+    if let Some(n) = numeric {
+        return match n {
+            116 => Some(MaskChange::Magnetic),
+            117 => Some(MaskChange::MagneticEnd),
+            102 | 107 | 113 => Some(MaskChange::Valve),
+            _ => None,
+        };
+    }
+    let EventCode::Named(name) = code else {
+        return None;
+    };
+    match name.trim().to_ascii_lowercase().as_str() {
+        "magnetic_field" => Some(MaskChange::Magnetic),
+        "valve_closed" => Some(MaskChange::Valve),
+        "valve_opened" => Some(MaskChange::ValveOpened),
+        _ => None,
+    }
 }
 
 /// What an event code means here.
@@ -133,6 +183,38 @@ fn event_finding(
 }
 
 impl Integrity {
+    /// Updates the learning mask with an event; returns the event's time (Unix
+    /// seconds) when it starts a masked span, for the detectors to forget what they
+    /// learned since.
+    pub fn on_mask_event(&mut self, cfg: &IntegrityConfig, e: &MeterEvent) -> Option<i64> {
+        let t = e.t.timestamp();
+        let (hours, valve) = match mask_change(&e.code)? {
+            MaskChange::Magnetic => (cfg.magnetic_mask_h, false),
+            MaskChange::Valve => (cfg.valve_mask_h, true),
+            end @ (MaskChange::MagneticEnd | MaskChange::ValveOpened) => {
+                let valve_end = end == MaskChange::ValveOpened;
+                if self.mask_valve == valve_end && self.mask_until.is_some_and(|u| u > t) {
+                    self.mask_until = Some(t);
+                }
+                return None;
+            }
+        };
+        if hours == 0 {
+            return None;
+        }
+        let until = t + i64::from(hours) * 3600;
+        if self.mask_until.is_none_or(|u| u < until) {
+            self.mask_until = Some(until);
+            self.mask_valve = valve;
+        }
+        Some(t)
+    }
+
+    /// Whether the hour starting at `start_s` is masked from learning.
+    pub fn masks(&self, start_s: i64) -> bool {
+        self.mask_until.is_some_and(|u| start_s < u)
+    }
+
     pub fn on_event(
         &mut self,
         cfg: &IntegrityConfig,
@@ -399,5 +481,35 @@ mod tests {
         assert_eq!(out[0].detected_at, wm);
         assert_eq!(out[0].evidence.observed, 30.0);
         assert_eq!(out[0].evidence.window_end, t(130));
+    }
+
+    #[test]
+    fn a_magnetic_field_or_a_closed_valve_masks_learning() {
+        let cfg = IntegrityConfig::default();
+        let mut s = Integrity::default();
+        assert!(!s.masks(t(0).timestamp()));
+        let since = s.on_mask_event(&cfg, &event(10, EventCode::Numeric(116)));
+        assert_eq!(since, Some(t(10).timestamp()));
+        assert!(s.masks(t(81).timestamp()));
+        assert!(!s.masks(t(82).timestamp()));
+        // The end code ends it sooner; a valve's opening does not end a magnetic mask.
+        assert_eq!(
+            s.on_mask_event(&cfg, &event(20, EventCode::Named("valve_opened".into()))),
+            None
+        );
+        assert!(s.masks(t(30).timestamp()));
+        s.on_mask_event(&cfg, &event(30, EventCode::Numeric(117)));
+        assert!(!s.masks(t(30).timestamp()));
+        // A closed valve masks until it opens.
+        s.on_mask_event(&cfg, &event(40, EventCode::Named("valve_closed".into())));
+        assert!(s.masks(t(100).timestamp()));
+        s.on_mask_event(&cfg, &event(100, EventCode::Named("valve_opened".into())));
+        assert!(!s.masks(t(100).timestamp()) && s.masks(t(99).timestamp()));
+        // Other events do nothing.
+        assert_eq!(
+            s.on_mask_event(&cfg, &event(120, EventCode::Named("tamper".into()))),
+            None
+        );
+        round_trip(&s);
     }
 }

@@ -339,9 +339,22 @@ impl Engine {
         match slot.info.kind {
             MeterKind::Customer => {
                 for h in &hours {
-                    st.continuous.on_hour(&cfg.continuous_flow, &ctx, h, out);
-                    st.night.on_hour(&cfg.night_flow, &ctx, h, out);
-                    st.level.on_hour(&cfg.level_shift, &ctx, h, out);
+                    // After a magnetic field or a closed valve, the hours are not
+                    // learned: the register or the gas may have stopped.
+                    let masked;
+                    let learn = if st.integrity.masks(h.start_s) {
+                        masked = Hour {
+                            spread_h: h.spread_h.max(2),
+                            ..*h
+                        };
+                        &masked
+                    } else {
+                        h
+                    };
+                    st.continuous
+                        .on_hour(&cfg.continuous_flow, &ctx, learn, out);
+                    st.night.on_hour(&cfg.night_flow, &ctx, learn, out);
+                    st.level.on_hour(&cfg.level_shift, &ctx, learn, out);
                     st.burst.on_hour(&cfg.burst, &ctx, h, out);
                 }
                 if let (Some(member), Some(d)) =
@@ -379,9 +392,16 @@ impl Engine {
         self.mark(i);
         let slot = &mut self.slots[i];
         let ctx = MeterCtx::new(&slot.id, &slot.info, self.cfg.local_utc_offset_h);
-        slot.state
-            .integrity
-            .on_event(&self.cfg.integrity, &ctx, event, out);
+        let st = &mut slot.state;
+        st.integrity.on_event(&self.cfg.integrity, &ctx, event, out);
+        if let Some(since) = st.integrity.on_mask_event(&self.cfg.integrity, event) {
+            // The event comes with the push that carried the readings after it: forget
+            // what those taught.
+            let offset = self.cfg.local_utc_offset_h;
+            let day = local_day(ts(since), offset);
+            st.continuous.forget_since(day);
+            st.night.forget_since(day, offset);
+        }
     }
 
     /// Moves the watermark to at least `t` (e.g. when a replay ends) and runs the
@@ -621,7 +641,7 @@ pub struct RestoreStats {
 
 /// State format version: bump when a state struct changes shape; older state is then
 /// skipped (the detectors relearn) rather than misread.
-const STATE_VERSION: u8 = 1;
+const STATE_VERSION: u8 = 2;
 
 fn encode<T: Serialize>(v: &T) -> Vec<u8> {
     let mut out = vec![STATE_VERSION];

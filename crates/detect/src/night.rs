@@ -31,6 +31,11 @@
 //! rises for good (a new pilot flame, a new tenant) therefore keeps its finding until
 //! someone looks. A meter learns its first `min_nights` complete nights without
 //! judging them (a leak present from the start is learned as normal).
+//!
+//! **Learning mask.** After a magnetic field or a closed valve the engine masks the
+//! meter's hours (not measured: the night is left out) and calls
+//! [`NightFlow::forget_since`]: a night without flow because the register or the gas
+//! stopped would otherwise become the baseline of every colder night after it.
 
 use crate::MeterCtx;
 use crate::common::{Mean, finding, fmt_temp, round6};
@@ -116,19 +121,34 @@ struct NightRing {
     head: u8,
     mnf_l: [u32; NIGHT_CAPACITY],
     temp_dc: [i16; NIGHT_CAPACITY],
+    /// Local day of each night's window start, modulo 256.
+    days: [u8; NIGHT_CAPACITY],
 }
 
 const NO_TEMP: i16 = i16::MIN;
 
 impl NightRing {
-    fn push(&mut self, mnf_l: u32, temp: Option<f32>) {
+    fn push(&mut self, mnf_l: u32, temp: Option<f32>, day: i64) {
         let i = usize::from(self.head);
         self.mnf_l[i] = mnf_l;
+        self.days[i] = day.rem_euclid(256) as u8;
         self.temp_dc[i] = temp.map_or(NO_TEMP, |t| {
             (t * 10.0).round().clamp(-32_000.0, 32_000.0) as i16
         });
         self.head = ((i + 1) % NIGHT_CAPACITY) as u8;
         self.len = (usize::from(self.len) + 1).min(NIGHT_CAPACITY) as u8;
+    }
+
+    /// Takes out the newest nights whose window started on local day `day` or later.
+    fn forget_since(&mut self, day: i64) {
+        while self.len > 0 {
+            let i = (usize::from(self.head) + NIGHT_CAPACITY - 1) % NIGHT_CAPACITY;
+            if !crate::common::day_on_or_after(self.days[i], day) {
+                break;
+            }
+            self.head = i as u8;
+            self.len -= 1;
+        }
     }
 
     /// The last `n` nights, newest first: (MNF L/h, temperature °C).
@@ -142,8 +162,8 @@ impl NightRing {
     }
 }
 
-/// Per-meter state (50-90 bytes serialised: the ring's varints grow with the night
-/// flow; at most 82 over 1,200 simulated meters and 120 days).
+/// Per-meter state (65-110 bytes serialised: the ring's varints grow with the night
+/// flow; 16 bytes of day stamps).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct NightFlow {
     /// The night being measured: its window start (Unix seconds).
@@ -216,6 +236,18 @@ impl NightFlow {
         relative.max(cfg.min_rise_l_per_h)
     }
 
+    /// Forgets the nights whose window started on local day `day` or later (the
+    /// meter reported a magnetic field or a closed valve: its register or its gas
+    /// stopped), and leaves the night being measured out if it is one of them.
+    pub fn forget_since(&mut self, day: i64, local_utc_offset_h: i32) {
+        self.ring.forget_since(day);
+        if let Some(n) = self.night
+            && crate::local_day(crate::ts(n), local_utc_offset_h) >= day
+        {
+            self.hours = 0;
+        }
+    }
+
     pub fn on_hour(
         &mut self,
         cfg: &NightFlowConfig,
@@ -258,15 +290,16 @@ impl NightFlow {
         }
         let mnf = self.min_l;
         let temp = self.temp.get();
+        let day = crate::local_day(crate::ts(night), ctx.local_utc_offset_h);
         let learned = usize::from(self.ring.len);
         if learned < cfg.min_nights as usize {
-            self.ring.push(mnf, temp);
+            self.ring.push(mnf, temp, day);
             return;
         }
         let Some(base) = self.baseline(cfg, temp) else {
             // No comparable night (the coldest so far): not judged.
             if self.over == 0 {
-                self.ring.push(mnf, temp);
+                self.ring.push(mnf, temp, day);
             }
             return;
         };
@@ -276,7 +309,7 @@ impl NightFlow {
         if rise <= allowed {
             self.over = 0;
             self.over_since = None;
-            self.ring.push(mnf, temp);
+            self.ring.push(mnf, temp, day);
             return;
         }
         self.over = self.over.saturating_add(1);

@@ -125,3 +125,69 @@ fn members_keep_their_place_in_the_district_across_a_restart() {
         assert_eq!(second.slots[i].state.member, Some(m as u32));
     }
 }
+
+#[test]
+fn a_closed_valve_teaches_nothing() {
+    let m = MeterId::parse("A").unwrap();
+    let mut e = Engine::new(DetectConfig::default());
+    let mut out = vec![];
+    let mut vol = 100.0;
+    let mut feed = |e: &mut Engine, hours: std::ops::Range<i64>, litres: f64| {
+        for h in hours {
+            vol += litres / 1000.0;
+            let mut r = reading(&m, h, vol);
+            r.temp = Some(5.0);
+            e.observe(&info(), &r, &mut out);
+        }
+    };
+    let event = |h: i64, code: &str| MeterEvent {
+        meter: m.clone(),
+        t: t(h),
+        code: leakwatch_core::EventCode::Named(code.into()),
+    };
+    let state = |e: &Engine| e.slots[e.index[&m]].state.clone();
+    // Ten days heating through the night, then three days of a closed valve: no gas.
+    feed(&mut e, 0..24 * 10, 50.0);
+    feed(&mut e, 24 * 10..24 * 13, 0.0);
+    let before = state(&e);
+    assert_eq!(before.night.learned().len(), 13);
+    assert!(before.night.learned()[..3].iter().all(|&(l, _)| l == 0));
+    // The event arrives after the readings of its push: what they taught goes.
+    e.observe_event(&info(), &event(24 * 10, "valve_closed"), &mut vec![]);
+    let after = state(&e);
+    assert_eq!(after.night.learned().len(), 10);
+    assert!(after.night.learned().iter().all(|&(l, _)| l == 50));
+    let cfg = DetectConfig::default();
+    assert_eq!(
+        after.continuous.history(&cfg.continuous_flow).1,
+        0,
+        "no zero day"
+    );
+    // Until the valve opens, nothing is learned; then learning resumes.
+    feed(&mut e, 24 * 13..24 * 15, 0.0);
+    assert_eq!(state(&e).night.learned().len(), 10);
+    e.observe_event(&info(), &event(24 * 15, "valve_opened"), &mut vec![]);
+    feed(&mut e, 24 * 15..24 * 17, 50.0);
+    assert_eq!(state(&e).night.learned().len(), 12);
+}
+
+#[test]
+fn state_of_an_older_version_is_skipped() {
+    let mut e = Engine::new(DetectConfig::default());
+    run(&mut e, &stream(0..48));
+    let old: Vec<Saved> = e
+        .checkpoint_all()
+        .into_iter()
+        .map(|s| match s {
+            Saved::Meter(id, mut b) => {
+                // Version 1 had no steady floor, day stamps or learning mask.
+                b[0] = 1;
+                Saved::Meter(id, b)
+            }
+            other => other,
+        })
+        .collect();
+    let mut fresh = Engine::new(DetectConfig::default());
+    let stats = fresh.restore(old, |_| Some(info()));
+    assert_eq!((stats.meters, stats.skipped), (0, 2));
+}

@@ -39,6 +39,9 @@ use std::collections::VecDeque;
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct CusumParams {
     pub window: usize,
+    /// Accepted days before the first judgement (at most `window`): the window fills
+    /// up while judging.
+    pub min_window: usize,
     pub k: f64,
     pub h: f64,
     pub sigma_floor: f64,
@@ -238,7 +241,7 @@ impl Cusum {
 
     fn accept(&mut self, d: DaySums, p: &CusumParams) {
         let window = p.window.max(2);
-        if self.base.len() >= window {
+        if !self.learning(p) {
             let (model, centre, sigma) = self.baseline(p.clip);
             let cap = p.clip * sigma.max(f64::from(self.var_long).sqrt());
             let d2 = (model.excess(&d) - centre).abs().min(cap).powi(2);
@@ -253,7 +256,7 @@ impl Cusum {
 
     /// Whether the baseline is still being learned.
     pub fn learning(&self, p: &CusumParams) -> bool {
-        self.base.len() < p.window.max(2)
+        self.base.len() < p.min_window.clamp(2, p.window.max(2))
     }
 
     /// Judges `day`, of which `imputed` (a fraction of inflow) was imputed; `None`
@@ -346,6 +349,7 @@ mod tests {
 
     const P: CusumParams = CusumParams {
         window: 14,
+        min_window: 14,
         k: 0.75,
         h: 5.0,
         sigma_floor: 0.001,
@@ -430,5 +434,29 @@ mod tests {
             })
             .unwrap();
         assert!(cleared <= 66, "{cleared}");
+    }
+
+    #[test]
+    fn judges_from_min_window_while_the_window_fills() {
+        let p = CusumParams {
+            min_window: 10,
+            ..P
+        };
+        let mut c = Cusum::default();
+        let level = |i: i64| 1.0 + 2.0 * ((i % 9) as f64 / 8.0);
+        for i in 0..10 {
+            assert_eq!(c.push(&p, day(i, level(i), 0.5, 0.008, 0.0), 0.0, i), None);
+        }
+        for i in 10..30 {
+            let j = c.push(&p, day(i, level(i), 0.5, 0.008, 0.0), 0.0, i);
+            assert!(!j.unwrap().alarm, "day {i}");
+            assert_eq!(c.base.len(), (i as usize + 1).min(14), "day {i}");
+        }
+        let found = (30..40).find(|&i| {
+            c.push(&p, day(i, level(i), 0.5, 0.008, 1.0), 0.0, i)
+                .unwrap()
+                .alarm
+        });
+        assert!(found.is_some_and(|i| i <= 32), "{found:?}");
     }
 }

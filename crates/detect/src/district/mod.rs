@@ -78,6 +78,12 @@ pub struct BalanceConfig {
     /// Days in the learning window of the UFG model and its σ (default 14; judged
     /// after the warm-up and these days).
     pub learn_days: u32,
+    /// Days accepted into the learning window before the first judgement (default
+    /// 10, at most `learn_days`; the window keeps filling up while judging): with 14,
+    /// judgement began on day 22, and a network leak starting in the days before
+    /// could not be found within a week (the standard scenario's leaks start from
+    /// day 14).
+    pub min_learn_days: u32,
     /// CUSUM allowance, σ (default 0.75: tuned to shifts of 1.5 σ and more).
     pub cusum_k: f64,
     /// CUSUM decision interval, σ (default 5).
@@ -120,6 +126,7 @@ impl Default for BalanceConfig {
             min_day_hours: 20,
             warmup_days: 7,
             learn_days: 14,
+            min_learn_days: 10,
             cusum_k: 0.75,
             cusum_h: 5.0,
             min_leak_pct: 1.5,
@@ -145,6 +152,7 @@ impl BalanceConfig {
     fn params(&self) -> CusumParams {
         CusumParams {
             window: self.learn_days.clamp(2, 365) as usize,
+            min_window: self.min_learn_days as usize,
             k: self.cusum_k,
             h: self.cusum_h,
             sigma_floor: self.sigma_floor_pct / 100.0,
