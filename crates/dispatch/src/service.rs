@@ -1270,8 +1270,14 @@ mod tests {
             job_window(Some(t(9, 0)), 45, Some(t(7, 0)), Some(t(16, 0))),
             Some((t(7, 0), t(8, 15)))
         );
-        assert_eq!(job_window(Some(t(17, 0)), 45, Some(t(7, 0)), Some(t(16, 0))), None);
-        assert_eq!(job_window(Some(t(7, 30)), 45, Some(t(7, 0)), Some(t(16, 0))), None);
+        assert_eq!(
+            job_window(Some(t(17, 0)), 45, Some(t(7, 0)), Some(t(16, 0))),
+            None
+        );
+        assert_eq!(
+            job_window(Some(t(7, 30)), 45, Some(t(7, 0)), Some(t(16, 0))),
+            None
+        );
         assert_eq!(job_window(None, 45, Some(t(7, 0)), Some(t(16, 0))), None);
         // Shifts: 08:00-17:00 at UTC+1 by default.
         for r in &plan.routes {
