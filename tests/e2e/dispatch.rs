@@ -368,6 +368,11 @@ async fn an_unaccepted_emergency_goes_to_the_next_crew() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200, "C-FAR accepts in time");
+    // The console shows the engineers why, and the order's time left.
+    let page = svc.text("/").await;
+    assert!(page.contains("not accepted by C-NEAR"), "{page}");
+    assert!(page.contains("Active work orders (1)"), "{page}");
+    assert!(page.contains("min left (arrival)"), "{page}");
     let metrics = svc.text("/metrics").await;
     assert!(
         metrics.contains("leakwatch_dispatch_acceptance_timeouts_total"),

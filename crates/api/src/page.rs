@@ -58,7 +58,10 @@ async fn index(State(s): State<AppState>) -> Result<Html<String>, ApiError> {
                 .unwrap_or_default()),
             det = a.detected_at.format("%Y-%m-%d %H:%M UTC"),
             count = a.count,
-            expl = esc(&a.evidence.explanation),
+            expl = match &a.status_reason {
+                Some(r) => format!("{}<br><i>{}</i>", esc(&a.evidence.explanation), esc(r)),
+                None => esc(&a.evidence.explanation),
+            },
             wo = a
                 .work_order_id
                 .map(|w| format!("<a href=\"/api/v1/work-orders/{w}\">#{w}</a>"))
