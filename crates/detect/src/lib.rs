@@ -404,6 +404,25 @@ impl Engine {
         }
     }
 
+    /// Feeds a stored event again after a restart: only one later than every event
+    /// the meter's restored state has seen (the others were judged before the
+    /// checkpoint). Returns whether it was fed.
+    pub fn replay_event(
+        &mut self,
+        info: &MeterInfo,
+        event: &MeterEvent,
+        out: &mut Vec<Finding>,
+    ) -> bool {
+        let fresh = match self.index.get(&event.meter) {
+            Some(&i) => self.slots[i].state.integrity.is_new_event(event.t),
+            None => true,
+        };
+        if fresh {
+            self.observe_event(info, event, out);
+        }
+        fresh
+    }
+
     /// Moves the watermark to at least `t` (e.g. when a replay ends) and runs the
     /// time-driven checks.
     pub fn advance_to(&mut self, t: Timestamp, out: &mut Vec<Finding>) {
@@ -641,7 +660,7 @@ pub struct RestoreStats {
 
 /// State format version: bump when a state struct changes shape; older state is then
 /// skipped (the detectors relearn) rather than misread.
-const STATE_VERSION: u8 = 2;
+const STATE_VERSION: u8 = 3;
 
 fn encode<T: Serialize>(v: &T) -> Vec<u8> {
     let mut out = vec![STATE_VERSION];

@@ -180,7 +180,8 @@ fn state_of_an_older_version_is_skipped() {
         .into_iter()
         .map(|s| match s {
             Saved::Meter(id, mut b) => {
-                // Version 1 had no steady floor, day stamps or learning mask.
+                // Version 1 had no steady floor, day stamps or learning mask (and
+                // version 2 no time of the latest event).
                 b[0] = 1;
                 Saved::Meter(id, b)
             }
@@ -190,4 +191,26 @@ fn state_of_an_older_version_is_skipped() {
     let mut fresh = Engine::new(DetectConfig::default());
     let stats = fresh.restore(old, |_| Some(info()));
     assert_eq!((stats.meters, stats.skipped), (0, 2));
+}
+
+#[test]
+fn a_replay_feeds_only_events_later_than_the_state_has_seen() {
+    let event = |h: i64, code: &str| MeterEvent {
+        meter: MeterId::parse("A").unwrap(),
+        t: t(h),
+        code: leakwatch_core::EventCode::Named(code.into()),
+    };
+    let mut e = Engine::new(DetectConfig::default());
+    let mut out = vec![];
+    e.observe_event(&info(), &event(24, "tamper"), &mut out);
+    assert_eq!(out.len(), 1);
+    // Restored from a checkpoint taken after that event.
+    let mut restored = Engine::new(DetectConfig::default());
+    restored.restore(e.checkpoint_all(), |_| Some(info()));
+    let mut out = vec![];
+    assert!(!restored.replay_event(&info(), &event(24, "tamper"), &mut out));
+    assert!(!restored.replay_event(&info(), &event(12, "magnetic_field"), &mut out));
+    assert!(out.is_empty(), "seen before the checkpoint: {out:?}");
+    assert!(restored.replay_event(&info(), &event(30, "tamper"), &mut out));
+    assert_eq!(out.len(), 1);
 }

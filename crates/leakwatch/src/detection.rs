@@ -15,6 +15,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
+/// Most stored events a replay takes (they are few: a handful per meter and month).
+const REPLAY_EVENTS_MAX: u32 = 1_000_000;
+
 /// Readings fetched per page while replaying after a restart.
 const REPLAY_PAGE: u32 = 20_000;
 
@@ -152,7 +155,9 @@ async fn restore(engine: &mut Engine, store: &Store, infos: &HashMap<MeterId, Me
 
 /// Feeds again what was stored from `replay_h` before the restored watermark: what
 /// arrived after the last checkpoint reaches the detectors; what they had already
-/// seen is skipped by them.
+/// seen is skipped by them. Stored device events go in among the readings in time
+/// order (an event before the first reading stamped after it), each only if later
+/// than every event its meter's restored state has seen.
 async fn replay(
     engine: &mut Engine,
     store: &Store,
@@ -163,6 +168,31 @@ async fn replay(
         return;
     };
     let from = wm - chrono::TimeDelta::hours(i64::from(engine.config().replay_h));
+    let events = retry("replay events", || {
+        store.events_since(from, REPLAY_EVENTS_MAX)
+    })
+    .await
+    .unwrap_or_default();
+    if events.len() == REPLAY_EVENTS_MAX as usize {
+        tracing::warn!(
+            limit = REPLAY_EVENTS_MAX,
+            "more stored events than the replay takes; the latest are not replayed"
+        );
+    }
+    let mut events = events.into_iter().peekable();
+    let mut events_fed = 0u64;
+    let mut feed_events_before =
+        |engine: &mut Engine,
+         findings: &mut Vec<Finding>,
+         until: Option<leakwatch_core::Timestamp>| {
+            while let Some(e) = events.next_if(|e| until.is_none_or(|t| e.t < t)) {
+                if let Some(info) = infos.get(&e.meter)
+                    && engine.replay_event(info, &e, findings)
+                {
+                    events_fed += 1;
+                }
+            }
+        };
     let mut after: Option<(leakwatch_core::Timestamp, MeterId)> = None;
     let mut replayed = 0u64;
     loop {
@@ -174,6 +204,7 @@ async fn replay(
             break;
         };
         for r in &page {
+            feed_events_before(engine, findings, Some(r.t));
             if let Some(info) = infos.get(&r.meter) {
                 engine.observe(info, r, findings);
             }
@@ -186,7 +217,13 @@ async fn replay(
             _ => break,
         }
     }
-    tracing::info!(replayed, from = %from, "stored readings replayed to the detectors");
+    feed_events_before(engine, findings, None);
+    tracing::info!(
+        replayed,
+        events = events_fed,
+        from = %from,
+        "stored readings and events replayed to the detectors"
+    );
 }
 
 /// Saves what changed; `all` (at shutdown) saves every district as well.
@@ -295,7 +332,7 @@ mod tests {
     //! without the crash.
 
     use super::*;
-    use leakwatch_core::{AlertKind, Reading};
+    use leakwatch_core::{AlertKind, EventCode, MeterEvent, Reading};
     use leakwatch_sim::{FaultRates, Fleet, FleetConfig, HomeClass, HouseholdMix, LeakConfig};
     use leakwatch_store::AlertQuery;
     use std::collections::BTreeSet;
@@ -366,12 +403,23 @@ mod tests {
         /// Stores the hours' readings and hands them to detection, as ingest does;
         /// waits until detection has processed them.
         async fn feed(&self, hours: &[Vec<Reading>]) {
+            self.feed_with(hours, &[]).await;
+        }
+
+        /// As [`Run::feed`], with device events: `(i, event)` goes with `hours[i]`.
+        async fn feed_with(&self, hours: &[Vec<Reading>], events: &[(usize, MeterEvent)]) {
             let before = self.status.to_json()["readings_processed"]
                 .as_u64()
                 .unwrap();
             let mut n = 0;
-            for hour in hours {
+            for (i, hour) in hours.iter().enumerate() {
                 self.store.insert_readings(hour).await.unwrap();
+                let evs: Vec<MeterEvent> = events
+                    .iter()
+                    .filter(|(at, _)| *at == i)
+                    .map(|(_, e)| e.clone())
+                    .collect();
+                self.store.insert_events(&evs).await.unwrap();
                 let readings = hour
                     .iter()
                     .map(|r| (self.meters[&r.meter].clone(), r.clone()))
@@ -380,12 +428,29 @@ mod tests {
                 self.tx
                     .send(Stored {
                         readings,
-                        events: vec![],
+                        events: evs
+                            .into_iter()
+                            .map(|e| (self.meters[&e.meter].clone(), e))
+                            .collect(),
                     })
                     .await
                     .unwrap();
             }
             self.wait("readings_processed", before + n).await;
+        }
+
+        /// Stores the hours' readings and events as ingest does, without handing them
+        /// to detection (it died first).
+        async fn store_only(&self, hours: &[Vec<Reading>], events: &[(usize, MeterEvent)]) {
+            for (i, hour) in hours.iter().enumerate() {
+                self.store.insert_readings(hour).await.unwrap();
+                let evs: Vec<MeterEvent> = events
+                    .iter()
+                    .filter(|(at, _)| *at == i)
+                    .map(|(_, e)| e.clone())
+                    .collect();
+                self.store.insert_events(&evs).await.unwrap();
+            }
         }
 
         async fn wait(&self, field: &str, at_least: u64) {
@@ -429,10 +494,26 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_crash_between_checkpoints_loses_nothing() {
         let (registry, hours) = batches();
+        // A magnetic field on one meter in hour 60, between the last checkpoint and
+        // the crash, stored but not yet analysed when the process dies: only the
+        // replay can raise its alert (and mask the meter's learning).
+        let victim = hours[60][0].meter.clone();
+        let pushed = hours[60]
+            .iter()
+            .filter(|r| r.meter == victim)
+            .map(|r| r.t)
+            .max()
+            .unwrap();
+        let magnet = MeterEvent {
+            meter: victim.clone(),
+            t: pushed + chrono::TimeDelta::seconds(1),
+            code: EventCode::Named("magnetic_field".into()),
+        };
+        let events = [(60, magnet)];
 
         let store = fresh_store(&registry).await;
         let straight = start(&store, &registry).await;
-        straight.feed(&hours).await;
+        straight.feed_with(&hours, &events).await;
         drop(straight.tx);
         straight.task.await.unwrap();
         let expected = alerts(&store).await;
@@ -440,15 +521,26 @@ mod tests {
             expected.iter().any(|(k, _, _)| *k == "continuous_flow"),
             "{expected:?}"
         );
+        assert!(
+            expected
+                .iter()
+                .any(|(k, m, _)| *k == "magnetic_field" && *m == victim.to_string()),
+            "{expected:?}"
+        );
 
         let store = fresh_store(&registry).await;
         let first = start(&store, &registry).await;
         first.feed(&hours[..50]).await;
-        // A checkpoint after the first 50 hours, then 20 hours more, then a crash:
-        // the task is killed before it saves those 20 hours.
+        // A checkpoint after the first 50 hours, then 10 hours more analysed and 10
+        // only stored, then a crash: the task is killed before it saves those hours.
         let saved = first.status.to_json()["checkpoints"].as_u64().unwrap();
         first.wait("checkpoints", saved + 1).await;
-        first.feed(&hours[50..70]).await;
+        first.feed(&hours[50..60]).await;
+        // Hours 60-69 are stored (with the event) but detection dies before it sees
+        // them.
+        first
+            .store_only(&hours[60..70], &[(0, events[0].1.clone())])
+            .await;
         first.task.abort();
         let _ = first.task.await;
 

@@ -634,6 +634,32 @@ async fn case_events_idempotent(store: &Store) {
     assert_eq!(got[2], ev(60, EventCode::Numeric(1234)));
     assert_eq!(store.meter_events(&mid("M1"), 2).await.unwrap().len(), 2);
     assert!(store.meter_events(&mid("M2"), 10).await.unwrap().is_empty());
+
+    // Every meter's events from a time on, oldest first, for the replay.
+    let m2 = MeterEvent {
+        meter: mid("M2"),
+        t: t(60),
+        code: EventCode::Named("tamper".into()),
+    };
+    assert_eq!(
+        store
+            .insert_events(std::slice::from_ref(&m2))
+            .await
+            .unwrap(),
+        1
+    );
+    let since = store.events_since(t(60), 100).await.unwrap();
+    assert_eq!(
+        since,
+        vec![
+            ev(60, EventCode::Numeric(1234)),
+            m2,
+            ev(120, EventCode::Named("valve_closed".into())),
+            ev(180, EventCode::Numeric(7)),
+        ]
+    );
+    assert_eq!(store.events_since(t(60), 2).await.unwrap().len(), 2);
+    assert!(store.events_since(t(181), 10).await.unwrap().is_empty());
 }
 
 async fn case_dead_letters_round_trip(store: &Store) {

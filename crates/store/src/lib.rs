@@ -824,6 +824,12 @@ impl Store {
         dispatch!(self, insert_events(events))
     }
 
+    /// Every meter's events at or after `from`, oldest first (then by meter and
+    /// code), at most `limit`: what detection replays after a restart.
+    pub async fn events_since(&self, from: Timestamp, limit: u32) -> Result<Vec<MeterEvent>> {
+        dispatch!(self, events_since(from, limit))
+    }
+
     /// A meter's latest events, newest first, at most `limit`.
     pub async fn meter_events(&self, meter: &MeterId, limit: u32) -> Result<Vec<MeterEvent>> {
         dispatch!(self, meter_events(meter, limit))

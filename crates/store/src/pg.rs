@@ -762,6 +762,29 @@ pub(crate) async fn insert_events(pool: &PgPool, events: &[MeterEvent]) -> Resul
     Ok(done.rows_affected())
 }
 
+pub(crate) async fn events_since(
+    pool: &PgPool,
+    from: Timestamp,
+    limit: u32,
+) -> Result<Vec<MeterEvent>> {
+    let rows = sqlx::query(
+        "SELECT meter_id, t, code FROM meter_events WHERE t >= $1 ORDER BY t, meter_id, code LIMIT $2",
+    )
+    .bind(from)
+    .bind(i64::from(limit))
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(MeterEvent {
+                meter: crate::parse_meter_id(row.try_get("meter_id")?)?,
+                t: row.try_get("t")?,
+                code: EventCode::from_text(row.try_get("code")?),
+            })
+        })
+        .collect()
+}
+
 pub(crate) async fn meter_events(
     pool: &PgPool,
     meter: &MeterId,

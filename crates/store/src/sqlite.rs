@@ -474,6 +474,29 @@ pub(crate) async fn insert_events(pool: &SqlitePool, events: &[MeterEvent]) -> R
     Ok(n)
 }
 
+pub(crate) async fn events_since(
+    pool: &SqlitePool,
+    from: Timestamp,
+    limit: u32,
+) -> Result<Vec<MeterEvent>> {
+    let rows = sqlx::query(
+        "SELECT meter_id, t, code FROM meter_events WHERE t >= ?1 ORDER BY t, meter_id, code LIMIT ?2",
+    )
+    .bind(ms(from))
+    .bind(i64::from(limit))
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(MeterEvent {
+                meter: parse_meter_id(text(row, "meter_id")?)?,
+                t: time(row, "t")?,
+                code: EventCode::from_text(&text(row, "code")?),
+            })
+        })
+        .collect()
+}
+
 pub(crate) async fn meter_events(
     pool: &SqlitePool,
     meter: &MeterId,
