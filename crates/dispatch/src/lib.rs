@@ -31,6 +31,9 @@ pub struct DispatchConfig {
     /// Escalate new leak alerts to work orders without waiting for an engineer
     /// (off in production; the demo turns it on).
     pub auto_escalate: bool,
+    /// ... except where a crew found no leak for an alert of the same kind on the same
+    /// meter within this many days (an engineer decides then).
+    pub auto_escalate_quiet_days: u32,
     /// Assign new emergency and high-priority orders to the nearest crew at once
     /// (normal and low priority work waits for the day plan).
     pub auto_assign: bool,
@@ -89,6 +92,7 @@ impl Default for DispatchConfig {
     fn default() -> Self {
         Self {
             auto_escalate: false,
+            auto_escalate_quiet_days: 14,
             auto_assign: true,
             accept_within_s: 300,
             check_every_s: 15,

@@ -9,9 +9,9 @@ use crate::{DispatchConfig, DispatchError};
 use chrono::{Duration, NaiveDate, Utc};
 use leakwatch_core::workorder::next_status;
 use leakwatch_core::{
-    Alert, AlertAction, AlertKind, AlertStatus, CrewId, GeoPoint, LeakClassTable, MeterKind,
-    OrderAction, Priority, SiteFinding, Timestamp, TransitionRecord, WorkOrder, WorkOrderKind,
-    WorkOrderStatus,
+    Alert, AlertAction, AlertKind, AlertOutcome, AlertStatus, CrewId, GeoPoint, LeakClassTable,
+    MeterKind, OrderAction, Priority, SiteFinding, Timestamp, TransitionRecord, WorkOrder,
+    WorkOrderKind, WorkOrderStatus,
 };
 use leakwatch_store::{NewWorkOrder, OrderChange, OutcomeStat, Store};
 use serde::Serialize;
@@ -214,6 +214,29 @@ impl Dispatcher {
             .await?;
 
         let active = self.store.active_work_orders().await?;
+        // A leak already found and waiting for its repair absorbs new leak alerts on
+        // its meter, however long ago it was found: the crew is coming to repair it.
+        // Only an emergency makes the repair more urgent.
+        if job.kind.requires_finding()
+            && let Some(repair) = active.iter().find(|o| {
+                o.kind == WorkOrderKind::Repair
+                    && o.meter_id.is_some()
+                    && o.meter_id == alert.meter_id
+            })
+        {
+            let upgrade = (job.priority == Priority::Emergency
+                && repair.priority != Priority::Emergency)
+                .then_some(Priority::Emergency);
+            let reason = format!("the leak is known: repair work order {} is open", repair.id);
+            let (_, order) = self
+                .join(alert_id, repair.id, upgrade, due, &reason)
+                .await?;
+            // The crew confirmed this leak on site already.
+            self.store
+                .set_outcome_for_order(repair.id, AlertOutcome::ConfirmedLeak, now)
+                .await?;
+            return Ok((self.alert(alert_id).await?, order));
+        }
         let open: Vec<OpenOrder> = active
             .iter()
             .filter(|o| o.kind.requires_finding() == job.kind.requires_finding())
@@ -230,33 +253,10 @@ impl Dispatcher {
             upgrade_to,
         } = grouping::group(&self.cfg.grouping, location, now, job.priority, &open)
         {
-            let alert = self
-                .store
-                .set_alert_status(
-                    alert_id,
-                    AlertStatus::Escalated,
-                    AlertStatus::Escalated,
-                    Some(&format!("grouped into work order {order_id}")),
-                    Some(order_id),
-                )
-                .await?;
-            let mut order = self.order(order_id).await?;
-            if let Some(p) = upgrade_to {
-                let due = match (order.due_at, due) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                };
-                order = self.store.set_work_order_priority(order_id, p, due).await?;
-                if let Some(c) = &order.crew_id {
-                    self.tell(c, JobChange::Updated, &order);
-                }
-            }
-            metrics::counter!("leakwatch_alerts_grouped_total").increment(1);
-            tracing::info!(alert_id, order_id, "alert grouped into an open work order");
-            if order.status == WorkOrderStatus::Created && self.urgent(&order) {
-                order = self.assign_nearest(order_id, &[]).await?.unwrap_or(order);
-            }
-            return Ok((alert, order));
+            let reason = format!("grouped into work order {order_id}");
+            return self
+                .join(alert_id, order_id, upgrade_to, due, &reason)
+                .await;
         }
 
         let order = self
@@ -298,6 +298,78 @@ impl Dispatcher {
             order
         };
         Ok((alert, order))
+    }
+
+    /// Joins an escalated alert to an open order, upgrading the order's priority
+    /// (and bringing its deadline forward) when asked; the crew's phone hears of it.
+    async fn join(
+        &self,
+        alert_id: i64,
+        order_id: i64,
+        upgrade_to: Option<Priority>,
+        due: Option<Timestamp>,
+        reason: &str,
+    ) -> Result<(Alert, WorkOrder), DispatchError> {
+        let alert = self
+            .store
+            .set_alert_status(
+                alert_id,
+                AlertStatus::Escalated,
+                AlertStatus::Escalated,
+                Some(reason),
+                Some(order_id),
+            )
+            .await?;
+        let mut order = self.order(order_id).await?;
+        if let Some(p) = upgrade_to {
+            let due = match (order.due_at, due) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            order = self.store.set_work_order_priority(order_id, p, due).await?;
+            if let Some(c) = &order.crew_id {
+                self.tell(c, JobChange::Updated, &order);
+            }
+        }
+        metrics::counter!("leakwatch_alerts_grouped_total").increment(1);
+        tracing::info!(
+            alert_id,
+            order_id,
+            reason,
+            "alert joined an open work order"
+        );
+        if order.status == WorkOrderStatus::Created && self.urgent(&order) {
+            order = self.assign_nearest(order_id, &[]).await?.unwrap_or(order);
+        }
+        Ok((alert, order))
+    }
+
+    /// Whether `dispatch.auto_escalate` should send a crew for this alert: a leak
+    /// kind, and no alert of the same kind on the same meter found a false positive
+    /// on site in the last `auto_escalate_quiet_days` (a crew found nothing there;
+    /// an engineer decides whether to send another).
+    pub async fn should_auto_escalate(&self, alert: &Alert) -> Result<bool, DispatchError> {
+        if !self.cfg.auto_escalate || !alert.kind.is_leak() {
+            return Ok(false);
+        }
+        let Some(meter) = &alert.meter_id else {
+            return Ok(true);
+        };
+        let since = Utc::now() - Duration::days(i64::from(self.cfg.auto_escalate_quiet_days));
+        let earlier = self
+            .store
+            .list_alerts(&leakwatch_store::AlertQuery {
+                kind: Some(alert.kind),
+                meter_id: Some(meter.clone()),
+                limit: 50,
+                ..Default::default()
+            })
+            .await?;
+        Ok(!earlier.iter().any(|a| {
+            a.id != alert.id
+                && a.outcome == Some(leakwatch_core::AlertOutcome::FalsePositive)
+                && a.created_at >= since
+        }))
     }
 
     /// Orders that go to a crew at once (with `auto_assign`); the rest wait for the
@@ -1284,5 +1356,122 @@ mod tests {
             assert!(r.leave_home >= date.and_hms_opt(7, 0, 0).unwrap().and_utc());
             assert!(r.back_home <= date.and_hms_opt(16, 0, 0).unwrap().and_utc());
         }
+    }
+
+    #[tokio::test]
+    async fn a_known_leak_awaiting_repair_absorbs_new_alerts_on_its_meter() {
+        let store = store().await;
+        store
+            .upsert_crews(&[crew("A", 43.7710, 11.2510, &["emergency", "repair"])])
+            .await
+            .unwrap();
+        let d = Dispatcher::new(store.clone(), DispatchConfig::default());
+        let a = alert(&store, "M-1", AlertKind::ContinuousFlow, Severity::Warning).await;
+        let (_, o) = d.escalate(a, "test").await.unwrap();
+        for action in [
+            OrderAction::Accept,
+            OrderAction::StartTravel,
+            OrderAction::Arrive,
+        ] {
+            d.transition(o.id, action, "A", None).await.unwrap();
+        }
+        let finding = SiteFinding {
+            leak_found: true,
+            leak_class: Some("B".into()),
+            gas_readings: vec![],
+            repaired: false,
+            notes: String::new(),
+        };
+        d.transition(
+            o.id,
+            OrderAction::Complete {
+                notes: None,
+                finding: Some(finding),
+            },
+            "A",
+            None,
+        )
+        .await
+        .unwrap();
+        let repair = store.active_work_orders().await.unwrap();
+        assert_eq!(repair.len(), 1);
+        let repair = &repair[0];
+        assert_eq!(
+            (repair.kind, repair.priority),
+            (WorkOrderKind::Repair, Priority::Normal)
+        );
+        // The leak still flows: the detector alerts again; no second investigation.
+        let again = alert(&store, "M-1", AlertKind::ContinuousFlow, Severity::Warning).await;
+        assert_ne!(again, a, "the first alert was resolved with its order");
+        let (joined_alert, joined) = d.escalate(again, "test").await.unwrap();
+        assert_eq!(joined.id, repair.id);
+        assert_eq!(joined.priority, Priority::Normal, "not made more urgent");
+        assert!(
+            joined_alert
+                .status_reason
+                .unwrap()
+                .contains("the leak is known"),
+        );
+        assert_eq!(joined_alert.outcome, Some(AlertOutcome::ConfirmedLeak));
+        assert_eq!(store.active_work_orders().await.unwrap().len(), 1);
+        // A critical alert there makes the repair an emergency.
+        let burst = alert(&store, "M-1", AlertKind::Burst, Severity::Critical).await;
+        let (_, upgraded) = d.escalate(burst, "test").await.unwrap();
+        assert_eq!(upgraded.id, repair.id);
+        assert_eq!(upgraded.priority, Priority::Emergency);
+        assert!(upgraded.due_at.unwrap() < repair.due_at.unwrap());
+    }
+
+    #[tokio::test]
+    async fn no_auto_escalation_where_a_crew_just_found_nothing() {
+        let store = store().await;
+        store
+            .upsert_crews(&[crew("A", 43.7710, 11.2510, &["emergency"])])
+            .await
+            .unwrap();
+        let cfg = DispatchConfig {
+            auto_escalate: true,
+            ..Default::default()
+        };
+        let d = Dispatcher::new(store.clone(), cfg);
+        let a = alert(&store, "M-1", AlertKind::ContinuousFlow, Severity::Warning).await;
+        let first = store.get_alert(a).await.unwrap().unwrap();
+        assert!(d.should_auto_escalate(&first).await.unwrap());
+        let (_, o) = d.escalate(a, "auto-escalation").await.unwrap();
+        for action in [
+            OrderAction::Accept,
+            OrderAction::StartTravel,
+            OrderAction::Arrive,
+        ] {
+            d.transition(o.id, action, "A", None).await.unwrap();
+        }
+        let nothing = SiteFinding {
+            leak_found: false,
+            leak_class: None,
+            gas_readings: vec![],
+            repaired: false,
+            notes: "pilot flame".into(),
+        };
+        d.transition(
+            o.id,
+            OrderAction::Complete {
+                notes: None,
+                finding: Some(nothing),
+            },
+            "A",
+            None,
+        )
+        .await
+        .unwrap();
+        let again = alert(&store, "M-1", AlertKind::ContinuousFlow, Severity::Warning).await;
+        let again = store.get_alert(again).await.unwrap().unwrap();
+        assert!(!d.should_auto_escalate(&again).await.unwrap());
+        // Another kind on that meter, or the same kind elsewhere, still goes.
+        let other = alert(&store, "M-1", AlertKind::NightFlowRise, Severity::Warning).await;
+        let other = store.get_alert(other).await.unwrap().unwrap();
+        assert!(d.should_auto_escalate(&other).await.unwrap());
+        let elsewhere = alert(&store, "M-3", AlertKind::ContinuousFlow, Severity::Warning).await;
+        let elsewhere = store.get_alert(elsewhere).await.unwrap().unwrap();
+        assert!(d.should_auto_escalate(&elsewhere).await.unwrap());
     }
 }

@@ -312,7 +312,14 @@ async fn record(store: &Store, dispatcher: &Dispatcher, f: &Finding) {
         detected_at = %alert.detected_at,
         "{}", alert.evidence.explanation
     );
-    if dispatcher.config().auto_escalate && alert.kind.is_leak() {
+    let escalate = match dispatcher.should_auto_escalate(&alert).await {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::warn!(alert_id = alert.id, error = %e, "auto-escalation not decided");
+            false
+        }
+    };
+    if escalate {
         match dispatcher.escalate(alert.id, "auto-escalation").await {
             Ok((_, order)) => tracing::info!(
                 alert_id = alert.id,

@@ -111,6 +111,10 @@ fn parse_start(s: &str) -> Result<leakwatch_core::Timestamp, String> {
 struct DemoArgs {
     #[command(flatten)]
     fleet: FleetArgs,
+    /// Leave the jobs to you (through the API) instead of simulated crews that take
+    /// them, walk them and report what the ground truth says they find.
+    #[arg(long)]
+    manual_crews: bool,
 }
 
 #[derive(Subcommand)]
@@ -377,8 +381,36 @@ async fn demo(mut cfg: Config, args: DemoArgs) -> anyhow::Result<()> {
         fleet.truth().leaks.len(),
         args.fleet.sim_hour_ms
     );
+    if args.manual_crews {
+        println!("  crews:     yours to drive: POST /api/v1/work-orders/{{id}}/transition");
+    } else {
+        println!(
+            "  crews:     simulated phones on {}/{{crew}}/jobs take each job, go there and report \
+             what the ground truth says they find (--manual-crews to drive them yourself)",
+            cfg.mqtt.crew_prefix
+        );
+    }
     println!("  Stop with Ctrl-C.");
     println!();
+    let (bot_stop_tx, bot_stop_rx) = tokio::sync::watch::channel(false);
+    let bot = (!args.manual_crews).then(|| {
+        tokio::spawn(leakwatch::crewbot::run(
+            leakwatch::crewbot::CrewBotConfig {
+                host: running.mqtt_host.clone(),
+                port: running.mqtt_port,
+                prefix: cfg.mqtt.crew_prefix.clone(),
+                leaks: fleet
+                    .truth()
+                    .leaks
+                    .iter()
+                    .map(|l| (l.meter.clone(), l.rate_l_per_h))
+                    .collect(),
+                pace: Duration::from_secs(2),
+            },
+            running.dispatcher.clone(),
+            app::stopped(bot_stop_rx),
+        ))
+    });
 
     let publisher = Publisher::connect(
         &running.mqtt_host,
@@ -464,6 +496,10 @@ async fn demo(mut cfg: Config, args: DemoArgs) -> anyhow::Result<()> {
         terminate().await;
     }
     progress.abort();
+    let _ = bot_stop_tx.send(true);
+    if let Some(bot) = bot {
+        let _ = tokio::time::timeout(Duration::from_secs(2), bot).await;
+    }
     running.shutdown().await;
     Ok(())
 }
