@@ -444,31 +444,15 @@ async fn alert_outcomes(State(s): State<AppState>) -> Result<Json<Value>, ApiErr
     Ok(Json(json!({ "kinds": s.dispatcher.outcomes().await? })))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LocationBody {
-    lat: f64,
-    lon: f64,
-    #[serde(default)]
-    t: Option<Timestamp>,
-}
-
 async fn crew_location(
     State(s): State<AppState>,
     PathOf(id): PathOf<String>,
-    Body(b): Body<LocationBody>,
+    Body(b): Body<leakwatch_core::PositionReport>,
 ) -> Result<StatusCode, ApiError> {
     let id = crew_id(&id)?;
-    let at = GeoPoint::new(b.lat, b.lon)
-        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e))?;
-    let now = chrono::Utc::now();
-    let t = b.t.unwrap_or(now);
-    if t > now + chrono::Duration::minutes(5) {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            format!("t {t} is more than 5 minutes ahead of the server"),
-        ));
-    }
+    let (at, t) = b
+        .check(chrono::Utc::now())
+        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
     s.dispatcher.crew_position(&id, at, t).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -60,6 +60,51 @@ pub enum PositionSource {
     Home,
 }
 
+/// How far ahead of the server a reported position may be stamped, minutes.
+pub const MAX_FIX_AHEAD_MIN: i64 = 5;
+
+/// A position a crew's device reports (field app or MQTT `crews/{id}/location`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PositionReport {
+    pub lat: f64,
+    pub lon: f64,
+    /// When the fix was taken; the time of arrival when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub t: Option<Timestamp>,
+}
+
+/// Why a reported position cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PositionError {
+    #[error("{0}")]
+    BadPlace(String),
+    #[error("t {0} is more than {MAX_FIX_AHEAD_MIN} minutes ahead of the server")]
+    InFuture(Timestamp),
+}
+
+impl PositionError {
+    /// The dead-letter reason.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            PositionError::BadPlace(_) => "bad_location",
+            PositionError::InFuture(_) => "t_in_future",
+        }
+    }
+}
+
+impl PositionReport {
+    /// The place and time of the fix, received at `now`.
+    pub fn check(&self, now: Timestamp) -> Result<(GeoPoint, Timestamp), PositionError> {
+        let at = GeoPoint::new(self.lat, self.lon).map_err(PositionError::BadPlace)?;
+        let t = self.t.unwrap_or(now);
+        if t > now + chrono::Duration::minutes(MAX_FIX_AHEAD_MIN) {
+            return Err(PositionError::InFuture(t));
+        }
+        Ok((at, t))
+    }
+}
+
 impl Crew {
     /// Whether the crew is on shift at `now`: its calendar when it has one, else the
     /// `on_shift` flag.

@@ -18,7 +18,7 @@ pub mod site;
 pub mod workorder;
 
 pub use alert::{Alert, AlertAction, AlertKind, AlertStatus, Evidence, Finding, Severity, Subject};
-pub use crew::{Crew, CrewStatus, PositionSource};
+pub use crew::{Crew, CrewStatus, PositionError, PositionReport, PositionSource};
 pub use geo::GeoPoint;
 pub use ids::{CrewId, DistrictId, IdError, MeterId};
 pub use leak_class::{DEFAULT_TO_BE_CHECKED, LeakClass, LeakClassTable};

@@ -1083,6 +1083,21 @@ mod tests {
         }
     }
 
+    /// Crew A accepts the order, goes there and completes it with `finding`.
+    async fn crew_a_finds(d: &Dispatcher, order: i64, finding: SiteFinding) {
+        for action in [
+            OrderAction::Accept,
+            OrderAction::StartTravel,
+            OrderAction::Arrive,
+            OrderAction::Complete {
+                notes: None,
+                finding: Some(finding),
+            },
+        ] {
+            d.transition(order, action, "A", None).await.unwrap();
+        }
+    }
+
     fn crew_of(o: &WorkOrder) -> &str {
         o.crew_id.as_ref().map(|c| c.as_str()).unwrap_or("-")
     }
@@ -1243,13 +1258,6 @@ mod tests {
         let d = Dispatcher::new(store.clone(), DispatchConfig::default());
         let a = alert(&store, "M-1", AlertKind::NightFlowRise, Severity::Warning).await;
         let (_, o) = d.escalate(a, "test").await.unwrap();
-        for action in [
-            OrderAction::Accept,
-            OrderAction::StartTravel,
-            OrderAction::Arrive,
-        ] {
-            d.transition(o.id, action, "A", None).await.unwrap();
-        }
         let finding = SiteFinding {
             leak_found: false,
             leak_class: None,
@@ -1257,17 +1265,7 @@ mod tests {
             repaired: false,
             notes: "pilot flame left on".into(),
         };
-        d.transition(
-            o.id,
-            OrderAction::Complete {
-                notes: None,
-                finding: Some(finding),
-            },
-            "A",
-            None,
-        )
-        .await
-        .unwrap();
+        crew_a_finds(&d, o.id, finding).await;
         let alert = store.get_alert(a).await.unwrap().unwrap();
         assert_eq!(
             alert.outcome,
@@ -1368,13 +1366,6 @@ mod tests {
         let d = Dispatcher::new(store.clone(), DispatchConfig::default());
         let a = alert(&store, "M-1", AlertKind::ContinuousFlow, Severity::Warning).await;
         let (_, o) = d.escalate(a, "test").await.unwrap();
-        for action in [
-            OrderAction::Accept,
-            OrderAction::StartTravel,
-            OrderAction::Arrive,
-        ] {
-            d.transition(o.id, action, "A", None).await.unwrap();
-        }
         let finding = SiteFinding {
             leak_found: true,
             leak_class: Some("B".into()),
@@ -1382,17 +1373,7 @@ mod tests {
             repaired: false,
             notes: String::new(),
         };
-        d.transition(
-            o.id,
-            OrderAction::Complete {
-                notes: None,
-                finding: Some(finding),
-            },
-            "A",
-            None,
-        )
-        .await
-        .unwrap();
+        crew_a_finds(&d, o.id, finding).await;
         let repair = store.active_work_orders().await.unwrap();
         assert_eq!(repair.len(), 1);
         let repair = &repair[0];
@@ -1438,13 +1419,6 @@ mod tests {
         let first = store.get_alert(a).await.unwrap().unwrap();
         assert!(d.should_auto_escalate(&first).await.unwrap());
         let (_, o) = d.escalate(a, "auto-escalation").await.unwrap();
-        for action in [
-            OrderAction::Accept,
-            OrderAction::StartTravel,
-            OrderAction::Arrive,
-        ] {
-            d.transition(o.id, action, "A", None).await.unwrap();
-        }
         let nothing = SiteFinding {
             leak_found: false,
             leak_class: None,
@@ -1452,17 +1426,7 @@ mod tests {
             repaired: false,
             notes: "pilot flame".into(),
         };
-        d.transition(
-            o.id,
-            OrderAction::Complete {
-                notes: None,
-                finding: Some(nothing),
-            },
-            "A",
-            None,
-        )
-        .await
-        .unwrap();
+        crew_a_finds(&d, o.id, nothing).await;
         let again = alert(&store, "M-1", AlertKind::ContinuousFlow, Severity::Warning).await;
         let again = store.get_alert(again).await.unwrap().unwrap();
         assert!(!d.should_auto_escalate(&again).await.unwrap());

@@ -7,8 +7,8 @@
 //! off and delivers it when it comes back. A location that cannot be used is
 //! dead-lettered with its reason and counted.
 
-use chrono::{DateTime, Utc};
-use leakwatch_core::{CrewId, DeadlineView, GeoPoint, Timestamp};
+use chrono::Utc;
+use leakwatch_core::{CrewId, DeadlineView, GeoPoint, PositionReport, Timestamp};
 use leakwatch_dispatch::{Dispatcher, JobChange, JobNotice};
 use leakwatch_store::{NewDeadLetter, Store};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
@@ -61,17 +61,6 @@ impl JobMessage {
     }
 }
 
-/// The message a device publishes on `crews/{crew_id}/location`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LocationMessage {
-    pub lat: f64,
-    pub lon: f64,
-    /// When the fix was taken; the time of arrival when absent.
-    #[serde(default)]
-    pub t: Option<DateTime<Utc>>,
-}
-
 /// A location message that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejected {
@@ -98,16 +87,11 @@ pub fn parse_location(
             )
         })?;
     let crew = CrewId::parse(crew).map_err(|e| reject("bad_crew", e.to_string()))?;
-    let msg: LocationMessage = serde_json::from_slice(payload)
+    let msg: PositionReport = serde_json::from_slice(payload)
         .map_err(|e| reject("bad_location", format!("not a location message: {e}")))?;
-    let at = GeoPoint::new(msg.lat, msg.lon).map_err(|e| reject("bad_location", e))?;
-    let t = msg.t.unwrap_or(now);
-    if t > now + chrono::Duration::minutes(5) {
-        return Err(reject(
-            "t_in_future",
-            format!("t {t} is more than 5 minutes ahead of the server"),
-        ));
-    }
+    let (at, t) = msg
+        .check(now)
+        .map_err(|e| reject(e.reason(), e.to_string()))?;
     Ok((crew, at, t))
 }
 
