@@ -104,6 +104,9 @@ macro_rules! severity_max {
 mod pg;
 mod sqlite;
 pub mod testing;
+mod unit_of_work;
+
+pub use unit_of_work::{DISPATCH_LOCK, StepCause, UnitOfWork};
 
 #[cfg(test)]
 mod conformance;
