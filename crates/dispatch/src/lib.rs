@@ -10,6 +10,7 @@
 //! emergency dispatch (`leakwatch sim dispatch`).
 
 pub mod choose;
+pub mod decide;
 pub mod grouping;
 pub mod plan;
 pub mod report;
@@ -17,7 +18,7 @@ mod service;
 pub mod simulate;
 pub mod travel;
 
-pub use service::{Dispatcher, JobChange, JobNotice, OutcomeRow, TickReport};
+pub use service::{Clock, Dispatcher, JobChange, JobNotice, OutcomeRow, ReconcileReport, TickReport};
 
 use grouping::GroupingConfig;
 use leakwatch_core::{EscalationMapping, LeakClassTable};
