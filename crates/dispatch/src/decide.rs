@@ -324,7 +324,9 @@ impl Decision<'_> {
     fn auto_escalate(&mut self) -> Result<(), Refusal> {
         let a = self.alert()?;
         let cfg = self.rules.cfg;
-        if !cfg.auto_escalate || !a.kind.is_leak() || a.status.apply(&AlertAction::Escalate).is_err()
+        if !cfg.auto_escalate
+            || !a.kind.is_leak()
+            || a.status.apply(&AlertAction::Escalate).is_err()
         {
             return Ok(());
         }
@@ -407,8 +409,13 @@ impl Decision<'_> {
         if let GroupDecision::Join {
             order_id,
             upgrade_to,
-        } = grouping::group(&self.rules.cfg.grouping, place, self.now, job.priority, &open)
-            && let Some(order) = self.s.active.iter().find(|o| o.id == order_id)
+        } = grouping::group(
+            &self.rules.cfg.grouping,
+            place,
+            self.now,
+            job.priority,
+            &open,
+        ) && let Some(order) = self.s.active.iter().find(|o| o.id == order_id)
         {
             let reason = format!("grouped into work order {order_id}");
             return self.join(&a, order, upgrade_to, due, reason);
@@ -702,7 +709,12 @@ impl Decision<'_> {
 
     /// The order's escalated alerts resolve with it.
     fn close_alerts(&mut self, order: &WorkOrder, note: Option<&str>) {
-        let reason = format!("work order {} {}{}", order.id, order.status, note.unwrap_or(""));
+        let reason = format!(
+            "work order {} {}{}",
+            order.id,
+            order.status,
+            note.unwrap_or("")
+        );
         for a in &self.s.order_alerts {
             if a.status == AlertStatus::Escalated {
                 self.out.push(Command::SetAlert {
@@ -728,7 +740,9 @@ impl Decision<'_> {
         }
         let table = self.rules.leak_table;
         let class = f.leak_class.as_deref().unwrap_or_default();
-        let due = table.repair_due(class, self.now).map_err(Refusal::Rejected)?;
+        let due = table
+            .repair_due(class, self.now)
+            .map_err(Refusal::Rejected)?;
         let priority = follow_up_priority(table.get(class).and_then(|c| c.repair_within_h));
         let new = NewOrder {
             kind: WorkOrderKind::Repair,
@@ -900,7 +914,10 @@ impl Decision<'_> {
 /// known (observed beyond the known magnitude) is news for the crew: it is not
 /// absorbed by the open repair.
 fn grew_beyond_known(a: &Alert) -> bool {
-    a.kind.as_str() == "leak_growth" && a.evidence.expected.is_some_and(|known| a.evidence.observed > known)
+    a.kind.as_str() == "leak_growth"
+        && a.evidence
+            .expected
+            .is_some_and(|known| a.evidence.observed > known)
 }
 
 /// A follow-up repair's priority from its class's deadline.

@@ -18,12 +18,36 @@ mod service;
 pub mod simulate;
 pub mod travel;
 
-pub use service::{Clock, Dispatcher, JobChange, JobNotice, OutcomeRow, ReconcileReport, TickReport};
+pub use service::{
+    Clock, Dispatcher, JobChange, JobNotice, OutcomeRow, ReconcileReport, TickReport,
+};
 
 use grouping::GroupingConfig;
 use leakwatch_core::{EscalationMapping, LeakClassTable};
 use leakwatch_store::StoreError;
 use serde::{Deserialize, Serialize};
+
+/// Sets the failpoints named in the `FAIL_POINTS` environment variable
+/// (`name=actions;name=actions`, the `fail` crate's syntax) when this crate is built
+/// with its `failpoints` feature (crash tests do); does nothing otherwise. The points
+/// sit between the writes of a dispatch unit of work: `dispatch-after-set-alert`,
+/// `dispatch-after-create-order`, `dispatch-after-step`, `dispatch-before-commit`;
+/// their `return` action ends the process at once.
+pub fn failpoints_from_env() {
+    #[cfg(feature = "failpoints")]
+    if let Ok(v) = std::env::var("FAIL_POINTS") {
+        for item in v.split(';').filter(|i| !i.trim().is_empty()) {
+            match item.split_once('=') {
+                Some((name, actions)) => {
+                    if let Err(e) = fail::cfg(name.trim(), actions.trim()) {
+                        tracing::error!(item, error = %e, "FAIL_POINTS: bad failpoint");
+                    }
+                }
+                None => tracing::error!(item, "FAIL_POINTS: expected name=actions"),
+            }
+        }
+    }
+}
 
 /// Settings of the work-order service (`[dispatch]`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -5,17 +5,17 @@
 //! network call with OSRM) are fetched outside the transaction, when the rules ask
 //! for them.
 
+use crate::choose::{CrewState, CurrentJob};
 use crate::decide::{
     self, Cause, Command, CrewView, Event, NEW_ORDER_ID, NewOrder, OrderRef, PlanStop, Refusal,
     Rules, Snapshot, TravelTo,
 };
-use crate::choose::{CrewState, CurrentJob};
 use crate::plan::{self, DayPlan, PlanCrew, PlanInput, PlanJob};
 use crate::travel::TravelTime;
 use crate::{DispatchConfig, DispatchError};
 use chrono::{Duration, NaiveDate};
 use leakwatch_core::{
-    Alert, AlertAction, AlertKind, AlertStatus, CrewId, GeoPoint, LeakClassTable, OrderAction, Priority,
+    Alert, AlertAction, AlertKind, CrewId, GeoPoint, LeakClassTable, OrderAction, Priority,
     Timestamp, TransitionRecord, WorkOrder, WorkOrderStatus,
 };
 use leakwatch_store::{NewWorkOrder, OrderChange, OutcomeStat, StepCause, Store, UnitOfWork};
@@ -173,8 +173,10 @@ impl Dispatcher {
     async fn run(&self, subject: Subject, event: Event) -> Result<Applied, DispatchError> {
         let mut travel: Vec<TravelTo> = Vec::new();
         for _ in 0..MAX_ROUNDS {
-            let now = self.now();
             let mut uow = self.store.begin_dispatch().await?;
+            // The time is read once the lock is held, so decisions are stamped in the
+            // order they are made (grouping compares an order's creation with it).
+            let now = self.now();
             let snap = self.load(&mut uow, subject, &travel, now).await?;
             match decide::decide(self.rules(), &snap, &event, now) {
                 Err(Refusal::NeedTravel(place)) => {
@@ -185,12 +187,10 @@ impl Dispatcher {
                     drop(uow);
                     return Err(match r {
                         Refusal::NotFound(_) => DispatchError::NotFound(match subject {
-                            Subject {
-                                order: Some(o), ..
-                            } => format!("work order {o} does not exist"),
-                            Subject {
-                                alert: Some(a), ..
-                            } => format!("alert {a} does not exist"),
+                            Subject { order: Some(o), .. } => {
+                                format!("work order {o} does not exist")
+                            }
+                            Subject { alert: Some(a), .. } => format!("alert {a} does not exist"),
                             _ => "not found".into(),
                         }),
                         Refusal::Rejected(m) => DispatchError::Rejected(m),
@@ -205,7 +205,11 @@ impl Dispatcher {
                     {
                         uow.outbox_done(a).await?;
                     }
-                    fail::fail_point!("dispatch-before-commit", |_| crash("dispatch-before-commit"));
+                    if applied.commands > 0 {
+                        fail::fail_point!("dispatch-before-commit", |_| crash(
+                            "dispatch-before-commit"
+                        ));
+                    }
                     uow.commit().await?;
                     self.after_commit(&applied, notices);
                     return Ok(applied);
@@ -282,7 +286,11 @@ impl Dispatcher {
     }
 
     /// Travel times from every crew to `place` (outside any transaction).
-    async fn travel_to(&self, place: GeoPoint, crews: &[CrewView]) -> Result<TravelTo, DispatchError> {
+    async fn travel_to(
+        &self,
+        place: GeoPoint,
+        crews: &[CrewView],
+    ) -> Result<TravelTo, DispatchError> {
         let from: Vec<GeoPoint> = crews.iter().map(|c| c.state.position).collect();
         let m = self
             .travel
@@ -318,8 +326,9 @@ impl Dispatcher {
         let id_of = |r: OrderRef, new_id: Option<i64>| -> Result<i64, DispatchError> {
             match r {
                 OrderRef::Id(id) => Ok(id),
-                OrderRef::New => new_id
-                    .ok_or_else(|| DispatchError::Rejected("no order was created".into())),
+                OrderRef::New => {
+                    new_id.ok_or_else(|| DispatchError::Rejected("no order was created".into()))
+                }
             }
         };
         let text = |t: String, new_id: Option<i64>| match new_id {
@@ -579,7 +588,9 @@ impl Dispatcher {
                     tracing::warn!(alert_id = id, order_id = ?a.order.map(|o| o.id), "half-done escalation repaired");
                 }
                 Ok(_) => {}
-                Err(e) => tracing::warn!(alert_id = id, error = %e, "half-done escalation not repaired"),
+                Err(e) => {
+                    tracing::warn!(alert_id = id, error = %e, "half-done escalation not repaired")
+                }
             }
         }
         Ok(report)
@@ -661,7 +672,10 @@ impl Dispatcher {
                 ..Default::default()
             };
             let a = at.run(subject, Event::AcceptanceTimeout).await?;
-            if a.steps.iter().any(|s| s.1 == Some(Cause::AcceptanceTimeout)) {
+            if a.steps
+                .iter()
+                .any(|s| s.1 == Some(Cause::AcceptanceTimeout))
+            {
                 report.acceptance_timeouts += 1;
                 metrics::counter!("leakwatch_dispatch_acceptance_timeouts_total").increment(1);
                 tracing::warn!(order_id = order.id, "work order not accepted in time");
@@ -804,7 +818,9 @@ impl Dispatcher {
                     })
                 })
                 .collect();
-            let a = self.run(Subject::default(), Event::ApplyPlan(stops)).await?;
+            let a = self
+                .run(Subject::default(), Event::ApplyPlan(stops))
+                .await?;
             tracing::info!(%date, assigned = a.steps.len(), "day plan applied");
         }
         Ok(plan)
@@ -872,8 +888,8 @@ mod tests {
     use super::*;
     use chrono::Utc;
     use leakwatch_core::{
-        AlertOutcome, Crew, DistrictId, Evidence, Finding, MeterId, MeterRecord, Severity,
-        SiteFinding, WorkOrderKind,
+        AlertOutcome, AlertStatus, Crew, DistrictId, Evidence, Finding, MeterId, MeterRecord,
+        Severity, SiteFinding, WorkOrderKind,
     };
 
     async fn store() -> Store {
@@ -1306,7 +1322,13 @@ mod tests {
         assert_eq!(store.outbox_pending(10).await.unwrap(), vec![a]);
         assert_eq!(d.process_outbox(10).await.unwrap(), 1);
         assert!(store.outbox_pending(10).await.unwrap().is_empty());
-        let o = store.get_alert(a).await.unwrap().unwrap().work_order_id.unwrap();
+        let o = store
+            .get_alert(a)
+            .await
+            .unwrap()
+            .unwrap()
+            .work_order_id
+            .unwrap();
         let nothing = SiteFinding {
             leak_found: false,
             leak_class: None,

@@ -63,6 +63,7 @@ fn bind_http(listen: &str, pick_free: bool) -> anyhow::Result<std::net::TcpListe
 /// dispatcher and HTTP server.
 pub async fn start(cfg: &Config, opts: StartOptions) -> anyhow::Result<Running> {
     let metrics = telemetry::prometheus();
+    leakwatch_dispatch::failpoints_from_env();
     let store = Store::connect(&cfg.database.url).await.with_context(|| {
         format!(
             "cannot open the store at database.url {}",
@@ -125,6 +126,11 @@ pub async fn start(cfg: &Config, opts: StartOptions) -> anyhow::Result<Running> 
         notice_rx,
         stopped(shutdown_rx.clone()),
     )));
+    tasks.push(tokio::spawn(dispatch_outbox(
+        dispatcher.clone(),
+        Duration::from_millis(OUTBOX_POLL_MS),
+        stopped(shutdown_rx.clone()),
+    )));
     tasks.push(tokio::spawn(supervise(
         dispatcher.clone(),
         Duration::from_secs(cfg.dispatch.check_every_s),
@@ -134,7 +140,6 @@ pub async fn start(cfg: &Config, opts: StartOptions) -> anyhow::Result<Running> 
     tasks.push(tokio::spawn(detection::run(
         cfg.detect.clone(),
         store.clone(),
-        dispatcher.clone(),
         stored_rx,
         detection_status.clone(),
     )));
@@ -167,8 +172,46 @@ pub async fn start(cfg: &Config, opts: StartOptions) -> anyhow::Result<Running> 
     })
 }
 
-/// Runs the dispatcher's supervisor pass (acceptance timeouts, unassigned urgent
-/// orders, deadline breaches) every `every` until `shutdown`.
+/// How often the dispatch side looks for new alerts in the outbox when it is empty.
+const OUTBOX_POLL_MS: u64 = 250;
+
+/// Alerts taken from the outbox per unit of work batch.
+const OUTBOX_BATCH: u32 = 100;
+
+/// The dispatch side of the outbox: takes new alerts that detection recorded and
+/// escalates them when `dispatch.auto_escalate` says so, each in its own transaction
+/// with its removal from the outbox, until `shutdown`. Detection never waits for it.
+async fn dispatch_outbox(
+    dispatcher: Dispatcher,
+    every: Duration,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    tokio::pin!(shutdown);
+    let mut backoff = every;
+    loop {
+        let wait = match dispatcher.process_outbox(OUTBOX_BATCH).await {
+            Ok(n) if n as u32 == OUTBOX_BATCH => Duration::ZERO,
+            Ok(_) => {
+                backoff = every;
+                every
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "dispatch outbox: store unavailable; retrying");
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+                backoff
+            }
+        };
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// Repairs what an older version left half-done ([`Dispatcher::reconcile`]) at
+/// start, then runs the dispatcher's supervisor pass (acceptance timeouts,
+/// unassigned urgent orders, deadline breaches, and the reconciliation again) every
+/// `every` until `shutdown`.
 async fn supervise(
     dispatcher: Dispatcher,
     every: Duration,
@@ -180,16 +223,28 @@ async fn supervise(
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
-            _ = tick.tick() => match dispatcher.tick(chrono::Utc::now()).await {
+            _ = tick.tick() => {
+                match dispatcher.reconcile().await {
+                    Ok(r) if r != Default::default() => tracing::warn!(
+                        linked = r.linked,
+                        escalated = r.escalated,
+                        resolved = r.resolved,
+                        "half-done escalations repaired"
+                    ),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "dispatch reconciliation failed"),
+                }
+                match dispatcher.tick(chrono::Utc::now()).await {
                 Ok(r) if r != Default::default() => tracing::info!(
                     acceptance_timeouts = r.acceptance_timeouts,
                     assigned = r.assigned,
                     breaches = r.breaches,
                     "dispatch supervisor pass"
                 ),
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "dispatch supervisor pass failed"),
-            },
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "dispatch supervisor pass failed"),
+                }
+            }
         }
     }
 }

@@ -1110,7 +1110,10 @@ pub(crate) async fn upsert_crews(pool: &PgPool, crews: &[Crew]) -> Result<u64> {
     Ok(n)
 }
 
-pub(crate) async fn list_crews(pool: impl sqlx::PgExecutor<'_>, id: Option<&CrewId>) -> Result<Vec<CrewRow>> {
+pub(crate) async fn list_crews(
+    pool: impl sqlx::PgExecutor<'_>,
+    id: Option<&CrewId>,
+) -> Result<Vec<CrewRow>> {
     let rows = sqlx::query(concat!(
         "SELECT ",
         crew_cols!(),

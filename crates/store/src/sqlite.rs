@@ -823,7 +823,10 @@ pub(crate) async fn upsert_crews(pool: &SqlitePool, crews: &[Crew]) -> Result<u6
     Ok(n)
 }
 
-pub(crate) async fn list_crews(pool: impl sqlx::SqliteExecutor<'_>, id: Option<&CrewId>) -> Result<Vec<CrewRow>> {
+pub(crate) async fn list_crews(
+    pool: impl sqlx::SqliteExecutor<'_>,
+    id: Option<&CrewId>,
+) -> Result<Vec<CrewRow>> {
     let rows = sqlx::query(concat!(
         "SELECT ",
         crew_cols!(),

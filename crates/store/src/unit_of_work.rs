@@ -16,9 +16,9 @@
 //! Both backends' SQL lives here, matched on the transaction's backend.
 
 use crate::{
-    CrewRow, NewWorkOrder, OrderChange, Result, Store, StoreError, TransitionTimes,
-    alert_conflict, final_statuses, is_foreign_key_violation, is_unique_violation,
-    parse_crew_id, pg, sqlite, work_order_conflict,
+    CrewRow, NewWorkOrder, OrderChange, Result, Store, StoreError, TransitionTimes, alert_conflict,
+    final_statuses, is_foreign_key_violation, is_unique_violation, parse_crew_id, pg, sqlite,
+    work_order_conflict,
 };
 use leakwatch_core::{
     Alert, AlertKind, AlertOutcome, AlertStatus, CrewId, DistrictId, GeoPoint, MeterId, Priority,
@@ -220,7 +220,11 @@ impl UnitOfWork {
     }
 
     pub async fn work_order(&mut self, id: i64) -> Result<Option<WorkOrder>> {
-        let sql = concat!("SELECT ", work_order_cols!(), " FROM work_orders WHERE id = $1");
+        let sql = concat!(
+            "SELECT ",
+            work_order_cols!(),
+            " FROM work_orders WHERE id = $1"
+        );
         on!(self,
             tx => sqlx::query(sql).bind(id).fetch_optional(&mut **tx).await?
                 .as_ref().map(pg::work_order_from_row).transpose(),
@@ -322,16 +326,16 @@ impl UnitOfWork {
             .replace("COALESCE($4,", "COALESCE($4::text,")
             .replace("COALESCE($5,", "COALESCE($5::int8,");
         let updated = on!(self,
-            tx => match sqlx::query(sqlx::AssertSqlSafe(pg_sql)).bind(id).bind(from.as_str()).bind(to.as_str())
-                .bind(reason).bind(work_order_id).fetch_optional(&mut **tx).await {
-                Ok(r) => Ok(r.as_ref().map(pg::alert_from_row).transpose()?),
-                Err(e) => Err(e),
-            },
-            tx => match sqlx::query(lite(sql)).bind(id).bind(from.as_str()).bind(to.as_str())
-                .bind(reason).bind(work_order_id).fetch_optional(&mut **tx).await {
-                Ok(r) => Ok(r.as_ref().map(sqlite::alert_from_row).transpose()?),
-                Err(e) => Err(e),
-            });
+        tx => match sqlx::query(sqlx::AssertSqlSafe(pg_sql)).bind(id).bind(from.as_str()).bind(to.as_str())
+            .bind(reason).bind(work_order_id).fetch_optional(&mut **tx).await {
+            Ok(r) => Ok(r.as_ref().map(pg::alert_from_row).transpose()?),
+            Err(e) => Err(e),
+        },
+        tx => match sqlx::query(lite(sql)).bind(id).bind(from.as_str()).bind(to.as_str())
+            .bind(reason).bind(work_order_id).fetch_optional(&mut **tx).await {
+            Ok(r) => Ok(r.as_ref().map(sqlite::alert_from_row).transpose()?),
+            Err(e) => Err(e),
+        });
         match updated {
             Ok(Some(a)) => Ok(a),
             Ok(None) => match self.alert(id).await? {
