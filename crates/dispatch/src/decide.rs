@@ -8,9 +8,7 @@
 //! The rules:
 //! - **Escalation**: the alert is claimed (`escalated`); a leak already found and
 //!   waiting for its repair on the same meter absorbs it (no second investigation,
-//!   the alert confirmed; only an emergency makes the repair more urgent; a
-//!   `leak_growth` alert whose evidence says the leak grew beyond what was known is
-//!   not absorbed); else it joins an open order close in place and time
+//!   the alert confirmed; only an emergency makes the repair more urgent); else it joins an open order close in place and time
 //!   ([`crate::grouping`]) or a new order is created (kind, priority and deadline from
 //!   the mapping) and linked. Urgent orders (`auto_assign`, high or emergency) go to
 //!   the nearest crew ([`crate::choose`]).
@@ -376,7 +374,6 @@ impl Decision<'_> {
         // its meter, however long ago it was found: the crew is coming to repair it.
         // Only an emergency makes the repair more urgent.
         if job.kind.requires_finding()
-            && !grew_beyond_known(&a)
             && let Some(repair) = self.s.active.iter().find(|o| {
                 o.kind == WorkOrderKind::Repair && o.meter_id.is_some() && o.meter_id == a.meter_id
             })
@@ -910,16 +907,6 @@ impl Decision<'_> {
     }
 }
 
-/// A `leak_growth` alert whose evidence says the leak is now larger than the one
-/// known (observed beyond the known magnitude) is news for the crew: it is not
-/// absorbed by the open repair.
-fn grew_beyond_known(a: &Alert) -> bool {
-    a.kind.as_str() == "leak_growth"
-        && a.evidence
-            .expected
-            .is_some_and(|known| a.evidence.observed > known)
-}
-
 /// A follow-up repair's priority from its class's deadline.
 pub fn follow_up_priority(repair_within_h: Option<u32>) -> Priority {
     match repair_within_h {
@@ -973,4 +960,519 @@ fn stepped(
         _ => {}
     }
     o
+}
+
+#[cfg(test)]
+mod tests {
+    //! The rules without a database: snapshots built by hand, commands compared.
+
+    use super::*;
+    use chrono::TimeZone;
+    use leakwatch_core::{AlertKind, Evidence, Severity};
+
+    fn t0() -> Timestamp {
+        chrono::Utc
+            .with_ymd_and_hms(2026, 11, 26, 10, 0, 0)
+            .unwrap()
+    }
+
+    fn place(lat: f64, lon: f64) -> GeoPoint {
+        GeoPoint::new(lat, lon).unwrap()
+    }
+
+    fn id(s: &str) -> CrewId {
+        CrewId::parse(s).unwrap()
+    }
+
+    fn alert(aid: i64, meter: &str, kind: AlertKind, severity: Severity) -> Alert {
+        Alert {
+            id: aid,
+            kind,
+            severity,
+            status: AlertStatus::Open,
+            meter_id: Some(MeterId::parse(meter).unwrap()),
+            district_id: Some(DistrictId::parse("D1").unwrap()),
+            detected_at: t0(),
+            last_seen: t0(),
+            count: 1,
+            evidence: Evidence {
+                rule: "r".into(),
+                observed: 1.0,
+                expected: None,
+                threshold: 0.5,
+                unit: "m3/h".into(),
+                window_start: t0(),
+                window_end: t0(),
+                explanation: "x".into(),
+            },
+            work_order_id: None,
+            status_reason: None,
+            outcome: None,
+            created_at: t0(),
+        }
+    }
+
+    fn order(oid: i64, kind: WorkOrderKind, priority: Priority, at: GeoPoint) -> WorkOrder {
+        WorkOrder {
+            id: oid,
+            kind,
+            priority,
+            status: WorkOrderStatus::Created,
+            alert_id: None,
+            meter_id: Some(MeterId::parse("M-1").unwrap()),
+            district_id: None,
+            location: at,
+            crew_id: None,
+            summary: "s".into(),
+            created_at: t0() - Duration::minutes(30),
+            updated_at: t0() - Duration::minutes(30),
+            due_at: None,
+            parent_id: None,
+            assigned_at: None,
+            reached_at: None,
+            breached_at: None,
+            finding: None,
+        }
+    }
+
+    fn crew(c: &str, at: GeoPoint) -> CrewView {
+        CrewView {
+            state: CrewState {
+                id: id(c),
+                skills: vec!["emergency".into(), "repair".into()],
+                on_shift: true,
+                position: at,
+                current: None,
+            },
+            source: PositionSource::Home,
+        }
+    }
+
+    fn travel(to: GeoPoint, secs: &[(&str, f64)]) -> TravelTo {
+        TravelTo {
+            place: to,
+            provider: "test".into(),
+            seconds: secs.iter().map(|(c, s)| (id(c), *s)).collect(),
+        }
+    }
+
+    fn run(cfg: &DispatchConfig, s: &Snapshot, e: Event) -> Result<Vec<Command>, Refusal> {
+        let table = LeakClassTable::italian();
+        decide(
+            Rules {
+                cfg,
+                leak_table: &table,
+            },
+            s,
+            &e,
+            t0(),
+        )
+    }
+
+    fn escalate() -> Event {
+        Event::Escalate {
+            actor: "eng".into(),
+        }
+    }
+
+    fn steps(cmds: &[Command]) -> Vec<&Step> {
+        cmds.iter()
+            .filter_map(|c| match c {
+                Command::Step(s) => Some(s),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn escalation_claims_creates_links_and_assigns_the_nearest_crew_in_that_order() {
+        let cfg = DispatchConfig::default();
+        let here = place(43.77, 11.25);
+        let mut s = Snapshot {
+            alert: Some(alert(1, "M-1", AlertKind::Burst, Severity::Critical)),
+            alert_place: Some(here),
+            crews: vec![crew("NEAR", here), crew("FAR", place(43.9, 11.5))],
+            ..Default::default()
+        };
+        // Crew choice needs travel times first.
+        assert_eq!(run(&cfg, &s, escalate()), Err(Refusal::NeedTravel(here)));
+        s.travel = vec![travel(here, &[("NEAR", 300.0), ("FAR", 2400.0)])];
+        let cmds = run(&cfg, &s, escalate()).unwrap();
+        assert!(matches!(
+            &cmds[0],
+            Command::SetAlert {
+                alert_id: 1,
+                from: AlertStatus::Open,
+                to: AlertStatus::Escalated,
+                order: None,
+                ..
+            }
+        ));
+        let Command::CreateOrder(new) = &cmds[1] else {
+            panic!("{cmds:?}")
+        };
+        assert_eq!(
+            (new.kind, new.priority),
+            (WorkOrderKind::Emergency, Priority::Emergency)
+        );
+        assert_eq!(new.due_at, Some(t0() + Duration::minutes(60)));
+        assert!(matches!(
+            &cmds[2],
+            Command::SetAlert {
+                order: Some(OrderRef::New),
+                ..
+            }
+        ));
+        let assign = steps(&cmds)[0];
+        assert_eq!(
+            (assign.order, assign.crew.clone()),
+            (OrderRef::New, Some(id("NEAR")))
+        );
+        assert!(assign.note.as_deref().unwrap().contains("5 min by test"));
+        assert_eq!(
+            cmds.last(),
+            Some(&Command::Notify {
+                crew: id("NEAR"),
+                change: JobChange::Assigned,
+                order: OrderRef::New
+            })
+        );
+        // An alert escalated already is refused, with nothing written.
+        s.alert.as_mut().unwrap().status = AlertStatus::Escalated;
+        assert!(matches!(
+            run(&cfg, &s, escalate()),
+            Err(Refusal::Rejected(_))
+        ));
+    }
+
+    #[test]
+    fn a_known_repair_absorbs_a_new_leak_alert_and_only_an_emergency_upgrades_it() {
+        let cfg = DispatchConfig::default();
+        let here = place(43.77, 11.25);
+        let repair = order(7, WorkOrderKind::Repair, Priority::Normal, here);
+        let mut s = Snapshot {
+            alert: Some(alert(
+                2,
+                "M-1",
+                AlertKind::ContinuousFlow,
+                Severity::Warning,
+            )),
+            alert_place: Some(here),
+            active: vec![repair],
+            ..Default::default()
+        };
+        let cmds = run(&cfg, &s, escalate()).unwrap();
+        assert!(
+            cmds.iter()
+                .all(|c| !matches!(c, Command::CreateOrder(_) | Command::SetPriority { .. }))
+        );
+        assert!(cmds.iter().any(|c| matches!(c,
+            Command::SetAlert { order: Some(OrderRef::Id(7)), reason: Some(r), .. } if r.contains("the leak is known"))));
+        assert!(cmds.contains(&Command::SetOutcome {
+            order: OrderRef::Id(7),
+            outcome: AlertOutcome::ConfirmedLeak
+        }));
+        // A burst there: the repair becomes an emergency (and, waiting, needs a crew).
+        s.alert = Some(alert(3, "M-1", AlertKind::Burst, Severity::Critical));
+        assert_eq!(run(&cfg, &s, escalate()), Err(Refusal::NeedTravel(here)));
+        s.travel = vec![travel(here, &[])];
+        let cmds = run(&cfg, &s, escalate()).unwrap();
+        assert!(cmds.contains(&Command::SetPriority {
+            order: OrderRef::Id(7),
+            priority: Priority::Emergency,
+            due_at: Some(t0() + Duration::minutes(60)),
+        }));
+        // Another meter's alert is not absorbed.
+        s.alert = Some(alert(
+            4,
+            "M-2",
+            AlertKind::ContinuousFlow,
+            Severity::Warning,
+        ));
+        let cmds = run(&cfg, &s, escalate()).unwrap();
+        assert!(cmds.iter().any(|c| matches!(c, Command::CreateOrder(_))));
+    }
+
+    #[test]
+    fn an_alert_next_door_joins_the_open_order() {
+        let cfg = DispatchConfig::default();
+        let here = place(43.77, 11.25);
+        let mut open = order(9, WorkOrderKind::LeakInvestigation, Priority::High, here);
+        open.status = WorkOrderStatus::Assigned;
+        open.crew_id = Some(id("A"));
+        let s = Snapshot {
+            alert: Some(alert(5, "M-2", AlertKind::NightFlowRise, Severity::Warning)),
+            alert_place: Some(place(43.7702, 11.2502)),
+            active: vec![open],
+            ..Default::default()
+        };
+        let cmds = run(&cfg, &s, escalate()).unwrap();
+        assert_eq!(cmds.len(), 2, "{cmds:?}");
+        assert!(
+            matches!(&cmds[1], Command::SetAlert { order: Some(OrderRef::Id(9)), reason: Some(r), .. } if r == "grouped into work order 9")
+        );
+    }
+
+    #[test]
+    fn auto_escalation_waits_where_a_crew_just_found_nothing() {
+        let cfg = DispatchConfig {
+            auto_escalate: true,
+            ..Default::default()
+        };
+        let here = place(43.77, 11.25);
+        let mut earlier = alert(1, "M-1", AlertKind::ContinuousFlow, Severity::Warning);
+        earlier.outcome = Some(AlertOutcome::FalsePositive);
+        earlier.created_at = t0() - Duration::days(3);
+        let mut s = Snapshot {
+            alert: Some(alert(
+                2,
+                "M-1",
+                AlertKind::ContinuousFlow,
+                Severity::Warning,
+            )),
+            alert_place: Some(here),
+            false_positives: vec![earlier.clone()],
+            travel: vec![travel(here, &[])],
+            ..Default::default()
+        };
+        assert_eq!(run(&cfg, &s, Event::AutoEscalate), Ok(vec![]));
+        // Beyond the quiet days it goes again.
+        s.false_positives[0].created_at = t0() - Duration::days(15);
+        assert!(!run(&cfg, &s, Event::AutoEscalate).unwrap().is_empty());
+        // Not a leak kind, or auto-escalation off: nothing.
+        s.alert = Some(alert(3, "M-1", AlertKind::Silence, Severity::Warning));
+        assert_eq!(run(&cfg, &s, Event::AutoEscalate), Ok(vec![]));
+        s.alert = Some(alert(
+            2,
+            "M-1",
+            AlertKind::ContinuousFlow,
+            Severity::Warning,
+        ));
+        assert_eq!(
+            run(&DispatchConfig::default(), &s, Event::AutoEscalate),
+            Ok(vec![])
+        );
+    }
+
+    fn complete(finding: Option<SiteFinding>) -> Event {
+        Event::Transition {
+            action: OrderAction::Complete {
+                notes: None,
+                finding,
+            },
+            actor: "A".into(),
+            position: None,
+        }
+    }
+
+    #[test]
+    fn completing_a_leak_job_needs_a_finding_and_an_unrepaired_leak_gets_its_follow_up() {
+        let cfg = DispatchConfig::default();
+        let here = place(43.77, 11.25);
+        let mut o = order(11, WorkOrderKind::LeakInvestigation, Priority::High, here);
+        o.status = WorkOrderStatus::OnSite;
+        o.crew_id = Some(id("A"));
+        o.alert_id = Some(1);
+        let mut a = alert(1, "M-1", AlertKind::ContinuousFlow, Severity::Warning);
+        a.status = AlertStatus::Escalated;
+        a.work_order_id = Some(11);
+        let s = Snapshot {
+            order: Some(o),
+            order_alerts: vec![a],
+            crews: vec![crew("A", here)],
+            travel: vec![travel(here, &[("A", 60.0)])],
+            ..Default::default()
+        };
+        assert!(
+            matches!(run(&cfg, &s, complete(None)), Err(Refusal::Invalid(m)) if m.contains("needs the crew's finding"))
+        );
+        let bad = SiteFinding {
+            leak_found: true,
+            leak_class: Some("Z9".into()),
+            gas_readings: vec![],
+            repaired: false,
+            notes: String::new(),
+        };
+        assert!(matches!(
+            run(&cfg, &s, complete(Some(bad))),
+            Err(Refusal::Invalid(_))
+        ));
+        let b = SiteFinding {
+            leak_class: Some("B".into()),
+            ..SiteFinding {
+                leak_found: true,
+                leak_class: None,
+                gas_readings: vec![],
+                repaired: false,
+                notes: "joint".into(),
+            }
+        };
+        let cmds = run(&cfg, &s, complete(Some(b))).unwrap();
+        assert_eq!(steps(&cmds)[0].to, WorkOrderStatus::Completed);
+        assert!(cmds.iter().any(|c| matches!(
+            c,
+            Command::SetAlert {
+                alert_id: 1,
+                to: AlertStatus::Resolved,
+                ..
+            }
+        )));
+        assert!(cmds.contains(&Command::SetOutcome {
+            order: OrderRef::Id(11),
+            outcome: AlertOutcome::ConfirmedLeak
+        }));
+        let Some(Command::CreateOrder(f)) =
+            cmds.iter().find(|c| matches!(c, Command::CreateOrder(_)))
+        else {
+            panic!("{cmds:?}")
+        };
+        assert_eq!(
+            (f.kind, f.parent_id, f.alert_id),
+            (WorkOrderKind::Repair, Some(11), Some(1))
+        );
+        assert!(f.summary.contains("class B") && f.summary.contains("(joint)"));
+        assert_eq!(
+            f.priority,
+            follow_up_priority(
+                LeakClassTable::italian()
+                    .get("B")
+                    .and_then(|c| c.repair_within_h)
+            )
+        );
+        assert_eq!(
+            [Some(0), Some(24), Some(25), None].map(follow_up_priority),
+            [
+                Priority::Emergency,
+                Priority::High,
+                Priority::Normal,
+                Priority::Low
+            ]
+        );
+    }
+
+    #[test]
+    fn a_timed_out_crew_is_never_asked_again_and_the_step_says_why() {
+        let cfg = DispatchConfig {
+            accept_within_s: 60,
+            ..Default::default()
+        };
+        let here = place(43.77, 11.25);
+        let mut o = order(12, WorkOrderKind::Emergency, Priority::Emergency, here);
+        o.status = WorkOrderStatus::Assigned;
+        o.crew_id = Some(id("B"));
+        o.assigned_at = Some(t0() - Duration::seconds(61));
+        let s = Snapshot {
+            order: Some(o.clone()),
+            crews: vec![crew("A", here), crew("B", here)],
+            timed_out: vec![id("A")],
+            travel: vec![travel(here, &[("A", 10.0), ("B", 10.0)])],
+            ..Default::default()
+        };
+        let cmds = run(&cfg, &s, Event::AcceptanceTimeout).unwrap();
+        let st = steps(&cmds);
+        assert_eq!(
+            st.len(),
+            1,
+            "A timed out before, B now: nobody left: {cmds:?}"
+        );
+        assert_eq!(
+            (st[0].cause, st[0].crew.clone()),
+            (Some(Cause::AcceptanceTimeout), Some(id("B")))
+        );
+        // Still within the minute: nothing.
+        let mut fresh = s.clone();
+        fresh.order.as_mut().unwrap().assigned_at = Some(t0() - Duration::seconds(30));
+        assert_eq!(run(&cfg, &fresh, Event::AcceptanceTimeout), Ok(vec![]));
+    }
+
+    #[test]
+    fn a_breach_is_flagged_once_and_a_plan_assigns_only_waiting_orders() {
+        let cfg = DispatchConfig::default();
+        let here = place(43.77, 11.25);
+        let mut late = order(13, WorkOrderKind::MeterCheck, Priority::Normal, here);
+        late.due_at = Some(t0() - Duration::minutes(1));
+        let mut s = Snapshot {
+            order: Some(late.clone()),
+            ..Default::default()
+        };
+        assert_eq!(
+            run(&cfg, &s, Event::CheckDeadline),
+            Ok(vec![Command::MarkBreached {
+                order: OrderRef::Id(13)
+            }])
+        );
+        s.order.as_mut().unwrap().breached_at = Some(t0());
+        assert_eq!(run(&cfg, &s, Event::CheckDeadline), Ok(vec![]));
+
+        let mut taken = order(14, WorkOrderKind::Repair, Priority::Normal, here);
+        taken.status = WorkOrderStatus::Assigned;
+        let s = Snapshot {
+            active: vec![late, taken],
+            crews: vec![crew("R", here)],
+            ..Default::default()
+        };
+        let stop = |o| PlanStop {
+            order_id: o,
+            crew_id: id("R"),
+            note: "stop".into(),
+        };
+        let cmds = run(
+            &cfg,
+            &s,
+            Event::ApplyPlan(vec![stop(13), stop(14), stop(99)]),
+        )
+        .unwrap();
+        let st = steps(&cmds);
+        assert_eq!(st.len(), 1);
+        assert_eq!(st[0].order, OrderRef::Id(13));
+    }
+
+    #[test]
+    fn reconciliation_links_resolves_or_finishes_a_half_done_escalation() {
+        let cfg = DispatchConfig::default();
+        let here = place(43.77, 11.25);
+        let mut a = alert(20, "M-1", AlertKind::ContinuousFlow, Severity::Warning);
+        a.status = AlertStatus::Escalated;
+        let mut made = order(21, WorkOrderKind::LeakInvestigation, Priority::High, here);
+        made.alert_id = Some(20);
+        let mut s = Snapshot {
+            alert: Some(a.clone()),
+            alert_place: Some(here),
+            order: Some(made.clone()),
+            travel: vec![travel(here, &[])],
+            ..Default::default()
+        };
+        let cmds = run(&cfg, &s, Event::Reconcile).unwrap();
+        assert!(matches!(
+            &cmds[..],
+            [Command::SetAlert {
+                to: AlertStatus::Escalated,
+                order: Some(OrderRef::Id(21)),
+                ..
+            }]
+        ));
+        // Its order ended: resolved.
+        s.alert.as_mut().unwrap().work_order_id = Some(21);
+        s.order.as_mut().unwrap().status = WorkOrderStatus::Completed;
+        let cmds = run(&cfg, &s, Event::Reconcile).unwrap();
+        assert!(matches!(
+            &cmds[..],
+            [Command::SetAlert {
+                to: AlertStatus::Resolved,
+                ..
+            }]
+        ));
+        // Claimed and nothing else: escalated again, without a second claim.
+        s.alert = Some(a);
+        s.order = None;
+        let cmds = run(&cfg, &s, Event::Reconcile).unwrap();
+        assert!(matches!(&cmds[0], Command::CreateOrder(_)));
+        assert!(!cmds.iter().any(|c| matches!(
+            c,
+            Command::SetAlert {
+                from: AlertStatus::Open,
+                ..
+            }
+        )));
+    }
 }
