@@ -128,6 +128,11 @@ pub enum Command {
         crew: CrewId,
         place: GeoPoint,
     },
+    /// No crew can take the order now (it stays waiting): counted and logged, no
+    /// write.
+    NoCrew {
+        order: OrderRef,
+    },
     /// Tell the crew's devices, after the commit, about the order as committed.
     Notify {
         crew: CrewId,
@@ -534,6 +539,7 @@ impl Decision<'_> {
             &self.rules.cfg.choice,
             exclude,
         ) else {
+            self.out.push(Command::NoCrew { order: r });
             return Ok(None);
         };
         let id_text = match r {

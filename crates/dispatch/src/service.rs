@@ -417,9 +417,18 @@ impl Dispatcher {
                 }
                 Command::MarkBreached { order } => {
                     let id = id_of(order, new_id)?;
-                    if uow.mark_breached(id, now).await? {
+                    if uow.mark_breached(id, now).await?
+                        && let Some(o) = uow.work_order(id).await?
+                    {
                         applied.breaches += 1;
-                        tracing::warn!(order_id = id, "work order past its deadline");
+                        metrics::counter!("leakwatch_work_order_deadline_breaches_total", "kind" => o.kind.as_str())
+                            .increment(1);
+                        tracing::warn!(
+                            order_id = id,
+                            kind = o.kind.as_str(),
+                            due_at = ?o.due_at,
+                            "work order past its deadline"
+                        );
                     }
                 }
                 Command::CrewPosition { crew, at } => {
@@ -433,6 +442,10 @@ impl Dispatcher {
                     change,
                     order,
                 } => notices.push((crew, change, id_of(order, new_id)?)),
+                Command::NoCrew { order } => {
+                    metrics::counter!("leakwatch_dispatch_no_crew_total").increment(1);
+                    tracing::warn!(order_id = id_of(order, new_id)?, "no crew available");
+                }
             }
         }
         // The records as committed, for the caller and the crews' phones.

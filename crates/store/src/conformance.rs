@@ -3035,7 +3035,7 @@ async fn case_migrations_apply_without_timescale(store: &Store) {
                 .fetch_one(p)
                 .await
                 .unwrap();
-            assert_eq!(v, 6);
+            assert_eq!(v, 7);
         }
         Store::Postgres(p) => {
             let pool = p.pool();
@@ -3043,7 +3043,7 @@ async fn case_migrations_apply_without_timescale(store: &Store) {
                 .fetch_one(pool)
                 .await
                 .unwrap();
-            assert_eq!(v, 6);
+            assert_eq!(v, 7);
             let available: bool = sqlx::query_scalar(
                 "SELECT EXISTS (SELECT 1 FROM pg_available_extensions
                                 WHERE name = 'timescaledb')",
