@@ -3,11 +3,14 @@
 //!
 //! The decisions are pure functions: the lifecycle and the escalation mapping in
 //! `leakwatch_core`, crew choice in [`choose`], incident grouping in [`grouping`],
-//! day plans in [`plan`]; travel times come from [`travel`]. [`Dispatcher`] is the
-//! thin service that reads and writes the store around them and tells the crews'
-//! channel what changed ([`JobNotice`]). This crate does not speak HTTP or MQTT: the
-//! API and the crews' channel call it. [`simulate`] is a discrete-event simulation of
-//! emergency dispatch (`leakwatch sim dispatch`).
+//! day plans in [`plan`], and the dispatcher's own rules in [`decide`]
+//! (`decide(&Snapshot, Event, now) -> Vec<Command>`); travel times come from
+//! [`travel`]. [`Dispatcher`] loads a snapshot in one dispatch transaction
+//! (`leakwatch_store::UnitOfWork`), applies the decided commands in it, commits, and
+//! then tells the crews' channel what changed ([`JobNotice`]). This crate does not
+//! speak MQTT, nor HTTP except to an OSRM server: the API and the crews' channel
+//! call it. [`simulate`] is a discrete-event simulation of emergency dispatch
+//! (`leakwatch sim dispatch`).
 
 pub mod choose;
 pub mod decide;
