@@ -28,9 +28,9 @@
 //!   older version) is linked to the order made for it, or escalated again; an
 //!   escalated alert whose order has ended is resolved.
 
+use crate::DispatchConfig;
 use crate::choose::{self, CrewState};
 use crate::grouping::{self, GroupDecision, OpenOrder};
-use crate::{DispatchConfig, JobChange};
 use chrono::Duration;
 use leakwatch_core::workorder::next_status;
 use leakwatch_core::{
@@ -38,6 +38,18 @@ use leakwatch_core::{
     MeterId, OrderAction, PositionSource, Priority, SiteFinding, Timestamp, WorkOrder,
     WorkOrderKind, WorkOrderStatus,
 };
+
+/// What happened to a crew's job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobChange {
+    /// The job is now the crew's.
+    Assigned,
+    /// The job changed (status, priority, deadline).
+    Updated,
+    /// The job was taken from the crew (reassigned, pre-empted, unassigned).
+    Withdrawn,
+}
 
 /// Stands for the id of the order a decision creates, in texts written before it
 /// exists (notes, reasons); the service replaces it once the order is stored.

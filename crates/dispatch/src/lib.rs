@@ -17,16 +17,18 @@ pub mod decide;
 pub mod grouping;
 pub mod plan;
 pub mod report;
+#[cfg(feature = "service")]
 mod service;
 pub mod simulate;
 pub mod travel;
 
-pub use service::{
-    Clock, Dispatcher, JobChange, JobNotice, OutcomeRow, ReconcileReport, TickReport,
-};
+pub use decide::JobChange;
+#[cfg(feature = "service")]
+pub use service::{Clock, Dispatcher, JobNotice, OutcomeRow, ReconcileReport, TickReport};
 
 use grouping::GroupingConfig;
 use leakwatch_core::{EscalationMapping, LeakClassTable};
+#[cfg(feature = "service")]
 use leakwatch_store::StoreError;
 use serde::{Deserialize, Serialize};
 
@@ -192,10 +194,12 @@ pub enum DispatchError {
     /// Someone else changed the record first; the request may be retried.
     #[error("{0}")]
     Conflict(String),
+    #[cfg(feature = "service")]
     #[error(transparent)]
     Store(StoreError),
 }
 
+#[cfg(feature = "service")]
 impl From<StoreError> for DispatchError {
     fn from(e: StoreError) -> Self {
         match e {

@@ -7,8 +7,8 @@
 
 use crate::choose::{CrewState, CurrentJob};
 use crate::decide::{
-    self, Cause, Command, CrewView, Event, NEW_ORDER_ID, NewOrder, OrderRef, PlanStop, Refusal,
-    Rules, Snapshot, TravelTo,
+    self, Cause, Command, CrewView, Event, JobChange, NEW_ORDER_ID, NewOrder, OrderRef, PlanStop,
+    Refusal, Rules, Snapshot, TravelTo,
 };
 use crate::plan::{self, DayPlan, PlanCrew, PlanInput, PlanJob};
 use crate::travel::TravelTime;
@@ -22,18 +22,6 @@ use leakwatch_store::{NewWorkOrder, OrderChange, OutcomeStat, StepCause, Store, 
 use serde::Serialize;
 use std::sync::Arc;
 use tokio::sync::mpsc;
-
-/// What happened to a crew's job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum JobChange {
-    /// The job is now the crew's.
-    Assigned,
-    /// The job changed (status, priority, deadline).
-    Updated,
-    /// The job was taken from the crew (reassigned, pre-empted, unassigned).
-    Withdrawn,
-}
 
 /// A message for one crew's devices about one job.
 #[derive(Debug, Clone, Serialize)]
