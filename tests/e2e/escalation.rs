@@ -349,7 +349,7 @@ async fn sigkill_during_parallel_escalations_leaves_nothing_half_done() {
                 .duration_since(std::time::UNIX_EPOCH)
                 .unwrap()
                 .subsec_nanos()
-                % 150,
+                % 800,
         );
         tokio::time::sleep(Duration::from_millis(wait)).await;
         p.child.kill().unwrap(); // SIGKILL
@@ -398,6 +398,10 @@ async fn sigkill_during_parallel_escalations_leaves_nothing_half_done() {
         acknowledged.len()
     );
     assert!(mid_flight >= KILLS / 2, "kills happened mid-flight");
+    assert!(
+        acknowledged.len() >= KILLS,
+        "kills also came after escalations had committed"
+    );
     // A clean start (reconciliation runs first) changes nothing of the above.
     let p = Proc::spawn(&db, "");
     p.ready().await;
