@@ -6,6 +6,7 @@
 mod api;
 mod corpus;
 mod detection;
+mod devices;
 mod dispatch;
 mod durability;
 mod flow;
