@@ -5,6 +5,7 @@
 
 mod api;
 mod corpus;
+mod deploy;
 mod detection;
 mod devices;
 mod dispatch;
