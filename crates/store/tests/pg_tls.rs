@@ -42,7 +42,10 @@ async fn sslmode_require_encrypts_and_verify_full_checks_the_certificate() {
         .unwrap();
 
     let tls = Store::connect(&with_sslmode(&db, "require")).await.unwrap();
-    assert!(uses_tls(&tls).await, "sslmode=require gave a plain connection");
+    assert!(
+        uses_tls(&tls).await,
+        "sslmode=require gave a plain connection"
+    );
     tls.close().await;
 
     let plain = Store::connect(&with_sslmode(&db, "disable")).await.unwrap();
