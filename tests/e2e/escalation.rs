@@ -332,26 +332,33 @@ async fn sigkill_during_parallel_escalations_leaves_nothing_half_done() {
         }
         let mut p = Proc::spawn(&db, "");
         p.ready().await;
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let calls: Vec<_> = alerts
             .iter()
             .map(|a| {
                 let (http, url) = (http.clone(), p.url(&format!("/api/v1/alerts/{a}/escalate")));
-                let a = *a;
+                let (a, done) = (*a, done.clone());
                 // None: no answer (killed first); Some(201): escalated.
                 tokio::spawn(async move {
                     let r = http.post(url).send().await.ok()?;
+                    done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     Some((a, r.status().as_u16()))
                 })
             })
             .collect();
-        let wait = u64::from(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .subsec_nanos()
-                % 800,
-        );
-        tokio::time::sleep(Duration::from_millis(wait)).await;
+        // Kill after a random number of the escalations have been answered (0 to 19),
+        // so kills land before, between and during the commits.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos() as usize;
+        let after = nanos % PARALLEL;
+        let started = std::time::Instant::now();
+        while done.load(std::sync::atomic::Ordering::SeqCst) < after
+            && started.elapsed() < Duration::from_secs(20)
+        {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
         p.child.kill().unwrap(); // SIGKILL
         let _ = p.child.wait();
         let mut answered = 0;
