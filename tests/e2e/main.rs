@@ -10,4 +10,5 @@ mod dispatch;
 mod durability;
 mod flow;
 mod ingest;
+mod oversize;
 mod support;

@@ -59,6 +59,16 @@ impl Service {
     /// Starts a service on `backend`; `None` when the backend's services are not
     /// configured outside CI.
     pub async fn start(backend: Backend, tweak: impl FnOnce(&mut Config)) -> Option<Service> {
+        let svc = Self::start_unready(backend, tweak).await?;
+        svc.wait_ready().await;
+        Some(svc)
+    }
+
+    /// Starts a service like [`Service::start`] without waiting for `/readyz`.
+    pub async fn start_unready(
+        backend: Backend,
+        tweak: impl FnOnce(&mut Config),
+    ) -> Option<Service> {
         let mut cfg = Config::load(None).expect("defaults load");
         cfg.http.listen = "127.0.0.1:0".into();
         let prefix = unique("lwtest");
@@ -100,16 +110,26 @@ impl Service {
             sqlite_path,
             cfg,
         };
-        svc.wait_ready().await;
         Some(svc)
     }
 
     /// Shuts the service down gracefully and starts it again on the same database,
     /// broker session and prefix (the HTTP port changes).
     pub async fn restart(&mut self) {
+        self.halt().await;
+        self.resume().await;
+    }
+
+    /// Shuts the service down gracefully, keeping its database and broker session for
+    /// [`Service::resume`].
+    pub async fn halt(&mut self) {
         if let Some(r) = self.running.take() {
             r.shutdown().await;
         }
+    }
+
+    /// Starts a halted service again on the same database, broker session and prefix.
+    pub async fn resume(&mut self) {
         let running = app::start(&self.cfg, StartOptions::default())
             .await
             .expect("service restarts");

@@ -54,6 +54,14 @@ pub struct OwnMosquitto {
 impl OwnMosquitto {
     /// Starts one; an error when Mosquitto is not installed.
     pub fn start() -> Result<OwnMosquitto, String> {
+        Self::start_with(|_| String::new())
+    }
+
+    /// Starts one with more configuration lines, written by `extra` given the
+    /// broker's own folder (for an ACL file, say): e.g. `max_packet_size 1048576`.
+    pub fn start_with(
+        extra: impl FnOnce(&std::path::Path) -> String,
+    ) -> Result<OwnMosquitto, String> {
         let bin = mosquitto_binary().ok_or("mosquitto is not installed")?;
         let dir = std::env::temp_dir().join(format!(
             "lw-mosq-{}-{}",
@@ -70,9 +78,10 @@ impl OwnMosquitto {
             format!(
                 "listener {port} 127.0.0.1\nallow_anonymous true\nuser root\npersistence true\n\
                  persistence_location {}/\nautosave_interval 1\nmax_queued_messages 0\n\
-                 max_inflight_messages 1000\nlog_dest file {}/mosquitto.log\nlog_type all\n",
+                 max_inflight_messages 1000\nlog_dest file {}/mosquitto.log\nlog_type all\n{}\n",
                 dir.display(),
-                dir.display()
+                dir.display(),
+                extra(&dir),
             ),
         )
         .unwrap();
