@@ -59,16 +59,6 @@ impl Service {
     /// Starts a service on `backend`; `None` when the backend's services are not
     /// configured outside CI.
     pub async fn start(backend: Backend, tweak: impl FnOnce(&mut Config)) -> Option<Service> {
-        let svc = Self::start_unready(backend, tweak).await?;
-        svc.wait_ready().await;
-        Some(svc)
-    }
-
-    /// Starts a service like [`Service::start`] without waiting for `/readyz`.
-    pub async fn start_unready(
-        backend: Backend,
-        tweak: impl FnOnce(&mut Config),
-    ) -> Option<Service> {
         let mut cfg = Config::load(None).expect("defaults load");
         cfg.http.listen = "127.0.0.1:0".into();
         let prefix = unique("lwtest");
@@ -110,6 +100,7 @@ impl Service {
             sqlite_path,
             cfg,
         };
+        svc.wait_ready().await;
         Some(svc)
     }
 

@@ -14,8 +14,8 @@ mod judge;
 mod writer;
 
 use leakwatch_core::{Meter, MeterEvent, Reading};
-use leakwatch_store::Store;
 use leakwatch_mqtt::{Publish, Session, SessionConfig};
+use leakwatch_store::Store;
 use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::sync::Arc;

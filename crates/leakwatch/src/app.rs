@@ -166,9 +166,17 @@ pub async fn start(cfg: &Config, opts: StartOptions) -> anyhow::Result<Running> 
             keep_alive: Duration::from_secs(cfg.mqtt.keep_alive_s.max(5)),
             inflight: cfg.mqtt.inflight,
         };
-        let (ingest_cfg, store, health) = (cfg.ingest.clone(), store.clone(), ingest_health.clone());
+        let (ingest_cfg, store, health) =
+            (cfg.ingest.clone(), store.clone(), ingest_health.clone());
         intake.spawn(move |stop| {
-            leakwatch_ingest::run(broker, ingest_cfg, store, stored_tx, health, stop.cancelled_owned())
+            leakwatch_ingest::run(
+                broker,
+                ingest_cfg,
+                store,
+                stored_tx,
+                health,
+                stop.cancelled_owned(),
+            )
         });
     }
     {
@@ -185,7 +193,10 @@ pub async fn start(cfg: &Config, opts: StartOptions) -> anyhow::Result<Running> 
         });
     }
     {
-        let (d, every) = (dispatcher.clone(), Duration::from_secs(cfg.dispatch.check_every_s));
+        let (d, every) = (
+            dispatcher.clone(),
+            Duration::from_secs(cfg.dispatch.check_every_s),
+        );
         intake.spawn(move |stop| supervise(d, every, stop.cancelled_owned()));
     }
     let detection_status = Arc::new(leakwatch_api::DetectionStatus::default());

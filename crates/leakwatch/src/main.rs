@@ -407,9 +407,8 @@ async fn demo(mut cfg: Config, args: DemoArgs) -> anyhow::Result<()> {
             pace: Duration::from_secs(2),
         };
         let dispatcher = running.dispatcher.clone();
-        running.spawn(move |stop| {
-            leakwatch_crews::bot::run(bot, dispatcher, stop.cancelled_owned())
-        });
+        running
+            .spawn(move |stop| leakwatch_crews::bot::run(bot, dispatcher, stop.cancelled_owned()));
     }
 
     let publisher = Publisher::connect(

@@ -91,8 +91,11 @@ impl SessionHealth {
 
     fn set(&self, up: bool) {
         self.up.store(up, Ordering::Relaxed);
-        metrics::gauge!("leakwatch_mqtt_session_up", "session" => self.name)
-            .set(if up { 1.0 } else { 0.0 });
+        metrics::gauge!("leakwatch_mqtt_session_up", "session" => self.name).set(if up {
+            1.0
+        } else {
+            0.0
+        });
     }
 }
 
@@ -180,9 +183,11 @@ impl Session {
                         session_present = ack.session_present, "connected to the MQTT broker"
                     );
                     // Subscribing again is harmless when the broker kept the session.
-                    let filters = self.cfg.subscriptions.iter().map(|f| {
-                        rumqttc::SubscribeFilter::new(f.clone(), QoS::AtLeastOnce)
-                    });
+                    let filters = self
+                        .cfg
+                        .subscriptions
+                        .iter()
+                        .map(|f| rumqttc::SubscribeFilter::new(f.clone(), QoS::AtLeastOnce));
                     if !self.cfg.subscriptions.is_empty()
                         && let Err(e) = self.client.try_subscribe_many(filters)
                     {

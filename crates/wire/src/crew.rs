@@ -199,8 +199,7 @@ impl JobOrder {
             repaired: f.repaired,
             notes: cut(&f.notes, &mut truncated),
         });
-        if o
-            .finding
+        if o.finding
             .as_ref()
             .is_some_and(|f| f.gas_readings.len() > JOB_GAS_READINGS_MAX)
         {
@@ -413,13 +412,12 @@ mod tests {
         let crew = CrewId::parse(&id64).unwrap();
         let m = JobMessage::new(&crew, JobChange::Withdrawn, &o, now());
         let body = m.encode();
-        assert!(
-            body.len() <= JOB_MESSAGE_MAX_BYTES,
-            "{} bytes",
-            body.len()
-        );
+        assert!(body.len() <= JOB_MESSAGE_MAX_BYTES, "{} bytes", body.len());
         assert!(m.order.truncated);
-        assert_eq!(m.order.finding.unwrap().gas_readings.len(), JOB_GAS_READINGS_MAX);
+        assert_eq!(
+            m.order.finding.unwrap().gas_readings.len(),
+            JOB_GAS_READINGS_MAX
+        );
     }
 
     #[test]
