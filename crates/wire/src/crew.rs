@@ -396,7 +396,7 @@ mod tests {
         o.parent_id = Some(i64::MIN);
         o.reached_at = Some(now());
         o.breached_at = Some(now());
-        o.location = GeoPoint::new(-89.123456789012345, -179.12345678901234).unwrap();
+        o.location = GeoPoint::new(-89.123_456_789_012_34, -179.123_456_789_012_3).unwrap();
         o.finding = Some(SiteFinding {
             leak_found: true,
             leak_class: Some("\"".repeat(10_000)),
