@@ -308,6 +308,57 @@ pub fn redact(url: &str) -> String {
 mod tests {
     use super::*;
 
+    /// Sets its flag when dropped: the task holding it ended or was aborted.
+    struct Dropped(Arc<std::sync::atomic::AtomicBool>);
+    impl Drop for Dropped {
+        fn drop(&mut self) {
+            self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_group_waits_for_its_tasks_and_aborts_what_overruns() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let polite_done = Arc::new(AtomicBool::new(false));
+        let stuck_gone = Arc::new(AtomicBool::new(false));
+        let mut g = Group::default();
+        let done = polite_done.clone();
+        g.spawn(move |stop| async move {
+            stop.cancelled().await;
+            // Drains for a while after being told.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            done.store(true, Ordering::SeqCst);
+        });
+        let gone = stuck_gone.clone();
+        g.spawn(move |_| async move {
+            let _guard = Dropped(gone);
+            std::future::pending::<()>().await;
+        });
+        let started = tokio::time::Instant::now();
+        g.stop("test", Duration::from_millis(500)).await;
+        assert!(
+            polite_done.load(Ordering::SeqCst),
+            "the draining task finished"
+        );
+        assert!(
+            stuck_gone.load(Ordering::SeqCst),
+            "the stuck task was aborted"
+        );
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(500),
+            "not before the deadline: {took:?}"
+        );
+        assert!(took < Duration::from_secs(5), "{took:?}");
+
+        // Tasks that stop when told end the group at once.
+        let mut g = Group::default();
+        g.spawn(|stop| async move { stop.cancelled().await });
+        let started = tokio::time::Instant::now();
+        g.stop("test", Duration::from_secs(10)).await;
+        assert!(started.elapsed() < Duration::from_secs(1));
+    }
+
     #[test]
     fn passwords_never_print() {
         assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
