@@ -15,7 +15,7 @@ use chrono::{Duration as Hours, TimeZone, Utc};
 use leakwatch::testkit::OwnMosquitto;
 use leakwatch_core::{DistrictId, GeoPoint, Meter, MeterId, MeterKind, MeterStatus, Reading};
 use leakwatch_detect::{DetectConfig, Engine, MeterInfo};
-use leakwatch_ingest::{BrokerConfig, IngestConfig, IngestHealth};
+use leakwatch_ingest::{BrokerConfig, IngestConfig};
 use leakwatch_store::Store;
 use leakwatch_wire::Uplink;
 use std::collections::HashMap;
@@ -159,7 +159,7 @@ async fn run(backend: &'static str, meters: usize, days: i64) -> Result {
     // The ingestor, with a sink that times each commit and runs the detectors.
     let (stop, stop_rx) = watch::channel(false);
     let (tx, mut rx) = mpsc::channel::<leakwatch_ingest::Stored>(64);
-    let health = IngestHealth::new("ingest");
+    let health = leakwatch_ingest::ingest_health();
     let ingest = tokio::spawn(leakwatch_ingest::run(
         BrokerConfig {
             host: "127.0.0.1".into(),

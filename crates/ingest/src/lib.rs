@@ -100,6 +100,14 @@ impl Stored {
 /// Readiness of the ingestor's MQTT session, as `/readyz` sees it.
 pub type IngestHealth = leakwatch_mqtt::SessionHealth;
 
+/// The ingestor's session health; it also keeps `leakwatch_broker_connected` (1 while
+/// the ingestor is subscribed), which operators' alerts use.
+pub fn ingest_health() -> Arc<IngestHealth> {
+    IngestHealth::with_hook("ingest", |up| {
+        metrics::gauge!("leakwatch_broker_connected").set(if up { 1.0 } else { 0.0 });
+    })
+}
+
 /// Runs the ingestor until `shutdown` resolves.
 pub async fn run(
     broker: BrokerConfig,

@@ -151,7 +151,7 @@ pub async fn start(cfg: &Config, opts: StartOptions) -> anyhow::Result<Running> 
 
     let (notice_tx, notice_rx) = mpsc::unbounded_channel();
     let dispatcher = Dispatcher::new(store.clone(), cfg.dispatch.clone()).with_notifier(notice_tx);
-    let ingest_health = SessionHealth::new("ingest");
+    let ingest_health = leakwatch_ingest::ingest_health();
     let crews_health = SessionHealth::new("crews");
     let (stored_tx, stored_rx) = mpsc::channel(64);
     let mut intake = Group::default();

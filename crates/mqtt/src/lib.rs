@@ -74,6 +74,8 @@ pub struct SessionConfig {
 pub struct SessionHealth {
     name: &'static str,
     up: AtomicBool,
+    /// Called with every change, for an owner's own gauge.
+    hook: Option<fn(bool)>,
 }
 
 impl SessionHealth {
@@ -81,6 +83,16 @@ impl SessionHealth {
         Arc::new(SessionHealth {
             name,
             up: AtomicBool::new(false),
+            hook: None,
+        })
+    }
+
+    /// Like [`SessionHealth::new`], also calling `hook` with every change.
+    pub fn with_hook(name: &'static str, hook: fn(bool)) -> Arc<Self> {
+        Arc::new(SessionHealth {
+            name,
+            up: AtomicBool::new(false),
+            hook: Some(hook),
         })
     }
 
@@ -91,11 +103,11 @@ impl SessionHealth {
 
     fn set(&self, up: bool) {
         self.up.store(up, Ordering::Relaxed);
-        metrics::gauge!("leakwatch_mqtt_session_up", "session" => self.name).set(if up {
-            1.0
-        } else {
-            0.0
-        });
+        let v = if up { 1.0 } else { 0.0 };
+        metrics::gauge!("leakwatch_mqtt_session_up", "session" => self.name).set(v);
+        if let Some(hook) = self.hook {
+            hook(up);
+        }
     }
 }
 
@@ -277,8 +289,7 @@ impl Session {
     /// for at most `within`, then disconnects. What is left unacknowledged either way
     /// the broker redelivers (incoming) or [`Session`] never sent (outgoing).
     pub async fn close(mut self, within: Duration) {
-        let connected = self.health.is_up();
-        if connected {
+        if self.connected {
             let _ = tokio::time::timeout(within, async {
                 loop {
                     self.flush();
