@@ -187,7 +187,9 @@ async fn deploy_mosquitto_refuses_packets_over_its_limit() {
         .expect("deploy/mosquitto/mosquitto.conf sets max_packet_size")
         .trim()
         .to_owned();
-    let Ok(mosq) = OwnMosquitto::start_with(|_| format!("max_packet_size {limit}")) else {
+    let Ok(mosq) =
+        OwnMosquitto::start_with(|_| format!("allow_anonymous true\nmax_packet_size {limit}\n"))
+    else {
         if crate::support::required_env("LEAKWATCH_TEST_MQTT").is_some() {
             panic!("mosquitto is not installed");
         }

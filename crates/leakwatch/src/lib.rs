@@ -8,6 +8,7 @@ pub mod app;
 pub mod broker;
 pub mod config;
 pub mod detection;
+pub mod devices;
 pub mod evaluate;
 pub mod telemetry;
 pub mod testkit;
