@@ -12,4 +12,5 @@ mod dispatch;
 mod durability;
 mod flow;
 mod ingest;
+mod oversize;
 mod support;

@@ -107,9 +107,20 @@ impl Service {
     /// Shuts the service down gracefully and starts it again on the same database,
     /// broker session and prefix (the HTTP port changes).
     pub async fn restart(&mut self) {
+        self.halt().await;
+        self.resume().await;
+    }
+
+    /// Shuts the service down gracefully, keeping its database and broker session for
+    /// [`Service::resume`].
+    pub async fn halt(&mut self) {
         if let Some(r) = self.running.take() {
             r.shutdown().await;
         }
+    }
+
+    /// Starts a halted service again on the same database, broker session and prefix.
+    pub async fn resume(&mut self) {
         let running = app::start(&self.cfg, StartOptions::default())
             .await
             .expect("service restarts");

@@ -27,7 +27,7 @@ use tokio::net::TcpListener;
 
 pub use error::ApiError;
 
-/// Tells `/readyz` whether the broker connection is up.
+/// Tells `/readyz` whether an MQTT session is up (connected, subscriptions granted).
 pub type BrokerProbe = Arc<dyn Fn() -> bool + Send + Sync>;
 
 /// The detection task's progress, shared with `GET /api/v1/detection`.
@@ -101,7 +101,10 @@ pub struct AppState {
     pub store: Store,
     pub dispatcher: Dispatcher,
     pub metrics: Option<PrometheusHandle>,
+    /// The ingestor's MQTT session.
     pub broker_up: BrokerProbe,
+    /// The crews' channel's MQTT session (jobs out, positions in).
+    pub crews_up: BrokerProbe,
     /// The detectors' progress (`GET /api/v1/detection`).
     pub detection: Arc<DetectionStatus>,
     /// When set, `/api/v1` and `/` require `Authorization: Bearer <token>` (or

@@ -67,12 +67,14 @@ async fn healthz() -> Json<Value> {
 async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
     let store = s.store.ping().await;
     let broker = (s.broker_up)();
-    let ready = store.is_ok() && broker;
+    let crews = (s.crews_up)();
+    let ready = store.is_ok() && broker && crews;
     let body = json!({
         "ready": ready,
         "store": { "backend": s.store.backend(), "ok": store.is_ok(),
                    "error": store.err().map(|e| e.to_string()) },
         "broker": { "ok": broker },
+        "crews": { "ok": crews },
     });
     let status = if ready {
         StatusCode::OK

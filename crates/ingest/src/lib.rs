@@ -14,13 +14,11 @@ mod judge;
 mod writer;
 
 use leakwatch_core::{Meter, MeterEvent, Reading};
+use leakwatch_mqtt::{Publish, Session, SessionConfig};
 use leakwatch_store::Store;
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, Publish, QoS};
 use serde::{Deserialize, Serialize};
-use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -99,20 +97,15 @@ impl Stored {
     }
 }
 
-/// Liveness of the ingestor as `/readyz` sees it.
-#[derive(Debug, Default)]
-pub struct IngestHealth {
-    connected: AtomicBool,
-}
+/// Readiness of the ingestor's MQTT session, as `/readyz` sees it.
+pub type IngestHealth = leakwatch_mqtt::SessionHealth;
 
-impl IngestHealth {
-    pub fn broker_connected(&self) -> bool {
-        self.connected.load(Ordering::Relaxed)
-    }
-    fn set_connected(&self, up: bool) {
-        self.connected.store(up, Ordering::Relaxed);
+/// The ingestor's session health; it also keeps `leakwatch_broker_connected` (1 while
+/// the ingestor is subscribed), which operators' alerts use.
+pub fn ingest_health() -> Arc<IngestHealth> {
+    IngestHealth::with_hook("ingest", |up| {
         metrics::gauge!("leakwatch_broker_connected").set(if up { 1.0 } else { 0.0 });
-    }
+    })
 }
 
 /// Runs the ingestor until `shutdown` resolves.
@@ -124,82 +117,48 @@ pub async fn run(
     health: Arc<IngestHealth>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
-    let mut opts = MqttOptions::new(broker.client_id.clone(), broker.host.clone(), broker.port);
-    opts.set_clean_session(false)
-        .set_manual_acks(true)
-        .set_keep_alive(broker.keep_alive)
-        .set_inflight(broker.inflight)
-        .set_max_packet_size(
-            leakwatch_wire::MAX_PAYLOAD_BYTES * 4 + 1024,
-            leakwatch_wire::MAX_PAYLOAD_BYTES * 4 + 1024,
-        )
-        .set_request_channel_capacity(usize::from(broker.inflight) * 4 + 64);
-    let (client, mut eventloop) = AsyncClient::new(opts, usize::from(broker.inflight) * 4 + 64);
+    let mut session = Session::new(
+        SessionConfig {
+            name: "ingest",
+            host: broker.host.clone(),
+            port: broker.port,
+            client_id: broker.client_id.clone(),
+            keep_alive: broker.keep_alive,
+            persistent: true,
+            manual_acks: true,
+            inflight: broker.inflight,
+            subscriptions: vec![leakwatch_wire::uplink_filter(&broker.prefix)],
+        },
+        health,
+    );
     // Publishes go to the writer over a bounded channel; acknowledgements come back
     // over an unbounded one, so the writer never waits on this task (no deadlock) and
     // this task never waits on the writer: when the writer's queue is full it stops
-    // reading from the broker, which then holds the rest.
+    // reading from the broker, which then holds the rest. Any message the broker
+    // delivers is taken, whatever its size (`leakwatch_mqtt::MAX_INCOMING_PACKET`):
+    // one over the contract is dead-lettered `too_large` by the writer and
+    // acknowledged like any other.
     let (tx, rx) = mpsc::channel(cfg.queue_messages.max(1));
     let (ack_tx, mut ack_rx) = mpsc::unbounded_channel::<Publish>();
-    let filter = leakwatch_wire::uplink_filter(&broker.prefix);
 
     let writer = Writer::new(store, cfg, broker.prefix.clone());
     let writer_task = tokio::spawn(writer.run(rx, ack_tx, sink));
 
     tokio::pin!(shutdown);
-    let mut backoff = Duration::from_millis(100);
     let mut held: Option<Publish> = None;
-    let mut unsent_acks: VecDeque<Publish> = VecDeque::new();
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
-            Some(p) = ack_rx.recv() => unsent_acks.push_back(p),
+            Some(p) = ack_rx.recv() => session.ack(p),
             permit = tx.reserve(), if held.is_some() => match permit {
                 Ok(permit) => permit.send(held.take().expect("held")),
                 Err(_) => break,
             },
-            event = eventloop.poll(), if held.is_none() => match event {
-                Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                    backoff = Duration::from_millis(100);
-                    tracing::info!(
-                        host = %broker.host, port = broker.port,
-                        session_present = ack.session_present, "connected to broker"
-                    );
-                    // Subscribing again is harmless when the session was kept.
-                    if let Err(e) = client.try_subscribe(filter.clone(), QoS::AtLeastOnce) {
-                        tracing::error!(error = %e, "could not subscribe");
-                    }
-                }
-                // Ready once the subscription is in place: from then on the broker
-                // keeps every message for this session.
-                Ok(Event::Incoming(Packet::SubAck(_))) => health.set_connected(true),
-                Ok(Event::Incoming(Packet::Publish(p))) => match tx.try_send(p) {
-                    Ok(()) => {}
-                    Err(mpsc::error::TrySendError::Full(p)) => held = Some(p),
-                    Err(mpsc::error::TrySendError::Closed(_)) => break,
-                },
-                Ok(_) => {}
-                Err(e) => {
-                    if health.broker_connected() {
-                        tracing::warn!(error = %e, "broker connection lost; reconnecting");
-                    } else {
-                        tracing::debug!(error = %e, "broker still unreachable");
-                    }
-                    health.set_connected(false);
-                    tokio::select! {
-                        _ = &mut shutdown => break,
-                        _ = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
+            p = session.next(), if held.is_none() => match tx.try_send(p) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(p)) => held = Some(p),
+                Err(mpsc::error::TrySendError::Closed(_)) => break,
             },
-        }
-        // Hand acknowledgements to the connection without ever blocking on it.
-        while let Some(p) = unsent_acks.front() {
-            if client.try_ack(p).is_err() {
-                break;
-            }
-            unsent_acks.pop_front();
         }
     }
     drop(tx);
@@ -208,23 +167,8 @@ pub async fn run(
     let _ = tokio::time::timeout(Duration::from_secs(10), writer_task).await;
     // Send the acknowledgements of what it committed before saying goodbye.
     while let Ok(p) = ack_rx.try_recv() {
-        unsent_acks.push_back(p);
+        session.ack(p);
     }
-    let _ = tokio::time::timeout(Duration::from_secs(2), async {
-        while let Some(p) = unsent_acks.front() {
-            if client.try_ack(p).is_ok() {
-                unsent_acks.pop_front();
-            } else if eventloop.poll().await.is_err() {
-                return;
-            }
-        }
-    })
-    .await;
-    let _ = client.try_disconnect();
-    let _ = tokio::time::timeout(Duration::from_millis(500), async {
-        while eventloop.poll().await.is_ok() {}
-    })
-    .await;
-    health.set_connected(false);
+    session.close(Duration::from_secs(2)).await;
     tracing::info!("ingest stopped");
 }

@@ -7,8 +7,6 @@
 pub mod app;
 pub mod broker;
 pub mod config;
-pub mod crewbot;
-pub mod crews;
 pub mod detection;
 pub mod devices;
 pub mod evaluate;

@@ -411,25 +411,24 @@ async fn demo(mut cfg: Config, args: DemoArgs) -> anyhow::Result<()> {
     }
     println!("  Stop with Ctrl-C.");
     println!();
-    let (bot_stop_tx, bot_stop_rx) = tokio::sync::watch::channel(false);
-    let bot = (!args.manual_crews).then(|| {
-        tokio::spawn(leakwatch::crewbot::run(
-            leakwatch::crewbot::CrewBotConfig {
-                host: running.mqtt_host.clone(),
-                port: running.mqtt_port,
-                prefix: cfg.mqtt.crew_prefix.clone(),
-                leaks: fleet
-                    .truth()
-                    .leaks
-                    .iter()
-                    .map(|l| (l.meter.clone(), l.rate_l_per_h))
-                    .collect(),
-                pace: Duration::from_secs(2),
-            },
-            running.dispatcher.clone(),
-            app::stopped(bot_stop_rx),
-        ))
-    });
+    let mut running = running;
+    if !args.manual_crews {
+        let bot = leakwatch_crews::bot::CrewBotConfig {
+            host: running.mqtt_host.clone(),
+            port: running.mqtt_port,
+            prefix: cfg.mqtt.crew_prefix.clone(),
+            leaks: fleet
+                .truth()
+                .leaks
+                .iter()
+                .map(|l| (l.meter.clone(), l.rate_l_per_h))
+                .collect(),
+            pace: Duration::from_secs(2),
+        };
+        let dispatcher = running.dispatcher.clone();
+        running
+            .spawn(move |stop| leakwatch_crews::bot::run(bot, dispatcher, stop.cancelled_owned()));
+    }
 
     let publisher = Publisher::connect(
         &running.mqtt_host,
@@ -515,10 +514,6 @@ async fn demo(mut cfg: Config, args: DemoArgs) -> anyhow::Result<()> {
         terminate().await;
     }
     progress.abort();
-    let _ = bot_stop_tx.send(true);
-    if let Some(bot) = bot {
-        let _ = tokio::time::timeout(Duration::from_secs(2), bot).await;
-    }
     running.shutdown().await;
     Ok(())
 }
