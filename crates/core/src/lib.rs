@@ -10,6 +10,7 @@ pub mod crew;
 pub mod geo;
 pub mod ids;
 pub mod leak_class;
+pub mod limits;
 pub mod mapping;
 pub mod meter;
 pub mod reading;
