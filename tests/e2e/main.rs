@@ -8,6 +8,7 @@ mod corpus;
 mod detection;
 mod dispatch;
 mod durability;
+mod edges;
 mod flow;
 mod ingest;
 mod support;

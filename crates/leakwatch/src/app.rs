@@ -195,9 +195,10 @@ async fn wait_for_store(db: &DatabaseConfig, waiting_for: &Mutex<String>) -> any
     let limit = Duration::from_secs(db.wait_s);
     let mut backoff = Duration::from_millis(250);
     loop {
+        // Each attempt is bounded, so the wait is reported at least this often.
         let left = limit
             .saturating_sub(started.elapsed())
-            .max(Duration::from_secs(1));
+            .clamp(Duration::from_secs(1), Duration::from_secs(15));
         let attempt = tokio::time::timeout(left, Store::connect(db.url.expose())).await;
         let error = match attempt {
             Ok(Ok(store)) => {

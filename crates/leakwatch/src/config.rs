@@ -431,8 +431,8 @@ fn describe(e: figment::Error) -> ConfigError {
                 Some(m) => match &m.source {
                     Some(figment::Source::File(p)) => format!(" (in {})", p.display()),
                     _ if m.name.contains("environment") => {
-                        let profile = e.profile.clone().unwrap_or_default();
-                        format!(" (from {})", m.interpolate(&profile, &e.path))
+                        let var = e.path.join("__").to_ascii_uppercase();
+                        format!(" (from {ENV_PREFIX}{var})")
                     }
                     _ => String::new(),
                 },
@@ -662,7 +662,10 @@ mod tests {
         let mut missing = Vec::new();
         keys("", &all, &mut |k| {
             let leaf = k.rsplit('.').next().unwrap();
-            if !text.contains(&format!("{leaf} =")) && !text.contains(&format!("{leaf}=")) {
+            let documented = text.contains(&format!("{leaf} ="))
+                || text.contains(&format!("[[{k}]]"))
+                || text.contains(&format!("[{k}]"));
+            if !documented {
                 missing.push(k.to_owned());
             }
         });
