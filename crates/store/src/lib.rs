@@ -102,6 +102,7 @@ macro_rules! severity_max {
 }
 
 mod dead_letter_bounds;
+mod devices;
 mod pg;
 mod registry_feed;
 mod sqlite;
