@@ -374,10 +374,19 @@ fn spawn_run(db: &str, mqtt: &str, prefix: &str, client_id: &str, http_port: u16
             .env("LEAKWATCH__HTTP__LISTEN", format!("127.0.0.1:{http_port}"))
             .env("RUST_LOG", "warn")
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .stderr(log_file(client_id))
             .spawn()
             .expect("start leakwatch run"),
     )
+}
+
+/// The child's log, kept in the temporary directory (appended across its runs).
+fn log_file(client_id: &str) -> std::fs::File {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(std::env::temp_dir().join(format!("{client_id}.log")))
+        .unwrap()
 }
 
 async fn status(url: &str) -> Option<u16> {

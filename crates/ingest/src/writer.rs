@@ -187,10 +187,20 @@ impl Writer {
         acks: mpsc::UnboundedSender<Publish>,
         sink: mpsc::Sender<Stored>,
     ) {
-        // The feed's first update is the whole registry; until it arrives, meters are
-        // looked up as they come.
+        // The feed's first update is the whole registry: wait a little for it, so the
+        // first messages need no look-ups (after that, meters are looked up as they
+        // come until it arrives).
         let poll = Duration::from_millis(self.cfg.registry_poll_ms);
         let feed = self.follow_registry(self.store.registry_feed(poll));
+        if let Some(updates) = &mut self.registry_updates {
+            match tokio::time::timeout(Duration::from_secs(10), updates.recv()).await {
+                Ok(Some(update)) => {
+                    let n = self.apply_registry(update);
+                    tracing::info!(meters = n, "registry loaded; following its changes");
+                }
+                _ => tracing::warn!("registry not loaded yet; meters are looked up as they come"),
+            }
+        }
         let linger = Duration::from_millis(self.cfg.batch_linger_ms);
         while let Some(first) = rx.recv().await {
             let deadline = tokio::time::Instant::now() + linger;

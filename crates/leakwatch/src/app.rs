@@ -207,7 +207,7 @@ async fn wait_for_store(db: &DatabaseConfig, waiting_for: &Mutex<String>) -> any
                 }
                 return Ok(store);
             }
-            Ok(Err(e)) if !e.is_retryable() => {
+            Ok(Err(e)) if e.is_permanent_at_connect() => {
                 return Err(e)
                     .with_context(|| format!("cannot open the store at database.url {}", db.url));
             }

@@ -4,7 +4,7 @@
 //! `per_meter_max` dead letters; retention drops those older than an age and all but
 //! the newest `keep_max`. Valid readings are never touched by any of this.
 
-use crate::{NewDeadLetter, Result, Store, StoreError};
+use crate::{NewDeadLetter, Result, Store};
 use leakwatch_core::{MeterId, Timestamp};
 use sha2::{Digest, Sha256};
 
@@ -194,30 +194,6 @@ impl Store {
                     .await?
             }
         })
-    }
-}
-
-impl StoreError {
-    /// Whether the error comes from the data written, so that writing the same data
-    /// again can never succeed: a value the database refuses (SQLSTATE class 22 on
-    /// PostgreSQL), a constraint it breaks (class 23; SQLite `CONSTRAINT`, `TOOBIG`,
-    /// `MISMATCH`, `RANGE`), or data the store itself refuses ([`StoreError::Corrupt`]).
-    /// Anything else (a lost connection, a missing table, a full disk) is not the
-    /// message's fault: the ingestor holds the batch and retries, and the operator acts.
-    pub fn is_data_error(&self) -> bool {
-        match self {
-            StoreError::Corrupt(_) => true,
-            StoreError::Database(sqlx::Error::Database(db)) => {
-                let Some(code) = db.code() else { return false };
-                if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
-                    matches!(code.parse::<i32>().map(|c| c & 0xff), Ok(18 | 19 | 20 | 25))
-                } else {
-                    code.starts_with("22") || code.starts_with("23")
-                }
-            }
-            StoreError::Database(sqlx::Error::Encode(_)) => true,
-            _ => false,
-        }
     }
 }
 

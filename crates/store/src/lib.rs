@@ -103,6 +103,7 @@ macro_rules! severity_max {
 
 mod dead_letter_bounds;
 mod devices;
+mod error_class;
 mod pg;
 mod registry_feed;
 mod sqlite;
