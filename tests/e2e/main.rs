@@ -10,6 +10,7 @@ mod detection;
 mod devices;
 mod dispatch;
 mod durability;
+mod edges;
 mod flow;
 mod ingest;
 mod oversize;

@@ -60,7 +60,7 @@ impl Service {
     /// configured outside CI.
     pub async fn start(backend: Backend, tweak: impl FnOnce(&mut Config)) -> Option<Service> {
         let mut cfg = Config::load(None).expect("defaults load");
-        cfg.http.listen = "127.0.0.1:0".into();
+        cfg.http.listen = "127.0.0.1:0".parse().unwrap();
         let prefix = unique("lwtest");
         cfg.mqtt.prefix = prefix.clone();
         cfg.mqtt.crew_prefix = format!("{prefix}-crews");
@@ -69,10 +69,10 @@ impl Service {
         let mut sqlite_path = None;
         match backend {
             Backend::EmbeddedSqlite => {
-                cfg.mqtt.url = String::new();
-                cfg.mqtt.embedded_listen = "127.0.0.1:0".into();
+                cfg.mqtt.url = None;
+                cfg.mqtt.embedded_listen = "127.0.0.1:0".parse().unwrap();
                 let path = std::env::temp_dir().join(format!("{}.db", unique("leakwatch-e2e-")));
-                cfg.database.url = format!("sqlite://{}", path.display());
+                cfg.database.url = format!("sqlite://{}", path.display()).parse().unwrap();
                 sqlite_path = Some(path);
             }
             Backend::MosquittoPostgres => {
@@ -81,8 +81,8 @@ impl Service {
                 let url = leakwatch_store::testing::fresh_pg_database(&admin)
                     .await
                     .expect("create a fresh PostgreSQL database");
-                cfg.mqtt.url = mqtt;
-                cfg.database.url = url.clone();
+                cfg.mqtt.url = Some(mqtt.parse().unwrap());
+                cfg.database.url = url.parse().unwrap();
                 pg = Some((admin, url));
             }
         }

@@ -11,6 +11,7 @@ pub mod device;
 pub mod geo;
 pub mod ids;
 pub mod leak_class;
+pub mod limits;
 pub mod mapping;
 pub mod meter;
 pub mod reading;

@@ -265,11 +265,13 @@ impl Engine {
 
     /// Makes a meter known (from the registry at start-up, or on its first reading).
     /// Knowing every meter lets the district balance count who has not reported.
-    /// A known meter keeps the registry entry it was first given: changes (another
-    /// district, a new capacity) reach the detectors at the next start, as they reach
-    /// the ingestor's cache of the registry.
+    /// A known meter given another registry entry (the ingestor follows registry
+    /// changes while running) takes it: see [`Engine::update_info`].
     pub fn register(&mut self, id: &MeterId, info: &MeterInfo) -> usize {
         if let Some(&i) = self.index.get(id) {
+            if self.slots[i].info != *info {
+                self.update_info(i, info);
+            }
             return i;
         }
         let i = self.slots.len();
@@ -297,6 +299,45 @@ impl Engine {
         });
         self.index.insert(id.clone(), i);
         i
+    }
+
+    /// A meter's registry entry changed. Its detectors keep what they learned; a
+    /// customer moved to another district (or a meter of another kind) leaves its old
+    /// district's members (its place becomes a gap, imputed as nothing known, like a
+    /// meter gone from the registry) and joins the new district's.
+    fn update_info(&mut self, i: usize, info: &MeterInfo) {
+        let old = std::mem::replace(&mut self.slots[i].info, info.clone());
+        self.mark(i);
+        if old.district == info.district && old.kind == info.kind {
+            return;
+        }
+        if let Some(m) = self.slots[i].member.take()
+            && let Some(place) = self
+                .members
+                .get_mut(&old.district)
+                .and_then(|list| list.get_mut(m as usize))
+        {
+            *place = usize::MAX;
+        }
+        self.slots[i].state.member = None;
+        match info.kind {
+            MeterKind::Customer => {
+                let list = self.members.entry(info.district.clone()).or_default();
+                list.push(i);
+                let m = (list.len() - 1) as u32;
+                self.districts
+                    .entry(info.district.clone())
+                    .or_default()
+                    .add_member();
+                self.slots[i].member = Some(m);
+                self.slots[i].state.member = Some(m);
+            }
+            MeterKind::Station => {
+                self.districts.entry(info.district.clone()).or_default();
+            }
+            MeterKind::Pressure => {}
+        }
+        self.districts_changed = true;
     }
 
     /// Feeds one stored reading; findings are pushed to `out`.

@@ -214,3 +214,37 @@ fn a_replay_feeds_only_events_later_than_the_state_has_seen() {
     assert!(restored.replay_event(&info(), &event(30, "tamper"), &mut out));
     assert_eq!(out.len(), 1);
 }
+
+#[test]
+fn a_meter_moved_to_another_district_joins_it_and_leaves_a_gap() {
+    let a = MeterId::parse("A").unwrap();
+    let b = MeterId::parse("B").unwrap();
+    let d1 = DistrictId::parse("D1").unwrap();
+    let d2 = DistrictId::parse("D2").unwrap();
+    let mut e = Engine::new(DetectConfig::default());
+    e.observe(&info(), &reading(&a, 0, 1.0), &mut vec![]);
+    e.observe(&info(), &reading(&b, 0, 1.0), &mut vec![]);
+    let moved = MeterInfo {
+        district: d2.clone(),
+        ..info()
+    };
+    e.observe(&moved, &reading(&a, 1, 1.1), &mut vec![]);
+    let slot = &e.slots[e.index[&a]];
+    assert_eq!(slot.info.district, d2);
+    assert_eq!(slot.member, Some(0));
+    assert_eq!(e.members[&d2], vec![e.index[&a]]);
+    assert_eq!(e.districts[&d2].members(), 1);
+    // D1 keeps B at its place; A's old place holds no meter.
+    assert_eq!(e.members[&d1], vec![usize::MAX, e.index[&b]]);
+    // The same entry again changes nothing.
+    e.observe(&moved, &reading(&a, 2, 1.2), &mut vec![]);
+    assert_eq!(e.members[&d2].len(), 1);
+    // A restart keeps the move.
+    let saved = e.checkpoint_all();
+    let mut second = Engine::new(DetectConfig::default());
+    second.register(&a, &moved);
+    second.register(&b, &info());
+    second.restore(saved, |_| None);
+    assert_eq!(second.slots[second.index[&a]].member, Some(0));
+    assert_eq!(second.members[&d2].len(), 1);
+}

@@ -23,7 +23,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 pub use judge::{Refusal, Rules, judge};
-pub use writer::{BatchOutcome, Writer};
+pub use writer::{BatchOutcome, Writer, retain_dead_letters};
 
 /// What to do with a message from a meter the registry does not know.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,6 +55,23 @@ pub struct IngestConfig {
     /// Capacity (m3/h) assumed for customer meters without a rated `max_flow_m3h`;
     /// more consumption than this over an interval flags the reading `jump`.
     pub default_customer_max_flow_m3h: f64,
+    /// Days a measurement time may lie before the meter's installation date; earlier
+    /// is rejected as `t_before_installation`.
+    pub max_days_before_installation: u32,
+    /// For meters without an installation date: days a measurement time may lie
+    /// before the registry first knew the meter; earlier is `t_before_registration`.
+    /// Generous, so that back-filled history is kept.
+    pub max_days_before_registration: u32,
+    /// How often (milliseconds) the SQLite registry is polled for changes made while
+    /// running (PostgreSQL announces them at once).
+    pub registry_poll_ms: u64,
+    /// Dead letters kept per meter (its latest ones; 0: no limit). Valid readings are
+    /// never limited.
+    pub dead_letter_per_meter_max: u32,
+    /// Dead letters older than this many days are dropped (0: kept forever).
+    pub dead_letter_max_age_days: u32,
+    /// At most this many dead letters are kept, the newest (0: no limit).
+    pub dead_letter_max_count: u64,
 }
 
 impl Default for IngestConfig {
@@ -66,6 +83,12 @@ impl Default for IngestConfig {
             queue_messages: 1_000,
             max_future_min: 60,
             default_customer_max_flow_m3h: 10.0,
+            max_days_before_installation: 0,
+            max_days_before_registration: 3650,
+            registry_poll_ms: 2000,
+            dead_letter_per_meter_max: 1000,
+            dead_letter_max_age_days: 30,
+            dead_letter_max_count: 1_000_000,
         }
     }
 }

@@ -9,7 +9,7 @@
 //! closes the store only after every task has ended, aborting what overruns its
 //! deadline.
 
-use crate::config::{Config, parse_mqtt_url};
+use crate::config::{Config, DatabaseConfig};
 use crate::{broker, detection, telemetry};
 use anyhow::{Context, bail};
 use leakwatch_api::AppState;
@@ -20,8 +20,8 @@ use leakwatch_mqtt::SessionHealth;
 use leakwatch_store::Store;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
@@ -101,10 +101,7 @@ pub async fn stopped(mut rx: watch::Receiver<bool>) {
     }
 }
 
-fn bind_http(listen: &str, pick_free: bool) -> anyhow::Result<std::net::TcpListener> {
-    let addr: SocketAddr = listen
-        .parse()
-        .with_context(|| format!("http.listen {listen:?} is not host:port"))?;
+fn bind_http(addr: SocketAddr, pick_free: bool) -> anyhow::Result<std::net::TcpListener> {
     match std::net::TcpListener::bind(addr) {
         Ok(l) => Ok(l),
         Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && pick_free => {
@@ -120,18 +117,37 @@ fn bind_http(listen: &str, pick_free: bool) -> anyhow::Result<std::net::TcpListe
 
 /// Starts store, broker (embedded unless `mqtt.url` is set), ingestor, detectors,
 /// dispatcher and HTTP server.
+///
+/// HTTP listens first: while the store does not answer, start-up waits for it with
+/// backoff (up to `database.wait_s`), saying so in the log, and meanwhile `/healthz`
+/// answers and `/readyz` says what is awaited (503). An external broker that does not
+/// answer does not stop start-up either: the ingestor connects when it can, and
+/// `/readyz` stays 503 until it has subscribed.
 pub async fn start(cfg: &Config, opts: StartOptions) -> anyhow::Result<Running> {
     let metrics = telemetry::prometheus();
-    let store = Store::connect(&cfg.database.url).await.with_context(|| {
-        format!(
-            "cannot open the store at database.url {}",
-            redact(&cfg.database.url)
-        )
-    })?;
+    let std_listener = bind_http(cfg.http.listen, opts.pick_free_ports)?;
+    std_listener.set_nonblocking(true)?;
+    let http_addr = std_listener.local_addr()?;
+    let waiting_for = Arc::new(Mutex::new(format!(
+        "the store at database.url {}",
+        cfg.database.url
+    )));
+    let (stop_waiting, stop_waiting_rx) = watch::channel(false);
+    let waiting_server = tokio::spawn(leakwatch_api::serve_waiting(
+        tokio::net::TcpListener::from_std(std_listener.try_clone()?)?,
+        waiting_for.clone(),
+        stopped(stop_waiting_rx),
+    ));
+    let store = wait_for_store(&cfg.database, &waiting_for).await;
+    let _ = stop_waiting.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(5), waiting_server).await;
+    let store = store?;
     tracing::info!(backend = store.backend(), "store ready, migrations applied");
 
-    let (mqtt_host, mqtt_port, embedded) = if cfg.mqtt.url.is_empty() {
-        let wanted: SocketAddr = cfg.mqtt.embedded_listen.parse()?;
+    let (mqtt_host, mqtt_port, embedded) = if let Some(url) = &cfg.mqtt.url {
+        (url.host.clone(), url.port, false)
+    } else {
+        let wanted = cfg.mqtt.embedded_listen;
         let listen = broker::choose_listen(wanted, opts.pick_free_ports)?;
         if listen != wanted {
             tracing::warn!(%wanted, chosen = %listen, "MQTT port taken; the embedded broker uses another");
@@ -139,15 +155,9 @@ pub async fn start(cfg: &Config, opts: StartOptions) -> anyhow::Result<Running> 
         broker::start(listen, leakwatch_mqtt::BROKER_MAX_PACKET)?;
         tracing::info!(%listen, "embedded MQTT broker started");
         (listen.ip().to_string(), listen.port(), true)
-    } else {
-        let a = parse_mqtt_url(&cfg.mqtt.url).map_err(|e| anyhow::anyhow!("mqtt.url: {e}"))?;
-        (a.host, a.port, false)
     };
 
-    let listener = bind_http(&cfg.http.listen, opts.pick_free_ports)?;
-    listener.set_nonblocking(true)?;
-    let listener = tokio::net::TcpListener::from_std(listener)?;
-    let http_addr = listener.local_addr()?;
+    let listener = tokio::net::TcpListener::from_std(std_listener)?;
 
     let (notice_tx, notice_rx) = mpsc::unbounded_channel();
     let dispatcher = Dispatcher::new(store.clone(), cfg.dispatch.clone()).with_notifier(notice_tx);
@@ -193,6 +203,17 @@ pub async fn start(cfg: &Config, opts: StartOptions) -> anyhow::Result<Running> 
         });
     }
     {
+        let (store, ingest_cfg) = (store.clone(), cfg.ingest.clone());
+        intake.spawn(move |stop| {
+            leakwatch_ingest::retain_dead_letters(
+                store,
+                ingest_cfg,
+                DEAD_LETTER_RETENTION_EVERY,
+                stop.cancelled_owned(),
+            )
+        });
+    }
+    {
         let (d, every) = (
             dispatcher.clone(),
             Duration::from_secs(cfg.dispatch.check_every_s),
@@ -218,7 +239,7 @@ pub async fn start(cfg: &Config, opts: StartOptions) -> anyhow::Result<Running> 
         broker_up: Arc::new(move || ingest_health.is_up()),
         crews_up: Arc::new(move || crews_health.is_up()),
         detection: detection_status,
-        api_token: Some(cfg.http.api_token.clone()).filter(|t| !t.is_empty()),
+        api_token: cfg.http.api_token.as_ref().map(|t| t.expose().to_owned()),
     };
     intake.spawn(move |stop| async move {
         if let Err(e) = leakwatch_api::serve(listener, state, stop.cancelled_owned()).await {
@@ -237,6 +258,61 @@ pub async fn start(cfg: &Config, opts: StartOptions) -> anyhow::Result<Running> 
         intake,
         outbound,
     })
+}
+
+/// How often dead-letter retention runs (and once at start-up).
+const DEAD_LETTER_RETENTION_EVERY: Duration = Duration::from_secs(3600);
+
+/// Connects to the store, retrying with backoff while it does not answer, for up to
+/// `database.wait_s`; says what it waits for in the log and in `waiting_for` (shown
+/// by `/readyz`). An error retrying cannot cure (a bad URL, a failed migration) ends
+/// the wait at once.
+async fn wait_for_store(db: &DatabaseConfig, waiting_for: &Mutex<String>) -> anyhow::Result<Store> {
+    let started = Instant::now();
+    let limit = Duration::from_secs(db.wait_s);
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        // Each attempt is bounded, so the wait is reported at least this often.
+        let left = limit
+            .saturating_sub(started.elapsed())
+            .clamp(Duration::from_secs(1), Duration::from_secs(15));
+        let attempt = tokio::time::timeout(left, Store::connect(db.url.expose())).await;
+        let error = match attempt {
+            Ok(Ok(store)) => {
+                if started.elapsed() > Duration::from_secs(1) {
+                    tracing::info!(waited_s = started.elapsed().as_secs(), "the store answers");
+                }
+                return Ok(store);
+            }
+            Ok(Err(e)) if e.is_permanent_at_connect() => {
+                return Err(e)
+                    .with_context(|| format!("cannot open the store at database.url {}", db.url));
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "no answer".to_owned(),
+        };
+        if started.elapsed() + backoff > limit {
+            anyhow::bail!(
+                "cannot open the store at database.url {}: {error} (waited {} s, database.wait_s = {})",
+                db.url,
+                started.elapsed().as_secs(),
+                db.wait_s
+            );
+        }
+        tracing::warn!(url = %db.url, error, waited_s = started.elapsed().as_secs(),
+            retry_in_ms = backoff.as_millis() as u64, limit_s = db.wait_s,
+            "waiting for the store");
+        if let Ok(mut w) = waiting_for.lock() {
+            *w = format!(
+                "the store at database.url {} (waiting {} s of database.wait_s = {}: {error})",
+                db.url,
+                started.elapsed().as_secs(),
+                db.wait_s
+            );
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
 }
 
 /// Runs the dispatcher's supervisor pass (acceptance timeouts, unassigned urgent
@@ -290,19 +366,7 @@ impl Running {
     }
 }
 
-/// A database URL without its password, for messages.
-pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let userinfo = &url[s + 3..at];
-            match userinfo.split_once(':') {
-                Some((user, _)) => format!("{}{}:***{}", &url[..s + 3], user, &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
-    }
-}
+pub use crate::config::redact;
 
 #[cfg(test)]
 mod tests {

@@ -101,10 +101,16 @@ macro_rules! severity_max {
     };
 }
 
+mod dead_letter_bounds;
 mod devices;
+mod error_class;
 mod pg;
+mod registry_feed;
 mod sqlite;
 pub mod testing;
+
+pub use dead_letter_bounds::{KeyedDeadLetter, Pruned, dead_letter_key};
+pub use registry_feed::{METERS_CHANNEL, Registered, RegistryFeed, RegistryUpdate};
 
 #[cfg(test)]
 mod conformance;

@@ -56,7 +56,7 @@ pub(crate) async fn ping(pool: &PgPool) -> Result<()> {
 
 // ---- meters ----
 
-fn meter_from_row(row: &PgRow) -> Result<Meter> {
+pub(crate) fn meter_from_row(row: &PgRow) -> Result<Meter> {
     Ok(Meter {
         id: parse_meter_id(row.try_get("id")?)?,
         district: parse_district_id(row.try_get("district_id")?)?,

@@ -105,7 +105,7 @@ fn json_list(items: Vec<String>) -> String {
 
 // ---- meters ----
 
-fn meter_from_row(row: &SqliteRow) -> Result<Meter> {
+pub(crate) fn meter_from_row(row: &SqliteRow) -> Result<Meter> {
     Ok(Meter {
         id: parse_meter_id(text(row, "id")?)?,
         district: parse_district_id(text(row, "district_id")?)?,
