@@ -11,6 +11,7 @@ mod devices;
 mod dispatch;
 mod durability;
 mod edges;
+mod escalation;
 mod flow;
 mod ingest;
 mod oversize;

@@ -119,7 +119,11 @@ async fn oversized_uplink(backend: Backend) {
         // The embedded broker lives as long as the process: the service comes back
         // to the same one (and the session it keeps), not to a new one.
         let r = svc.running();
-        svc.cfg.mqtt.url = format!("mqtt://{}:{}", r.mqtt_host, r.mqtt_port);
+        svc.cfg.mqtt.url = Some(
+            format!("mqtt://{}:{}", r.mqtt_host, r.mqtt_port)
+                .parse()
+                .unwrap(),
+        );
     }
     svc.halt().await;
     p.publish_raw(&topic, big_payload(1_000_000)).await.unwrap();
@@ -197,7 +201,11 @@ async fn deploy_mosquitto_refuses_packets_over_its_limit() {
     };
     let limit: usize = limit.parse().unwrap();
     let url = mosq.url();
-    let Some(svc) = Service::start(Backend::MosquittoPostgres, |c| c.mqtt.url = url).await else {
+    let Some(svc) = Service::start(Backend::MosquittoPostgres, |c| {
+        c.mqtt.url = Some(url.parse().unwrap())
+    })
+    .await
+    else {
         return;
     };
     let (status, body) = svc
@@ -467,7 +475,11 @@ async fn readyz_covers_the_crews_channel() {
         return;
     };
     let url = mosq.url();
-    let Some(svc) = Service::start(Backend::MosquittoPostgres, |c| c.mqtt.url = url).await else {
+    let Some(svc) = Service::start(Backend::MosquittoPostgres, |c| {
+        c.mqtt.url = Some(url.parse().unwrap())
+    })
+    .await
+    else {
         return;
     };
     let (s, v) = svc.get("/readyz").await;

@@ -125,6 +125,7 @@ fn bind_http(addr: SocketAddr, pick_free: bool) -> anyhow::Result<std::net::TcpL
 /// `/readyz` stays 503 until it has subscribed.
 pub async fn start(cfg: &Config, opts: StartOptions) -> anyhow::Result<Running> {
     let metrics = telemetry::prometheus();
+    leakwatch_dispatch::failpoints_from_env();
     let std_listener = bind_http(cfg.http.listen, opts.pick_free_ports)?;
     std_listener.set_nonblocking(true)?;
     let http_addr = std_listener.local_addr()?;
@@ -214,6 +215,16 @@ pub async fn start(cfg: &Config, opts: StartOptions) -> anyhow::Result<Running> 
         });
     }
     {
+        let d = dispatcher.clone();
+        intake.spawn(move |stop| {
+            dispatch_outbox(
+                d,
+                Duration::from_millis(OUTBOX_POLL_MS),
+                stop.cancelled_owned(),
+            )
+        });
+    }
+    {
         let (d, every) = (
             dispatcher.clone(),
             Duration::from_secs(cfg.dispatch.check_every_s),
@@ -223,13 +234,8 @@ pub async fn start(cfg: &Config, opts: StartOptions) -> anyhow::Result<Running> 
     let detection_status = Arc::new(leakwatch_api::DetectionStatus::default());
     // Detection drains: it ends when the ingestor, its only sender, has ended.
     intake.spawn({
-        let (detect, store, d, status) = (
-            cfg.detect.clone(),
-            store.clone(),
-            dispatcher.clone(),
-            detection_status.clone(),
-        );
-        move |_| detection::run(detect, store, d, stored_rx, status)
+        let (detect, store, status) = (cfg.detect.clone(), store.clone(), detection_status.clone());
+        move |_| detection::run(detect, store, stored_rx, status)
     });
 
     let state = AppState {
@@ -315,8 +321,46 @@ async fn wait_for_store(db: &DatabaseConfig, waiting_for: &Mutex<String>) -> any
     }
 }
 
-/// Runs the dispatcher's supervisor pass (acceptance timeouts, unassigned urgent
-/// orders, deadline breaches) every `every` until `shutdown`.
+/// How often the dispatch side looks for new alerts in the outbox when it is empty.
+const OUTBOX_POLL_MS: u64 = 250;
+
+/// Alerts taken from the outbox per unit of work batch.
+const OUTBOX_BATCH: u32 = 100;
+
+/// The dispatch side of the outbox: takes new alerts that detection recorded and
+/// escalates them when `dispatch.auto_escalate` says so, each in its own transaction
+/// with its removal from the outbox, until `shutdown`. Detection never waits for it.
+async fn dispatch_outbox(
+    dispatcher: Dispatcher,
+    every: Duration,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    tokio::pin!(shutdown);
+    let mut backoff = every;
+    loop {
+        let wait = match dispatcher.process_outbox(OUTBOX_BATCH).await {
+            Ok(n) if n as u32 == OUTBOX_BATCH => Duration::ZERO,
+            Ok(_) => {
+                backoff = every;
+                every
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "dispatch outbox: store unavailable; retrying");
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+                backoff
+            }
+        };
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// Repairs what an older version left half-done ([`Dispatcher::reconcile`]) at
+/// start, then runs the dispatcher's supervisor pass (acceptance timeouts,
+/// unassigned urgent orders, deadline breaches, and the reconciliation again) every
+/// `every` until `shutdown`.
 async fn supervise(
     dispatcher: Dispatcher,
     every: Duration,
@@ -328,16 +372,28 @@ async fn supervise(
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
-            _ = tick.tick() => match dispatcher.tick(chrono::Utc::now()).await {
+            _ = tick.tick() => {
+                match dispatcher.reconcile().await {
+                    Ok(r) if r != Default::default() => tracing::warn!(
+                        linked = r.linked,
+                        escalated = r.escalated,
+                        resolved = r.resolved,
+                        "half-done escalations repaired"
+                    ),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "dispatch reconciliation failed"),
+                }
+                match dispatcher.tick(chrono::Utc::now()).await {
                 Ok(r) if r != Default::default() => tracing::info!(
                     acceptance_timeouts = r.acceptance_timeouts,
                     assigned = r.assigned,
                     breaches = r.breaches,
                     "dispatch supervisor pass"
                 ),
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "dispatch supervisor pass failed"),
-            },
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "dispatch supervisor pass failed"),
+                }
+            }
         }
     }
 }

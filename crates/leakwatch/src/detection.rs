@@ -1,13 +1,13 @@
 //! The detection task: restores the detectors' saved state, replays what was stored
 //! after the last checkpoint, then feeds committed readings and events to the
-//! detector engine, stores what it finds as alerts (escalating new leak alerts when
-//! so configured), resolves alerts whose condition has cleared, and checkpoints the
+//! detector engine, stores what it finds as alerts (a new alert also enters the
+//! dispatch outbox in the same statement; the dispatch side escalates from there),
+//! resolves alerts whose condition has cleared, and checkpoints the
 //! detectors' state periodically and at shutdown.
 
 use leakwatch_api::DetectionStatus;
 use leakwatch_core::{Finding, Meter, MeterId};
 use leakwatch_detect::{DetectConfig, Engine, MeterInfo, Saved};
-use leakwatch_dispatch::Dispatcher;
 use leakwatch_ingest::Stored;
 use leakwatch_store::{Store, StoreError};
 use std::collections::HashMap;
@@ -25,7 +25,6 @@ const REPLAY_PAGE: u32 = 20_000;
 pub async fn run(
     cfg: DetectConfig,
     store: Store,
-    dispatcher: Dispatcher,
     mut rx: mpsc::Receiver<Stored>,
     status: Arc<DetectionStatus>,
 ) {
@@ -38,7 +37,7 @@ pub async fn run(
     status.restored(restored, engine.watermark().map(|t| t.timestamp()));
     let mut findings = Vec::new();
     replay(&mut engine, &store, &infos, &mut findings).await;
-    flush(&store, &dispatcher, &mut findings).await;
+    flush(&store, &mut findings).await;
 
     let mut tick = tokio::time::interval(Duration::from_secs(u64::from(
         cfg.checkpoint_every_s.max(1),
@@ -64,7 +63,7 @@ pub async fn run(
                 metrics::counter!("leakwatch_detector_events_total")
                     .increment(batch.events.len() as u64);
                 metrics::gauge!("leakwatch_detector_meters").set(engine.meters() as f64);
-                flush(&store, &dispatcher, &mut findings).await;
+                flush(&store, &mut findings).await;
                 if engine.watermark() != before {
                     resolve_quiet(&store, &engine).await;
                 }
@@ -279,13 +278,13 @@ async fn resolve_quiet(store: &Store, engine: &Engine) {
     }
 }
 
-async fn flush(store: &Store, dispatcher: &Dispatcher, findings: &mut Vec<Finding>) {
+async fn flush(store: &Store, findings: &mut Vec<Finding>) {
     for f in findings.drain(..) {
-        record(store, dispatcher, &f).await;
+        record(store, &f).await;
     }
 }
 
-async fn record(store: &Store, dispatcher: &Dispatcher, f: &Finding) {
+async fn record(store: &Store, f: &Finding) {
     let mut backoff = Duration::from_millis(200);
     let (alert, created) = loop {
         match store.record_finding(f).await {
@@ -312,24 +311,6 @@ async fn record(store: &Store, dispatcher: &Dispatcher, f: &Finding) {
         detected_at = %alert.detected_at,
         "{}", alert.evidence.explanation
     );
-    let escalate = match dispatcher.should_auto_escalate(&alert).await {
-        Ok(e) => e,
-        Err(e) => {
-            tracing::warn!(alert_id = alert.id, error = %e, "auto-escalation not decided");
-            false
-        }
-    };
-    if escalate {
-        match dispatcher.escalate(alert.id, "auto-escalation").await {
-            Ok((_, order)) => tracing::info!(
-                alert_id = alert.id,
-                order_id = order.id,
-                crew_id = ?order.crew_id.as_ref().map(|c| c.to_string()),
-                "work order created"
-            ),
-            Err(e) => tracing::warn!(alert_id = alert.id, error = %e, "auto-escalation failed"),
-        }
-    }
 }
 
 #[cfg(test)]
@@ -391,8 +372,7 @@ mod tests {
         };
         let (tx, rx) = mpsc::channel(4);
         let status = Arc::new(DetectionStatus::default());
-        let dispatcher = Dispatcher::new(store.clone(), Default::default());
-        let task = tokio::spawn(run(cfg, store.clone(), dispatcher, rx, status.clone()));
+        let task = tokio::spawn(run(cfg, store.clone(), rx, status.clone()));
         let meters = registry
             .iter()
             .map(|m| (m.id.clone(), Arc::new(m.clone())))

@@ -108,6 +108,9 @@ mod pg;
 mod registry_feed;
 mod sqlite;
 pub mod testing;
+mod unit_of_work;
+
+pub use unit_of_work::{DISPATCH_LOCK, StepCause, UnitOfWork};
 
 pub use dead_letter_bounds::{KeyedDeadLetter, Pruned, dead_letter_key};
 pub use registry_feed::{METERS_CHANNEL, Registered, RegistryFeed, RegistryUpdate};

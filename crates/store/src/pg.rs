@@ -854,7 +854,7 @@ pub(crate) async fn count_dead_letters(pool: &PgPool) -> Result<i64> {
 
 // ---- alerts ----
 
-fn alert_from_row(row: &PgRow) -> Result<Alert> {
+pub(crate) fn alert_from_row(row: &PgRow) -> Result<Alert> {
     let meter_id: Option<String> = row.try_get("meter_id")?;
     let district_id: Option<String> = row.try_get("district_id")?;
     let Json(evidence) = row.try_get("evidence")?;
@@ -1110,7 +1110,10 @@ pub(crate) async fn upsert_crews(pool: &PgPool, crews: &[Crew]) -> Result<u64> {
     Ok(n)
 }
 
-pub(crate) async fn list_crews(pool: &PgPool, id: Option<&CrewId>) -> Result<Vec<CrewRow>> {
+pub(crate) async fn list_crews(
+    pool: impl sqlx::PgExecutor<'_>,
+    id: Option<&CrewId>,
+) -> Result<Vec<CrewRow>> {
     let rows = sqlx::query(concat!(
         "SELECT ",
         crew_cols!(),
@@ -1175,7 +1178,7 @@ pub(crate) async fn set_crew_last_job_place(
 
 // ---- work orders ----
 
-fn work_order_from_row(row: &PgRow) -> Result<WorkOrder> {
+pub(crate) fn work_order_from_row(row: &PgRow) -> Result<WorkOrder> {
     let meter_id: Option<String> = row.try_get("meter_id")?;
     let district_id: Option<String> = row.try_get("district_id")?;
     let crew_id: Option<String> = row.try_get("crew_id")?;

@@ -77,7 +77,7 @@ pub(crate) async fn ping(pool: &SqlitePool) -> Result<()> {
 
 // ---- conversions ----
 
-fn ms(t: Timestamp) -> i64 {
+pub(crate) fn ms(t: Timestamp) -> i64 {
     t.timestamp_millis()
 }
 
@@ -99,7 +99,7 @@ fn text(row: &SqliteRow, col: &str) -> Result<String> {
 }
 
 /// A list of strings as a JSON array, for `IN (SELECT value FROM json_each(?))`.
-fn json_list(items: Vec<String>) -> String {
+pub(crate) fn json_list(items: Vec<String>) -> String {
     serde_json::Value::from(items).to_string()
 }
 
@@ -566,7 +566,7 @@ pub(crate) async fn count_dead_letters(pool: &SqlitePool) -> Result<i64> {
 
 // ---- alerts ----
 
-fn alert_from_row(row: &SqliteRow) -> Result<Alert> {
+pub(crate) fn alert_from_row(row: &SqliteRow) -> Result<Alert> {
     let meter_id: Option<String> = row.try_get("meter_id")?;
     let district_id: Option<String> = row.try_get("district_id")?;
     let Json(evidence) = row.try_get("evidence")?;
@@ -823,7 +823,10 @@ pub(crate) async fn upsert_crews(pool: &SqlitePool, crews: &[Crew]) -> Result<u6
     Ok(n)
 }
 
-pub(crate) async fn list_crews(pool: &SqlitePool, id: Option<&CrewId>) -> Result<Vec<CrewRow>> {
+pub(crate) async fn list_crews(
+    pool: impl sqlx::SqliteExecutor<'_>,
+    id: Option<&CrewId>,
+) -> Result<Vec<CrewRow>> {
     let rows = sqlx::query(concat!(
         "SELECT ",
         crew_cols!(),
@@ -889,7 +892,7 @@ pub(crate) async fn set_crew_last_job_place(
 
 // ---- work orders ----
 
-fn work_order_from_row(row: &SqliteRow) -> Result<WorkOrder> {
+pub(crate) fn work_order_from_row(row: &SqliteRow) -> Result<WorkOrder> {
     let meter_id: Option<String> = row.try_get("meter_id")?;
     let district_id: Option<String> = row.try_get("district_id")?;
     let crew_id: Option<String> = row.try_get("crew_id")?;
