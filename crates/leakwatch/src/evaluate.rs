@@ -28,7 +28,9 @@ const MAX_FUTURE_MIN: i64 = 60;
 #[derive(Debug, clap::Args)]
 pub struct EvalArgs {
     /// Scenario to replay: `standard` (5,000 meters, 10 districts, 120 days from
-    /// 2026-10-01), `small` (500 meters, 60 days; quick checks) or `clean` (the
+    /// 2026-10-01, with usage changes, incipient leaks, leaks on top of leaks and
+    /// overlapping network leaks), `standard-v1` (the first standard scenario, kept
+    /// for comparison), `small` (500 meters, 60 days; quick checks) or `clean` (the
     /// standard scenario without device and transport faults).
     #[arg(long, default_value = "standard")]
     scenario: String,
@@ -80,6 +82,7 @@ fn parse_start(s: &str) -> Result<Timestamp, String> {
 pub fn scenario(name: &str, seed: u64) -> anyhow::Result<FleetConfig> {
     Ok(match name {
         "standard" => FleetConfig::standard(seed),
+        "standard-v1" => FleetConfig::standard_v1(seed),
         "small" => {
             let mut c = FleetConfig::standard(seed);
             c.meters_per_district = 50;
@@ -92,7 +95,7 @@ pub fn scenario(name: &str, seed: u64) -> anyhow::Result<FleetConfig> {
             faults: leakwatch_sim::FaultRates::default(),
             ..FleetConfig::standard(seed)
         },
-        other => bail!("unknown scenario {other:?}; known: standard, small, clean"),
+        other => bail!("unknown scenario {other:?}; known: standard, standard-v1, small, clean"),
     })
 }
 
