@@ -25,16 +25,16 @@ fn reading(m: &MeterId, h: i64, vol: f64) -> Reading {
     }
 }
 
-/// A meter with a 30 L/h leak and quiet nights otherwise, plus a silent one.
+/// A meter with a 50 L/h leak and quiet nights otherwise, plus a silent one.
 fn stream(hours: std::ops::Range<i64>) -> Vec<Reading> {
     let a = MeterId::parse("A").unwrap();
     let b = MeterId::parse("B").unwrap();
     let mut out = vec![];
     let mut vol = 100.0;
     for h in hours {
-        let home = if (1..6).contains(&(h % 24)) { 0.0 } else { 0.1 };
+        let home = if (0..7).contains(&(h % 24)) { 0.0 } else { 0.1 };
         // The leak starts on day 2.
-        let leak = if h >= 48 { 0.03 } else { 0.0 };
+        let leak = if h >= 48 { 0.05 } else { 0.0 };
         vol += home + leak;
         out.push(reading(&a, h, vol));
         if h < 30 {
