@@ -43,6 +43,9 @@ pub enum AlertKind {
     ClockError,
     /// No reading beyond the meter's reporting interval plus a grace.
     Silence,
+    /// The meter's use changed in a way that is not a leak (back from an absence, a
+    /// vacant home occupied): informational; the detectors re-learn.
+    UsageChange,
 }
 
 impl AlertKind {
@@ -64,6 +67,7 @@ impl AlertKind {
         AlertKind::BatteryCritical,
         AlertKind::ClockError,
         AlertKind::Silence,
+        AlertKind::UsageChange,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -85,6 +89,7 @@ impl AlertKind {
             AlertKind::BatteryCritical => "battery_critical",
             AlertKind::ClockError => "clock_error",
             AlertKind::Silence => "silence",
+            AlertKind::UsageChange => "usage_change",
         }
     }
 

@@ -28,6 +28,7 @@ pub mod integrity;
 pub mod level;
 pub mod night;
 pub mod pressure;
+pub mod usage;
 pub mod watermark;
 
 use chrono::{DateTime, TimeDelta};
@@ -47,6 +48,7 @@ pub use integrity::{Integrity, IntegrityConfig};
 pub use level::{LevelShift, LevelShiftConfig};
 pub use night::{NightFlow, NightFlowConfig};
 pub use pressure::{PressureConfig, PressureDrop};
+pub use usage::{Usage, UsageConfig};
 pub use watermark::Watermark;
 
 /// Settings of every detector, with documented defaults.
@@ -84,6 +86,7 @@ pub struct DetectConfig {
     pub balance: BalanceConfig,
     pub inflow_night: InflowNightConfig,
     pub pressure: PressureConfig,
+    pub usage: UsageConfig,
 }
 
 impl Default for DetectConfig {
@@ -104,6 +107,7 @@ impl Default for DetectConfig {
             balance: BalanceConfig::default(),
             inflow_night: InflowNightConfig::default(),
             pressure: PressureConfig::default(),
+            usage: UsageConfig::default(),
         }
     }
 }
@@ -173,6 +177,9 @@ pub struct MeterState {
     pub integrity: Integrity,
     pub profile: CustomerProfile,
     pub pressure: PressureDrop,
+    /// Usage changes (absences, move-ins): masks the hours of an absence and
+    /// restarts learning after a move-in.
+    pub usage: Usage,
     /// When silence was last reported (Unix seconds), while the meter is silent.
     pub silence_reported: Option<i64>,
     /// The meter's index among its district's customers: saved so a restart gives it
@@ -404,9 +411,10 @@ impl Engine {
             MeterKind::Customer => {
                 for h in &hours {
                     // After a magnetic field or a closed valve, the hours are not
-                    // learned: the register or the gas may have stopped.
+                    // learned: the register or the gas may have stopped. Nor while the
+                    // home is away: an absence is not the new normal.
                     let masked;
-                    let learn = if st.integrity.masks(h.start_s) {
+                    let learn = if st.integrity.masks(h.start_s) || st.usage.absent() {
                         masked = Hour {
                             spread_h: h.spread_h.max(2),
                             ..*h
@@ -420,6 +428,11 @@ impl Engine {
                     st.night.on_hour(&cfg.night_flow, &ctx, learn, out);
                     st.level.on_hour(&cfg.level_shift, &ctx, learn, out);
                     st.burst.on_hour(&cfg.burst, &ctx, h, out);
+                    if st.usage.on_hour(&cfg.usage, &ctx, h, out) == usage::Change::Relearn {
+                        st.continuous = ContinuousFlow::default();
+                        st.night = NightFlow::default();
+                        st.level = LevelShift::default();
+                    }
                 }
                 if let (Some(member), Some(d)) =
                     (slot.member, self.districts.get_mut(&slot.info.district))
@@ -683,14 +696,17 @@ impl Engine {
                     }
                     // One watermark for the whole process (before event time was
                     // kept per district): every district starts from it.
-                    _ => match decode::<Watermark>(&bytes) {
-                        Some(w) => {
-                            for c in self.clocks.values_mut() {
-                                c.watermark = w.clone();
+                    Some((&ENGINE_VERSION_ONE_WATERMARK, rest)) => {
+                        match postcard::from_bytes::<Watermark>(rest) {
+                            Ok(w) => {
+                                for c in self.clocks.values_mut() {
+                                    c.watermark = w.clone();
+                                }
                             }
+                            Err(_) => stats.skipped += 1,
                         }
-                        None => stats.skipped += 1,
-                    },
+                    }
+                    _ => stats.skipped += 1,
                 },
             }
         }
@@ -764,11 +780,12 @@ pub struct RestoreStats {
 
 /// State format version: bump when a state struct changes shape; older state is then
 /// skipped (the detectors relearn) rather than misread.
-const STATE_VERSION: u8 = 3;
+const STATE_VERSION: u8 = 4;
 
-/// Format of the engine's own state (watermarks per district); the version before
-/// (`STATE_VERSION` 3, one watermark) is still read.
-const ENGINE_VERSION: u8 = 4;
+/// Format of the engine's own state (watermarks per district); the format before
+/// (version byte 3, one watermark) is still read.
+const ENGINE_VERSION: u8 = 5;
+const ENGINE_VERSION_ONE_WATERMARK: u8 = 3;
 
 fn encode<T: Serialize>(v: &T) -> Vec<u8> {
     let mut out = vec![STATE_VERSION];
