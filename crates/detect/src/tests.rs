@@ -224,7 +224,13 @@ fn a_replay_feeds_only_events_later_than_the_state_has_seen() {
 }
 
 /// Hourly readings of one meter: `litres(day, local_hour)` an hour, gas at 5 °C.
-fn feed_meter(e: &mut Engine, m: &MeterId, days: std::ops::Range<i64>, vol: &mut f64, litres: impl Fn(i64, i64) -> f64) -> Vec<Finding> {
+fn feed_meter(
+    e: &mut Engine,
+    m: &MeterId,
+    days: std::ops::Range<i64>,
+    vol: &mut f64,
+    litres: impl Fn(i64, i64) -> f64,
+) -> Vec<Finding> {
     let mut out = vec![];
     for h in days.start * 24..days.end * 24 {
         // Local hour: UTC + 1.
@@ -250,7 +256,11 @@ fn a_return_from_holiday_is_a_usage_change_not_a_leak() {
     };
     let kinds = |f: &[Finding]| f.iter().map(|f| f.kind).collect::<Vec<_>>();
     let before = feed_meter(&mut e, &m, 0..30, &mut vol, home);
-    assert!(before.iter().all(|f| !f.kind.is_leak()), "{:?}", kinds(&before));
+    assert!(
+        before.iter().all(|f| !f.kind.is_leak()),
+        "{:?}",
+        kinds(&before)
+    );
     // Two weeks away: nothing but a pilot-less frost guard (nothing at 5 °C).
     let away = feed_meter(&mut e, &m, 30..44, &mut vol, |_, _| 0.0);
     assert!(away.iter().all(|f| !f.kind.is_leak()), "{:?}", kinds(&away));
@@ -258,7 +268,10 @@ fn a_return_from_holiday_is_a_usage_change_not_a_leak() {
     // Back: the same use as before.
     let back = feed_meter(&mut e, &m, 44..60, &mut vol, home);
     assert!(back.iter().all(|f| !f.kind.is_leak()), "{:?}", kinds(&back));
-    let changes: Vec<_> = back.iter().filter(|f| f.kind == AlertKind::UsageChange).collect();
+    let changes: Vec<_> = back
+        .iter()
+        .filter(|f| f.kind == AlertKind::UsageChange)
+        .collect();
     assert_eq!(changes.len(), 1, "{:?}", kinds(&back));
     assert_eq!(changes[0].severity, Severity::Info);
     assert!(changes[0].evidence.explanation.contains("absence"));
@@ -274,9 +287,16 @@ fn a_vacant_home_occupied_is_a_usage_change_and_a_leak_there_is_not() {
     let household = |_d: i64, l: i64| if (0..7).contains(&l) { 0.0 } else { 120.0 };
     let moved = feed_meter(&mut e, &m, 21..40, &mut vol, household);
     let kinds = |f: &[Finding]| f.iter().map(|f| f.kind).collect::<Vec<_>>();
-    assert!(moved.iter().all(|f| !f.kind.is_leak()), "{:?}", kinds(&moved));
+    assert!(
+        moved.iter().all(|f| !f.kind.is_leak()),
+        "{:?}",
+        kinds(&moved)
+    );
     assert_eq!(
-        moved.iter().filter(|f| f.kind == AlertKind::UsageChange).count(),
+        moved
+            .iter()
+            .filter(|f| f.kind == AlertKind::UsageChange)
+            .count(),
         1,
         "{:?}",
         kinds(&moved)
@@ -286,6 +306,10 @@ fn a_vacant_home_occupied_is_a_usage_change_and_a_leak_there_is_not() {
     let mut vol = 5.0;
     feed_meter(&mut e, &n, 0..21, &mut vol, |_, _| 0.0);
     let leak = feed_meter(&mut e, &n, 21..25, &mut vol, |_, _| 80.0);
-    assert!(leak.iter().all(|f| f.kind != AlertKind::UsageChange), "{:?}", kinds(&leak));
+    assert!(
+        leak.iter().all(|f| f.kind != AlertKind::UsageChange),
+        "{:?}",
+        kinds(&leak)
+    );
     assert!(leak.iter().any(|f| f.kind.is_leak()), "{:?}", kinds(&leak));
 }
