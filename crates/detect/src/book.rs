@@ -170,6 +170,7 @@ mod tests {
                 window_start: t,
                 window_end: t,
                 explanation: "x".into(),
+                known: None,
             },
         }
     }

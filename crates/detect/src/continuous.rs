@@ -663,6 +663,7 @@ impl ContinuousFlow {
                     cfg.zero_threshold_m3 * 1000.0,
                     min * 1000.0
                 ),
+                known: None,
             },
         ));
     }

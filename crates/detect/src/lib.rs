@@ -570,6 +570,7 @@ impl Engine {
                         "No reading for {silent_h} h; the meter should report every {} h.",
                         slot.info.report_every_h
                     ),
+                    known: None,
                 },
             });
         }

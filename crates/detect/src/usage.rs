@@ -5,10 +5,9 @@
 //! Per meter, the usual daily use is learned (exponentially weighted, `half_life_days`)
 //! from the days that look normal. Each closed local day is judged:
 //! - **absence**: after `min_days` learned days, on a meter whose usual use is at least
-//!   `min_usual_m3`, a day below `absent_share` of the usual, and with at most
-//!   `absent_excess_m3` above its lowest hour times 24 (nobody cooks or draws hot
-//!   water: what flows is a pilot flame or nothing; a mild day at home still has its
-//!   meals), is an absent day. While
+//!   `min_usual_m3`, a day below `absent_share` of the usual (and, when
+//!   `absent_excess_m3` is set, with at most that above its lowest hour times 24:
+//!   nobody cooks), is an absent day. While
 //!   absent, the engine masks the meter's hours from the consumption detectors (neither
 //!   learned nor judged, as after a closed valve), so the absence is not learned as the
 //!   new normal and the return is not a rise. The first day of an absence is seen
@@ -40,7 +39,9 @@ pub struct UsageConfig {
     /// A day below this share of the usual daily use is an absent day (default 0.3).
     pub absent_share: f64,
     /// An absent day uses at most this much above its lowest hour × 24, m³ (default
-    /// 0.15).
+    /// 0: not checked; 0.15 left absences of homes with frost protection or a
+    /// business's reduced load unrecognised in simulation, and their returns raised
+    /// night-flow alarms).
     pub absent_excess_m3: f64,
     /// Usual daily use (m³) a meter needs for its absences to be judged, and below
     /// which it is quiet (default 0.5).
@@ -66,7 +67,7 @@ impl Default for UsageConfig {
         Self {
             enabled: true,
             absent_share: 0.3,
-            absent_excess_m3: 0.15,
+            absent_excess_m3: 0.0,
             min_usual_m3: 0.5,
             min_days: 5,
             half_life_days: 10.0,
@@ -171,7 +172,7 @@ impl Usage {
         let excess = used - 24.0 * f64::from(self.day_min);
         if usual >= cfg.min_usual_m3
             && used < cfg.absent_share * usual
-            && excess <= cfg.absent_excess_m3
+            && (cfg.absent_excess_m3 <= 0.0 || excess <= cfg.absent_excess_m3)
         {
             self.absent = self.absent.saturating_add(1);
             if u32::from(self.absent) > cfg.max_absent_days {
@@ -260,6 +261,7 @@ impl Usage {
                 window_start: end - chrono::TimeDelta::days(1),
                 window_end: end,
                 explanation,
+                known: None,
             },
         )
     }

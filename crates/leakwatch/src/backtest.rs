@@ -525,6 +525,7 @@ mod tests {
                 window_start: t,
                 window_end: t,
                 explanation: "".into(),
+                known: None,
             },
         }
     }

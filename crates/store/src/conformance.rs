@@ -310,6 +310,7 @@ fn evidence(observed: f64, at: i64) -> Evidence {
         window_start: t(at - 86_400),
         window_end: t(at),
         explanation: format!("lowest hourly flow {observed} m3/h"),
+        known: None,
     }
 }
 

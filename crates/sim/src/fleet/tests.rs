@@ -314,9 +314,9 @@ fn the_standard_scenario_has_usage_changes_and_harder_leaks() {
         let at = |t: Timestamp| {
             index
                 .iter()
-                .filter(|(rt, rm, _)| rm == m && *rt <= t)
+                .rev()
+                .find(|(rt, rm, _)| rm == m && *rt <= t)
                 .map(|(_, _, v)| *v)
-                .last()
                 .unwrap()
         };
         at(to) - at(from)
