@@ -28,6 +28,7 @@ pub mod integrity;
 pub mod level;
 pub mod night;
 pub mod pressure;
+pub mod quiet;
 pub mod usage;
 pub mod watermark;
 
@@ -48,6 +49,7 @@ pub use integrity::{Integrity, IntegrityConfig};
 pub use level::{LevelShift, LevelShiftConfig};
 pub use night::{NightFlow, NightFlowConfig};
 pub use pressure::{PressureConfig, PressureDrop};
+pub use quiet::{QuietHours, QuietHoursConfig};
 pub use usage::{Usage, UsageConfig};
 pub use watermark::Watermark;
 
@@ -87,6 +89,7 @@ pub struct DetectConfig {
     pub inflow_night: InflowNightConfig,
     pub pressure: PressureConfig,
     pub usage: UsageConfig,
+    pub quiet_hours: QuietHoursConfig,
 }
 
 impl Default for DetectConfig {
@@ -108,6 +111,7 @@ impl Default for DetectConfig {
             inflow_night: InflowNightConfig::default(),
             pressure: PressureConfig::default(),
             usage: UsageConfig::default(),
+            quiet_hours: QuietHoursConfig::default(),
         }
     }
 }
@@ -180,6 +184,8 @@ pub struct MeterState {
     /// Usage changes (absences, move-ins): masks the hours of an absence and
     /// restarts learning after a move-in.
     pub usage: Usage,
+    /// The hours this meter is reliably quiet in (big leaks within hours).
+    pub quiet: QuietHours,
     /// When silence was last reported (Unix seconds), while the meter is silent.
     pub silence_reported: Option<i64>,
     /// The meter's index among its district's customers: saved so a restart gives it
@@ -427,11 +433,13 @@ impl Engine {
                         .on_hour(&cfg.continuous_flow, &ctx, learn, out);
                     st.night.on_hour(&cfg.night_flow, &ctx, learn, out);
                     st.level.on_hour(&cfg.level_shift, &ctx, learn, out);
+                    st.quiet.on_hour(&cfg.quiet_hours, &ctx, learn, out);
                     st.burst.on_hour(&cfg.burst, &ctx, h, out);
                     if st.usage.on_hour(&cfg.usage, &ctx, h, out) == usage::Change::Relearn {
                         st.continuous = ContinuousFlow::default();
                         st.night = NightFlow::default();
                         st.level = LevelShift::default();
+                        st.quiet = QuietHours::default();
                     }
                 }
                 if let (Some(member), Some(d)) =
