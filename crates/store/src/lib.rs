@@ -101,6 +101,7 @@ macro_rules! severity_max {
     };
 }
 
+mod devices;
 mod pg;
 mod sqlite;
 pub mod testing;
