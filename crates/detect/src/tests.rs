@@ -282,9 +282,16 @@ fn a_vacant_home_occupied_is_a_usage_change_and_a_leak_there_is_not() {
     let m = MeterId::parse("A").unwrap();
     let mut e = Engine::new(DetectConfig::default());
     let mut vol = 100.0;
-    // Vacant for three weeks (nothing), then a household with quiet nights.
+    // Vacant for three weeks (nothing), then a household with quiet nights, its use
+    // varying from hour to hour.
     feed_meter(&mut e, &m, 0..21, &mut vol, |_, _| 0.0);
-    let household = |_d: i64, l: i64| if (0..7).contains(&l) { 0.0 } else { 120.0 };
+    let household = |d: i64, l: i64| {
+        if (0..7).contains(&l) {
+            0.0
+        } else {
+            80.0 + ((d * 13 + l * 37) % 50) as f64
+        }
+    };
     let moved = feed_meter(&mut e, &m, 21..40, &mut vol, household);
     let kinds = |f: &[Finding]| f.iter().map(|f| f.kind).collect::<Vec<_>>();
     assert!(
