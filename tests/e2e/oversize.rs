@@ -397,6 +397,7 @@ async fn crews_channel_takes_big_messages(backend: Backend) {
             district_id: Some(DistrictId::parse("D1").unwrap()),
             detected_at: now,
             evidence: Evidence {
+                known: None,
                 rule: "test".into(),
                 observed: 1.0,
                 expected: Some(0.0),

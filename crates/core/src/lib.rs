@@ -19,7 +19,9 @@ pub mod shift;
 pub mod site;
 pub mod workorder;
 
-pub use alert::{Alert, AlertAction, AlertKind, AlertStatus, Evidence, Finding, Severity, Subject};
+pub use alert::{
+    Alert, AlertAction, AlertKind, AlertStatus, Evidence, Finding, Known, Severity, Subject,
+};
 pub use crew::{Crew, CrewStatus, PositionError, PositionReport, PositionSource};
 pub use geo::GeoPoint;
 pub use ids::{CrewId, DistrictId, IdError, MeterId};

@@ -105,8 +105,8 @@ pub struct BrokerConfig {
     pub inflight: u16,
 }
 
-/// What a batch committed, for the detectors: readings sorted by (time, meter) and
-/// device events, each with its meter. The meter is shared (`Arc`): one registry
+/// What a batch committed, for the detectors: readings in the order received
+/// (message by message, each message's in time order) and device events, each with its meter. The meter is shared (`Arc`): one registry
 /// entry serves all its readings.
 #[derive(Debug, Default)]
 pub struct Stored {

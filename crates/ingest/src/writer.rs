@@ -553,14 +553,14 @@ impl Writer {
         metrics::histogram!("leakwatch_ingest_batch_seconds")
             .record(started.elapsed().as_secs_f64());
 
-        let mut readings: Vec<(Arc<Meter>, Reading)> = row_meters
+        let readings: Vec<(Arc<Meter>, Reading)> = row_meters
             .into_iter()
             .zip(rows)
             .map(|(m, (r, _))| (m, r))
             .collect();
-        // Time order (each meter's readings stay in order): the detectors' watermark
-        // then advances as the batch's event time does, not meter by meter.
-        readings.sort_by(|a, b| a.1.t.cmp(&b.1.t).then(a.1.meter.cmp(&b.1.meter)));
+        // The order received (message by message, each message's readings in time
+        // order): the detectors then see the same sequence however the stream was
+        // cut into batches, so they raise the same alerts (event time is theirs).
         let stored = Stored { readings, events };
         Ok((
             BatchOutcome {

@@ -5,6 +5,7 @@
 //! [`app::start`] in-process with ports 0 and their own database.
 
 pub mod app;
+pub mod backtest;
 pub mod broker;
 pub mod config;
 pub mod detection;

@@ -38,6 +38,10 @@ enum Command {
     /// Score the detectors against the simulator's ground truth (replay a scenario, or
     /// score exported alerts against a truth file).
     Eval(leakwatch::evaluate::EvalArgs),
+    /// Replay a recorded stream (v1 JSONL, or a CSV of flows or indexes with a mapping
+    /// to meters) through the detectors, write the alerts, and score them against
+    /// labels.
+    Backtest(leakwatch::backtest::BacktestArgs),
     /// Meter registry.
     Meters {
         #[command(subcommand)]
@@ -249,6 +253,16 @@ async fn dispatch(command: Command, cfg: Config, file: Option<PathBuf>) -> anyho
         Command::Eval(args) => {
             tokio::task::spawn_blocking(move || leakwatch::evaluate::command(args, cfg.detect))
                 .await?
+        }
+        Command::Backtest(args) => {
+            let registry = match &args.registry {
+                Some(p) => read_meter_csv(p)?,
+                None => Vec::new(),
+            };
+            tokio::task::spawn_blocking(move || {
+                leakwatch::backtest::command(args, cfg.detect, registry)
+            })
+            .await?
         }
         Command::Meters {
             command: MetersCommand::Import { file },

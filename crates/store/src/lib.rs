@@ -968,6 +968,17 @@ impl Store {
         dispatch!(self, resolve_quiet_alerts(seen_before, reason))
     }
 
+    /// [`Store::resolve_quiet_alerts`] for the alerts of one district, judged by that
+    /// district's own event time.
+    pub async fn resolve_quiet_alerts_in(
+        &self,
+        district: &DistrictId,
+        seen_before: Timestamp,
+        reason: &str,
+    ) -> Result<Vec<Alert>> {
+        dispatch!(self, resolve_quiet_alerts_in(district, seen_before, reason))
+    }
+
     // ---- detector state ----
 
     /// Saves detector state, one row per subject (`meter:<id>`, `district:<id>`,
