@@ -137,6 +137,7 @@ async fn raise(store: &Store, meter: &str, kind: AlertKind, severity: Severity) 
             district_id: Some(DistrictId::parse("D1").unwrap()),
             detected_at: now,
             evidence: Evidence {
+                known: None,
                 rule: "test".into(),
                 observed: 1.0,
                 expected: Some(0.0),

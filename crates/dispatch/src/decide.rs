@@ -1014,6 +1014,7 @@ mod tests {
             last_seen: t0(),
             count: 1,
             evidence: Evidence {
+                known: None,
                 rule: "r".into(),
                 observed: 1.0,
                 expected: None,

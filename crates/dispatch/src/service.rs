@@ -955,6 +955,7 @@ mod tests {
                     window_start: now,
                     window_end: now,
                     explanation: "test".into(),
+                    known: None,
                 },
             })
             .await

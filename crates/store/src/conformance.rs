@@ -131,6 +131,7 @@ conformance!(
     case_detector_state_round_trip,
     case_readings_since_pages_in_time_order,
     case_quiet_alerts_resolve,
+    case_quiet_alerts_resolve_per_district,
     case_crew_calendar_and_last_job_place,
     case_crew_current_order,
     case_work_order_parent_and_filters,
@@ -186,6 +187,27 @@ async fn case_readings_since_pages_in_time_order(store: &Store) {
     let keys: Vec<_> = rest.iter().map(|r| (r.meter.to_string(), r.t)).collect();
     assert_eq!(keys, vec![("M3".into(), t(150)), ("M1".into(), t(200))]);
     assert_eq!(rest[1].vol, 3.0);
+}
+
+async fn case_quiet_alerts_resolve_per_district(store: &Store) {
+    let (d1, _) = store
+        .record_finding(&finding("M1", 1000, Severity::Warning))
+        .await
+        .unwrap();
+    let (d2, _) = store
+        .record_finding(&Finding {
+            district_id: Some(did("D2")),
+            ..finding("M2", 1000, Severity::Warning)
+        })
+        .await
+        .unwrap();
+    let resolved = store
+        .resolve_quiet_alerts_in(&did("D2"), t(5000), "clear in D2")
+        .await
+        .unwrap();
+    assert_eq!(resolved.iter().map(|a| a.id).collect::<Vec<_>>(), [d2.id]);
+    let d1 = store.get_alert(d1.id).await.unwrap().unwrap();
+    assert_eq!(d1.status, AlertStatus::Open);
 }
 
 async fn case_quiet_alerts_resolve(store: &Store) {
@@ -288,6 +310,7 @@ fn evidence(observed: f64, at: i64) -> Evidence {
         window_start: t(at - 86_400),
         window_end: t(at),
         explanation: format!("lowest hourly flow {observed} m3/h"),
+        known: None,
     }
 }
 
@@ -3035,13 +3058,12 @@ async fn case_migrations_apply_without_timescale(store: &Store) {
                 .fetch_one(p)
                 .await
                 .unwrap();
-            assert_eq!(
-                Some(v),
-                sqlx::migrate!("./migrations/sqlite")
-                    .iter()
-                    .map(|m| m.version)
-                    .max()
-            );
+            let latest = sqlx::migrate!("./migrations/sqlite")
+                .migrations
+                .iter()
+                .map(|m| m.version)
+                .max();
+            assert_eq!(Some(v), latest);
         }
         Store::Postgres(p) => {
             let pool = p.pool();
@@ -3049,13 +3071,12 @@ async fn case_migrations_apply_without_timescale(store: &Store) {
                 .fetch_one(pool)
                 .await
                 .unwrap();
-            assert_eq!(
-                Some(v),
-                sqlx::migrate!("./migrations/postgres")
-                    .iter()
-                    .map(|m| m.version)
-                    .max()
-            );
+            let latest = sqlx::migrate!("./migrations/postgres")
+                .migrations
+                .iter()
+                .map(|m| m.version)
+                .max();
+            assert_eq!(Some(v), latest);
             let available: bool = sqlx::query_scalar(
                 "SELECT EXISTS (SELECT 1 FROM pg_available_extensions
                                 WHERE name = 'timescaledb')",

@@ -101,13 +101,19 @@ macro_rules! severity_max {
     };
 }
 
+mod dead_letter_bounds;
 mod devices;
+mod error_class;
 mod pg;
+mod registry_feed;
 mod sqlite;
 pub mod testing;
 mod unit_of_work;
 
 pub use unit_of_work::{DISPATCH_LOCK, StepCause, UnitOfWork};
+
+pub use dead_letter_bounds::{KeyedDeadLetter, Pruned, dead_letter_key};
+pub use registry_feed::{METERS_CHANNEL, Registered, RegistryFeed, RegistryUpdate};
 
 #[cfg(test)]
 mod conformance;
@@ -960,6 +966,17 @@ impl Store {
         reason: &str,
     ) -> Result<Vec<Alert>> {
         dispatch!(self, resolve_quiet_alerts(seen_before, reason))
+    }
+
+    /// [`Store::resolve_quiet_alerts`] for the alerts of one district, judged by that
+    /// district's own event time.
+    pub async fn resolve_quiet_alerts_in(
+        &self,
+        district: &DistrictId,
+        seen_before: Timestamp,
+        reason: &str,
+    ) -> Result<Vec<Alert>> {
+        dispatch!(self, resolve_quiet_alerts_in(district, seen_before, reason))
     }
 
     // ---- detector state ----

@@ -9,9 +9,9 @@ use crate::{
     parse_meter_id, parse_text, point, redact, report_every_h, same_volume, work_order_conflict,
 };
 use leakwatch_core::{
-    Alert, AlertOutcome, AlertStatus, Crew, CrewId, EventCode, Finding, GeoPoint, Meter,
-    MeterEvent, MeterId, Priority, Reading, SiteFinding, Timestamp, TransitionRecord, WeeklyShifts,
-    WorkOrder, WorkOrderStatus,
+    Alert, AlertOutcome, AlertStatus, Crew, CrewId, DistrictId, EventCode, Finding, GeoPoint,
+    Meter, MeterEvent, MeterId, Priority, Reading, SiteFinding, Timestamp, TransitionRecord,
+    WeeklyShifts, WorkOrder, WorkOrderStatus,
 };
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::types::Json;
@@ -56,7 +56,7 @@ pub(crate) async fn ping(pool: &PgPool) -> Result<()> {
 
 // ---- meters ----
 
-fn meter_from_row(row: &PgRow) -> Result<Meter> {
+pub(crate) fn meter_from_row(row: &PgRow) -> Result<Meter> {
     Ok(Meter {
         id: parse_meter_id(row.try_get("id")?)?,
         district: parse_district_id(row.try_get("district_id")?)?,
@@ -1596,6 +1596,26 @@ pub(crate) async fn resolve_quiet_alerts(
     ))
     .bind(seen_before)
     .bind(reason)
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(alert_from_row).collect()
+}
+
+pub(crate) async fn resolve_quiet_alerts_in(
+    pool: &PgPool,
+    district: &DistrictId,
+    seen_before: Timestamp,
+    reason: &str,
+) -> Result<Vec<Alert>> {
+    let rows = sqlx::query(concat!(
+        "UPDATE alerts SET status = 'resolved', status_reason = $2
+         WHERE status IN ('open', 'acknowledged') AND last_seen < $1 AND district_id = $3
+         RETURNING ",
+        alert_cols!()
+    ))
+    .bind(seen_before)
+    .bind(reason)
+    .bind(district.as_str())
     .fetch_all(pool)
     .await?;
     rows.iter().map(alert_from_row).collect()

@@ -10,9 +10,9 @@ use crate::{
     parse_meter_id, parse_text, point, report_every_h, same_volume, work_order_conflict,
 };
 use leakwatch_core::{
-    Alert, AlertOutcome, AlertStatus, Crew, CrewId, EventCode, Finding, GeoPoint, Meter,
-    MeterEvent, MeterId, Priority, Reading, SiteFinding, Timestamp, TransitionRecord, WeeklyShifts,
-    WorkOrder, WorkOrderStatus,
+    Alert, AlertOutcome, AlertStatus, Crew, CrewId, DistrictId, EventCode, Finding, GeoPoint,
+    Meter, MeterEvent, MeterId, Priority, Reading, SiteFinding, Timestamp, TransitionRecord,
+    WeeklyShifts, WorkOrder, WorkOrderStatus,
 };
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
@@ -105,7 +105,7 @@ pub(crate) fn json_list(items: Vec<String>) -> String {
 
 // ---- meters ----
 
-fn meter_from_row(row: &SqliteRow) -> Result<Meter> {
+pub(crate) fn meter_from_row(row: &SqliteRow) -> Result<Meter> {
     Ok(Meter {
         id: parse_meter_id(text(row, "id")?)?,
         district: parse_district_id(text(row, "district_id")?)?,
@@ -1317,6 +1317,26 @@ pub(crate) async fn resolve_quiet_alerts(
     ))
     .bind(ms(seen_before))
     .bind(reason)
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(alert_from_row).collect()
+}
+
+pub(crate) async fn resolve_quiet_alerts_in(
+    pool: &SqlitePool,
+    district: &DistrictId,
+    seen_before: Timestamp,
+    reason: &str,
+) -> Result<Vec<Alert>> {
+    let rows = sqlx::query(concat!(
+        "UPDATE alerts SET status = 'resolved', status_reason = ?2
+         WHERE status IN ('open', 'acknowledged') AND last_seen < ?1 AND district_id = ?3
+         RETURNING ",
+        alert_cols!()
+    ))
+    .bind(ms(seen_before))
+    .bind(reason)
+    .bind(district.as_str())
     .fetch_all(pool)
     .await?;
     rows.iter().map(alert_from_row).collect()
