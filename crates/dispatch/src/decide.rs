@@ -8,7 +8,9 @@
 //! The rules:
 //! - **Escalation**: the alert is claimed (`escalated`); a leak already found and
 //!   waiting for its repair on the same meter absorbs it (no second investigation,
-//!   the alert confirmed; only an emergency makes the repair more urgent); else it joins an open order close in place and time
+//!   the alert confirmed; only an emergency makes the repair more urgent; an alert
+//!   whose evidence says it is beyond the known leak, `evidence.known`, is not
+//!   absorbed); else it joins an open order close in place and time
 //!   ([`crate::grouping`]) or a new order is created (kind, priority and deadline from
 //!   the mapping) and linked. Urgent orders (`auto_assign`, high or emergency) go to
 //!   the nearest crew ([`crate::choose`]).
@@ -391,6 +393,7 @@ impl Decision<'_> {
         // its meter, however long ago it was found: the crew is coming to repair it.
         // Only an emergency makes the repair more urgent.
         if job.kind.requires_finding()
+            && !beyond_known(&a)
             && let Some(repair) = self.s.active.iter().find(|o| {
                 o.kind == WorkOrderKind::Repair && o.meter_id.is_some() && o.meter_id == a.meter_id
             })
@@ -925,6 +928,17 @@ impl Decision<'_> {
     }
 }
 
+/// The alert's evidence says it is beyond the anomaly already known on its subject
+/// (`evidence.known`: observed above what was expected with the known leak, i.e.
+/// the leak-free level plus the known magnitude): news for the crew, not a repeat of
+/// the known leak, so an open repair does not absorb it.
+fn beyond_known(a: &Alert) -> bool {
+    a.evidence
+        .known
+        .as_ref()
+        .is_some_and(|k| a.evidence.observed > a.evidence.expected.unwrap_or(k.magnitude))
+}
+
 /// A follow-up repair's priority from its class's deadline.
 pub fn follow_up_priority(repair_within_h: Option<u32>) -> Priority {
     match repair_within_h {
@@ -1201,6 +1215,29 @@ mod tests {
             priority: Priority::Emergency,
             due_at: Some(t0() + Duration::minutes(60)),
         }));
+        // Beyond the known magnitude (evidence.known): news, not absorbed.
+        let mut grown = alert(5, "M-1", AlertKind::LeakGrowth, Severity::Warning);
+        grown.evidence.observed = 3.0;
+        grown.evidence.expected = Some(2.0);
+        grown.evidence.known = Some(leakwatch_core::Known {
+            kind: AlertKind::ContinuousFlow,
+            since: t0() - Duration::days(3),
+            magnitude: 1.5,
+        });
+        s.alert = Some(grown.clone());
+        let cmds = run(&cfg, &s, escalate()).unwrap();
+        assert!(
+            cmds.iter().any(|c| matches!(c, Command::CreateOrder(_))),
+            "{cmds:?}"
+        );
+        // Within it: absorbed.
+        grown.evidence.observed = 1.9;
+        s.alert = Some(grown);
+        let cmds = run(&cfg, &s, escalate()).unwrap();
+        assert!(
+            !cmds.iter().any(|c| matches!(c, Command::CreateOrder(_))),
+            "{cmds:?}"
+        );
         // Another meter's alert is not absorbed.
         s.alert = Some(alert(
             4,
