@@ -59,8 +59,8 @@ impl Proc {
     }
 
     async fn ready(&self) {
-        let url = format!("http://127.0.0.1:{}/healthz", self.http);
-        wait_for("leakwatch up", Duration::from_secs(30), || async {
+        let url = format!("http://127.0.0.1:{}/readyz", self.http);
+        wait_for("leakwatch ready", Duration::from_secs(30), || async {
             let r = reqwest::get(&url).await.ok()?;
             (r.status() == 200).then_some(())
         })
