@@ -126,7 +126,8 @@ async fn oversized_uplink(backend: Backend) {
         );
     }
     svc.halt().await;
-    p.publish_raw(&topic, big_payload(1_000_000)).await.unwrap();
+    // Not the same bytes as the first: dead letters are kept once per distinct message.
+    p.publish_raw(&topic, big_payload(1_000_001)).await.unwrap();
     for h in 10..15 {
         p.publish_raw(&topic, reading(h, 100.0 + f64::from(h)))
             .await
