@@ -94,8 +94,13 @@ async fn bad_messages_are_dead_lettered(backend: Backend) {
         (readings_of(&svc, "M1").await == 1).then_some(())
     })
     .await;
-    let (status, dl) = svc.get("/api/v1/dead-letters").await;
-    assert_eq!(status, 200);
+    // The batch's readings commit before its dead letters: wait for those too.
+    let dl = wait_for("the three dead letters", Duration::from_secs(20), || async {
+        let (status, dl) = svc.get("/api/v1/dead-letters").await;
+        assert_eq!(status, 200);
+        (dl.as_array().map_or(0, Vec::len) >= 3).then_some(dl)
+    })
+    .await;
     let items = dl.as_array().unwrap();
     let reasons: Vec<&str> = items
         .iter()
