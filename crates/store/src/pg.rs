@@ -1,21 +1,19 @@
-//! The PostgreSQL backend: times are `TIMESTAMPTZ`; batches go through `UNNEST` arrays, and
-//! new readings through binary `COPY` (see [`insert_split`]).
+//! The PostgreSQL side of what the backends do differently: batches of readings through
+//! binary `COPY` and `UNNEST` arrays (see [`insert_split`]), bulk upserts through
+//! `UNNEST`, hours by `date_trunc`, and retention with TimescaleDB's `drop_chunks`.
 
+use crate::db::Row;
+use crate::detector_state::state_upsert;
+use crate::meters::meter_upsert;
+use crate::readings::Latest;
+use crate::readings::hourly_from_row;
 use crate::{
-    AlertQuery, CrewRow, CurrentOrder, DeadLetter, HourlyRow, NewDeadLetter, NewWorkOrder,
-    OrderChange, PgInsertPath, ReadingConflict, ReadingFlags, Result, StoreError, TransitionTimes,
-    WorkOrderQuery, alert_conflict, final_statuses, finite, is_foreign_key_violation,
-    is_unique_violation, latest_of, occupying_statuses, parse_crew_id, parse_district_id,
-    parse_meter_id, parse_text, point, redact, report_every_h, same_volume, work_order_conflict,
+    HourlyRow, PgInsertPath, ReadingFlags, Result, StoreError, finite, is_unique_violation, redact,
+    same_volume,
 };
-use leakwatch_core::{
-    Alert, AlertOutcome, AlertStatus, Crew, CrewId, EventCode, Finding, GeoPoint, Meter,
-    MeterEvent, MeterId, Priority, Reading, SiteFinding, Timestamp, TransitionRecord, WeeklyShifts,
-    WorkOrder, WorkOrderStatus,
-};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
-use sqlx::types::Json;
-use sqlx::{PgPool, Row};
+use leakwatch_core::{Meter, MeterId, Reading, Timestamp};
+use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 use std::time::Duration;
@@ -49,28 +47,7 @@ pub(crate) async fn connect(url: &str) -> Result<(PgPool, bool)> {
     Ok((pool, timescale))
 }
 
-pub(crate) async fn ping(pool: &PgPool) -> Result<()> {
-    sqlx::query("SELECT 1").execute(pool).await?;
-    Ok(())
-}
-
 // ---- meters ----
-
-fn meter_from_row(row: &PgRow) -> Result<Meter> {
-    Ok(Meter {
-        id: parse_meter_id(row.try_get("id")?)?,
-        district: parse_district_id(row.try_get("district_id")?)?,
-        kind: parse_text(row.try_get("kind")?, "meter kind")?,
-        location: GeoPoint {
-            lat: row.try_get("lat")?,
-            lon: row.try_get("lon")?,
-        },
-        report_every_h: report_every_h(row.try_get("report_every_h")?)?,
-        status: parse_text(row.try_get("status")?, "meter status")?,
-        installed_at: row.try_get("installed_at")?,
-        max_flow_m3h: row.try_get("max_flow_m3h")?,
-    })
-}
 
 pub(crate) async fn upsert_meters(pool: &PgPool, meters: &[Meter]) -> Result<u64> {
     let ids: Vec<&str> = meters.iter().map(|m| m.id.as_str()).collect();
@@ -82,18 +59,15 @@ pub(crate) async fn upsert_meters(pool: &PgPool, meters: &[Meter]) -> Result<u64
     let statuses: Vec<&str> = meters.iter().map(|m| m.status.as_str()).collect();
     let installed: Vec<Option<Timestamp>> = meters.iter().map(|m| m.installed_at).collect();
     let max_flows: Vec<Option<f64>> = meters.iter().map(|m| finite(m.max_flow_m3h)).collect();
-    let done = sqlx::query(
+    let done = sqlx::query(concat!(
         "INSERT INTO meters (id, district_id, kind, lat, lon, report_every_h, status,
                              installed_at, max_flow_m3h, updated_at)
          SELECT u.*, now() FROM UNNEST($1::text[], $2::text[], $3::text[], $4::float8[],
                                        $5::float8[], $6::int8[], $7::text[],
                                        $8::timestamptz[], $9::float8[]) AS u
-         ON CONFLICT (id) DO UPDATE SET
-             district_id = excluded.district_id, kind = excluded.kind, lat = excluded.lat,
-             lon = excluded.lon, report_every_h = excluded.report_every_h,
-             status = excluded.status, installed_at = excluded.installed_at,
-             max_flow_m3h = excluded.max_flow_m3h, updated_at = excluded.updated_at",
-    )
+         ",
+        meter_upsert!()
+    ))
     .bind(&ids)
     .bind(&districts)
     .bind(&kinds)
@@ -106,46 +80,6 @@ pub(crate) async fn upsert_meters(pool: &PgPool, meters: &[Meter]) -> Result<u64
     .execute(pool)
     .await?;
     Ok(done.rows_affected())
-}
-
-pub(crate) async fn get_meter(pool: &PgPool, id: &MeterId) -> Result<Option<Meter>> {
-    let row = sqlx::query(concat!(
-        "SELECT ",
-        meter_cols!(),
-        " FROM meters WHERE id = $1"
-    ))
-    .bind(id.as_str())
-    .fetch_optional(pool)
-    .await?;
-    row.as_ref().map(meter_from_row).transpose()
-}
-
-pub(crate) async fn list_meters(
-    pool: &PgPool,
-    after: Option<&MeterId>,
-    limit: u32,
-) -> Result<Vec<Meter>> {
-    let rows = sqlx::query(concat!(
-        "SELECT ",
-        meter_cols!(),
-        " FROM meters WHERE ($1::text IS NULL OR id > $1) ORDER BY id LIMIT $2"
-    ))
-    .bind(after.map(|m| m.as_str()))
-    .bind(i64::from(limit))
-    .fetch_all(pool)
-    .await?;
-    rows.iter().map(meter_from_row).collect()
-}
-
-pub(crate) async fn all_meters(pool: &PgPool) -> Result<Vec<Meter>> {
-    let rows = sqlx::query(concat!(
-        "SELECT ",
-        meter_cols!(),
-        " FROM meters ORDER BY id"
-    ))
-    .fetch_all(pool)
-    .await?;
-    rows.iter().map(meter_from_row).collect()
 }
 
 // ---- readings and events ----
@@ -516,46 +450,9 @@ async fn record_conflicts(
     Ok(done.rows_affected())
 }
 
-pub(crate) async fn readings_flagged(
-    pool: &PgPool,
-    meter: &MeterId,
-    from: Option<Timestamp>,
-    to: Option<Timestamp>,
-    limit: u32,
-) -> Result<Vec<(Reading, ReadingFlags)>> {
-    let rows = sqlx::query(
-        "SELECT t, vol, temp, flow_max, pressure, flags FROM readings
-         WHERE meter_id = $1
-           AND ($2::timestamptz IS NULL OR t >= $2)
-           AND ($3::timestamptz IS NULL OR t < $3)
-         ORDER BY t LIMIT $4",
-    )
-    .bind(meter.as_str())
-    .bind(from)
-    .bind(to)
-    .bind(i64::from(limit))
-    .fetch_all(pool)
-    .await?;
-    rows.iter()
-        .map(|row| {
-            let reading = Reading {
-                meter: meter.clone(),
-                t: row.try_get("t")?,
-                vol: row.try_get("vol")?,
-                temp: row.try_get("temp")?,
-                flow_max: row.try_get("flow_max")?,
-                pressure: row.try_get("pressure")?,
-            };
-            let flags = ReadingFlags::from_db(i64::from(row.try_get::<i32, _>("flags")?))?;
-            Ok((reading, flags))
-        })
-        .collect()
-}
-
-pub(crate) async fn latest_readings(
-    pool: &PgPool,
-    meters: &[&str],
-) -> Result<Vec<(String, Timestamp, f64)>> {
+/// Each meter's latest raw reading and the last reading of its latest archived hour,
+/// as (meter, raw, archived); one lateral index probe each.
+pub(crate) async fn latest_readings(pool: &PgPool, meters: &[String]) -> Result<Vec<Latest>> {
     type Found = (
         String,
         Option<Timestamp>,
@@ -576,44 +473,18 @@ pub(crate) async fn latest_readings(
     .await?;
     Ok(found
         .into_iter()
-        .filter_map(|(m, rt, rv, ht, hv)| {
-            latest_of(rt.zip(rv), ht.zip(hv)).map(|(t, vol)| (m, t, vol))
-        })
+        .map(|(m, rt, rv, ht, hv)| (m, rt.zip(rv), ht.zip(hv)))
         .collect())
 }
 
-fn hourly_from_row(meter: &MeterId, row: &PgRow) -> Result<HourlyRow> {
-    Ok(HourlyRow {
-        meter_id: meter.clone(),
-        hour: row.try_get("hour")?,
-        first_t: row.try_get("first_t")?,
-        first_vol: row.try_get("first_vol")?,
-        last_t: row.try_get("last_t")?,
-        last_vol: row.try_get("last_vol")?,
-        n: row.try_get("n")?,
-    })
-}
-
-/// The archived hours, then the hours aggregated from raw readings, of a meter, starting
-/// in [`from`, `to`), each ordered by hour (`Store::hourly` merges them).
-pub(crate) async fn hourly(
+/// The hours of a meter aggregated from its raw readings, starting in [`from`, `to`),
+/// ordered by hour.
+pub(crate) async fn hourly_raw(
     pool: &PgPool,
     meter: &MeterId,
     from: Option<Timestamp>,
     to: Option<Timestamp>,
-) -> Result<(Vec<HourlyRow>, Vec<HourlyRow>)> {
-    let archived = sqlx::query(
-        "SELECT hour, first_t, first_vol, last_t, last_vol, n FROM readings_hourly
-         WHERE meter_id = $1
-           AND ($2::timestamptz IS NULL OR hour >= $2)
-           AND ($3::timestamptz IS NULL OR hour < $3)
-         ORDER BY hour",
-    )
-    .bind(meter.as_str())
-    .bind(from)
-    .bind(to)
-    .fetch_all(pool)
-    .await?;
+) -> Result<Vec<HourlyRow>> {
     // The hours starting in [from, to) hold readings of [from, to + 1 h): that range of
     // the primary key is scanned, then the hours outside are left out.
     let raw = sqlx::query(
@@ -637,12 +508,9 @@ pub(crate) async fn hourly(
     .bind(to)
     .fetch_all(pool)
     .await?;
-    let rows = |rows: Vec<PgRow>| {
-        rows.iter()
-            .map(|row| hourly_from_row(meter, row))
-            .collect::<Result<Vec<_>>>()
-    };
-    Ok((rows(archived)?, rows(raw)?))
+    raw.into_iter()
+        .map(|row| hourly_from_row(meter, &Row::Pg(row)))
+        .collect()
 }
 
 /// Aggregates the relation `old` (meter_id, t, vol) by meter and UTC hour and merges the
@@ -711,889 +579,25 @@ pub(crate) async fn drop_raw_readings_before(
     Ok(n as u64)
 }
 
-pub(crate) async fn list_conflicts(pool: &PgPool, limit: u32) -> Result<Vec<ReadingConflict>> {
-    let rows = sqlx::query(
-        "SELECT id, meter_id, t, stored_vol, received_vol, received_at FROM reading_conflicts
-         ORDER BY id DESC LIMIT $1",
-    )
-    .bind(i64::from(limit))
-    .fetch_all(pool)
-    .await?;
-    rows.iter()
-        .map(|row| {
-            Ok(ReadingConflict {
-                id: row.try_get("id")?,
-                meter_id: parse_meter_id(row.try_get("meter_id")?)?,
-                t: row.try_get("t")?,
-                stored_vol: row.try_get("stored_vol")?,
-                received_vol: row.try_get("received_vol")?,
-                received_at: row.try_get("received_at")?,
-            })
-        })
-        .collect()
-}
-
-pub(crate) async fn count_conflicts(pool: &PgPool) -> Result<i64> {
-    Ok(sqlx::query_scalar("SELECT count(*) FROM reading_conflicts")
-        .fetch_one(pool)
-        .await?)
-}
-
-pub(crate) async fn count_readings(pool: &PgPool) -> Result<i64> {
-    Ok(sqlx::query_scalar("SELECT count(*) FROM readings")
-        .fetch_one(pool)
-        .await?)
-}
-
-pub(crate) async fn insert_events(pool: &PgPool, events: &[MeterEvent]) -> Result<u64> {
-    let meters: Vec<&str> = events.iter().map(|e| e.meter.as_str()).collect();
-    let ts: Vec<Timestamp> = events.iter().map(|e| e.t).collect();
-    let codes: Vec<String> = events.iter().map(|e| e.code.to_text()).collect();
-    let done = sqlx::query(
-        "INSERT INTO meter_events (meter_id, t, code)
-         SELECT * FROM UNNEST($1::text[], $2::timestamptz[], $3::text[])
-         ON CONFLICT DO NOTHING",
-    )
-    .bind(&meters)
-    .bind(&ts)
-    .bind(&codes)
-    .execute(pool)
-    .await?;
-    Ok(done.rows_affected())
-}
-
-pub(crate) async fn events_since(
-    pool: &PgPool,
-    from: Timestamp,
-    limit: u32,
-) -> Result<Vec<MeterEvent>> {
-    let rows = sqlx::query(
-        "SELECT meter_id, t, code FROM meter_events WHERE t >= $1 ORDER BY t, meter_id, code LIMIT $2",
-    )
-    .bind(from)
-    .bind(i64::from(limit))
-    .fetch_all(pool)
-    .await?;
-    rows.iter()
-        .map(|row| {
-            Ok(MeterEvent {
-                meter: crate::parse_meter_id(row.try_get("meter_id")?)?,
-                t: row.try_get("t")?,
-                code: EventCode::from_text(row.try_get("code")?),
-            })
-        })
-        .collect()
-}
-
-pub(crate) async fn meter_events(
-    pool: &PgPool,
-    meter: &MeterId,
-    limit: u32,
-) -> Result<Vec<MeterEvent>> {
-    let rows = sqlx::query(
-        "SELECT t, code FROM meter_events WHERE meter_id = $1 ORDER BY t DESC, code LIMIT $2",
-    )
-    .bind(meter.as_str())
-    .bind(i64::from(limit))
-    .fetch_all(pool)
-    .await?;
-    rows.iter()
-        .map(|row| {
-            Ok(MeterEvent {
-                meter: meter.clone(),
-                t: row.try_get("t")?,
-                code: EventCode::from_text(row.try_get("code")?),
-            })
-        })
-        .collect()
-}
-
-// ---- dead letters ----
-
-pub(crate) async fn dead_letter(pool: &PgPool, dl: &NewDeadLetter) -> Result<i64> {
-    Ok(sqlx::query_scalar(
-        "INSERT INTO dead_letters (topic, reason, detail, payload, received_at)
-         VALUES ($1, $2, $3, $4, $5) RETURNING id",
-    )
-    .bind(&dl.topic)
-    .bind(&dl.reason)
-    .bind(&dl.detail)
-    .bind(&dl.payload)
-    .bind(dl.received_at)
-    .fetch_one(pool)
-    .await?)
-}
-
-pub(crate) async fn list_dead_letters(pool: &PgPool, limit: u32) -> Result<Vec<DeadLetter>> {
-    let rows = sqlx::query(
-        "SELECT id, topic, reason, detail, payload, received_at FROM dead_letters
-         ORDER BY id DESC LIMIT $1",
-    )
-    .bind(i64::from(limit))
-    .fetch_all(pool)
-    .await?;
-    rows.iter()
-        .map(|row| {
-            Ok(DeadLetter {
-                id: row.try_get("id")?,
-                topic: row.try_get("topic")?,
-                reason: row.try_get("reason")?,
-                detail: row.try_get("detail")?,
-                payload: row.try_get("payload")?,
-                received_at: row.try_get("received_at")?,
-            })
-        })
-        .collect()
-}
-
-pub(crate) async fn count_dead_letters(pool: &PgPool) -> Result<i64> {
-    Ok(sqlx::query_scalar("SELECT count(*) FROM dead_letters")
-        .fetch_one(pool)
-        .await?)
-}
-
-// ---- alerts ----
-
-fn alert_from_row(row: &PgRow) -> Result<Alert> {
-    let meter_id: Option<String> = row.try_get("meter_id")?;
-    let district_id: Option<String> = row.try_get("district_id")?;
-    let Json(evidence) = row.try_get("evidence")?;
-    let outcome: Option<&str> = row.try_get("outcome")?;
-    Ok(Alert {
-        id: row.try_get("id")?,
-        kind: parse_text(row.try_get("kind")?, "alert kind")?,
-        severity: parse_text(row.try_get("severity")?, "severity")?,
-        status: parse_text(row.try_get("status")?, "alert status")?,
-        meter_id: meter_id.map(parse_meter_id).transpose()?,
-        district_id: district_id.map(parse_district_id).transpose()?,
-        detected_at: row.try_get("detected_at")?,
-        last_seen: row.try_get("last_seen")?,
-        count: row.try_get("count")?,
-        evidence,
-        work_order_id: row.try_get("work_order_id")?,
-        status_reason: row.try_get("status_reason")?,
-        outcome: outcome
-            .map(|o| parse_text(o, "alert outcome"))
-            .transpose()?,
-        created_at: row.try_get("created_at")?,
-    })
-}
-
-pub(crate) async fn record_finding(
-    pool: &PgPool,
-    f: &Finding,
-    subject: &str,
-    now: Timestamp,
-) -> Result<Alert> {
-    let row = sqlx::query(concat!(
-        "INSERT INTO alerts (subject, kind, severity, status, meter_id, district_id,
-                             detected_at, last_seen, count, evidence, created_at)
-         VALUES ($1, $2, $3, 'open', $4, $5, $6, $6, 1, $7, $8)
-         ON CONFLICT (subject, kind) WHERE status IN ('open', 'acknowledged', 'escalated')
-         DO UPDATE SET count = alerts.count + 1,
-                       last_seen = GREATEST(alerts.last_seen, excluded.last_seen),
-                       evidence = excluded.evidence,
-                       severity = ",
-        severity_max!(),
-        " RETURNING ",
-        alert_cols!()
-    ))
-    .bind(subject)
-    .bind(f.kind.as_str())
-    .bind(f.severity.as_str())
-    .bind(f.meter_id.as_ref().map(|m| m.as_str()))
-    .bind(f.district_id.as_ref().map(|d| d.as_str()))
-    .bind(f.detected_at)
-    .bind(Json(&f.evidence))
-    .bind(now)
-    .fetch_one(pool)
-    .await?;
-    alert_from_row(&row)
-}
-
-pub(crate) async fn get_alert(pool: &PgPool, id: i64) -> Result<Option<Alert>> {
-    let row = sqlx::query(concat!(
-        "SELECT ",
-        alert_cols!(),
-        " FROM alerts WHERE id = $1"
-    ))
-    .bind(id)
-    .fetch_optional(pool)
-    .await?;
-    row.as_ref().map(alert_from_row).transpose()
-}
-
-pub(crate) async fn list_alerts(pool: &PgPool, q: &AlertQuery) -> Result<Vec<Alert>> {
-    let rows = sqlx::query(concat!(
-        "SELECT ",
-        alert_cols!(),
-        " FROM alerts
-         WHERE ($1::text IS NULL OR status = $1)
-           AND ($2::text IS NULL OR kind = $2)
-           AND ($3::timestamptz IS NULL OR detected_at >= $3)
-           AND ($4::text IS NULL OR meter_id = $4)
-           AND ($5::int8 IS NULL OR id < $5)
-         ORDER BY id DESC LIMIT $6"
-    ))
-    .bind(q.status.map(|s| s.as_str()))
-    .bind(q.kind.map(|k| k.as_str()))
-    .bind(q.since)
-    .bind(q.meter_id.as_ref().map(|m| m.as_str()))
-    .bind(q.cursor)
-    .bind(i64::from(q.limit))
-    .fetch_all(pool)
-    .await?;
-    rows.iter().map(alert_from_row).collect()
-}
-
-pub(crate) async fn set_alert_status(
-    pool: &PgPool,
-    id: i64,
-    from: AlertStatus,
-    to: AlertStatus,
-    reason: Option<&str>,
-    work_order_id: Option<i64>,
-) -> Result<Alert> {
-    let updated = sqlx::query(concat!(
-        "UPDATE alerts SET status = $3,
-                           status_reason = COALESCE($4::text, status_reason),
-                           work_order_id = COALESCE($5::int8, work_order_id)
-         WHERE id = $1 AND status = $2 RETURNING ",
-        alert_cols!()
-    ))
-    .bind(id)
-    .bind(from.as_str())
-    .bind(to.as_str())
-    .bind(reason)
-    .bind(work_order_id)
-    .fetch_optional(pool)
-    .await;
-    match updated {
-        Ok(Some(row)) => alert_from_row(&row),
-        Ok(None) => {
-            let status: Option<String> =
-                sqlx::query_scalar("SELECT status FROM alerts WHERE id = $1")
-                    .bind(id)
-                    .fetch_optional(pool)
-                    .await?;
-            Err(match status {
-                Some(s) => alert_conflict(id, &s),
-                None => StoreError::NotFound(format!("alert {id}")),
-            })
-        }
-        Err(e) if is_unique_violation(&e) => Err(StoreError::Conflict(format!(
-            "alert {id} cannot become {}: another active alert exists for its subject and kind",
-            to.as_str()
-        ))),
-        Err(e) => Err(e.into()),
-    }
-}
-
-pub(crate) async fn count_alerts_by_status(pool: &PgPool) -> Result<Vec<(String, i64)>> {
-    Ok(
-        sqlx::query_as("SELECT status, count(*) FROM alerts GROUP BY status")
-            .fetch_all(pool)
-            .await?,
-    )
-}
-
-pub(crate) async fn set_outcome_for_order(
-    pool: &PgPool,
-    order_id: i64,
-    outcome: AlertOutcome,
-    at: Timestamp,
-) -> Result<u64> {
-    let done =
-        sqlx::query("UPDATE alerts SET outcome = $2, outcome_at = $3 WHERE work_order_id = $1")
-            .bind(order_id)
-            .bind(outcome.as_str())
-            .bind(at)
-            .execute(pool)
-            .await?;
-    Ok(done.rows_affected())
-}
-
-pub(crate) async fn outcome_stats(pool: &PgPool) -> Result<Vec<(String, i64, i64, i64)>> {
-    Ok(sqlx::query_as(
-        "SELECT kind, count(*),
-                count(*) FILTER (WHERE outcome = 'confirmed_leak'),
-                count(*) FILTER (WHERE outcome = 'false_positive')
-         FROM alerts WHERE work_order_id IS NOT NULL GROUP BY kind",
-    )
-    .fetch_all(pool)
-    .await?)
-}
-
-pub(crate) async fn alerts_of_order(pool: &PgPool, order_id: i64) -> Result<Vec<Alert>> {
-    let rows = sqlx::query(concat!(
-        "SELECT ",
-        alert_cols!(),
-        " FROM alerts WHERE work_order_id = $1 ORDER BY id"
-    ))
-    .bind(order_id)
-    .fetch_all(pool)
-    .await?;
-    rows.iter().map(alert_from_row).collect()
-}
-
-// ---- crews ----
-
-fn crew_row_from_row(row: &PgRow) -> Result<CrewRow> {
-    let pos_lat: Option<f64> = row.try_get("pos_lat")?;
-    let pos_lon: Option<f64> = row.try_get("pos_lon")?;
-    let shifts: Option<Json<WeeklyShifts>> = row.try_get("shifts")?;
-    let current_id: Option<i64> = row.try_get("cur_id")?;
-    let current = match current_id {
-        Some(order_id) => Some(CurrentOrder {
-            order_id,
-            priority: parse_text(row.try_get("cur_priority")?, "priority")?,
-            status: parse_text(row.try_get("cur_status")?, "work-order status")?,
-        }),
-        None => None,
-    };
-    Ok(CrewRow {
-        crew: Crew {
-            id: parse_crew_id(row.try_get("id")?)?,
-            name: row.try_get("name")?,
-            skills: row.try_get("skills")?,
-            home: GeoPoint {
-                lat: row.try_get("home_lat")?,
-                lon: row.try_get("home_lon")?,
-            },
-            position: pos_lat.zip(pos_lon).map(|(lat, lon)| GeoPoint { lat, lon }),
-            position_at: row.try_get("position_at")?,
-            last_job_place: point(row.try_get("last_job_lat")?, row.try_get("last_job_lon")?),
-            shifts: shifts.map(|Json(s)| s),
-            on_shift: row.try_get("on_shift")?,
-        },
-        active_orders: row.try_get("active_orders")?,
-        current,
-    })
-}
-
-pub(crate) async fn upsert_crews(pool: &PgPool, crews: &[Crew]) -> Result<u64> {
-    let mut tx = pool.begin().await?;
-    let mut n = 0;
-    for c in crews {
-        n += sqlx::query(
-            "INSERT INTO crews (id, name, skills, home_lat, home_lon, pos_lat, pos_lon,
-                                position_at, on_shift, shifts, last_job_lat, last_job_lon)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
-             ON CONFLICT (id) DO UPDATE SET
-                 name = excluded.name, skills = excluded.skills,
-                 home_lat = excluded.home_lat, home_lon = excluded.home_lon,
-                 pos_lat = COALESCE(excluded.pos_lat, crews.pos_lat),
-                 pos_lon = COALESCE(excluded.pos_lon, crews.pos_lon),
-                 position_at = CASE WHEN excluded.pos_lat IS NULL THEN crews.position_at
-                                    ELSE excluded.position_at END,
-                 on_shift = excluded.on_shift, shifts = excluded.shifts,
-                 last_job_lat = COALESCE(excluded.last_job_lat, crews.last_job_lat),
-                 last_job_lon = COALESCE(excluded.last_job_lon, crews.last_job_lon)",
-        )
-        .bind(c.id.as_str())
-        .bind(&c.name)
-        .bind(&c.skills)
-        .bind(c.home.lat)
-        .bind(c.home.lon)
-        .bind(c.position.map(|p| p.lat))
-        .bind(c.position.map(|p| p.lon))
-        .bind(c.position.and(c.position_at))
-        .bind(c.on_shift)
-        .bind(c.shifts.as_ref().map(Json))
-        .bind(c.last_job_place.map(|p| p.lat))
-        .bind(c.last_job_place.map(|p| p.lon))
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-    }
-    tx.commit().await?;
-    Ok(n)
-}
-
-pub(crate) async fn list_crews(pool: &PgPool, id: Option<&CrewId>) -> Result<Vec<CrewRow>> {
-    let rows = sqlx::query(concat!(
-        "SELECT ",
-        crew_cols!(),
-        ", (SELECT count(*) FROM work_orders w
-            WHERE w.crew_id = c.id AND w.status = ANY($2)) AS active_orders,
-           cur.id AS cur_id, cur.priority AS cur_priority, cur.status AS cur_status
-         FROM crews c LEFT JOIN work_orders cur ON cur.id = ",
-        current_order_pick!("w.status = ANY($2)"),
-        " WHERE ($1::text IS NULL OR c.id = $1) ORDER BY c.id"
-    ))
-    .bind(id.map(|c| c.as_str()))
-    .bind(occupying_statuses())
-    .fetch_all(pool)
-    .await?;
-    rows.iter().map(crew_row_from_row).collect()
-}
-
-pub(crate) async fn set_crew_position(
-    pool: &PgPool,
-    id: &CrewId,
-    at: GeoPoint,
-    when: Timestamp,
-) -> Result<()> {
-    let done = sqlx::query(
-        "UPDATE crews SET pos_lat = $2, pos_lon = $3, position_at = $4
-         WHERE id = $1 AND (position_at IS NULL OR position_at <= $4)",
-    )
-    .bind(id.as_str())
-    .bind(at.lat)
-    .bind(at.lon)
-    .bind(when)
-    .execute(pool)
-    .await?;
-    if done.rows_affected() == 0 {
-        let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM crews WHERE id = $1")
-            .bind(id.as_str())
-            .fetch_optional(pool)
-            .await?;
-        if exists.is_none() {
-            return Err(StoreError::NotFound(format!("crew {id}")));
-        }
-    }
-    Ok(())
-}
-
-pub(crate) async fn set_crew_last_job_place(
-    pool: &PgPool,
-    id: &CrewId,
-    place: GeoPoint,
-) -> Result<()> {
-    let done = sqlx::query("UPDATE crews SET last_job_lat = $2, last_job_lon = $3 WHERE id = $1")
-        .bind(id.as_str())
-        .bind(place.lat)
-        .bind(place.lon)
-        .execute(pool)
-        .await?;
-    if done.rows_affected() == 0 {
-        return Err(StoreError::NotFound(format!("crew {id}")));
-    }
-    Ok(())
-}
-
-// ---- work orders ----
-
-fn work_order_from_row(row: &PgRow) -> Result<WorkOrder> {
-    let meter_id: Option<String> = row.try_get("meter_id")?;
-    let district_id: Option<String> = row.try_get("district_id")?;
-    let crew_id: Option<String> = row.try_get("crew_id")?;
-    let finding: Option<Json<SiteFinding>> = row.try_get("finding")?;
-    Ok(WorkOrder {
-        id: row.try_get("id")?,
-        kind: parse_text(row.try_get("kind")?, "work-order kind")?,
-        priority: parse_text(row.try_get("priority")?, "priority")?,
-        status: parse_text(row.try_get("status")?, "work-order status")?,
-        alert_id: row.try_get("alert_id")?,
-        meter_id: meter_id.map(parse_meter_id).transpose()?,
-        district_id: district_id.map(parse_district_id).transpose()?,
-        location: GeoPoint {
-            lat: row.try_get("lat")?,
-            lon: row.try_get("lon")?,
-        },
-        crew_id: crew_id.map(parse_crew_id).transpose()?,
-        summary: row.try_get("summary")?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
-        due_at: row.try_get("due_at")?,
-        parent_id: row.try_get("parent_id")?,
-        assigned_at: row.try_get("assigned_at")?,
-        reached_at: row.try_get("reached_at")?,
-        breached_at: row.try_get("breached_at")?,
-        finding: finding.map(|Json(f)| f),
-    })
-}
-
-fn transition_from_row(row: &PgRow) -> Result<TransitionRecord> {
-    let crew_id: Option<String> = row.try_get("crew_id")?;
-    Ok(TransitionRecord {
-        order_id: row.try_get("order_id")?,
-        from: parse_text(row.try_get("from_status")?, "work-order status")?,
-        to: parse_text(row.try_get("to_status")?, "work-order status")?,
-        action: row.try_get("action")?,
-        actor: row.try_get("actor")?,
-        at: row.try_get("at")?,
-        crew_id: crew_id.map(parse_crew_id).transpose()?,
-        note: row.try_get("note")?,
-        position: point(row.try_get("lat")?, row.try_get("lon")?),
-    })
-}
-
-async fn insert_transition(
-    conn: &mut sqlx::PgConnection,
-    id: i64,
-    rec: &TransitionRecord,
-) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO work_order_transitions
-             (order_id, from_status, to_status, action, actor, at, crew_id, note, lat, lon)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-    )
-    .bind(id)
-    .bind(rec.from.as_str())
-    .bind(rec.to.as_str())
-    .bind(&rec.action)
-    .bind(&rec.actor)
-    .bind(rec.at)
-    .bind(rec.crew_id.as_ref().map(|c| c.as_str()))
-    .bind(&rec.note)
-    .bind(rec.position.map(|p| p.lat))
-    .bind(rec.position.map(|p| p.lon))
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
-pub(crate) async fn create_work_order(
-    pool: &PgPool,
-    wo: &NewWorkOrder,
-    now: Timestamp,
-) -> Result<WorkOrder> {
-    let mut tx = pool.begin().await?;
-    if let Some(parent) = wo.parent_id {
-        let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM work_orders WHERE id = $1")
-            .bind(parent)
-            .fetch_optional(&mut *tx)
-            .await?;
-        if exists.is_none() {
-            return Err(StoreError::NotFound(format!("parent work order {parent}")));
-        }
-    }
-    let row = sqlx::query(concat!(
-        "INSERT INTO work_orders (kind, priority, status, alert_id, meter_id, district_id,
-                                  lat, lon, summary, created_at, updated_at, due_at,
-                                  parent_id)
-         VALUES ($1, $2, 'created', $3, $4, $5, $6, $7, $8, $9, $9, $10, $11) RETURNING ",
-        work_order_cols!()
-    ))
-    .bind(wo.kind.as_str())
-    .bind(wo.priority.as_str())
-    .bind(wo.alert_id)
-    .bind(wo.meter_id.as_ref().map(|m| m.as_str()))
-    .bind(wo.district_id.as_ref().map(|d| d.as_str()))
-    .bind(wo.location.lat)
-    .bind(wo.location.lon)
-    .bind(&wo.summary)
-    .bind(now)
-    .bind(wo.due_at)
-    .bind(wo.parent_id)
-    .fetch_one(&mut *tx)
-    .await
-    .map_err(|e| match (is_foreign_key_violation(&e), wo.alert_id) {
-        (true, Some(a)) => StoreError::NotFound(format!("alert {a}")),
-        _ => e.into(),
-    })?;
-    let order = work_order_from_row(&row)?;
-    let rec = TransitionRecord {
-        order_id: order.id,
-        from: WorkOrderStatus::Created,
-        to: WorkOrderStatus::Created,
-        action: "create".into(),
-        actor: wo.actor.clone(),
-        at: order.created_at,
-        crew_id: None,
-        note: None,
-        position: None,
-    };
-    insert_transition(&mut tx, order.id, &rec).await?;
-    tx.commit().await?;
-    Ok(order)
-}
-
-pub(crate) async fn get_work_order(pool: &PgPool, id: i64) -> Result<Option<WorkOrder>> {
-    let row = sqlx::query(concat!(
-        "SELECT ",
-        work_order_cols!(),
-        " FROM work_orders WHERE id = $1"
-    ))
-    .bind(id)
-    .fetch_optional(pool)
-    .await?;
-    row.as_ref().map(work_order_from_row).transpose()
-}
-
-pub(crate) async fn list_work_orders(pool: &PgPool, q: &WorkOrderQuery) -> Result<Vec<WorkOrder>> {
-    let rows = sqlx::query(concat!(
-        "SELECT ",
-        work_order_cols!(),
-        " FROM work_orders
-         WHERE ($1::text IS NULL OR status = $1)
-           AND ($2::text IS NULL OR crew_id = $2)
-           AND ($3::int8 IS NULL OR id < $3)
-           AND ($5::int8 IS NULL OR parent_id = $5)
-           AND ($6::int8 IS NULL OR alert_id = $6)
-         ORDER BY id DESC LIMIT $4"
-    ))
-    .bind(q.status.map(|s| s.as_str()))
-    .bind(q.crew_id.as_ref().map(|c| c.as_str()))
-    .bind(q.cursor)
-    .bind(i64::from(q.limit))
-    .bind(q.parent_id)
-    .bind(q.alert_id)
-    .fetch_all(pool)
-    .await?;
-    rows.iter().map(work_order_from_row).collect()
-}
-
-pub(crate) async fn apply_transition(
-    pool: &PgPool,
-    id: i64,
-    rec: &TransitionRecord,
-    change: &OrderChange,
-    times: TransitionTimes,
-) -> Result<WorkOrder> {
-    let mut tx = pool.begin().await?;
-    let crew = change.crew.as_ref().map(|c| c.as_ref());
-    let updated = sqlx::query(concat!(
-        "UPDATE work_orders SET status = $3, updated_at = $4,
-                                crew_id = CASE WHEN $5 THEN $6::text ELSE crew_id END,
-                                assigned_at = CASE WHEN $7 THEN $8::timestamptz
-                                                   ELSE assigned_at END,
-                                reached_at = CASE WHEN $9 THEN COALESCE(reached_at, $4)
-                                                  ELSE reached_at END,
-                                finding = COALESCE($10::jsonb, finding)
-         WHERE id = $1 AND status = $2 RETURNING ",
-        work_order_cols!()
-    ))
-    .bind(id)
-    .bind(rec.from.as_str())
-    .bind(rec.to.as_str())
-    .bind(rec.at)
-    .bind(crew.is_some())
-    .bind(crew.flatten().map(|c| c.as_str()))
-    .bind(times.assigned_at.is_some())
-    .bind(times.assigned_at.flatten())
-    .bind(times.reached)
-    .bind(change.finding.as_ref().map(Json))
-    .fetch_optional(&mut *tx)
-    .await
-    .map_err(|e| match crew {
-        Some(Some(c)) if is_foreign_key_violation(&e) => StoreError::NotFound(format!("crew {c}")),
-        _ => e.into(),
-    })?;
-    let Some(row) = updated else {
-        let status: Option<String> =
-            sqlx::query_scalar("SELECT status FROM work_orders WHERE id = $1")
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        return Err(match status {
-            Some(s) => work_order_conflict(id, &s),
-            None => StoreError::NotFound(format!("work order {id}")),
-        });
-    };
-    let order = work_order_from_row(&row)?;
-    insert_transition(&mut tx, id, rec).await?;
-    tx.commit().await?;
-    Ok(order)
-}
-
-pub(crate) async fn work_order_history(pool: &PgPool, id: i64) -> Result<Vec<TransitionRecord>> {
-    let rows = sqlx::query(concat!(
-        "SELECT ",
-        transition_cols!(),
-        " FROM work_order_transitions WHERE order_id = $1 ORDER BY seq"
-    ))
-    .bind(id)
-    .fetch_all(pool)
-    .await?;
-    rows.iter().map(transition_from_row).collect()
-}
-
-pub(crate) async fn jobs_for_crew(pool: &PgPool, crew: &CrewId) -> Result<Vec<WorkOrder>> {
-    let rows = sqlx::query(concat!(
-        "SELECT ",
-        work_order_cols!(),
-        " FROM work_orders WHERE crew_id = $1 AND NOT (status = ANY($2))
-         ORDER BY ",
-        priority_rank!(),
-        ", created_at, id"
-    ))
-    .bind(crew.as_str())
-    .bind(final_statuses())
-    .fetch_all(pool)
-    .await?;
-    rows.iter().map(work_order_from_row).collect()
-}
-
-pub(crate) async fn active_work_orders(pool: &PgPool) -> Result<Vec<WorkOrder>> {
-    let rows = sqlx::query(concat!(
-        "SELECT ",
-        work_order_cols!(),
-        " FROM work_orders WHERE NOT (status = ANY($1)) ORDER BY id"
-    ))
-    .bind(final_statuses())
-    .fetch_all(pool)
-    .await?;
-    rows.iter().map(work_order_from_row).collect()
-}
-
-pub(crate) async fn orders_awaiting_acceptance(
-    pool: &PgPool,
-    assigned_before: Timestamp,
-) -> Result<Vec<WorkOrder>> {
-    let rows = sqlx::query(concat!(
-        "SELECT ",
-        work_order_cols!(),
-        " FROM work_orders WHERE status = $1 AND assigned_at < $2
-         ORDER BY assigned_at, id"
-    ))
-    .bind(WorkOrderStatus::Assigned.as_str())
-    .bind(assigned_before)
-    .fetch_all(pool)
-    .await?;
-    rows.iter().map(work_order_from_row).collect()
-}
-
-pub(crate) async fn orders_due_before(pool: &PgPool, t: Timestamp) -> Result<Vec<WorkOrder>> {
-    let rows = sqlx::query(concat!(
-        "SELECT ",
-        work_order_cols!(),
-        " FROM work_orders
-         WHERE breached_at IS NULL AND due_at < $1 AND NOT (status = ANY($2))
-         ORDER BY due_at, id"
-    ))
-    .bind(t)
-    .bind(final_statuses())
-    .fetch_all(pool)
-    .await?;
-    rows.iter().map(work_order_from_row).collect()
-}
-
-pub(crate) async fn mark_breached(pool: &PgPool, order_id: i64, at: Timestamp) -> Result<bool> {
-    let done = sqlx::query(
-        "UPDATE work_orders SET breached_at = $2 WHERE id = $1 AND breached_at IS NULL",
-    )
-    .bind(order_id)
-    .bind(at)
-    .execute(pool)
-    .await?;
-    if done.rows_affected() == 1 {
-        return Ok(true);
-    }
-    let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM work_orders WHERE id = $1")
-        .bind(order_id)
-        .fetch_optional(pool)
-        .await?;
-    match exists {
-        Some(_) => Ok(false),
-        None => Err(StoreError::NotFound(format!("work order {order_id}"))),
-    }
-}
-
-pub(crate) async fn count_breached(pool: &PgPool) -> Result<i64> {
-    Ok(
-        sqlx::query_scalar("SELECT count(*) FROM work_orders WHERE breached_at IS NOT NULL")
-            .fetch_one(pool)
-            .await?,
-    )
-}
-
-pub(crate) async fn set_work_order_priority(
-    pool: &PgPool,
-    order_id: i64,
-    priority: Priority,
-    due_at: Option<Timestamp>,
-) -> Result<WorkOrder> {
-    let row = sqlx::query(concat!(
-        "UPDATE work_orders SET priority = $2, due_at = $3 WHERE id = $1 RETURNING ",
-        work_order_cols!()
-    ))
-    .bind(order_id)
-    .bind(priority.as_str())
-    .bind(due_at)
-    .fetch_optional(pool)
-    .await?;
-    match row {
-        Some(row) => work_order_from_row(&row),
-        None => Err(StoreError::NotFound(format!("work order {order_id}"))),
-    }
-}
+// ---- detector state ----
 
 pub(crate) async fn save_detector_state(
     pool: &PgPool,
     rows: &[(String, Vec<u8>)],
     now: Timestamp,
 ) -> Result<()> {
-    if rows.is_empty() {
-        return Ok(());
-    }
     let subjects: Vec<&str> = rows.iter().map(|(s, _)| s.as_str()).collect();
     let states: Vec<&[u8]> = rows.iter().map(|(_, b)| b.as_slice()).collect();
-    sqlx::query(
+    sqlx::query(concat!(
         "INSERT INTO detector_state (subject, state, updated_at)
          SELECT s, b, $3 FROM UNNEST($1::text[], $2::bytea[]) AS u(s, b)
-         ON CONFLICT (subject) DO UPDATE SET state = excluded.state,
-                                             updated_at = excluded.updated_at",
-    )
+         ",
+        state_upsert!()
+    ))
     .bind(&subjects)
     .bind(&states)
     .bind(now)
     .execute(pool)
     .await?;
     Ok(())
-}
-
-pub(crate) async fn load_detector_state(pool: &PgPool) -> Result<Vec<(String, Vec<u8>)>> {
-    Ok(
-        sqlx::query_as("SELECT subject, state FROM detector_state ORDER BY subject")
-            .fetch_all(pool)
-            .await?,
-    )
-}
-
-pub(crate) async fn readings_since(
-    pool: &PgPool,
-    from: Timestamp,
-    after: Option<(Timestamp, &str)>,
-    limit: u32,
-) -> Result<Vec<Reading>> {
-    let (after_t, after_m) = match after {
-        Some((t, m)) => (Some(t), Some(m)),
-        None => (None, None),
-    };
-    let rows = sqlx::query(
-        "SELECT meter_id, t, vol, temp, flow_max, pressure FROM readings
-         WHERE t >= $1
-           AND t >= COALESCE($2::timestamptz, $1)
-           AND ($2::timestamptz IS NULL OR (t, meter_id) > ($2, $3::text))
-         ORDER BY t, meter_id LIMIT $4",
-    )
-    .bind(from)
-    .bind(after_t)
-    .bind(after_m)
-    .bind(i64::from(limit))
-    .fetch_all(pool)
-    .await?;
-    rows.iter()
-        .map(|row| {
-            Ok(Reading {
-                meter: crate::parse_meter_id(row.try_get("meter_id")?)?,
-                t: row.try_get("t")?,
-                vol: row.try_get("vol")?,
-                temp: row.try_get("temp")?,
-                flow_max: row.try_get("flow_max")?,
-                pressure: row.try_get("pressure")?,
-            })
-        })
-        .collect()
-}
-
-pub(crate) async fn resolve_quiet_alerts(
-    pool: &PgPool,
-    seen_before: Timestamp,
-    reason: &str,
-) -> Result<Vec<Alert>> {
-    let rows = sqlx::query(concat!(
-        "UPDATE alerts SET status = 'resolved', status_reason = $2
-         WHERE status IN ('open', 'acknowledged') AND last_seen < $1
-         RETURNING ",
-        alert_cols!()
-    ))
-    .bind(seen_before)
-    .bind(reason)
-    .fetch_all(pool)
-    .await?;
-    rows.iter().map(alert_from_row).collect()
 }
