@@ -12,4 +12,5 @@ pub mod crews;
 pub mod detection;
 pub mod evaluate;
 pub mod telemetry;
+#[cfg(feature = "testkit")]
 pub mod testkit;

@@ -437,8 +437,8 @@ fn is_foreign_key_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(db) if db.is_foreign_key_violation())
 }
 
-/// A URL without its password, for error messages.
-fn redact(url: &str) -> String {
+/// A URL without its password, for messages: `postgres://u:***@h/db`.
+pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(s), Some(at)) if at > s => {
             let userinfo = &url[s + 3..at];
