@@ -5,7 +5,9 @@
 
 mod api;
 mod corpus;
+mod deploy;
 mod detection;
+mod devices;
 mod dispatch;
 mod durability;
 mod flow;

@@ -7,6 +7,7 @@
 
 pub mod alert;
 pub mod crew;
+pub mod device;
 pub mod geo;
 pub mod ids;
 pub mod leak_class;

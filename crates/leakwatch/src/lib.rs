@@ -10,6 +10,7 @@ pub mod config;
 pub mod crewbot;
 pub mod crews;
 pub mod detection;
+pub mod devices;
 pub mod evaluate;
 pub mod telemetry;
 #[cfg(feature = "testkit")]

@@ -48,6 +48,13 @@ enum Command {
         #[command(subcommand)]
         command: CrewsCommand,
     },
+    /// Per-device broker credentials (meters, crews' phones, head-ends, leakwatch).
+    Devices {
+        #[command(subcommand)]
+        command: leakwatch::devices::DevicesCommand,
+    },
+    /// Write Mosquitto's password file and ACL from the device credentials.
+    BrokerConfig(leakwatch::devices::BrokerConfigArgs),
     /// Print the effective configuration (defaults, file, environment) and exit.
     Config,
 }
@@ -246,6 +253,18 @@ async fn dispatch(command: Command, cfg: Config) -> anyhow::Result<()> {
         Command::Crews {
             command: CrewsCommand::Import { file },
         } => import_crews(&cfg, &file).await,
+        Command::Devices { command } => {
+            leakwatch::devices::devices(&cfg.database.url, command).await
+        }
+        Command::BrokerConfig(args) => {
+            leakwatch::devices::broker_config(
+                &cfg.database.url,
+                &cfg.mqtt.prefix,
+                &cfg.mqtt.crew_prefix,
+                args,
+            )
+            .await
+        }
         Command::Config => {
             let mut shown = cfg.clone();
             shown.database.url = app::redact(&shown.database.url);

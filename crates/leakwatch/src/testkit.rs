@@ -4,7 +4,7 @@
 //! the service itself.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -52,8 +52,15 @@ pub struct OwnMosquitto {
 }
 
 impl OwnMosquitto {
-    /// Starts one; an error when Mosquitto is not installed.
+    /// Starts one open to anonymous clients; an error when Mosquitto is not installed.
     pub fn start() -> Result<OwnMosquitto, String> {
+        Self::start_with(|_| "allow_anonymous true\n".to_owned())
+    }
+
+    /// Starts one whose access lines (`allow_anonymous`, `password_file`, `acl_file`,
+    /// ...) are what `access` returns for the broker's own directory, where the files
+    /// it names can be written before the start.
+    pub fn start_with(access: impl FnOnce(&Path) -> String) -> Result<OwnMosquitto, String> {
         let bin = mosquitto_binary().ok_or("mosquitto is not installed")?;
         let dir = std::env::temp_dir().join(format!(
             "lw-mosq-{}-{}",
@@ -64,11 +71,12 @@ impl OwnMosquitto {
                 .as_nanos()
         ));
         std::fs::create_dir_all(&dir).unwrap();
+        let access = access(&dir);
         let port = free_port();
         std::fs::write(
             dir.join("mosquitto.conf"),
             format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\nuser root\npersistence true\n\
+                "listener {port} 127.0.0.1\n{access}user root\npersistence true\n\
                  persistence_location {}/\nautosave_interval 1\nmax_queued_messages 0\n\
                  max_inflight_messages 1000\nlog_dest file {}/mosquitto.log\nlog_type all\n",
                 dir.display(),
@@ -99,6 +107,21 @@ impl OwnMosquitto {
 
     pub fn url(&self) -> String {
         format!("mqtt://127.0.0.1:{}", self.port)
+    }
+
+    /// The broker's own directory (its configuration, files and log).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Makes it re-read its password file and ACL (SIGHUP), as an operator does.
+    pub fn reload(&self) {
+        if let Some(c) = &self.child {
+            let _ = Command::new("kill")
+                .arg("-HUP")
+                .arg(c.id().to_string())
+                .status();
+        }
     }
 
     /// Stops it cleanly (it saves its sessions and queues) and starts it again on the

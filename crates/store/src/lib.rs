@@ -13,6 +13,7 @@
 //! | crews and work orders | [`WorkOrderStore`] | [`WorkOrders`] ([`Store::work_order_store`]) | `work_orders` |
 //! | dead letters | [`DeadLetterStore`] | [`DeadLetters`] ([`Store::dead_letter_store`]) | `dead_letters` |
 //! | detector checkpoints | [`DetectorStateStore`] | [`DetectorState`] ([`Store::detector_state_store`]) | `detector_state` |
+//! | broker credentials of devices | [`DeviceCredentialStore`] | [`DeviceCredentials`] ([`Store::device_credential_store`]) | `devices` |
 //!
 //! [`Store`] opens the database, hands out the parts, and still answers every call of
 //! every part itself (each forwards to the part).
@@ -56,6 +57,7 @@ mod alerts;
 mod db;
 mod dead_letters;
 mod detector_state;
+mod devices;
 mod meters;
 mod pg;
 mod readings;
@@ -67,6 +69,7 @@ mod work_orders;
 pub use alerts::{AlertQuery, AlertStore, Alerts, OutcomeStat};
 pub use dead_letters::{DeadLetter, DeadLetterStore, DeadLetters, NewDeadLetter};
 pub use detector_state::{DetectorState, DetectorStateStore};
+pub use devices::{DeviceCredentialStore, DeviceCredentials};
 /// Decided by the ingestor, kept with each reading; re-exported from `leakwatch-core`.
 pub use leakwatch_core::ReadingFlags;
 pub use meters::{MeterStore, Meters};
@@ -77,6 +80,7 @@ pub use work_orders::{
     CrewRow, CurrentOrder, NewWorkOrder, OrderChange, WorkOrderQuery, WorkOrderStore, WorkOrders,
 };
 
+use leakwatch_core::device::{DeviceCredential, DeviceKind};
 use leakwatch_core::{
     Alert, AlertOutcome, AlertStatus, Crew, CrewId, DistrictId, Finding, GeoPoint, Meter,
     MeterEvent, MeterId, Priority, Reading, Timestamp, TransitionRecord, WorkOrder,
@@ -279,6 +283,11 @@ impl Store {
         DetectorState(self.clone())
     }
 
+    /// The broker credentials of devices.
+    pub fn device_credential_store(&self) -> DeviceCredentials {
+        DeviceCredentials(self.clone())
+    }
+
     /// [`ReadingStore::insert_batch`] along a chosen PostgreSQL path (SQLite has one).
     /// Only for the benchmark that compares them (`benches/store_pg.rs`).
     #[doc(hidden)]
@@ -357,6 +366,11 @@ forward! {
     detector_state_store: DetectorStateStore {
         fn save_detector_state(&self, rows: &[(String, Vec<u8>)]) -> Result<()>;
         fn load_detector_state(&self) -> Result<Vec<(String, Vec<u8>)>>;
+    }
+    device_credential_store: DeviceCredentialStore {
+        fn put_device_credential(&self, username: &str, kind: DeviceKind, secret_hash: &str, now: Timestamp) -> Result<()>;
+        fn revoke_device_credential(&self, username: &str, now: Timestamp) -> Result<bool>;
+        fn device_credentials(&self) -> Result<Vec<DeviceCredential>>;
     }
     work_order_store: WorkOrderStore {
         fn upsert_crews(&self, crews: &[Crew]) -> Result<u64>;

@@ -9,6 +9,7 @@ mod support;
 mod alerts;
 mod dead_letters;
 mod detector_state;
+mod devices;
 mod meters;
 mod migrations;
 mod readings;

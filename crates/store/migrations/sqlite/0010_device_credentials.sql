@@ -1,0 +1,13 @@
+-- Per-device MQTT credentials: one row per broker username (a meter id, a crew id, a
+-- head-end or leakwatch's own service user). `secret_hash` is in Mosquitto's
+-- PBKDF2-SHA512 password-file format ($7$...), so the same hash feeds Mosquitto's
+-- password file and the embedded broker's login check; the secret itself is never kept.
+-- Times are Unix epoch milliseconds.
+CREATE TABLE device_credentials (
+    username    TEXT PRIMARY KEY,
+    kind        TEXT NOT NULL CHECK (kind IN ('meter', 'crew', 'headend', 'service')),
+    secret_hash TEXT NOT NULL,
+    created_at  INTEGER NOT NULL,
+    rotated_at  INTEGER NOT NULL,
+    revoked_at  INTEGER
+);

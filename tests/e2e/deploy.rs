@@ -1,0 +1,224 @@
+//! The deployment files, checked without a container engine (none runs where these
+//! tests run): the compose file against the Compose specification's schema, the
+//! Kubernetes manifests against Kubernetes' schemas (strict: no unknown field), the
+//! Dockerfile with hadolint, every configuration key they set accepted by the binary,
+//! and every metric the Prometheus rules and the Grafana dashboard use exported by
+//! the code. The validators come from PyPI (`.ci/run` installs them into a virtual
+//! environment and sets `LEAKWATCH_DEPLOY_TOOLS` to its `bin`).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn read(rel: &str) -> String {
+    std::fs::read_to_string(repo().join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+}
+
+fn tool(bin: &Path, name: &str, args: &[&str]) {
+    let out = Command::new(bin.join(name))
+        .args(args)
+        .current_dir(repo())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {name}: {e}"));
+    assert!(
+        out.status.success(),
+        "{name} {args:?} refused it:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn compose_manifests_and_dockerfile_pass_their_validators() {
+    let Some(bin) = crate::support::required_env("LEAKWATCH_DEPLOY_TOOLS") else {
+        return;
+    };
+    let bin = PathBuf::from(bin);
+    tool(
+        &bin,
+        "check-jsonschema",
+        &[
+            "--builtin-schema",
+            "vendor.compose-spec",
+            "deploy/compose.yaml",
+        ],
+    );
+    let mut manifests: Vec<String> = std::fs::read_dir(repo().join("deploy/k8s"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .map(|p| format!("deploy/k8s/{}", p.file_name().unwrap().to_string_lossy()))
+        .collect();
+    manifests.sort();
+    assert!(manifests.len() >= 4, "{manifests:?}");
+    let mut args = vec!["--strict"];
+    args.extend(manifests.iter().map(String::as_str));
+    tool(&bin, "kubernetes-validate", &args);
+    tool(&bin, "hadolint", &["deploy/Dockerfile"]);
+}
+
+/// `LEAKWATCH__SECTION__KEY: value` lines of the compose file and `- name:
+/// LEAKWATCH__...` entries of the manifests, with a literal value where one is given.
+fn env_settings() -> Vec<(String, Option<String>)> {
+    let mut out = Vec::new();
+    for line in read("deploy/compose.yaml").lines() {
+        let t = line.trim();
+        if let Some((k, v)) = t.split_once(':')
+            && k.starts_with("LEAKWATCH__")
+        {
+            out.push((k.to_owned(), Some(interpolate(v.trim()))));
+        }
+    }
+    for entry in std::fs::read_dir(repo().join("deploy/k8s")).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        for line in text.lines() {
+            if let Some(k) = line.trim().strip_prefix("- name: ")
+                && k.starts_with("LEAKWATCH__")
+            {
+                out.push((k.to_owned(), None));
+            }
+        }
+    }
+    out
+}
+
+/// Replaces compose's `${VAR...}` with a placeholder.
+fn interpolate(v: &str) -> String {
+    let mut s = v.to_owned();
+    while let Some(a) = s.find("${") {
+        let b = s[a..].find('}').map(|b| a + b).expect("closed ${");
+        s.replace_range(a..=b, "x");
+    }
+    s
+}
+
+#[test]
+fn every_setting_the_deployment_files_make_is_one_leakwatch_knows() {
+    let settings = env_settings();
+    assert!(settings.len() >= 4, "{settings:?}");
+    let dir = std::env::temp_dir().join(crate::support::unique("lw-deploy-"));
+    std::fs::create_dir_all(&dir).unwrap();
+    // The ConfigMap's file is a valid configuration.
+    let cm = read("deploy/k8s/config.yaml");
+    let toml: String = cm
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("leakwatch.toml: |"))
+        .skip(1)
+        .take_while(|l| l.starts_with("    ") || l.trim().is_empty())
+        .map(|l| format!("{}\n", l.get(4..).unwrap_or("")))
+        .collect();
+    assert!(toml.contains("[mqtt]"), "{toml}");
+    let file = dir.join("leakwatch.toml");
+    std::fs::write(&file, &toml).unwrap();
+
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_leakwatch"));
+    cmd.arg("--config").arg(&file).arg("config");
+    for (k, v) in &settings {
+        if let Some(v) = v {
+            cmd.env(k, v);
+        }
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "leakwatch refuses the deployment's settings {settings:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let effective: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for (k, _) in &settings {
+        let path: Vec<String> = k
+            .trim_start_matches("LEAKWATCH__")
+            .split("__")
+            .map(str::to_lowercase)
+            .collect();
+        let mut v = &effective;
+        for p in &path {
+            v = v
+                .get(p)
+                .unwrap_or_else(|| panic!("{k} is not a leakwatch setting ({p} missing)"));
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Metric names (`leakwatch_...`) in a text, without the exporter's suffixes.
+fn metric_names(text: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while let Some(at) = text[i..].find("leakwatch_") {
+        let start = i + at;
+        let before_ok =
+            start == 0 || !(bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b'_');
+        let mut end = start;
+        while end < bytes.len() && (bytes[end].is_ascii_lowercase() || bytes[end] == b'_') {
+            end += 1;
+        }
+        let name = &text[start..end];
+        if before_ok && name.len() > "leakwatch_".len() {
+            let base = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .unwrap_or(name);
+            names.push(base.to_owned());
+        }
+        i = end.max(start + 1);
+    }
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// Every metric name the code registers (`counter!("...")` and the like).
+fn exported_metrics() -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![repo().join("crates")];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                let text = std::fs::read_to_string(&p).unwrap();
+                for mac in ["counter!(", "gauge!(", "histogram!("] {
+                    for (at, _) in text.match_indices(mac) {
+                        let rest = text[at + mac.len()..].trim_start();
+                        if let Some(rest) = rest.strip_prefix('"')
+                            && let Some(end) = rest.find('"')
+                        {
+                            out.push(rest[..end].to_owned());
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+#[test]
+fn the_alerting_rules_and_the_dashboard_use_metrics_leakwatch_exports() {
+    let exported = exported_metrics();
+    assert!(exported.len() > 10, "{exported:?}");
+    for file in [
+        "deploy/prometheus/leakwatch-rules.yaml",
+        "deploy/grafana/leakwatch-dashboard.json",
+    ] {
+        let used = metric_names(&read(file));
+        assert!(!used.is_empty(), "{file} names no metric");
+        for m in used {
+            assert!(
+                exported.contains(&m),
+                "{file} uses {m}, which leakwatch does not export"
+            );
+        }
+    }
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&read("deploy/grafana/leakwatch-dashboard.json")).unwrap();
+    assert!(dashboard["panels"].as_array().is_some_and(|p| p.len() >= 8));
+}
