@@ -1,7 +1,7 @@
 //! The alerts aggregate: detectors' findings as alerts, their review status and what
 //! the crews found.
 
-use crate::db::{Arg, Row, args, sql};
+use crate::db::{Arg, Exec, Row, args, sql};
 use crate::{
     Result, Store, StoreError, is_unique_violation, parse_district_id, parse_meter_id, parse_text,
 };
@@ -165,6 +165,89 @@ fn alerts_from_rows(rows: Vec<Row>) -> Result<Vec<Alert>> {
     rows.iter().map(alert_from_row).collect()
 }
 
+// ---- statements that also run inside a caller's transaction ----
+
+/// One alert, if it exists.
+pub(crate) async fn get_alert(exec: Exec<'_>, id: i64) -> Result<Option<Alert>> {
+    let row = exec
+        .fetch_optional(
+            sql!("SELECT ", alert_cols!(), " FROM alerts WHERE id = $1"),
+            args![id],
+        )
+        .await?;
+    row.as_ref().map(alert_from_row).transpose()
+}
+
+/// See [`AlertStore::alerts_of_order`].
+pub(crate) async fn alerts_of_order(exec: Exec<'_>, order_id: i64) -> Result<Vec<Alert>> {
+    let rows = exec
+        .fetch_all(
+            sql!(
+                "SELECT ",
+                alert_cols!(),
+                " FROM alerts WHERE work_order_id = $1 ORDER BY id"
+            ),
+            args![order_id],
+        )
+        .await?;
+    alerts_from_rows(rows)
+}
+
+/// See [`AlertStore::set_alert_status`].
+pub(crate) async fn set_alert_status(
+    mut exec: Exec<'_>,
+    id: i64,
+    from: AlertStatus,
+    to: AlertStatus,
+    reason: Option<&str>,
+    work_order_id: Option<i64>,
+) -> Result<Alert> {
+    let updated = exec
+        .reborrow()
+        .try_fetch_optional(
+            sql!(
+                "UPDATE alerts SET status = $3,
+                                   status_reason = COALESCE($4::text, status_reason),
+                                   work_order_id = COALESCE($5::int8, work_order_id)
+                 WHERE id = $1 AND status = $2 RETURNING ",
+                alert_cols!()
+            ),
+            args![id, from.as_str(), to.as_str(), reason, work_order_id],
+        )
+        .await;
+    match updated {
+        Ok(Some(row)) => alert_from_row(&row),
+        Ok(None) => {
+            let status = exec
+                .fetch_optional(sql!("SELECT status FROM alerts WHERE id = $1"), args![id])
+                .await?;
+            Err(match status {
+                Some(row) => StoreError::Conflict(format!("alert {id} is {}", row.text("status")?)),
+                None => StoreError::NotFound(format!("alert {id}")),
+            })
+        }
+        Err(e) if is_unique_violation(&e) => Err(StoreError::Conflict(format!(
+            "alert {id} cannot become {}: another active alert exists for its subject and kind",
+            to.as_str()
+        ))),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// See [`AlertStore::set_outcome_for_order`].
+pub(crate) async fn set_outcome_for_order(
+    exec: Exec<'_>,
+    order_id: i64,
+    outcome: AlertOutcome,
+    at: Timestamp,
+) -> Result<u64> {
+    exec.execute(
+        sql!("UPDATE alerts SET outcome = $2, outcome_at = $3 WHERE work_order_id = $1"),
+        args![order_id, outcome.as_str(), at],
+    )
+    .await
+}
+
 impl AlertStore for Alerts {
     async fn record_finding(&self, f: &Finding) -> Result<(Alert, bool)> {
         let subject = f.subject().key();
@@ -204,15 +287,7 @@ impl AlertStore for Alerts {
     }
 
     async fn get_alert(&self, id: i64) -> Result<Option<Alert>> {
-        let row = self
-            .0
-            .exec()
-            .fetch_optional(
-                sql!("SELECT ", alert_cols!(), " FROM alerts WHERE id = $1"),
-                args![id],
-            )
-            .await?;
-        row.as_ref().map(alert_from_row).transpose()
+        get_alert(self.0.exec(), id).await
     }
 
     async fn list_alerts(&self, q: &AlertQuery) -> Result<Vec<Alert>> {
@@ -252,41 +327,7 @@ impl AlertStore for Alerts {
         reason: Option<&str>,
         work_order_id: Option<i64>,
     ) -> Result<Alert> {
-        let updated = self
-            .0
-            .exec()
-            .try_fetch_optional(
-                sql!(
-                    "UPDATE alerts SET status = $3,
-                                       status_reason = COALESCE($4::text, status_reason),
-                                       work_order_id = COALESCE($5::int8, work_order_id)
-                     WHERE id = $1 AND status = $2 RETURNING ",
-                    alert_cols!()
-                ),
-                args![id, from.as_str(), to.as_str(), reason, work_order_id],
-            )
-            .await;
-        match updated {
-            Ok(Some(row)) => alert_from_row(&row),
-            Ok(None) => {
-                let status = self
-                    .0
-                    .exec()
-                    .fetch_optional(sql!("SELECT status FROM alerts WHERE id = $1"), args![id])
-                    .await?;
-                Err(match status {
-                    Some(row) => {
-                        StoreError::Conflict(format!("alert {id} is {}", row.text("status")?))
-                    }
-                    None => StoreError::NotFound(format!("alert {id}")),
-                })
-            }
-            Err(e) if is_unique_violation(&e) => Err(StoreError::Conflict(format!(
-                "alert {id} cannot become {}: another active alert exists for its subject and kind",
-                to.as_str()
-            ))),
-            Err(e) => Err(e.into()),
-        }
+        set_alert_status(self.0.exec(), id, from, to, reason, work_order_id).await
     }
 
     async fn count_alerts_by_status(&self) -> Result<Vec<(AlertStatus, i64)>> {
@@ -314,13 +355,7 @@ impl AlertStore for Alerts {
         outcome: AlertOutcome,
         at: Timestamp,
     ) -> Result<u64> {
-        self.0
-            .exec()
-            .execute(
-                sql!("UPDATE alerts SET outcome = $2, outcome_at = $3 WHERE work_order_id = $1"),
-                args![order_id, outcome.as_str(), at],
-            )
-            .await
+        set_outcome_for_order(self.0.exec(), order_id, outcome, at).await
     }
 
     async fn outcome_stats(&self) -> Result<Vec<OutcomeStat>> {
@@ -353,19 +388,7 @@ impl AlertStore for Alerts {
     }
 
     async fn alerts_of_order(&self, order_id: i64) -> Result<Vec<Alert>> {
-        let rows = self
-            .0
-            .exec()
-            .fetch_all(
-                sql!(
-                    "SELECT ",
-                    alert_cols!(),
-                    " FROM alerts WHERE work_order_id = $1 ORDER BY id"
-                ),
-                args![order_id],
-            )
-            .await?;
-        alerts_from_rows(rows)
+        alerts_of_order(self.0.exec(), order_id).await
     }
 
     async fn resolve_quiet_alerts(

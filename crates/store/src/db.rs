@@ -290,6 +290,16 @@ macro_rules! on_backend {
 }
 
 impl Exec<'_> {
+    /// The same executor for one more statement (a connection is borrowed again).
+    pub(crate) fn reborrow(&mut self) -> Exec<'_> {
+        match self {
+            Exec::PgPool(p) => Exec::PgPool(p),
+            Exec::Pg(c) => Exec::Pg(c),
+            Exec::SqlitePool(p) => Exec::SqlitePool(p),
+            Exec::Sqlite(c) => Exec::Sqlite(c),
+        }
+    }
+
     /// Every row.
     pub(crate) async fn fetch_all(
         self,

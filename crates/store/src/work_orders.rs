@@ -431,41 +431,252 @@ async fn insert_transition(exec: Exec<'_>, id: i64, rec: &TransitionRecord) -> R
     Ok(())
 }
 
-impl WorkOrders {
-    async fn crews(&self, id: Option<&CrewId>) -> Result<Vec<CrewRow>> {
-        let rows = self
-            .0
-            .exec()
-            .fetch_all(
-                sql!(
-                    "SELECT ",
-                    crew_cols!(),
-                    ", (SELECT count(*) FROM work_orders w
-                        WHERE w.crew_id = c.id AND w.status = ANY($2)) AS active_orders,
-                       cur.id AS cur_id, cur.priority AS cur_priority, cur.status AS cur_status
-                     FROM crews c LEFT JOIN work_orders cur ON cur.id = (
-                         SELECT w.id FROM work_orders w
-                         WHERE w.crew_id = c.id AND w.status = ANY($2)
-                         ORDER BY ",
-                    priority_rank!("w.priority"),
-                    ", w.created_at, w.id LIMIT 1)
-                     WHERE ($1::text IS NULL OR c.id = $1) ORDER BY c.id"
-                ),
-                args![id.map(|c| c.as_str()), occupying_statuses()],
-            )
-            .await?;
-        rows.iter().map(crew_row_from_row).collect()
-    }
+/// Every crew (or the one `id`) with its active order count and most urgent active
+/// order, by id.
+pub(crate) async fn crews(exec: Exec<'_>, id: Option<&CrewId>) -> Result<Vec<CrewRow>> {
+    let rows = exec
+        .fetch_all(
+            sql!(
+                "SELECT ",
+                crew_cols!(),
+                ", (SELECT count(*) FROM work_orders w
+                    WHERE w.crew_id = c.id AND w.status = ANY($2)) AS active_orders,
+                   cur.id AS cur_id, cur.priority AS cur_priority, cur.status AS cur_status
+                 FROM crews c LEFT JOIN work_orders cur ON cur.id = (
+                     SELECT w.id FROM work_orders w
+                     WHERE w.crew_id = c.id AND w.status = ANY($2)
+                     ORDER BY ",
+                priority_rank!("w.priority"),
+                ", w.created_at, w.id LIMIT 1)
+                 WHERE ($1::text IS NULL OR c.id = $1) ORDER BY c.id"
+            ),
+            args![id.map(|c| c.as_str()), occupying_statuses()],
+        )
+        .await?;
+    rows.iter().map(crew_row_from_row).collect()
+}
 
-    /// Whether a row with `id` exists, by a statement `SELECT 1 ... WHERE id = $1`.
-    async fn exists(&self, stmt: &'static crate::db::Stmt, id: Arg<'_>) -> Result<bool> {
-        Ok(self
-            .0
-            .exec()
-            .fetch_optional(stmt, vec![id])
+/// See [`WorkOrderStore::set_crew_position`].
+pub(crate) async fn set_crew_position(
+    mut exec: Exec<'_>,
+    id: &CrewId,
+    at: GeoPoint,
+    when: Timestamp,
+) -> Result<()> {
+    let done = exec
+        .reborrow()
+        .execute(
+            sql!(
+                "UPDATE crews SET pos_lat = $2, pos_lon = $3, position_at = $4
+                 WHERE id = $1 AND (position_at IS NULL OR position_at <= $4)"
+            ),
+            args![id.as_str(), at.lat, at.lon, when],
+        )
+        .await?;
+    if done == 0
+        && exec
+            .fetch_optional(
+                sql!("SELECT 1 FROM crews WHERE id = $1"),
+                args![id.as_str()],
+            )
             .await?
-            .is_some())
+            .is_none()
+    {
+        return Err(StoreError::NotFound(format!("crew {id}")));
     }
+    Ok(())
+}
+
+/// See [`WorkOrderStore::set_crew_last_job_place`].
+pub(crate) async fn set_crew_last_job_place(
+    exec: Exec<'_>,
+    id: &CrewId,
+    place: GeoPoint,
+) -> Result<()> {
+    let done = exec
+        .execute(
+            sql!("UPDATE crews SET last_job_lat = $2, last_job_lon = $3 WHERE id = $1"),
+            args![id.as_str(), place.lat, place.lon],
+        )
+        .await?;
+    if done == 0 {
+        return Err(StoreError::NotFound(format!("crew {id}")));
+    }
+    Ok(())
+}
+
+/// One work order, if it exists.
+pub(crate) async fn get_work_order(exec: Exec<'_>, id: i64) -> Result<Option<WorkOrder>> {
+    let row = exec
+        .fetch_optional(
+            sql!(
+                "SELECT ",
+                work_order_cols!(),
+                " FROM work_orders WHERE id = $1"
+            ),
+            args![id],
+        )
+        .await?;
+    row.as_ref().map(work_order_from_row).transpose()
+}
+
+/// See [`WorkOrderStore::create_work_order`]; in the caller's transaction.
+pub(crate) async fn create_work_order(
+    mut exec: Exec<'_>,
+    wo: &NewWorkOrder,
+    now: Timestamp,
+) -> Result<WorkOrder> {
+    if let Some(parent) = wo.parent_id
+        && get_work_order(exec.reborrow(), parent).await?.is_none()
+    {
+        return Err(StoreError::NotFound(format!("parent work order {parent}")));
+    }
+    let row = exec
+        .reborrow()
+        .try_fetch_optional(
+            sql!(
+                "INSERT INTO work_orders (kind, priority, status, alert_id, meter_id,
+                                          district_id, lat, lon, summary, created_at,
+                                          updated_at, due_at, parent_id)
+                 VALUES ($1, $2, 'created', $3, $4, $5, $6, $7, $8, $9, $9, $10, $11)
+                 RETURNING ",
+                work_order_cols!()
+            ),
+            args![
+                wo.kind.as_str(),
+                wo.priority.as_str(),
+                wo.alert_id,
+                wo.meter_id.as_ref().map(|m| m.as_str()),
+                wo.district_id.as_ref().map(|d| d.as_str()),
+                wo.location.lat,
+                wo.location.lon,
+                &wo.summary,
+                now,
+                wo.due_at,
+                wo.parent_id,
+            ],
+        )
+        .await
+        .map_err(|e| match (is_foreign_key_violation(&e), wo.alert_id) {
+            (true, Some(a)) => StoreError::NotFound(format!("alert {a}")),
+            _ => e.into(),
+        })?
+        .ok_or(sqlx::Error::RowNotFound)?;
+    let order = work_order_from_row(&row)?;
+    let rec = TransitionRecord {
+        order_id: order.id,
+        from: WorkOrderStatus::Created,
+        to: WorkOrderStatus::Created,
+        action: "create".into(),
+        actor: wo.actor.clone(),
+        at: order.created_at,
+        crew_id: None,
+        note: None,
+        position: None,
+    };
+    insert_transition(exec, order.id, &rec).await?;
+    Ok(order)
+}
+
+/// See [`WorkOrderStore::apply_transition`]; in the caller's transaction.
+pub(crate) async fn apply_transition(
+    mut exec: Exec<'_>,
+    id: i64,
+    rec: &TransitionRecord,
+    change: &OrderChange,
+) -> Result<WorkOrder> {
+    let times = TransitionTimes::of(rec);
+    let crew = change.crew.as_ref().map(|c| c.as_ref());
+    let updated = exec
+        .reborrow()
+        .try_fetch_optional(
+            sql!(
+                "UPDATE work_orders
+                 SET status = $3, updated_at = $4,
+                     crew_id = CASE WHEN $5 THEN $6::text ELSE crew_id END,
+                     assigned_at = CASE WHEN $7 THEN $8::timestamptz ELSE assigned_at END,
+                     reached_at = CASE WHEN $9 THEN COALESCE(reached_at, $4)
+                                       ELSE reached_at END,
+                     finding = COALESCE($10::jsonb, finding)
+                 WHERE id = $1 AND status = $2 RETURNING ",
+                work_order_cols!()
+            ),
+            vec![
+                Arg::from(id),
+                Arg::from(rec.from.as_str()),
+                Arg::from(rec.to.as_str()),
+                Arg::from(rec.at),
+                Arg::from(crew.is_some()),
+                Arg::from(crew.flatten().map(|c| c.as_str())),
+                Arg::from(times.assigned_at.is_some()),
+                Arg::from(times.assigned_at.flatten()),
+                Arg::from(times.reached),
+                Arg::json(change.finding.as_ref())?,
+            ],
+        )
+        .await
+        .map_err(|e| match crew {
+            Some(Some(c)) if is_foreign_key_violation(&e) => {
+                StoreError::NotFound(format!("crew {c}"))
+            }
+            _ => e.into(),
+        })?;
+    let Some(row) = updated else {
+        return Err(match get_work_order(exec, id).await? {
+            Some(o) => StoreError::Conflict(format!("work order {id} is {}", o.status.as_str())),
+            None => StoreError::NotFound(format!("work order {id}")),
+        });
+    };
+    let order = work_order_from_row(&row)?;
+    insert_transition(exec, id, rec).await?;
+    Ok(order)
+}
+
+/// See [`WorkOrderStore::set_work_order_priority`].
+pub(crate) async fn set_work_order_priority(
+    exec: Exec<'_>,
+    order_id: i64,
+    priority: Priority,
+    due_at: Option<Timestamp>,
+) -> Result<WorkOrder> {
+    let row = exec
+        .fetch_optional(
+            sql!(
+                "UPDATE work_orders SET priority = $2, due_at = $3 WHERE id = $1 RETURNING ",
+                work_order_cols!()
+            ),
+            args![order_id, priority.as_str(), due_at],
+        )
+        .await?;
+    match row {
+        Some(row) => work_order_from_row(&row),
+        None => Err(StoreError::NotFound(format!("work order {order_id}"))),
+    }
+}
+
+/// Sets `breached_at = at` unless set; whether it changed (`None`: no such order).
+pub(crate) async fn mark_breached(
+    mut exec: Exec<'_>,
+    order_id: i64,
+    at: Timestamp,
+) -> Result<Option<bool>> {
+    let done = exec
+        .reborrow()
+        .execute(
+            sql!("UPDATE work_orders SET breached_at = $2 WHERE id = $1 AND breached_at IS NULL"),
+            args![order_id, at],
+        )
+        .await?;
+    if done == 1 {
+        return Ok(Some(true));
+    }
+    let found = exec
+        .fetch_optional(
+            sql!("SELECT 1 FROM work_orders WHERE id = $1"),
+            args![order_id],
+        )
+        .await?;
+    Ok(found.map(|_| false))
 }
 
 impl WorkOrderStore for WorkOrders {
@@ -519,130 +730,30 @@ impl WorkOrderStore for WorkOrders {
     }
 
     async fn list_crews(&self) -> Result<Vec<CrewRow>> {
-        self.crews(None).await
+        crews(self.0.exec(), None).await
     }
 
     async fn get_crew(&self, id: &CrewId) -> Result<Option<CrewRow>> {
-        Ok(self.crews(Some(id)).await?.pop())
+        Ok(crews(self.0.exec(), Some(id)).await?.pop())
     }
 
     async fn set_crew_position(&self, id: &CrewId, at: GeoPoint, when: Timestamp) -> Result<()> {
-        let done = self
-            .0
-            .exec()
-            .execute(
-                sql!(
-                    "UPDATE crews SET pos_lat = $2, pos_lon = $3, position_at = $4
-                     WHERE id = $1 AND (position_at IS NULL OR position_at <= $4)"
-                ),
-                args![id.as_str(), at.lat, at.lon, when],
-            )
-            .await?;
-        if done == 0
-            && !self
-                .exists(
-                    sql!("SELECT 1 FROM crews WHERE id = $1"),
-                    id.as_str().into(),
-                )
-                .await?
-        {
-            return Err(StoreError::NotFound(format!("crew {id}")));
-        }
-        Ok(())
+        set_crew_position(self.0.exec(), id, at, when).await
     }
 
     async fn set_crew_last_job_place(&self, id: &CrewId, place: GeoPoint) -> Result<()> {
-        let done = self
-            .0
-            .exec()
-            .execute(
-                sql!("UPDATE crews SET last_job_lat = $2, last_job_lon = $3 WHERE id = $1"),
-                args![id.as_str(), place.lat, place.lon],
-            )
-            .await?;
-        if done == 0 {
-            return Err(StoreError::NotFound(format!("crew {id}")));
-        }
-        Ok(())
+        set_crew_last_job_place(self.0.exec(), id, place).await
     }
 
     async fn create_work_order(&self, wo: &NewWorkOrder) -> Result<WorkOrder> {
-        let now = chrono::Utc::now();
         let mut tx = self.0.begin().await?;
-        if let Some(parent) = wo.parent_id {
-            let found = tx
-                .exec()
-                .fetch_optional(
-                    sql!("SELECT 1 FROM work_orders WHERE id = $1"),
-                    args![parent],
-                )
-                .await?;
-            if found.is_none() {
-                return Err(StoreError::NotFound(format!("parent work order {parent}")));
-            }
-        }
-        let row = tx
-            .exec()
-            .try_fetch_optional(
-                sql!(
-                    "INSERT INTO work_orders (kind, priority, status, alert_id, meter_id,
-                                              district_id, lat, lon, summary, created_at,
-                                              updated_at, due_at, parent_id)
-                     VALUES ($1, $2, 'created', $3, $4, $5, $6, $7, $8, $9, $9, $10, $11)
-                     RETURNING ",
-                    work_order_cols!()
-                ),
-                args![
-                    wo.kind.as_str(),
-                    wo.priority.as_str(),
-                    wo.alert_id,
-                    wo.meter_id.as_ref().map(|m| m.as_str()),
-                    wo.district_id.as_ref().map(|d| d.as_str()),
-                    wo.location.lat,
-                    wo.location.lon,
-                    &wo.summary,
-                    now,
-                    wo.due_at,
-                    wo.parent_id,
-                ],
-            )
-            .await
-            .map_err(|e| match (is_foreign_key_violation(&e), wo.alert_id) {
-                (true, Some(a)) => StoreError::NotFound(format!("alert {a}")),
-                _ => e.into(),
-            })?
-            .ok_or(sqlx::Error::RowNotFound)?;
-        let order = work_order_from_row(&row)?;
-        let rec = TransitionRecord {
-            order_id: order.id,
-            from: WorkOrderStatus::Created,
-            to: WorkOrderStatus::Created,
-            action: "create".into(),
-            actor: wo.actor.clone(),
-            at: order.created_at,
-            crew_id: None,
-            note: None,
-            position: None,
-        };
-        insert_transition(tx.exec(), order.id, &rec).await?;
+        let order = create_work_order(tx.exec(), wo, chrono::Utc::now()).await?;
         tx.commit().await?;
         Ok(order)
     }
 
     async fn get_work_order(&self, id: i64) -> Result<Option<WorkOrder>> {
-        let row = self
-            .0
-            .exec()
-            .fetch_optional(
-                sql!(
-                    "SELECT ",
-                    work_order_cols!(),
-                    " FROM work_orders WHERE id = $1"
-                ),
-                args![id],
-            )
-            .await?;
-        row.as_ref().map(work_order_from_row).transpose()
+        get_work_order(self.0.exec(), id).await
     }
 
     async fn list_work_orders(&self, q: &WorkOrderQuery) -> Result<Vec<WorkOrder>> {
@@ -680,60 +791,8 @@ impl WorkOrderStore for WorkOrders {
         rec: &TransitionRecord,
         change: &OrderChange,
     ) -> Result<WorkOrder> {
-        let times = TransitionTimes::of(rec);
-        let crew = change.crew.as_ref().map(|c| c.as_ref());
         let mut tx = self.0.begin().await?;
-        let updated = tx
-            .exec()
-            .try_fetch_optional(
-                sql!(
-                    "UPDATE work_orders
-                     SET status = $3, updated_at = $4,
-                         crew_id = CASE WHEN $5 THEN $6::text ELSE crew_id END,
-                         assigned_at = CASE WHEN $7 THEN $8::timestamptz ELSE assigned_at END,
-                         reached_at = CASE WHEN $9 THEN COALESCE(reached_at, $4)
-                                           ELSE reached_at END,
-                         finding = COALESCE($10::jsonb, finding)
-                     WHERE id = $1 AND status = $2 RETURNING ",
-                    work_order_cols!()
-                ),
-                vec![
-                    Arg::from(id),
-                    Arg::from(rec.from.as_str()),
-                    Arg::from(rec.to.as_str()),
-                    Arg::from(rec.at),
-                    Arg::from(crew.is_some()),
-                    Arg::from(crew.flatten().map(|c| c.as_str())),
-                    Arg::from(times.assigned_at.is_some()),
-                    Arg::from(times.assigned_at.flatten()),
-                    Arg::from(times.reached),
-                    Arg::json(change.finding.as_ref())?,
-                ],
-            )
-            .await
-            .map_err(|e| match crew {
-                Some(Some(c)) if is_foreign_key_violation(&e) => {
-                    StoreError::NotFound(format!("crew {c}"))
-                }
-                _ => e.into(),
-            })?;
-        let Some(row) = updated else {
-            let status = tx
-                .exec()
-                .fetch_optional(
-                    sql!("SELECT status FROM work_orders WHERE id = $1"),
-                    args![id],
-                )
-                .await?;
-            return Err(match status {
-                Some(row) => {
-                    StoreError::Conflict(format!("work order {id} is {}", row.text("status")?))
-                }
-                None => StoreError::NotFound(format!("work order {id}")),
-            });
-        };
-        let order = work_order_from_row(&row)?;
-        insert_transition(tx.exec(), id, rec).await?;
+        let order = apply_transition(tx.exec(), id, rec, change).await?;
         tx.commit().await?;
         Ok(order)
     }
@@ -828,30 +887,9 @@ impl WorkOrderStore for WorkOrders {
     }
 
     async fn mark_breached(&self, order_id: i64, at: Timestamp) -> Result<bool> {
-        let done = self
-            .0
-            .exec()
-            .execute(
-                sql!(
-                    "UPDATE work_orders SET breached_at = $2 WHERE id = $1 AND breached_at IS NULL"
-                ),
-                args![order_id, at],
-            )
-            .await?;
-        if done == 1 {
-            return Ok(true);
-        }
-        if self
-            .exists(
-                sql!("SELECT 1 FROM work_orders WHERE id = $1"),
-                order_id.into(),
-            )
+        mark_breached(self.0.exec(), order_id, at)
             .await?
-        {
-            Ok(false)
-        } else {
-            Err(StoreError::NotFound(format!("work order {order_id}")))
-        }
+            .ok_or_else(|| StoreError::NotFound(format!("work order {order_id}")))
     }
 
     async fn count_breached(&self) -> Result<i64> {
@@ -872,21 +910,7 @@ impl WorkOrderStore for WorkOrders {
         priority: Priority,
         due_at: Option<Timestamp>,
     ) -> Result<WorkOrder> {
-        let row = self
-            .0
-            .exec()
-            .fetch_optional(
-                sql!(
-                    "UPDATE work_orders SET priority = $2, due_at = $3 WHERE id = $1 RETURNING ",
-                    work_order_cols!()
-                ),
-                args![order_id, priority.as_str(), due_at],
-            )
-            .await?;
-        match row {
-            Some(row) => work_order_from_row(&row),
-            None => Err(StoreError::NotFound(format!("work order {order_id}"))),
-        }
+        set_work_order_priority(self.0.exec(), order_id, priority, due_at).await
     }
 }
 
