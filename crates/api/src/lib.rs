@@ -10,6 +10,7 @@ mod error;
 mod extract;
 mod page;
 mod routes;
+pub mod tls;
 
 use axum::Router;
 use axum::extract::{Request, State};
@@ -129,6 +130,18 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// As [`serve`], over TLS with `tls` (see [`tls::server_config`]).
+pub async fn serve_tls(
+    listener: TcpListener,
+    tls: std::sync::Arc<tokio_rustls::rustls::ServerConfig>,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(tls::TlsListener::new(listener, tls)?, router(state))
         .with_graceful_shutdown(shutdown)
         .await
 }
