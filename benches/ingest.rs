@@ -15,11 +15,10 @@ use chrono::{Duration as Hours, TimeZone, Utc};
 use leakwatch::testkit::OwnMosquitto;
 use leakwatch_core::{DistrictId, GeoPoint, Meter, MeterId, MeterKind, MeterStatus, Reading};
 use leakwatch_detect::{DetectConfig, Engine, MeterInfo};
-use leakwatch_ingest::{BrokerConfig, IngestConfig, IngestHealth};
+use leakwatch_ingest::{BrokerConfig, IngestConfig};
 use leakwatch_store::Store;
 use leakwatch_wire::Uplink;
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
@@ -160,7 +159,7 @@ async fn run(backend: &'static str, meters: usize, days: i64) -> Result {
     // The ingestor, with a sink that times each commit and runs the detectors.
     let (stop, stop_rx) = watch::channel(false);
     let (tx, mut rx) = mpsc::channel::<leakwatch_ingest::Stored>(64);
-    let health = Arc::new(IngestHealth::default());
+    let health = leakwatch_ingest::ingest_health();
     let ingest = tokio::spawn(leakwatch_ingest::run(
         BrokerConfig {
             host: "127.0.0.1".into(),
@@ -199,7 +198,7 @@ async fn run(backend: &'static str, meters: usize, days: i64) -> Result {
             }
         }
     });
-    while !health.broker_connected() {
+    while !health.is_up() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;

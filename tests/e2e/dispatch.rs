@@ -114,6 +114,7 @@ async fn raise(svc: &Service, meter: &str, kind: AlertKind, severity: Severity) 
                 window_start: now - ChronoDuration::hours(24),
                 window_end: now,
                 explanation: format!("{kind} raised by the test"),
+                known: None,
             },
         })
         .await

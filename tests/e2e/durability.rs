@@ -208,11 +208,11 @@ async fn start_in_process(db: &str, mqtt: &str, prefix: &str) -> leakwatch::app:
     if std::env::var("LEAKWATCH_TEST_LOG").is_ok() {
         leakwatch::telemetry::init_logs(&cfg.log);
     }
-    cfg.database.url = db.to_owned();
-    cfg.mqtt.url = mqtt.to_owned();
+    cfg.database.url = db.parse().unwrap();
+    cfg.mqtt.url = Some(mqtt.parse().unwrap());
     cfg.mqtt.prefix = prefix.to_owned();
     cfg.mqtt.client_id = unique("lw-ingest-");
-    cfg.http.listen = "127.0.0.1:0".into();
+    cfg.http.listen = "127.0.0.1:0".parse().unwrap();
     leakwatch::app::start(&cfg, Default::default())
         .await
         .unwrap()

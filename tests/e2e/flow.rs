@@ -2,9 +2,12 @@
 
 use crate::support::{Backend, Service, wait_for};
 use leakwatch_core::{GeoPoint, MeterRecord};
-use leakwatch_sim::{Fleet, FleetConfig, HomeClass, HouseholdMix, PublishConfig};
+use leakwatch_sim::{Fleet, FleetConfig, HomeClass, HouseholdMix, LeakConfig, PublishConfig};
 use serde_json::{Value, json};
 use std::time::Duration;
+
+/// Simulated hours published.
+const HOURS: u32 = 13 * 24;
 
 async fn whole_path(backend: Backend) {
     let Some(svc) = Service::start(backend, |_| {}).await else {
@@ -15,9 +18,20 @@ async fn whole_path(backend: Backend) {
         districts: 2,
         meters_per_district: 6,
         leaks: 1,
-        push_every_h: 6,
+        // Daily pushes: fewer messages than the broker queues by default (1,000).
+        push_every_h: 24,
         // Homes that rest at night: any other continuous-flow alert is a false alarm.
         households: HouseholdMix::only(HomeClass::Setback),
+        // The leak (60-200 L/h) starts once the meters have learned for 11 days (a
+        // meter still learning raises no leak alert unless the evidence is strong on
+        // its own).
+        leak: LeakConfig {
+            from_h: 11 * 24,
+            to_h: 11 * 24 + 12,
+            min_rate_l_per_h: 60.0,
+            max_rate_l_per_h: 200.0,
+            ..LeakConfig::default()
+        },
         ..FleetConfig::default()
     });
     let truth = fleet.truth().leaks[0].clone();
@@ -32,14 +46,14 @@ async fn whole_path(backend: Backend) {
     let (status, body) = svc.post("/api/v1/crews", &json!(crews)).await;
     assert_eq!(status, 200, "{body}");
 
-    // Two simulated days as fast as the broker takes them.
+    // Thirteen simulated days as fast as the broker takes them.
     let publisher = svc.publisher().await;
     let stats = leakwatch_sim::publish(
         &mut fleet,
         &publisher,
         &PublishConfig {
             prefix: svc.prefix.clone(),
-            hours: Some(48),
+            hours: Some(HOURS),
             sim_hour: Duration::ZERO,
             duplicate_every: None,
         },
@@ -51,9 +65,9 @@ async fn whole_path(backend: Backend) {
     let expected_readings = stats.readings;
 
     // Every reading arrives (idempotent: the first message of each meter repeats nothing).
-    let last_t = (start + chrono::Duration::hours(48)).to_rfc3339();
+    let last_t = (start + chrono::Duration::hours(HOURS.into())).to_rfc3339();
     let leak_meter = truth.meter.to_string();
-    wait_for("the last readings", Duration::from_secs(60), || async {
+    wait_for("the last readings", Duration::from_secs(180), || async {
         let (_, v) = svc
             .get(&format!("/api/v1/meters/{leak_meter}/readings"))
             .await;
@@ -94,14 +108,15 @@ async fn whole_path(backend: Backend) {
         truth.start
     );
     assert!(
-        detected < start + chrono::Duration::hours(49),
+        detected < start + chrono::Duration::hours(i64::from(HOURS) + 1),
         "detected_at is event time"
     );
     assert_eq!(alert["status"], "open");
     assert_eq!(alert["kind"], "continuous_flow");
     let ev = &alert["evidence"];
-    assert_eq!(ev["rule"], "no zero-flow hour in 24 h");
-    assert_eq!(ev["threshold"], json!(0.001));
+    // Continuous flow's rules ("no zero-flow hour in 24 h", or the quiet hours').
+    assert!(!ev["rule"].as_str().unwrap().is_empty(), "{ev}");
+    assert!(ev["threshold"].as_f64().unwrap() > 0.0, "{ev}");
     // The lowest hourly flow of the run: above the threshold (the run may have begun
     // with the household's own use before the leak).
     assert!(ev["observed"].as_f64().unwrap() > 0.001, "{ev} {truth:?}");

@@ -50,7 +50,7 @@ impl Service {
     /// configured outside CI.
     pub async fn start(backend: Backend, tweak: impl FnOnce(&mut Config)) -> Option<Service> {
         let mut cfg = Config::load(None).expect("defaults load");
-        cfg.http.listen = "127.0.0.1:0".into();
+        cfg.http.listen = "127.0.0.1:0".parse().unwrap();
         let prefix = unique("lwtest");
         cfg.mqtt.prefix = prefix.clone();
         cfg.mqtt.crew_prefix = format!("{prefix}-crews");
@@ -59,10 +59,10 @@ impl Service {
         let mut sqlite_path = None;
         match backend {
             Backend::EmbeddedSqlite => {
-                cfg.mqtt.url = String::new();
-                cfg.mqtt.embedded_listen = "127.0.0.1:0".into();
+                cfg.mqtt.url = None;
+                cfg.mqtt.embedded_listen = "127.0.0.1:0".parse().unwrap();
                 let path = std::env::temp_dir().join(format!("{}.db", unique("leakwatch-e2e-")));
-                cfg.database.url = format!("sqlite://{}", path.display());
+                cfg.database.url = format!("sqlite://{}", path.display()).parse().unwrap();
                 sqlite_path = Some(path);
             }
             Backend::MosquittoPostgres => {
@@ -71,8 +71,8 @@ impl Service {
                 let url = leakwatch_store::testing::fresh_pg_database(&admin)
                     .await
                     .expect("create a fresh PostgreSQL database");
-                cfg.mqtt.url = mqtt;
-                cfg.database.url = url.clone();
+                cfg.mqtt.url = Some(mqtt.parse().unwrap());
+                cfg.database.url = url.parse().unwrap();
                 pg = Some((admin, url));
             }
         }
@@ -97,9 +97,20 @@ impl Service {
     /// Shuts the service down gracefully and starts it again on the same database,
     /// broker session and prefix (the HTTP port changes).
     pub async fn restart(&mut self) {
+        self.halt().await;
+        self.resume().await;
+    }
+
+    /// Shuts the service down gracefully, keeping its database and broker session for
+    /// [`Service::resume`].
+    pub async fn halt(&mut self) {
         if let Some(r) = self.running.take() {
             r.shutdown().await;
         }
+    }
+
+    /// Starts a halted service again on the same database, broker session and prefix.
+    pub async fn resume(&mut self) {
         let running = app::start(&self.cfg, StartOptions::default())
             .await
             .expect("service restarts");

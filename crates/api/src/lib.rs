@@ -27,7 +27,7 @@ use tokio::net::TcpListener;
 
 pub use error::ApiError;
 
-/// Tells `/readyz` whether the broker connection is up.
+/// Tells `/readyz` whether an MQTT session is up (connected, subscriptions granted).
 pub type BrokerProbe = Arc<dyn Fn() -> bool + Send + Sync>;
 
 /// The detection task's progress, shared with `GET /api/v1/detection`.
@@ -101,7 +101,10 @@ pub struct AppState {
     pub store: Store,
     pub dispatcher: Dispatcher,
     pub metrics: Option<PrometheusHandle>,
+    /// The ingestor's MQTT session.
     pub broker_up: BrokerProbe,
+    /// The crews' channel's MQTT session (jobs out, positions in).
+    pub crews_up: BrokerProbe,
     /// The detectors' progress (`GET /api/v1/detection`).
     pub detection: Arc<DetectionStatus>,
     /// When set, `/api/v1` and `/` require `Authorization: Bearer <token>` (or
@@ -170,17 +173,97 @@ async fn require_token(State(state): State<AppState>, req: Request, next: Next) 
     }
 }
 
+/// Counts and times every request. Its labels come from fixed sets, so nothing a
+/// client invents grows `/metrics`: the method is one of the standard ones or
+/// `other`, the route is the matched route template (from the router's own list) or
+/// `unmatched`, the status is one this application answers with.
 async fn record_request(req: Request, next: Next) -> Response {
     let started = std::time::Instant::now();
-    let method = req.method().to_string();
+    let method = method_label(req.method());
     let route = req
         .extensions()
         .get::<axum::extract::MatchedPath>()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
     let response = next.run(req).await;
+    // Statuses come from this application's own handlers: a fixed set.
     let status = response.status().as_u16().to_string();
     metrics::histogram!("leakwatch_http_request_seconds", "method" => method, "route" => route, "status" => status)
         .record(started.elapsed().as_secs_f64());
     response
+}
+
+/// The method as a metrics label: a standard method, or `other`.
+fn method_label(m: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *m {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
+/// While start-up waits for what the service needs (the store, the broker), only
+/// health answers: `/healthz` 200, `/readyz` 503 saying what is awaited, anything
+/// else 503. `waiting_for` is read at each request.
+pub fn waiting_router(waiting_for: Arc<std::sync::Mutex<String>>) -> Router {
+    use axum::routing::get;
+    let ready = {
+        let w = waiting_for.clone();
+        move || async move {
+            let what = w.lock().map(|s| s.clone()).unwrap_or_default();
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                axum::Json(
+                    serde_json::json!({ "ready": false, "store": false, "broker": false, "waiting_for": what }),
+                ),
+            )
+        }
+    };
+    let fallback = move || async move {
+        let what = waiting_for.lock().map(|s| s.clone()).unwrap_or_default();
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("starting: waiting for {what}"),
+        )
+    };
+    Router::new()
+        .route(
+            "/healthz",
+            get(|| async { axum::Json(serde_json::json!({ "status": "ok", "starting": true })) }),
+        )
+        .route("/readyz", get(ready))
+        .fallback(fallback)
+        .layer(middleware::from_fn(record_request))
+}
+
+/// Serves [`waiting_router`] until `shutdown` resolves.
+pub async fn serve_waiting(
+    listener: TcpListener,
+    waiting_for: Arc<std::sync::Mutex<String>>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, waiting_router(waiting_for))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_labels_come_from_fixed_sets() {
+        use axum::http::Method;
+        assert_eq!(method_label(&Method::GET), "GET");
+        for invented in ["FOO", "BREW", "X-ANYTHING-1234"] {
+            let m = Method::from_bytes(invented.as_bytes()).unwrap();
+            assert_eq!(method_label(&m), "other");
+        }
+    }
 }

@@ -8,6 +8,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
+use leakwatch_core::limits;
 use leakwatch_core::{
     Alert, AlertAction, AlertKind, AlertStatus, Crew, CrewId, DeadlineView, GeoPoint, MeterId,
     MeterRecord, OrderAction, Priority, Timestamp, WorkOrder, WorkOrderKind, WorkOrderStatus,
@@ -67,12 +68,14 @@ async fn healthz() -> Json<Value> {
 async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
     let store = s.store.ping().await;
     let broker = (s.broker_up)();
-    let ready = store.is_ok() && broker;
+    let crews = (s.crews_up)();
+    let ready = store.is_ok() && broker && crews;
     let body = json!({
         "ready": ready,
         "store": { "backend": s.store.backend(), "ok": store.is_ok(),
                    "error": store.err().map(|e| e.to_string()) },
         "broker": { "ok": broker },
+        "crews": { "ok": crews },
     });
     let status = if ready {
         StatusCode::OK
@@ -302,6 +305,7 @@ async fn dismiss(
     Body(r): Body<Reason>,
 ) -> Result<Json<Alert>, ApiError> {
     let action = AlertAction::Dismiss { reason: r.reason };
+    limits::check_alert_action(&action).map_err(too_long)?;
     Ok(Json(s.dispatcher.review(id, &action).await?))
 }
 
@@ -312,13 +316,21 @@ async fn resolve(
     Ok(Json(s.dispatcher.review(id, &AlertAction::Resolve).await?))
 }
 
-fn actor(headers: &HeaderMap) -> String {
-    headers
-        .get("x-actor")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.trim().is_empty())
-        .map(|v| v.chars().take(100).collect())
-        .unwrap_or_else(|| "api".to_owned())
+/// Who acted: the `X-Actor` header (at most [`limits::ACTOR_MAX`] characters), else `api`.
+fn actor(headers: &HeaderMap) -> Result<String, ApiError> {
+    let Some(v) = headers.get("x-actor") else {
+        return Ok("api".to_owned());
+    };
+    let v = v
+        .to_str()
+        .map_err(|_| ApiError::bad_request("X-Actor is not visible ASCII text"))?;
+    limits::check("X-Actor", v, limits::ACTOR_MAX).map_err(too_long)?;
+    Ok(if v.trim().is_empty() { "api" } else { v }.to_owned())
+}
+
+/// A text longer than its field allows: 422 naming the field and the limit.
+fn too_long(e: limits::TooLong) -> ApiError {
+    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
 }
 
 async fn escalate(
@@ -326,7 +338,7 @@ async fn escalate(
     headers: HeaderMap,
     PathOf(id): PathOf<i64>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let (alert, order) = s.dispatcher.escalate(id, &actor(&headers)).await?;
+    let (alert, order) = s.dispatcher.escalate(id, &actor(&headers)?).await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({ "alert": alert, "work_order": OrderView::of(order) })),
@@ -411,6 +423,8 @@ async fn create_work_order(
     if b.summary.trim().is_empty() {
         return Err(unprocessable("summary is empty".into()));
     }
+    limits::check("summary", &b.summary, limits::SUMMARY_MAX).map_err(too_long)?;
+    let actor = actor(&headers)?;
     let district_id = match &b.meter_id {
         Some(m) => Some(
             s.store
@@ -432,7 +446,7 @@ async fn create_work_order(
             location: b.location,
             summary: b.summary,
             due_at: b.due_at,
-            actor: actor(&headers),
+            actor,
             parent_id: b.parent_id,
         })
         .await?;
@@ -563,9 +577,11 @@ async fn transition(
             ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("position: {e}"))
         })?;
     }
+    limits::check_order_action(&b.action).map_err(too_long)?;
+    let actor = actor(&headers)?;
     Ok(Json(OrderView::of(
         s.dispatcher
-            .transition(id, b.action, &actor(&headers), b.position)
+            .transition(id, b.action, &actor, b.position)
             .await?,
     )))
 }
@@ -582,6 +598,12 @@ async fn post_crews(
         return Err(ApiError::bad_request("the array of crews is empty"));
     }
     for c in &crews {
+        limits::check_crew(c).map_err(|e| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("crew {}: {e}", c.id),
+            )
+        })?;
         if c.name.trim().is_empty() {
             return Err(ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,

@@ -43,6 +43,12 @@ pub enum AlertKind {
     ClockError,
     /// No reading beyond the meter's reporting interval plus a grace.
     Silence,
+    /// The meter's use changed in a way that is not a leak (back from an absence, a
+    /// vacant home occupied): informational; the detectors re-learn.
+    UsageChange,
+    /// A further step or growth beyond an anomaly already known on the subject (the
+    /// evidence's `known` says what was known).
+    LeakGrowth,
 }
 
 impl AlertKind {
@@ -64,6 +70,8 @@ impl AlertKind {
         AlertKind::BatteryCritical,
         AlertKind::ClockError,
         AlertKind::Silence,
+        AlertKind::UsageChange,
+        AlertKind::LeakGrowth,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -85,6 +93,8 @@ impl AlertKind {
             AlertKind::BatteryCritical => "battery_critical",
             AlertKind::ClockError => "clock_error",
             AlertKind::Silence => "silence",
+            AlertKind::UsageChange => "usage_change",
+            AlertKind::LeakGrowth => "leak_growth",
         }
     }
 
@@ -101,6 +111,7 @@ impl AlertKind {
                 | AlertKind::PressureDrop
                 | AlertKind::MeterLeakAlarm
                 | AlertKind::ValveClosedLeak
+                | AlertKind::LeakGrowth
         )
     }
 
@@ -290,6 +301,22 @@ pub struct Evidence {
     pub window_end: Timestamp,
     /// A one-line explanation an engineer can read.
     pub explanation: String,
+    /// What was already known on the subject when this was found (a leak alerted
+    /// before, re-baselined on): a `leak_growth` finding is beyond it. Dispatch folds
+    /// a new alert into an open repair only when it is within `magnitude`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub known: Option<Known>,
+}
+
+/// A known anomaly a finding was judged on top of.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Known {
+    /// The kind of the alert that made it known.
+    pub kind: AlertKind,
+    /// When it started (the first night, hour or day of it).
+    pub since: Timestamp,
+    /// Its magnitude, in the evidence's `unit` (the excess re-baselined on).
+    pub magnitude: f64,
 }
 
 /// A detector's output: a condition on a subject at an event time.

@@ -11,6 +11,7 @@ pub mod device;
 pub mod geo;
 pub mod ids;
 pub mod leak_class;
+pub mod limits;
 pub mod mapping;
 pub mod meter;
 pub mod reading;
@@ -18,7 +19,9 @@ pub mod shift;
 pub mod site;
 pub mod workorder;
 
-pub use alert::{Alert, AlertAction, AlertKind, AlertStatus, Evidence, Finding, Severity, Subject};
+pub use alert::{
+    Alert, AlertAction, AlertKind, AlertStatus, Evidence, Finding, Known, Severity, Subject,
+};
 pub use crew::{Crew, CrewStatus, PositionError, PositionReport, PositionSource};
 pub use geo::GeoPoint;
 pub use ids::{CrewId, DistrictId, IdError, MeterId};

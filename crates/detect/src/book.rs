@@ -1,7 +1,9 @@
 //! The alert rules applied to a stream of findings, in memory: one open alert per
 //! (subject, kind), repeats update its count and last-seen time, and an alert
 //! resolves itself once its condition has not been seen for `resolve_after` (event
-//! time, judged by the watermark).
+//! time, judged by its district's watermark at each of the engine's ticks: see
+//! [`Book::record_all`], which makes the outcome independent of how the stream was
+//! cut into calls).
 //!
 //! The service keeps the same rules in the store (`record_finding`,
 //! `resolve_quiet_alerts`); replays and the scorer use this book, so both agree.
@@ -84,8 +86,43 @@ impl Book {
         Recorded::New(id)
     }
 
-    /// Resolves the open alerts not seen for `resolve_after` before `watermark`;
-    /// returns how many.
+    /// Records findings in order, resolving quiet alerts of a district at each of its
+    /// watermark ticks, at the tick's place among the findings (what the engine
+    /// pushed to `findings` since the last drain, with [`crate::Engine::take_ticks`]).
+    /// Drains `findings`.
+    pub fn record_all(&mut self, findings: &mut Vec<Finding>, ticks: &[crate::Tick]) {
+        let mut ticks = ticks.iter().peekable();
+        for (i, f) in findings.drain(..).enumerate() {
+            while let Some(t) = ticks.next_if(|t| t.at <= i) {
+                self.resolve_quiet_in(&t.district, t.watermark);
+            }
+            self.record(&f);
+        }
+        for t in ticks {
+            self.resolve_quiet_in(&t.district, t.watermark);
+        }
+    }
+
+    /// Resolves the open alerts of `district` not seen for `resolve_after` before
+    /// `watermark` (that district's); returns how many.
+    pub fn resolve_quiet_in(&mut self, district: &DistrictId, watermark: Timestamp) -> usize {
+        let limit = watermark - self.resolve_after;
+        let alerts = &mut self.alerts;
+        let before = self.open.len();
+        self.open.retain(|_, &mut i| {
+            let a = &mut alerts[i];
+            if a.district_id.as_ref() == Some(district) && a.last_seen < limit {
+                a.resolved_at = Some(watermark);
+                false
+            } else {
+                true
+            }
+        });
+        before - self.open.len()
+    }
+
+    /// Resolves the open alerts (of any district) not seen for `resolve_after` before
+    /// `watermark`; returns how many.
     pub fn resolve_quiet(&mut self, watermark: Timestamp) -> usize {
         let limit = watermark - self.resolve_after;
         let alerts = &mut self.alerts;
@@ -133,6 +170,7 @@ mod tests {
                 window_start: t,
                 window_end: t,
                 explanation: "x".into(),
+                known: None,
             },
         }
     }

@@ -125,6 +125,7 @@ impl Burst {
                          capacity of {cap:.2} m³/h (its usual peak is {:.2} m³/h).",
                         self.peak_m3h
                     ),
+                    known: None,
                 },
             ));
         }
@@ -210,6 +211,7 @@ impl Burst {
                     peak,
                     cfg.min_jump_m3h
                 ),
+                known: None,
             },
         ));
     }

@@ -8,6 +8,11 @@
 //! hours it covers and says so in [`Hour::spread_h`], so a detector that needs hourly
 //! resolution (a zero-flow hour, a night minimum) can skip what it cannot judge.
 //!
+//! A gap longer than the cap (`max_gap_h`) is spread over its latest `max_gap_h`
+//! hours only, with the share of the consumption those hours cover; what lies before
+//! is one unresolved gap ([`Step::Gap`]) that produces no hours, so a reading years
+//! after the previous one costs at most the cap's work.
+//!
 //! Readings at or before the latest one (late, repeated) and readings whose index went
 //! backwards do not produce hours: the former are stored elsewhere, the latter restart
 //! the series from the new index (and are the integrity detector's business).
@@ -72,6 +77,9 @@ pub enum Step {
     Regression { by_m3: f64, previous: Timestamp },
     /// Accepted; zero or more hours were closed.
     Advanced,
+    /// Accepted after a gap longer than the cap: the first `unresolved_h` hours of
+    /// the gap produced no hours (one unresolved gap); the latest ones were closed.
+    Gap { unresolved_h: u64 },
 }
 
 /// Per-meter state: the latest reading and the hour being filled. 40 bytes.
@@ -102,13 +110,16 @@ impl HourSeries {
         self.last.map(|(_, v)| v)
     }
 
-    /// Feeds one reading; closed hours are pushed to `out` in order.
+    /// Feeds one reading; closed hours are pushed to `out` in order. A gap from the
+    /// previous reading longer than `max_gap_h` hours produces only its latest
+    /// `max_gap_h` hours (at least one).
     pub fn push(
         &mut self,
         t: Timestamp,
         vol: f64,
         temp: Option<f64>,
         flow_max: Option<f64>,
+        max_gap_h: u32,
         out: &mut Vec<Hour>,
     ) -> Step {
         let ts = t.timestamp();
@@ -130,9 +141,22 @@ impl HourSeries {
         }
         let used = vol - last_vol;
         let span = (ts - last_t) as f64;
-        let spread = ((ts - last_t + HOUR_S - 1) / HOUR_S).max(1) as u32;
+        let gap_h = ((ts - last_t + HOUR_S - 1) / HOUR_S).max(1);
+        let spread = gap_h.min(i64::from(u32::MAX)) as u32;
         let (mut h_start, mut acc, mut widest) = self.open.unwrap_or((floor_hour(last_t), 0.0, 1));
         let mut cursor = last_t;
+        let cap = i64::from(max_gap_h.max(1));
+        let mut unresolved = None;
+        if (floor_hour(ts) - h_start) / HOUR_S > cap {
+            // Only the latest `cap` whole hours before the reading's hour are spread;
+            // the open hour and everything before are dropped as one unresolved gap.
+            let from = floor_hour(ts) - cap * HOUR_S;
+            unresolved = Some(((from - h_start) / HOUR_S) as u64);
+            h_start = from;
+            acc = 0.0;
+            widest = 1;
+            cursor = from;
+        }
         while cursor < ts {
             let h_end = h_start + HOUR_S;
             let piece_end = h_end.min(ts);
@@ -157,7 +181,10 @@ impl HourSeries {
         }
         self.open = Some((h_start, acc, widest));
         self.last = Some((ts, vol));
-        Step::Advanced
+        match unresolved {
+            Some(unresolved_h) => Step::Gap { unresolved_h },
+            None => Step::Advanced,
+        }
     }
 }
 
@@ -184,7 +211,7 @@ mod tests {
     fn feed(s: &mut HourSeries, pts: &[(i64, i64, f64)]) -> Vec<Hour> {
         let mut out = vec![];
         for (h, m, v) in pts {
-            s.push(t(*h, *m), *v, None, None, &mut out);
+            s.push(t(*h, *m), *v, None, None, 336, &mut out);
         }
         out
     }
@@ -231,10 +258,16 @@ mod tests {
     fn late_readings_are_ignored_and_regressions_restart() {
         let mut s = HourSeries::default();
         let mut out = vec![];
-        assert_eq!(s.push(t(0, 0), 5.0, None, None, &mut out), Step::First);
-        assert_eq!(s.push(t(1, 0), 5.1, None, None, &mut out), Step::Advanced);
-        assert_eq!(s.push(t(0, 30), 5.05, None, None, &mut out), Step::Late);
-        match s.push(t(2, 0), 4.0, None, None, &mut out) {
+        assert_eq!(s.push(t(0, 0), 5.0, None, None, 336, &mut out), Step::First);
+        assert_eq!(
+            s.push(t(1, 0), 5.1, None, None, 336, &mut out),
+            Step::Advanced
+        );
+        assert_eq!(
+            s.push(t(0, 30), 5.05, None, None, 336, &mut out),
+            Step::Late
+        );
+        match s.push(t(2, 0), 4.0, None, None, 336, &mut out) {
             Step::Regression { by_m3, previous } => {
                 assert!((by_m3 - 1.1).abs() < 1e-9);
                 assert_eq!(previous, t(1, 0));
@@ -242,9 +275,38 @@ mod tests {
             other => panic!("{other:?}"),
         }
         out.clear();
-        s.push(t(3, 0), 4.1, None, None, &mut out);
+        s.push(t(3, 0), 4.1, None, None, 336, &mut out);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].start, t(2, 0));
+    }
+
+    #[test]
+    fn a_gap_of_years_expands_to_the_cap_only() {
+        let mut s = HourSeries::default();
+        let mut out = vec![];
+        let old = Utc.with_ymd_and_hms(1970, 1, 1, 0, 0, 0).unwrap();
+        assert_eq!(s.push(old, 10.0, None, None, 100, &mut out), Step::First);
+        let step = s.push(t(0, 0), 20.0, None, None, 100, &mut out);
+        // Exactly the cap's hours, the latest ones before the reading, each with its
+        // share of the consumption; the rest is one unresolved gap.
+        assert_eq!(out.len(), 100);
+        assert_eq!(out.last().unwrap().start, t(-1, 0));
+        assert_eq!(out[0].start, t(-100, 0));
+        let hours_since = (t(0, 0) - old).num_hours();
+        assert_eq!(
+            step,
+            Step::Gap {
+                unresolved_h: (hours_since - 100) as u64
+            }
+        );
+        let share = 10.0 * 3600.0 / (t(0, 0) - old).num_seconds() as f64;
+        assert!((out[0].m3 - share).abs() < 1e-12);
+        assert!(out.iter().all(|h| !h.measured()));
+        // The series goes on normally afterwards.
+        out.clear();
+        s.push(t(1, 0), 20.5, None, None, 100, &mut out);
+        assert_eq!(out.len(), 1);
+        assert!((out[0].m3 - 0.5).abs() < 1e-9);
     }
 
     #[test]

@@ -180,6 +180,7 @@ fn event_finding(
             window_start: e.t,
             window_end: e.t,
             explanation: format!("The meter reported event {code:?} at {}{why}.", e.t),
+            known: None,
         },
     )
 }
@@ -293,6 +294,7 @@ impl Integrity {
                      and {at}: a replaced or reset meter, or a wrong reading.",
                     by_m3
                 ),
+                known: None,
             },
         ));
     }
@@ -331,6 +333,7 @@ impl Integrity {
                     "A reading is stamped {t}, {ahead_h:.1} h ahead of the other meters' \
                      time ({watermark}): the meter's clock is probably wrong."
                 ),
+                known: None,
             },
         ));
     }

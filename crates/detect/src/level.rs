@@ -449,6 +449,7 @@ impl LevelShift {
                     s,
                     cfg.h_sigma
                 ),
+                known: None,
             },
         ));
     }

@@ -28,6 +28,8 @@ pub mod integrity;
 pub mod level;
 pub mod night;
 pub mod pressure;
+pub mod quiet;
+pub mod usage;
 pub mod watermark;
 
 use chrono::{DateTime, TimeDelta};
@@ -38,6 +40,7 @@ use leakwatch_core::{
 };
 use rustc_hash::FxHashMap as HashMap;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 pub use burst::{Burst, BurstConfig};
 pub use continuous::{ContinuousFlow, ContinuousFlowConfig};
@@ -46,6 +49,8 @@ pub use integrity::{Integrity, IntegrityConfig};
 pub use level::{LevelShift, LevelShiftConfig};
 pub use night::{NightFlow, NightFlowConfig};
 pub use pressure::{PressureConfig, PressureDrop};
+pub use quiet::{QuietHours, QuietHoursConfig};
+pub use usage::{Usage, UsageConfig};
 pub use watermark::Watermark;
 
 /// Settings of every detector, with documented defaults.
@@ -60,8 +65,13 @@ pub struct DetectConfig {
     /// watermark still moves (default 50).
     pub watermark_quorum: u32,
     /// An alert resolves itself once its condition has not been seen for this long,
-    /// in event time (default 72 h).
+    /// in event time of its district (default 72 h).
     pub resolve_after_h: u32,
+    /// A gap between two readings of a meter is spread over at most this many hours
+    /// (the latest ones); the hours before are one unresolved gap that no detector
+    /// sees (default 336, two weeks): a reading years after the previous one costs
+    /// at most this many hours of work.
+    pub max_gap_h: u32,
     /// The service saves changed detector state this often, seconds (default 30), and
     /// at shutdown.
     pub checkpoint_every_s: u32,
@@ -78,6 +88,8 @@ pub struct DetectConfig {
     pub balance: BalanceConfig,
     pub inflow_night: InflowNightConfig,
     pub pressure: PressureConfig,
+    pub usage: UsageConfig,
+    pub quiet_hours: QuietHoursConfig,
 }
 
 impl Default for DetectConfig {
@@ -86,6 +98,7 @@ impl Default for DetectConfig {
             local_utc_offset_h: 1,
             watermark_quorum: 50,
             resolve_after_h: 72,
+            max_gap_h: 336,
             checkpoint_every_s: 30,
             replay_h: 48,
             silence: SilenceConfig::default(),
@@ -97,6 +110,8 @@ impl Default for DetectConfig {
             balance: BalanceConfig::default(),
             inflow_night: InflowNightConfig::default(),
             pressure: PressureConfig::default(),
+            usage: UsageConfig::default(),
+            quiet_hours: QuietHoursConfig::default(),
         }
     }
 }
@@ -166,6 +181,11 @@ pub struct MeterState {
     pub integrity: Integrity,
     pub profile: CustomerProfile,
     pub pressure: PressureDrop,
+    /// Usage changes (absences, move-ins): masks the hours of an absence and
+    /// restarts learning after a move-in.
+    pub usage: Usage,
+    /// The hours this meter is reliably quiet in (big leaks within hours).
+    pub quiet: QuietHours,
     /// When silence was last reported (Unix seconds), while the meter is silent.
     pub silence_reported: Option<i64>,
     /// The meter's index among its district's customers: saved so a restart gives it
@@ -205,7 +225,32 @@ pub enum Saved {
     Engine(Vec<u8>),
 }
 
+/// One district's event time.
+#[derive(Debug, Default)]
+struct Clock {
+    watermark: Watermark,
+    /// Slots of the district's meters, every kind.
+    slots: Vec<usize>,
+}
+
+/// A district's watermark moved: the time-driven rules on alerts (auto-resolution)
+/// apply here, between the findings pushed before it and those after.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tick {
+    /// How many findings the output held when the watermark moved (an index into
+    /// the `out` vector the findings were pushed to).
+    pub at: usize,
+    pub district: DistrictId,
+    pub watermark: Timestamp,
+}
+
 /// Runs every detector over readings, keeping one state per meter and per district.
+///
+/// Event time is kept per district: a reading moves its district's watermark only.
+/// Findings are pushed to the caller's `out` and every watermark move is recorded
+/// as a [`Tick`] ([`Engine::take_ticks`]) at its place among them, so a caller that
+/// applies auto-resolution at each tick gets the same alerts however the stream was
+/// cut into calls.
 #[derive(Debug, Default)]
 pub struct Engine {
     cfg: DetectConfig,
@@ -214,7 +259,13 @@ pub struct Engine {
     districts: HashMap<DistrictId, DistrictState>,
     /// District members: slot indexes of each district's customers, by member index.
     members: HashMap<DistrictId, Vec<usize>>,
-    watermark: Watermark,
+    /// Event time per district: each district's own watermark and every meter of it
+    /// (any kind), so what a district raises does not depend on which other
+    /// districts share the process.
+    clocks: BTreeMap<DistrictId, Clock>,
+    /// Watermark moves since the last [`Engine::take_ticks`], in order, each with the
+    /// number of findings pushed before it.
+    ticks: Vec<Tick>,
     /// Meters changed since the last checkpoint: a flag per slot and their list.
     dirty_flag: Vec<bool>,
     dirty: Vec<usize>,
@@ -242,9 +293,27 @@ impl Engine {
         self.slots.len()
     }
 
-    /// The detectors' current "now".
+    /// The earliest of the districts' watermarks (the detectors' "now" that every
+    /// district has reached), `None` while no district has one.
     pub fn watermark(&self) -> Option<Timestamp> {
-        self.watermark.get()
+        self.clocks.values().filter_map(|c| c.watermark.get()).min()
+    }
+
+    /// The latest of the districts' watermarks.
+    pub fn latest_watermark(&self) -> Option<Timestamp> {
+        self.clocks.values().filter_map(|c| c.watermark.get()).max()
+    }
+
+    /// Each district's watermark.
+    pub fn district_watermarks(&self) -> impl Iterator<Item = (&DistrictId, Option<Timestamp>)> {
+        self.clocks.iter().map(|(d, c)| (d, c.watermark.get()))
+    }
+
+    /// The watermark moves since the last call, in order; `Tick::at` indexes the
+    /// findings pushed to `out` since the caller last drained it (callers drain
+    /// findings and ticks together).
+    pub fn take_ticks(&mut self) -> Vec<Tick> {
+        std::mem::take(&mut self.ticks)
     }
 
     /// Makes every meter of a registry known; returns what the engine needs of each,
@@ -265,11 +334,13 @@ impl Engine {
 
     /// Makes a meter known (from the registry at start-up, or on its first reading).
     /// Knowing every meter lets the district balance count who has not reported.
-    /// A known meter keeps the registry entry it was first given: changes (another
-    /// district, a new capacity) reach the detectors at the next start, as they reach
-    /// the ingestor's cache of the registry.
+    /// A known meter given another registry entry (the ingestor follows registry
+    /// changes while running) takes it: see [`Engine::update_info`].
     pub fn register(&mut self, id: &MeterId, info: &MeterInfo) -> usize {
         if let Some(&i) = self.index.get(id) {
+            if self.slots[i].info != *info {
+                self.update_info(i, info);
+            }
             return i;
         }
         let i = self.slots.len();
@@ -285,6 +356,11 @@ impl Engine {
         if info.kind == MeterKind::Station {
             self.districts.entry(info.district.clone()).or_default();
         }
+        self.clocks
+            .entry(info.district.clone())
+            .or_default()
+            .slots
+            .push(i);
         self.dirty_flag.push(false);
         self.slots.push(Slot {
             id: id.clone(),
@@ -299,11 +375,52 @@ impl Engine {
         i
     }
 
+    /// A meter's registry entry changed. Its detectors keep what they learned; a
+    /// customer moved to another district (or a meter of another kind) leaves its old
+    /// district's members (its place becomes a gap, imputed as nothing known, like a
+    /// meter gone from the registry) and joins the new district's.
+    fn update_info(&mut self, i: usize, info: &MeterInfo) {
+        let old = std::mem::replace(&mut self.slots[i].info, info.clone());
+        self.mark(i);
+        if old.district == info.district && old.kind == info.kind {
+            return;
+        }
+        if let Some(m) = self.slots[i].member.take()
+            && let Some(place) = self
+                .members
+                .get_mut(&old.district)
+                .and_then(|list| list.get_mut(m as usize))
+        {
+            *place = usize::MAX;
+        }
+        self.slots[i].state.member = None;
+        match info.kind {
+            MeterKind::Customer => {
+                let list = self.members.entry(info.district.clone()).or_default();
+                list.push(i);
+                let m = (list.len() - 1) as u32;
+                self.districts
+                    .entry(info.district.clone())
+                    .or_default()
+                    .add_member();
+                self.slots[i].member = Some(m);
+                self.slots[i].state.member = Some(m);
+            }
+            MeterKind::Station => {
+                self.districts.entry(info.district.clone()).or_default();
+            }
+            MeterKind::Pressure => {}
+        }
+        self.districts_changed = true;
+    }
+
     /// Feeds one stored reading; findings are pushed to `out`.
     pub fn observe(&mut self, info: &MeterInfo, reading: &Reading, out: &mut Vec<Finding>) {
         let i = self.register(&reading.meter, info);
         self.mark(i);
-        let share = (self.slots.len() / 4).max(1) as u32;
+        let district = self.slots[i].info.district.clone();
+        let clock = self.clocks.entry(district.clone()).or_default();
+        let share = (clock.slots.len() / 4).max(1) as u32;
         let quorum = self.cfg.watermark_quorum.clamp(1, share);
         let mut hours = std::mem::take(&mut self.hours);
         hours.clear();
@@ -311,7 +428,7 @@ impl Engine {
         let slot = &mut self.slots[i];
         let ctx = MeterCtx::new(&slot.id, &slot.info, cfg.local_utc_offset_h);
         let st = &mut slot.state;
-        if let Some(wm) = self.watermark.get() {
+        if let Some(wm) = clock.watermark.get() {
             st.integrity
                 .on_reading_time(&cfg.integrity, &ctx, reading.t, wm, out);
         }
@@ -320,6 +437,7 @@ impl Engine {
             reading.vol,
             reading.temp,
             reading.flow_max,
+            cfg.max_gap_h,
             &mut hours,
         );
         // Only readings new to their meter count toward the watermark: a reading
@@ -329,7 +447,7 @@ impl Engine {
             None
         } else {
             st.silence_reported = None;
-            self.watermark.observe(reading.t, quorum)
+            clock.watermark.observe(reading.t, quorum)
         };
         if let Step::Regression { by_m3, previous } = step {
             st.integrity
@@ -340,9 +458,10 @@ impl Engine {
             MeterKind::Customer => {
                 for h in &hours {
                     // After a magnetic field or a closed valve, the hours are not
-                    // learned: the register or the gas may have stopped.
+                    // learned: the register or the gas may have stopped. Nor while the
+                    // home is away: an absence is not the new normal.
                     let masked;
-                    let learn = if st.integrity.masks(h.start_s) {
+                    let learn = if st.integrity.masks(h.start_s) || st.usage.absent() {
                         masked = Hour {
                             spread_h: h.spread_h.max(2),
                             ..*h
@@ -355,7 +474,14 @@ impl Engine {
                         .on_hour(&cfg.continuous_flow, &ctx, learn, out);
                     st.night.on_hour(&cfg.night_flow, &ctx, learn, out);
                     st.level.on_hour(&cfg.level_shift, &ctx, learn, out);
+                    st.quiet.on_hour(&cfg.quiet_hours, &ctx, learn, out);
                     st.burst.on_hour(&cfg.burst, &ctx, h, out);
+                    if st.usage.on_hour(&cfg.usage, &ctx, h, out) == usage::Change::Relearn {
+                        st.continuous = ContinuousFlow::default();
+                        st.night = NightFlow::default();
+                        st.level = LevelShift::default();
+                        st.quiet = QuietHours::default();
+                    }
                 }
                 if let (Some(member), Some(d)) =
                     (slot.member, self.districts.get_mut(&slot.info.district))
@@ -382,7 +508,7 @@ impl Engine {
         }
         self.hours = hours;
         if let Some(wm) = moved {
-            self.on_watermark(wm, out);
+            self.on_watermark(&district, wm, out);
         }
     }
 
@@ -423,22 +549,35 @@ impl Engine {
         fresh
     }
 
-    /// Moves the watermark to at least `t` (e.g. when a replay ends) and runs the
-    /// time-driven checks.
+    /// Moves every district's watermark to at least `t` (e.g. when a replay ends) and
+    /// runs the time-driven checks, district by district in id order.
     pub fn advance_to(&mut self, t: Timestamp, out: &mut Vec<Finding>) {
-        if self.watermark.force(t)
-            && let Some(wm) = self.watermark.get()
-        {
-            self.on_watermark(wm, out);
+        let moved: Vec<(DistrictId, Timestamp)> = self
+            .clocks
+            .iter_mut()
+            .filter_map(|(d, c)| {
+                (c.watermark.force(t))
+                    .then(|| c.watermark.get().map(|wm| (d.clone(), wm)))
+                    .flatten()
+            })
+            .collect();
+        for (d, wm) in moved {
+            self.on_watermark(&d, wm, out);
         }
     }
 
-    fn on_watermark(&mut self, wm: Timestamp, out: &mut Vec<Finding>) {
+    fn on_watermark(&mut self, district: &DistrictId, wm: Timestamp, out: &mut Vec<Finding>) {
         // Silence.
         let grace = i64::from(self.cfg.silence.grace_h);
         let repeat = i64::from(self.cfg.silence.repeat_h.max(1)) * 3600;
         let now = wm.timestamp();
-        for (i, slot) in self.slots.iter_mut().enumerate() {
+        let own = self
+            .clocks
+            .get(district)
+            .map(|c| c.slots.as_slice())
+            .unwrap_or(&[]);
+        for &i in own {
+            let slot = &mut self.slots[i];
             // Integer seconds: this runs for every meter every watermark hour.
             let Some(last_s) = slot.state.series.last_s() else {
                 continue;
@@ -480,20 +619,26 @@ impl Engine {
                         "No reading for {silent_h} h; the meter should report every {} h.",
                         slot.info.report_every_h
                     ),
+                    known: None,
                 },
             });
         }
-        // Districts close their hours.
+        // The district closes its hours.
         let cfg = &self.cfg;
-        for (id, d) in self.districts.iter_mut() {
-            let members = self.members.get(id).map(Vec::as_slice).unwrap_or(&[]);
+        if let Some(d) = self.districts.get_mut(district) {
+            let members = self.members.get(district).map(Vec::as_slice).unwrap_or(&[]);
             let profiles: Vec<&CustomerProfile> = members
                 .iter()
                 .map(|&i| self.slots.get(i).map_or(&NO_PROFILE, |s| &s.state.profile))
                 .collect();
-            d.on_watermark(&cfg.balance, id, wm, &profiles, out);
+            d.on_watermark(&cfg.balance, district, wm, &profiles, out);
         }
         self.districts_changed = true;
+        self.ticks.push(Tick {
+            at: out.len(),
+            district: district.clone(),
+            watermark: wm,
+        });
     }
 
     fn mark(&mut self, i: usize) {
@@ -530,7 +675,11 @@ impl Engine {
                 saved.push(Saved::District(id.clone(), encode(d)));
             }
         }
-        saved.push(Saved::Engine(encode(&self.watermark)));
+        let watermarks: BTreeMap<&DistrictId, &Watermark> =
+            self.clocks.iter().map(|(d, c)| (d, &c.watermark)).collect();
+        let mut engine = vec![ENGINE_VERSION];
+        engine.extend(postcard::to_allocvec(&watermarks).unwrap_or_default());
+        saved.push(Saved::Engine(engine));
         saved
     }
 
@@ -584,9 +733,30 @@ impl Engine {
                     }
                     None => stats.skipped += 1,
                 },
-                Saved::Engine(bytes) => match decode::<Watermark>(&bytes) {
-                    Some(w) => self.watermark = w,
-                    None => stats.skipped += 1,
+                Saved::Engine(bytes) => match bytes.split_first() {
+                    Some((&ENGINE_VERSION, rest)) => {
+                        match postcard::from_bytes::<BTreeMap<DistrictId, Watermark>>(rest) {
+                            Ok(map) => {
+                                for (d, w) in map {
+                                    self.clocks.entry(d).or_default().watermark = w;
+                                }
+                            }
+                            Err(_) => stats.skipped += 1,
+                        }
+                    }
+                    // One watermark for the whole process (before event time was
+                    // kept per district): every district starts from it.
+                    Some((&ENGINE_VERSION_ONE_WATERMARK, rest)) => {
+                        match postcard::from_bytes::<Watermark>(rest) {
+                            Ok(w) => {
+                                for c in self.clocks.values_mut() {
+                                    c.watermark = w.clone();
+                                }
+                            }
+                            Err(_) => stats.skipped += 1,
+                        }
+                    }
+                    _ => stats.skipped += 1,
                 },
             }
         }
@@ -660,7 +830,12 @@ pub struct RestoreStats {
 
 /// State format version: bump when a state struct changes shape; older state is then
 /// skipped (the detectors relearn) rather than misread.
-const STATE_VERSION: u8 = 3;
+const STATE_VERSION: u8 = 4;
+
+/// Format of the engine's own state (watermarks per district); the format before
+/// (version byte 3, one watermark) is still read.
+const ENGINE_VERSION: u8 = 5;
+const ENGINE_VERSION_ONE_WATERMARK: u8 = 3;
 
 fn encode<T: Serialize>(v: &T) -> Vec<u8> {
     let mut out = vec![STATE_VERSION];

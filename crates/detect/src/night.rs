@@ -359,6 +359,7 @@ impl NightFlow {
                     allowed,
                     self.over
                 ),
+                known: None,
             },
         ));
     }

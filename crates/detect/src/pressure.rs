@@ -152,6 +152,7 @@ impl PressureDrop {
                     self.lowest,
                     mean - p
                 ),
+                known: None,
             },
         });
     }

@@ -25,16 +25,16 @@ fn reading(m: &MeterId, h: i64, vol: f64) -> Reading {
     }
 }
 
-/// A meter with a 30 L/h leak and quiet nights otherwise, plus a silent one.
+/// A meter with a 50 L/h leak and quiet nights otherwise, plus a silent one.
 fn stream(hours: std::ops::Range<i64>) -> Vec<Reading> {
     let a = MeterId::parse("A").unwrap();
     let b = MeterId::parse("B").unwrap();
     let mut out = vec![];
     let mut vol = 100.0;
     for h in hours {
-        let home = if (1..6).contains(&(h % 24)) { 0.0 } else { 0.1 };
+        let home = if (0..7).contains(&(h % 24)) { 0.0 } else { 0.1 };
         // The leak starts on day 2.
-        let leak = if h >= 48 { 0.03 } else { 0.0 };
+        let leak = if h >= 48 { 0.05 } else { 0.0 };
         vol += home + leak;
         out.push(reading(&a, h, vol));
         if h < 30 {
@@ -129,7 +129,15 @@ fn members_keep_their_place_in_the_district_across_a_restart() {
 #[test]
 fn a_closed_valve_teaches_nothing() {
     let m = MeterId::parse("A").unwrap();
-    let mut e = Engine::new(DetectConfig::default());
+    // Without the usage recogniser, which would take the days without gas for an
+    // absence and mask them too.
+    let mut e = Engine::new(DetectConfig {
+        usage: UsageConfig {
+            enabled: false,
+            ..UsageConfig::default()
+        },
+        ..DetectConfig::default()
+    });
     let mut out = vec![];
     let mut vol = 100.0;
     let mut feed = |e: &mut Engine, hours: std::ops::Range<i64>, litres: f64| {
@@ -213,4 +221,136 @@ fn a_replay_feeds_only_events_later_than_the_state_has_seen() {
     assert!(out.is_empty(), "seen before the checkpoint: {out:?}");
     assert!(restored.replay_event(&info(), &event(30, "tamper"), &mut out));
     assert_eq!(out.len(), 1);
+}
+
+#[test]
+fn a_meter_moved_to_another_district_joins_it_and_leaves_a_gap() {
+    let a = MeterId::parse("A").unwrap();
+    let b = MeterId::parse("B").unwrap();
+    let d1 = DistrictId::parse("D1").unwrap();
+    let d2 = DistrictId::parse("D2").unwrap();
+    let mut e = Engine::new(DetectConfig::default());
+    e.observe(&info(), &reading(&a, 0, 1.0), &mut vec![]);
+    e.observe(&info(), &reading(&b, 0, 1.0), &mut vec![]);
+    let moved = MeterInfo {
+        district: d2.clone(),
+        ..info()
+    };
+    e.observe(&moved, &reading(&a, 1, 1.1), &mut vec![]);
+    let slot = &e.slots[e.index[&a]];
+    assert_eq!(slot.info.district, d2);
+    assert_eq!(slot.member, Some(0));
+    assert_eq!(e.members[&d2], vec![e.index[&a]]);
+    assert_eq!(e.districts[&d2].members(), 1);
+    // D1 keeps B at its place; A's old place holds no meter.
+    assert_eq!(e.members[&d1], vec![usize::MAX, e.index[&b]]);
+    // The same entry again changes nothing.
+    e.observe(&moved, &reading(&a, 2, 1.2), &mut vec![]);
+    assert_eq!(e.members[&d2].len(), 1);
+    // A restart keeps the move.
+    let saved = e.checkpoint_all();
+    let mut second = Engine::new(DetectConfig::default());
+    second.register(&a, &moved);
+    second.register(&b, &info());
+    second.restore(saved, |_| None);
+    assert_eq!(second.slots[second.index[&a]].member, Some(0));
+    assert_eq!(second.members[&d2].len(), 1);
+}
+
+/// Hourly readings of one meter: `litres(day, local_hour)` an hour, gas at 5 °C.
+fn feed_meter(
+    e: &mut Engine,
+    m: &MeterId,
+    days: std::ops::Range<i64>,
+    vol: &mut f64,
+    litres: impl Fn(i64, i64) -> f64,
+) -> Vec<Finding> {
+    let mut out = vec![];
+    for h in days.start * 24..days.end * 24 {
+        // Local hour: UTC + 1.
+        *vol += litres(h / 24, (h + 1).rem_euclid(24)) / 1000.0;
+        let mut r = reading(m, h, *vol);
+        r.temp = Some(5.0);
+        e.observe(&info(), &r, &mut out);
+    }
+    out
+}
+
+#[test]
+fn a_return_from_holiday_is_a_usage_change_not_a_leak() {
+    let m = MeterId::parse("A").unwrap();
+    let mut e = Engine::new(DetectConfig::default());
+    let mut vol = 100.0;
+    // A home heating through the night: 40 L/h at night, 150 L/h by day, with a
+    // little variation from day to day.
+    // The boiler's night burn varies from hour to hour (no steady floor).
+    let home = |d: i64, l: i64| {
+        let base = if (0..6).contains(&l) { 40.0 } else { 150.0 };
+        base * (1.0 + 0.1 * ((d * 7 + l * 3) % 5) as f64)
+    };
+    let kinds = |f: &[Finding]| f.iter().map(|f| f.kind).collect::<Vec<_>>();
+    let before = feed_meter(&mut e, &m, 0..30, &mut vol, home);
+    assert!(
+        before.iter().all(|f| !f.kind.is_leak()),
+        "{:?}",
+        kinds(&before)
+    );
+    // Two weeks away: nothing but a pilot-less frost guard (nothing at 5 °C).
+    let away = feed_meter(&mut e, &m, 30..44, &mut vol, |_, _| 0.0);
+    assert!(away.iter().all(|f| !f.kind.is_leak()), "{:?}", kinds(&away));
+    assert!(e.slots[e.index[&m]].state.usage.absent());
+    // Back: the same use as before.
+    let back = feed_meter(&mut e, &m, 44..60, &mut vol, home);
+    assert!(back.iter().all(|f| !f.kind.is_leak()), "{:?}", kinds(&back));
+    let changes: Vec<_> = back
+        .iter()
+        .filter(|f| f.kind == AlertKind::UsageChange)
+        .collect();
+    assert_eq!(changes.len(), 1, "{:?}", kinds(&back));
+    assert_eq!(changes[0].severity, Severity::Info);
+    assert!(changes[0].evidence.explanation.contains("absence"));
+}
+
+#[test]
+fn a_vacant_home_occupied_is_a_usage_change_and_a_leak_there_is_not() {
+    let m = MeterId::parse("A").unwrap();
+    let mut e = Engine::new(DetectConfig::default());
+    let mut vol = 100.0;
+    // Vacant for three weeks (nothing), then a household with quiet nights, its use
+    // varying from hour to hour.
+    feed_meter(&mut e, &m, 0..21, &mut vol, |_, _| 0.0);
+    let household = |d: i64, l: i64| {
+        if (0..7).contains(&l) {
+            0.0
+        } else {
+            80.0 + ((d * 13 + l * 37) % 50) as f64
+        }
+    };
+    let moved = feed_meter(&mut e, &m, 21..40, &mut vol, household);
+    let kinds = |f: &[Finding]| f.iter().map(|f| f.kind).collect::<Vec<_>>();
+    assert!(
+        moved.iter().all(|f| !f.kind.is_leak()),
+        "{:?}",
+        kinds(&moved)
+    );
+    assert_eq!(
+        moved
+            .iter()
+            .filter(|f| f.kind == AlertKind::UsageChange)
+            .count(),
+        1,
+        "{:?}",
+        kinds(&moved)
+    );
+    // A leak in another vacant home (a flow that never stops) is no move-in.
+    let n = MeterId::parse("B").unwrap();
+    let mut vol = 5.0;
+    feed_meter(&mut e, &n, 0..21, &mut vol, |_, _| 0.0);
+    let leak = feed_meter(&mut e, &n, 21..25, &mut vol, |_, _| 80.0);
+    assert!(
+        leak.iter().all(|f| f.kind != AlertKind::UsageChange),
+        "{:?}",
+        kinds(&leak)
+    );
+    assert!(leak.iter().any(|f| f.kind.is_leak()), "{:?}", kinds(&leak));
 }

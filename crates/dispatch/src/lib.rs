@@ -3,26 +3,56 @@
 //!
 //! The decisions are pure functions: the lifecycle and the escalation mapping in
 //! `leakwatch_core`, crew choice in [`choose`], incident grouping in [`grouping`],
-//! day plans in [`plan`]; travel times come from [`travel`]. [`Dispatcher`] is the
-//! thin service that reads and writes the store around them and tells the crews'
-//! channel what changed ([`JobNotice`]). This crate does not speak HTTP or MQTT: the
-//! API and the crews' channel call it. [`simulate`] is a discrete-event simulation of
-//! emergency dispatch (`leakwatch sim dispatch`).
+//! day plans in [`plan`], and the dispatcher's own rules in [`decide`]
+//! (`decide(&Snapshot, Event, now) -> Vec<Command>`); travel times come from
+//! [`travel`]. [`Dispatcher`] loads a snapshot in one dispatch transaction
+//! (`leakwatch_store::UnitOfWork`), applies the decided commands in it, commits, and
+//! then tells the crews' channel what changed ([`JobNotice`]). This crate does not
+//! speak MQTT, nor HTTP except to an OSRM server: the API and the crews' channel
+//! call it. [`simulate`] is a discrete-event simulation of emergency dispatch
+//! (`leakwatch sim dispatch`).
 
 pub mod choose;
+pub mod decide;
 pub mod grouping;
 pub mod plan;
 pub mod report;
+#[cfg(feature = "service")]
 mod service;
 pub mod simulate;
 pub mod travel;
 
-pub use service::{Dispatcher, JobChange, JobNotice, OutcomeRow, TickReport};
+pub use decide::JobChange;
+#[cfg(feature = "service")]
+pub use service::{Clock, Dispatcher, JobNotice, OutcomeRow, ReconcileReport, TickReport};
 
 use grouping::GroupingConfig;
 use leakwatch_core::{EscalationMapping, LeakClassTable};
+#[cfg(feature = "service")]
 use leakwatch_store::StoreError;
 use serde::{Deserialize, Serialize};
+
+/// Sets the failpoints named in the `FAIL_POINTS` environment variable
+/// (`name=actions;name=actions`, the `fail` crate's syntax) when this crate is built
+/// with its `failpoints` feature (crash tests do); does nothing otherwise. The points
+/// sit between the writes of a dispatch unit of work: `dispatch-after-set-alert`,
+/// `dispatch-after-create-order`, `dispatch-after-step`, `dispatch-before-commit`;
+/// their `return` action ends the process at once.
+pub fn failpoints_from_env() {
+    #[cfg(feature = "failpoints")]
+    if let Ok(v) = std::env::var("FAIL_POINTS") {
+        for item in v.split(';').filter(|i| !i.trim().is_empty()) {
+            match item.split_once('=') {
+                Some((name, actions)) => {
+                    if let Err(e) = fail::cfg(name.trim(), actions.trim()) {
+                        tracing::error!(item, error = %e, "FAIL_POINTS: bad failpoint");
+                    }
+                }
+                None => tracing::error!(item, "FAIL_POINTS: expected name=actions"),
+            }
+        }
+    }
+}
 
 /// Settings of the work-order service (`[dispatch]`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -164,10 +194,12 @@ pub enum DispatchError {
     /// Someone else changed the record first; the request may be retried.
     #[error("{0}")]
     Conflict(String),
+    #[cfg(feature = "service")]
     #[error(transparent)]
     Store(StoreError),
 }
 
+#[cfg(feature = "service")]
 impl From<StoreError> for DispatchError {
     fn from(e: StoreError) -> Self {
         match e {

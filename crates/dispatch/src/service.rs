@@ -1,34 +1,27 @@
-//! The work-order service: reads and writes the store around the pure decisions and
-//! tells the crews' channel what changed.
+//! The work-order service: for each event it loads what the rules need
+//! ([`decide::Snapshot`]) in one dispatch transaction (`Store::begin_dispatch`),
+//! asks [`decide::decide`] what to do, applies the commands in that same transaction,
+//! commits, and only then tells the crews' channel what changed. Travel times (a
+//! network call with OSRM) are fetched outside the transaction, when the rules ask
+//! for them.
 
-use crate::choose::{self, CrewState, CurrentJob};
-use crate::grouping::{self, GroupDecision, OpenOrder};
+use crate::choose::{CrewState, CurrentJob};
+use crate::decide::{
+    self, Cause, Command, CrewView, Event, JobChange, NEW_ORDER_ID, NewOrder, OrderRef, PlanStop,
+    Refusal, Rules, Snapshot, TravelTo,
+};
 use crate::plan::{self, DayPlan, PlanCrew, PlanInput, PlanJob};
 use crate::travel::TravelTime;
 use crate::{DispatchConfig, DispatchError};
-use chrono::{Duration, NaiveDate, Utc};
-use leakwatch_core::workorder::next_status;
+use chrono::{Duration, NaiveDate};
 use leakwatch_core::{
-    Alert, AlertAction, AlertKind, AlertOutcome, AlertStatus, CrewId, GeoPoint, LeakClassTable,
-    MeterKind, OrderAction, Priority, SiteFinding, Timestamp, TransitionRecord, WorkOrder,
-    WorkOrderKind, WorkOrderStatus,
+    Alert, AlertAction, AlertKind, CrewId, GeoPoint, LeakClassTable, OrderAction, Priority,
+    Timestamp, TransitionRecord, WorkOrder, WorkOrderStatus,
 };
-use leakwatch_store::{NewWorkOrder, OrderChange, OutcomeStat, Store};
+use leakwatch_store::{NewWorkOrder, OrderChange, OutcomeStat, StepCause, Store, UnitOfWork};
 use serde::Serialize;
 use std::sync::Arc;
 use tokio::sync::mpsc;
-
-/// What happened to a crew's job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum JobChange {
-    /// The job is now the crew's.
-    Assigned,
-    /// The job changed (status, priority, deadline).
-    Updated,
-    /// The job was taken from the crew (reassigned, pre-empted, unassigned).
-    Withdrawn,
-}
 
 /// A message for one crew's devices about one job.
 #[derive(Debug, Clone, Serialize)]
@@ -59,8 +52,19 @@ pub struct TickReport {
     pub breaches: u32,
 }
 
-/// Marks an audit record as an acceptance timeout (and names its crew).
-const TIMEOUT_NOTE: &str = "acceptance timeout";
+/// What start-up reconciliation repaired.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ReconcileReport {
+    /// Escalated alerts without an order, linked to the order made for them.
+    pub linked: u32,
+    /// Escalated alerts without an order, escalated again.
+    pub escalated: u32,
+    /// Escalated alerts whose order had ended, resolved.
+    pub resolved: u32,
+}
+
+/// The time, injected: the wall clock in the service, a fixed one in tests.
+pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
 
 /// The work-order service. Cheap to clone.
 #[derive(Clone)]
@@ -70,11 +74,37 @@ pub struct Dispatcher {
     travel: Arc<TravelTime>,
     leak_table: Arc<LeakClassTable>,
     notify: Option<mpsc::UnboundedSender<JobNotice>>,
+    clock: Clock,
 }
 
+/// Which records an event's snapshot starts from.
+#[derive(Debug, Clone, Copy, Default)]
+struct Subject {
+    alert: Option<i64>,
+    order: Option<i64>,
+    /// Take the alert out of the dispatch outbox in the same transaction.
+    outbox: bool,
+}
+
+/// What an applied decision wrote.
+#[derive(Debug, Default)]
+struct Applied {
+    alert: Option<Alert>,
+    /// The subject order (or the order created) as committed.
+    order: Option<WorkOrder>,
+    created: Option<WorkOrder>,
+    steps: Vec<(WorkOrderStatus, Option<Cause>, i64)>,
+    breaches: u32,
+    commands: usize,
+}
+
+/// Most times a decision is made again because it needed travel times.
+const MAX_ROUNDS: usize = 4;
+
 impl Dispatcher {
-    /// A dispatcher on `store`; `cfg` must have passed [`DispatchConfig::validate`]
-    /// (an invalid leak-class setting falls back to the Italian preset, logged).
+    /// A dispatcher on `store` reading the wall clock; `cfg` must have passed
+    /// [`DispatchConfig::validate`] (an invalid leak-class setting falls back to the
+    /// Italian preset, logged).
     pub fn new(store: Store, cfg: DispatchConfig) -> Self {
         let leak_table = cfg.leak_table().unwrap_or_else(|e| {
             tracing::error!(error = %e, "leak classes: using the Italian preset");
@@ -89,7 +119,14 @@ impl Dispatcher {
             cfg: Arc::new(cfg),
             leak_table: Arc::new(leak_table),
             notify: None,
+            clock: Arc::new(chrono::Utc::now),
         }
+    }
+
+    /// Reads the time from `clock` instead of the wall clock.
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Sends a [`JobNotice`] for every new or changed job to `tx` (the crews' MQTT
@@ -108,13 +145,334 @@ impl Dispatcher {
         &self.leak_table
     }
 
-    fn tell(&self, crew_id: &CrewId, change: JobChange, order: &WorkOrder) {
+    fn now(&self) -> Timestamp {
+        (self.clock)()
+    }
+
+    fn rules(&self) -> Rules<'_> {
+        Rules {
+            cfg: &self.cfg,
+            leak_table: &self.leak_table,
+        }
+    }
+
+    /// Decides `event` on `subject` and applies it in one transaction, then sends the
+    /// notices.
+    async fn run(&self, subject: Subject, event: Event) -> Result<Applied, DispatchError> {
+        let mut travel: Vec<TravelTo> = Vec::new();
+        for _ in 0..MAX_ROUNDS {
+            let mut uow = self.store.begin_dispatch().await?;
+            // The time is read once the lock is held, so decisions are stamped in the
+            // order they are made (grouping compares an order's creation with it).
+            let now = self.now();
+            let snap = self.load(&mut uow, subject, &travel, now).await?;
+            match decide::decide(self.rules(), &snap, &event, now) {
+                Err(Refusal::NeedTravel(place)) => {
+                    drop(uow);
+                    travel.push(self.travel_to(place, &snap.crews).await?);
+                }
+                Err(r) => {
+                    drop(uow);
+                    return Err(match r {
+                        Refusal::NotFound(_) => DispatchError::NotFound(match subject {
+                            Subject { order: Some(o), .. } => {
+                                format!("work order {o} does not exist")
+                            }
+                            Subject { alert: Some(a), .. } => format!("alert {a} does not exist"),
+                            _ => "not found".into(),
+                        }),
+                        Refusal::Rejected(m) => DispatchError::Rejected(m),
+                        Refusal::Invalid(m) => DispatchError::Invalid(m),
+                        Refusal::NeedTravel(_) => unreachable!("handled above"),
+                    });
+                }
+                Ok(commands) => {
+                    let (applied, notices) = self.apply(&mut uow, subject, commands, now).await?;
+                    if subject.outbox
+                        && let Some(a) = subject.alert
+                    {
+                        uow.outbox_done(a).await?;
+                    }
+                    if applied.commands > 0 {
+                        fail::fail_point!("dispatch-before-commit", |_| crash(
+                            "dispatch-before-commit"
+                        ));
+                    }
+                    uow.commit().await?;
+                    self.after_commit(&applied, notices);
+                    return Ok(applied);
+                }
+            }
+        }
+        Err(DispatchError::Rejected(
+            "travel times kept changing; try again".into(),
+        ))
+    }
+
+    /// Loads the snapshot of `subject` in the transaction.
+    async fn load(
+        &self,
+        uow: &mut UnitOfWork,
+        subject: Subject,
+        travel: &[TravelTo],
+        now: Timestamp,
+    ) -> Result<Snapshot, DispatchError> {
+        let mut s = Snapshot {
+            travel: travel.to_vec(),
+            ..Default::default()
+        };
+        if let Some(id) = subject.alert {
+            s.alert = uow.alert(id).await?;
+        }
+        if let Some(a) = &s.alert {
+            s.alert_place = match (&a.meter_id, &a.district_id) {
+                (Some(m), _) => uow.meter_location(m).await?,
+                (None, Some(d)) => uow.station_location(d).await?,
+                (None, None) => None,
+            };
+            if let Some(m) = &a.meter_id {
+                let since = now - Duration::days(i64::from(self.cfg.auto_escalate_quiet_days));
+                s.false_positives = uow.false_positives(a.kind, m, since).await?;
+            }
+            s.order = match a.work_order_id {
+                Some(o) => uow.work_order(o).await?,
+                None => uow.orders_of_alert(a.id).await?.into_iter().next(),
+            };
+        }
+        if let Some(id) = subject.order {
+            s.order = uow.work_order(id).await?;
+        }
+        if let Some(o) = &s.order {
+            s.order_alerts = uow.alerts_of_order(o.id).await?;
+            s.timed_out = uow.timed_out_crews(o.id).await?;
+        }
+        s.active = uow.active_work_orders().await?;
+        let max_age = Duration::minutes(i64::from(self.cfg.position_max_age_min));
+        s.crews = uow
+            .crews()
+            .await?
+            .into_iter()
+            .map(|r| {
+                let (position, source) = r.crew.believed_position(now, max_age);
+                CrewView {
+                    state: CrewState {
+                        on_shift: r.crew.on_shift_at(now),
+                        id: r.crew.id,
+                        skills: r.crew.skills,
+                        position,
+                        current: r.current.map(|c| CurrentJob {
+                            order_id: c.order_id,
+                            priority: c.priority,
+                            status: c.status,
+                        }),
+                    },
+                    source,
+                }
+            })
+            .collect();
+        Ok(s)
+    }
+
+    /// Travel times from every crew to `place` (outside any transaction).
+    async fn travel_to(
+        &self,
+        place: GeoPoint,
+        crews: &[CrewView],
+    ) -> Result<TravelTo, DispatchError> {
+        let from: Vec<GeoPoint> = crews.iter().map(|c| c.state.position).collect();
+        let m = self
+            .travel
+            .durations_s(&from, &[place])
+            .await
+            .map_err(|e| DispatchError::Rejected(format!("travel times: {e}")))?;
+        Ok(TravelTo {
+            place,
+            provider: m.provider.to_string(),
+            seconds: crews
+                .iter()
+                .zip(&m.seconds)
+                .map(|(c, row)| (c.state.id.clone(), row[0]))
+                .collect(),
+        })
+    }
+
+    /// Applies the commands in order; returns what was written and the notices to
+    /// send after the commit.
+    async fn apply(
+        &self,
+        uow: &mut UnitOfWork,
+        subject: Subject,
+        commands: Vec<Command>,
+        now: Timestamp,
+    ) -> Result<(Applied, Vec<JobNotice>), DispatchError> {
+        let mut applied = Applied {
+            commands: commands.len(),
+            ..Default::default()
+        };
+        let mut notices = Vec::new();
+        let mut new_id: Option<i64> = None;
+        let id_of = |r: OrderRef, new_id: Option<i64>| -> Result<i64, DispatchError> {
+            match r {
+                OrderRef::Id(id) => Ok(id),
+                OrderRef::New => {
+                    new_id.ok_or_else(|| DispatchError::Rejected("no order was created".into()))
+                }
+            }
+        };
+        let text = |t: String, new_id: Option<i64>| match new_id {
+            Some(id) => t.replace(NEW_ORDER_ID, &id.to_string()),
+            None => t,
+        };
+        for c in commands {
+            match c {
+                Command::SetAlert {
+                    alert_id,
+                    from,
+                    to,
+                    reason,
+                    order,
+                } => {
+                    let order = order.map(|r| id_of(r, new_id)).transpose()?;
+                    let reason = reason.map(|r| text(r, new_id));
+                    let a = uow
+                        .set_alert_status(alert_id, from, to, reason.as_deref(), order)
+                        .await?;
+                    if subject.alert == Some(alert_id) {
+                        applied.alert = Some(a);
+                    }
+                    fail::fail_point!("dispatch-after-set-alert", |_| crash(
+                        "dispatch-after-set-alert"
+                    ));
+                }
+                Command::CreateOrder(new) => {
+                    let o = uow.create_work_order(&store_order(new), now).await?;
+                    metrics::counter!("leakwatch_work_orders_created_total", "kind" => o.kind.as_str())
+                        .increment(1);
+                    tracing::info!(order_id = o.id, kind = o.kind.as_str(), alert_id = ?o.alert_id, "work order created");
+                    new_id = Some(o.id);
+                    applied.created = Some(o);
+                    fail::fail_point!("dispatch-after-create-order", |_| crash(
+                        "dispatch-after-create-order"
+                    ));
+                }
+                Command::Step(step) => {
+                    let id = id_of(step.order, new_id)?;
+                    let rec = TransitionRecord {
+                        order_id: id,
+                        from: step.from,
+                        to: step.to,
+                        action: step.action.to_owned(),
+                        actor: step.actor,
+                        at: now,
+                        crew_id: step.crew,
+                        note: step.note.map(|n| text(n, new_id)),
+                        position: step.position,
+                    };
+                    let change = OrderChange {
+                        crew: step.set_crew,
+                        finding: step.finding,
+                    };
+                    let cause = step.cause.map(|c| match c {
+                        Cause::AcceptanceTimeout => StepCause::AcceptanceTimeout,
+                        Cause::Preempted => StepCause::Preempted,
+                        Cause::Reconciled => StepCause::Reconciled,
+                    });
+                    uow.apply_transition(id, &rec, &change, cause).await?;
+                    metrics::counter!("leakwatch_work_order_transitions_total", "to" => step.to.as_str())
+                        .increment(1);
+                    if step.cause == Some(Cause::Preempted) {
+                        metrics::counter!("leakwatch_dispatch_preemptions_total").increment(1);
+                    }
+                    if step.action == "assign" {
+                        tracing::info!(order_id = id, crew_id = ?rec.crew_id.as_ref().map(|c| c.to_string()), note = ?rec.note, "crew assigned");
+                    }
+                    applied.steps.push((step.to, step.cause, id));
+                    fail::fail_point!("dispatch-after-step", |_| crash("dispatch-after-step"));
+                }
+                Command::SetPriority {
+                    order,
+                    priority,
+                    due_at,
+                } => {
+                    uow.set_work_order_priority(id_of(order, new_id)?, priority, due_at)
+                        .await?;
+                }
+                Command::SetOutcome { order, outcome } => {
+                    let id = id_of(order, new_id)?;
+                    let n = uow.set_outcome_for_order(id, outcome, now).await?;
+                    metrics::counter!("leakwatch_alert_outcomes_total", "outcome" => outcome.as_str())
+                        .increment(n);
+                }
+                Command::MarkBreached { order } => {
+                    let id = id_of(order, new_id)?;
+                    if uow.mark_breached(id, now).await?
+                        && let Some(o) = uow.work_order(id).await?
+                    {
+                        applied.breaches += 1;
+                        metrics::counter!("leakwatch_work_order_deadline_breaches_total", "kind" => o.kind.as_str())
+                            .increment(1);
+                        tracing::warn!(
+                            order_id = id,
+                            kind = o.kind.as_str(),
+                            due_at = ?o.due_at,
+                            "work order past its deadline"
+                        );
+                    }
+                }
+                Command::CrewPosition { crew, at } => {
+                    uow.set_crew_position(&crew, at, now).await?;
+                }
+                Command::CrewLastJob { crew, place } => {
+                    uow.set_crew_last_job_place(&crew, place).await?;
+                }
+                Command::Notify {
+                    crew,
+                    change,
+                    order,
+                } => notices.push((crew, change, id_of(order, new_id)?)),
+                Command::NoCrew { order } => {
+                    metrics::counter!("leakwatch_dispatch_no_crew_total").increment(1);
+                    tracing::warn!(order_id = id_of(order, new_id)?, "no crew available");
+                }
+            }
+        }
+        // The records as committed, for the caller and the crews' phones.
+        if let Some(a) = subject.alert {
+            applied.alert = uow.alert(a).await?;
+        }
+        let order_id = subject
+            .order
+            .or(applied.alert.as_ref().and_then(|a| a.work_order_id))
+            .or(new_id);
+        if let Some(id) = order_id {
+            applied.order = uow.work_order(id).await?;
+        }
+        if let Some(o) = &applied.created {
+            applied.created = uow.work_order(o.id).await?;
+        }
+        let mut out = Vec::new();
+        for (crew_id, change, id) in notices {
+            if let Some(order) = uow.work_order(id).await? {
+                out.push(JobNotice {
+                    crew_id,
+                    change,
+                    order,
+                });
+            }
+        }
+        Ok((applied, out))
+    }
+}
+
+impl Dispatcher {
+    fn after_commit(&self, applied: &Applied, notices: Vec<JobNotice>) {
+        if applied.commands == 0 {
+            return;
+        }
         if let Some(tx) = &self.notify {
-            let _ = tx.send(JobNotice {
-                crew_id: crew_id.clone(),
-                change,
-                order: order.clone(),
-            });
+            for n in notices {
+                let _ = tx.send(n);
+            }
         }
     }
 
@@ -128,391 +486,153 @@ impl Dispatcher {
         if matches!(action, AlertAction::Escalate) {
             return self.escalate(alert_id, "api").await.map(|(a, _)| a);
         }
-        let alert = self.alert(alert_id).await?;
-        let to = alert
-            .status
-            .apply(action)
-            .map_err(DispatchError::Rejected)?;
-        let reason = match action {
-            AlertAction::Dismiss { reason } => Some(reason.as_str()),
-            _ => None,
+        let subject = Subject {
+            alert: Some(alert_id),
+            ..Default::default()
         };
-        Ok(self
-            .store
-            .set_alert_status(alert_id, alert.status, to, reason, None)
-            .await?)
+        let applied = self.run(subject, Event::Review(action.clone())).await?;
+        applied.alert.ok_or_else(|| not_found_alert(alert_id))
     }
 
-    async fn alert(&self, id: i64) -> Result<Alert, DispatchError> {
-        self.store
-            .get_alert(id)
-            .await?
-            .ok_or_else(|| DispatchError::NotFound(format!("alert {id} does not exist")))
-    }
-
-    async fn order(&self, id: i64) -> Result<WorkOrder, DispatchError> {
-        self.store
-            .get_work_order(id)
-            .await?
-            .ok_or_else(|| DispatchError::NotFound(format!("work order {id} does not exist")))
-    }
-
-    /// Where a crew goes for an alert: its meter, or for a district alert the
-    /// district's station.
-    async fn location_of(&self, alert: &Alert) -> Result<GeoPoint, DispatchError> {
-        if let Some(m) = &alert.meter_id {
-            let meter = self.store.get_meter(m).await?.ok_or_else(|| {
-                DispatchError::Rejected(format!(
-                    "alert {} names meter {m}, which is not in the registry",
-                    alert.id
-                ))
-            })?;
-            return Ok(meter.location);
-        }
-        if let Some(d) = &alert.district_id {
-            let station = self
-                .store
-                .all_meters()
-                .await?
-                .into_iter()
-                .filter(|m| m.kind == MeterKind::Station && &m.district == d)
-                .min_by(|a, b| a.id.cmp(&b.id));
-            if let Some(s) = station {
-                return Ok(s.location);
-            }
-        }
-        Err(DispatchError::Rejected(format!(
-            "alert {} has no meter or district station to send a crew to",
-            alert.id
-        )))
-    }
-
-    /// Escalates an alert: marks it escalated and either joins it to an open order
-    /// close in place and time (incident grouping, upgrading that order when this
-    /// alert is more urgent) or creates its order (kind, priority and deadline from
-    /// the mapping), which goes at once to the nearest crew when urgent.
+    /// Escalates an alert in one transaction: claims it, joins it to an open order
+    /// close in place and time (or to the open repair of a leak already found on its
+    /// meter) or creates its order, links them, and gives an urgent order to the
+    /// nearest crew. See [`crate::decide`].
     #[tracing::instrument(skip(self), err(level = "warn"))]
     pub async fn escalate(
         &self,
         alert_id: i64,
         actor: &str,
     ) -> Result<(Alert, WorkOrder), DispatchError> {
-        let alert = self.alert(alert_id).await?;
-        alert
-            .status
-            .apply(&AlertAction::Escalate)
-            .map_err(DispatchError::Rejected)?;
-        let location = self.location_of(&alert).await?;
-        let now = Utc::now();
-        let job = self.cfg.mapping.job_for(alert.kind, alert.severity);
-        let due = job
-            .deadline_min
-            .map(|m| now + Duration::minutes(i64::from(m)));
-        // Claim the alert first, so two engineers escalating at once make one order.
-        self.store
-            .set_alert_status(alert_id, alert.status, AlertStatus::Escalated, None, None)
-            .await?;
-
-        let active = self.store.active_work_orders().await?;
-        // A leak already found and waiting for its repair absorbs new leak alerts on
-        // its meter, however long ago it was found: the crew is coming to repair it.
-        // Only an emergency makes the repair more urgent.
-        if job.kind.requires_finding()
-            && let Some(repair) = active.iter().find(|o| {
-                o.kind == WorkOrderKind::Repair
-                    && o.meter_id.is_some()
-                    && o.meter_id == alert.meter_id
-            })
-        {
-            let upgrade = (job.priority == Priority::Emergency
-                && repair.priority != Priority::Emergency)
-                .then_some(Priority::Emergency);
-            let reason = format!("the leak is known: repair work order {} is open", repair.id);
-            let (_, order) = self
-                .join(alert_id, repair.id, upgrade, due, &reason)
-                .await?;
-            // The crew confirmed this leak on site already.
-            self.store
-                .set_outcome_for_order(repair.id, AlertOutcome::ConfirmedLeak, now)
-                .await?;
-            return Ok((self.alert(alert_id).await?, order));
-        }
-        let open: Vec<OpenOrder> = active
-            .iter()
-            .filter(|o| o.kind.requires_finding() == job.kind.requires_finding())
-            .map(|o| OpenOrder {
-                order_id: o.id,
-                location: o.location,
-                created_at: o.created_at,
-                priority: o.priority,
-                status: o.status,
-            })
-            .collect();
-        if let GroupDecision::Join {
-            order_id,
-            upgrade_to,
-        } = grouping::group(&self.cfg.grouping, location, now, job.priority, &open)
-        {
-            let reason = format!("grouped into work order {order_id}");
-            return self
-                .join(alert_id, order_id, upgrade_to, due, &reason)
-                .await;
-        }
-
-        let order = self
-            .store
-            .create_work_order(&NewWorkOrder {
-                kind: job.kind,
-                priority: job.priority,
-                alert_id: Some(alert_id),
-                meter_id: alert.meter_id.clone(),
-                district_id: alert.district_id.clone(),
-                location,
-                summary: format!("{}: {}", alert.kind, alert.evidence.explanation),
-                due_at: due,
-                actor: actor.to_owned(),
-                parent_id: None,
-            })
-            .await?;
-        let alert = self
-            .store
-            .set_alert_status(
-                alert_id,
-                AlertStatus::Escalated,
-                AlertStatus::Escalated,
-                None,
-                Some(order.id),
+        let subject = Subject {
+            alert: Some(alert_id),
+            ..Default::default()
+        };
+        let applied = self
+            .run(
+                subject,
+                Event::Escalate {
+                    actor: actor.to_owned(),
+                },
             )
             .await?;
-        metrics::counter!("leakwatch_work_orders_created_total", "kind" => job.kind.as_str())
-            .increment(1);
-        tracing::info!(
-            alert_id,
-            order_id = order.id,
-            kind = job.kind.as_str(),
-            "alert escalated"
-        );
-        let order = if self.urgent(&order) {
-            self.assign_nearest(order.id, &[]).await?.unwrap_or(order)
-        } else {
-            order
-        };
+        let alert = applied.alert.ok_or_else(|| not_found_alert(alert_id))?;
+        let order = applied.order.ok_or_else(|| {
+            DispatchError::Rejected(format!("alert {alert_id} was escalated without an order"))
+        })?;
+        if applied.created.is_none() {
+            metrics::counter!("leakwatch_alerts_grouped_total").increment(1);
+        }
+        tracing::info!(alert_id, order_id = order.id, "alert escalated");
         Ok((alert, order))
     }
 
-    /// Joins an escalated alert to an open order, upgrading the order's priority
-    /// (and bringing its deadline forward) when asked; the crew's phone hears of it.
-    async fn join(
-        &self,
-        alert_id: i64,
-        order_id: i64,
-        upgrade_to: Option<Priority>,
-        due: Option<Timestamp>,
-        reason: &str,
-    ) -> Result<(Alert, WorkOrder), DispatchError> {
-        let alert = self
-            .store
-            .set_alert_status(
-                alert_id,
-                AlertStatus::Escalated,
-                AlertStatus::Escalated,
-                Some(reason),
-                Some(order_id),
-            )
-            .await?;
-        let mut order = self.order(order_id).await?;
-        if let Some(p) = upgrade_to {
-            let due = match (order.due_at, due) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-            order = self.store.set_work_order_priority(order_id, p, due).await?;
-            if let Some(c) = &order.crew_id {
-                self.tell(c, JobChange::Updated, &order);
+    /// Acts on a new alert from the dispatch outbox: escalates it when
+    /// `dispatch.auto_escalate` and the rules say so, and takes it out of the outbox
+    /// in the same transaction. Returns the order when it escalated.
+    pub async fn auto_escalate(&self, alert_id: i64) -> Result<Option<WorkOrder>, DispatchError> {
+        let subject = Subject {
+            alert: Some(alert_id),
+            outbox: true,
+            ..Default::default()
+        };
+        let applied = self.run(subject, Event::AutoEscalate).await?;
+        Ok(applied.order.filter(|_| applied.commands > 0))
+    }
+
+    /// Takes the outbox's waiting alerts (at most `limit`), oldest first, and acts on
+    /// each ([`Dispatcher::auto_escalate`]). An alert the rules refuse (no place to
+    /// send a crew...) leaves the outbox with a warning; a store error stops the pass
+    /// (the rest waits for the next one). Returns how many were taken.
+    pub async fn process_outbox(&self, limit: u32) -> Result<usize, DispatchError> {
+        let pending = self.store.outbox_pending(limit).await?;
+        for &id in &pending {
+            match self.auto_escalate(id).await {
+                Ok(Some(o)) => tracing::info!(alert_id = id, order_id = o.id, "auto-escalated"),
+                Ok(None) => {}
+                Err(DispatchError::Store(e)) => return Err(DispatchError::Store(e)),
+                Err(e) => {
+                    tracing::warn!(alert_id = id, error = %e, "auto-escalation refused");
+                    let mut uow = self.store.begin_dispatch().await?;
+                    uow.outbox_done(id).await?;
+                    uow.commit().await?;
+                }
             }
         }
-        metrics::counter!("leakwatch_alerts_grouped_total").increment(1);
-        tracing::info!(
-            alert_id,
-            order_id,
-            reason,
-            "alert joined an open work order"
-        );
-        if order.status == WorkOrderStatus::Created && self.urgent(&order) {
-            order = self.assign_nearest(order_id, &[]).await?.unwrap_or(order);
-        }
-        Ok((alert, order))
+        Ok(pending.len())
     }
 
-    /// Whether `dispatch.auto_escalate` should send a crew for this alert: a leak
-    /// kind, and no alert of the same kind on the same meter found a false positive
-    /// on site in the last `auto_escalate_quiet_days` (a crew found nothing there;
-    /// an engineer decides whether to send another).
-    pub async fn should_auto_escalate(&self, alert: &Alert) -> Result<bool, DispatchError> {
-        if !self.cfg.auto_escalate || !alert.kind.is_leak() {
-            return Ok(false);
-        }
-        let Some(meter) = &alert.meter_id else {
-            return Ok(true);
-        };
-        let since = Utc::now() - Duration::days(i64::from(self.cfg.auto_escalate_quiet_days));
-        let earlier = self
-            .store
-            .list_alerts(&leakwatch_store::AlertQuery {
-                kind: Some(alert.kind),
-                meter_id: Some(meter.clone()),
-                limit: 50,
+    /// Repairs what an older version (whose escalation was several transactions) may
+    /// have left half-done: escalated alerts without an order are linked to the order
+    /// made for them or escalated again; escalated alerts whose order has ended are
+    /// resolved. Each repair is its own unit of work; run at start-up.
+    pub async fn reconcile(&self) -> Result<ReconcileReport, DispatchError> {
+        let mut report = ReconcileReport::default();
+        let (unlinked, ended) = self.store.half_done_escalations(10_000).await?;
+        for id in unlinked.into_iter().chain(ended) {
+            let subject = Subject {
+                alert: Some(id),
                 ..Default::default()
-            })
-            .await?;
-        Ok(!earlier.iter().any(|a| {
-            a.id != alert.id
-                && a.outcome == Some(leakwatch_core::AlertOutcome::FalsePositive)
-                && a.created_at >= since
-        }))
-    }
-
-    /// Orders that go to a crew at once (with `auto_assign`); the rest wait for the
-    /// day plan.
-    fn urgent(&self, order: &WorkOrder) -> bool {
-        self.cfg.auto_assign && order.priority <= Priority::High
+            };
+            let before = self.store.get_alert(id).await?;
+            match self.run(subject, Event::Reconcile).await {
+                Ok(a) if a.commands > 0 => {
+                    let after = a.alert.as_ref();
+                    match (before.and_then(|b| b.work_order_id), &a.created) {
+                        (Some(_), _) => report.resolved += 1,
+                        (None, Some(_)) => report.escalated += 1,
+                        (None, None) if after.is_some_and(|x| x.work_order_id.is_some()) => {
+                            report.linked += 1
+                        }
+                        _ => {}
+                    }
+                    tracing::warn!(alert_id = id, order_id = ?a.order.map(|o| o.id), "half-done escalation repaired");
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(alert_id = id, error = %e, "half-done escalation not repaired")
+                }
+            }
+        }
+        Ok(report)
     }
 
     /// Creates an order by hand (planned work, a meter replacement...). It waits for
     /// the day plan unless urgent.
     pub async fn create(&self, new: &NewWorkOrder) -> Result<WorkOrder, DispatchError> {
-        let order = self.store.create_work_order(new).await?;
-        metrics::counter!("leakwatch_work_orders_created_total", "kind" => order.kind.as_str())
-            .increment(1);
-        if self.urgent(&order) {
-            return Ok(self.assign_nearest(order.id, &[]).await?.unwrap_or(order));
-        }
-        Ok(order)
+        let event = Event::Create(NewOrder {
+            kind: new.kind,
+            priority: new.priority,
+            alert_id: new.alert_id,
+            meter_id: new.meter_id.clone(),
+            district_id: new.district_id.clone(),
+            location: new.location,
+            summary: new.summary.clone(),
+            due_at: new.due_at,
+            parent_id: new.parent_id,
+            actor: new.actor.clone(),
+        });
+        let applied = self.run(Subject::default(), event).await?;
+        applied
+            .created
+            .ok_or_else(|| DispatchError::Rejected("the order was not created".into()))
     }
 
-    /// The crews as the choice sees them at `now`.
-    async fn crew_states(
-        &self,
-        now: Timestamp,
-    ) -> Result<Vec<(CrewState, leakwatch_core::PositionSource)>, DispatchError> {
-        let max_age = Duration::minutes(i64::from(self.cfg.position_max_age_min));
-        Ok(self
-            .store
-            .list_crews()
-            .await?
-            .into_iter()
-            .map(|r| {
-                let (position, source) = r.crew.believed_position(now, max_age);
-                (
-                    CrewState {
-                        on_shift: r.crew.on_shift_at(now),
-                        id: r.crew.id,
-                        skills: r.crew.skills,
-                        position,
-                        current: r.current.map(|c| CurrentJob {
-                            order_id: c.order_id,
-                            priority: c.priority,
-                            status: c.status,
-                        }),
-                    },
-                    source,
-                )
-            })
-            .collect())
-    }
-
-    /// Assigns an unassigned order to the qualified, on-shift crew with the shortest
-    /// travel time, pre-empting a crew on non-emergency work for an emergency when
-    /// the policy allows (the pre-empted order goes back to `created` and is given
-    /// to another crew by the supervisor). Crews in `exclude` are not considered.
-    /// Returns `None` when no crew can take it now (it stays `created`).
-    pub async fn assign_nearest(
-        &self,
-        order_id: i64,
-        exclude: &[CrewId],
-    ) -> Result<Option<WorkOrder>, DispatchError> {
-        let order = self.order(order_id).await?;
-        if order.status != WorkOrderStatus::Created {
-            return Err(DispatchError::Rejected(format!(
-                "work order {order_id} is {}, not waiting for a crew",
-                order.status
-            )));
-        }
-        let now = Utc::now();
-        let crews = self.crew_states(now).await?;
-        let states: Vec<CrewState> = crews.iter().map(|(s, _)| s.clone()).collect();
-        let positions: Vec<GeoPoint> = states.iter().map(|s| s.position).collect();
-        let durations = self
-            .travel
-            .durations_s(&positions, &[order.location])
-            .await
-            .map_err(|e| DispatchError::Rejected(format!("travel times: {e}")))?;
-        let travel_s: Vec<f64> = durations.seconds.iter().map(|row| row[0]).collect();
-        let skill = order.kind.required_skill();
-        let Some(choice) = choose::choose_nearest(
-            &states,
-            &travel_s,
-            skill,
-            order.priority,
-            &self.cfg.choice,
-            exclude,
-        ) else {
-            metrics::counter!("leakwatch_dispatch_no_crew_total").increment(1);
-            tracing::warn!(order_id, skill, "no crew available");
-            return Ok(None);
+    /// Offers a waiting urgent order to the nearest qualified crew (never one that let
+    /// it time out). Returns the order when a crew took it.
+    pub async fn assign_nearest(&self, order_id: i64) -> Result<Option<WorkOrder>, DispatchError> {
+        let subject = Subject {
+            order: Some(order_id),
+            ..Default::default()
         };
-        if let Some(pre) = choice.preempts {
-            let other = self.order(pre).await?;
-            self.apply(
-                other,
-                OrderAction::Unassign,
-                "dispatcher",
-                Some(format!("pre-empted by emergency work order {order_id}")),
-                None,
-                None,
-            )
-            .await?;
-            metrics::counter!("leakwatch_dispatch_preemptions_total").increment(1);
-            tracing::warn!(order_id, preempted = pre, crew_id = %choice.crew_id, "crew pre-empted");
-        }
-        let source = crews
-            .iter()
-            .find(|(s, _)| s.id == choice.crew_id)
-            .map(|(_, src)| *src);
-        let note = format!(
-            "nearest crew: {:.0} min by {} travel times from its {}{}",
-            choice.travel_s / 60.0,
-            durations.provider,
-            match source {
-                Some(leakwatch_core::PositionSource::Reported) => "reported position",
-                Some(leakwatch_core::PositionSource::LastJob) => "last job's place",
-                _ => "home base",
-            },
-            match choice.preempts {
-                Some(p) => format!(", pre-empting work order {p}"),
-                None => String::new(),
-            }
-        );
-        tracing::info!(order_id, crew_id = %choice.crew_id, travel_s = choice.travel_s, "crew chosen");
-        self.apply(
-            order,
-            OrderAction::Assign {
-                crew_id: choice.crew_id,
-            },
-            "dispatcher",
-            Some(note),
-            None,
-            None,
-        )
-        .await
-        .map(Some)
+        let applied = self.run(subject, Event::Offer).await?;
+        Ok(applied
+            .order
+            .filter(|o| applied.commands > 0 && o.status == WorkOrderStatus::Assigned))
     }
 
     /// Moves an order through its lifecycle on someone's request; `position` is where
-    /// the actor was (the field app sends it). Completing a leak job needs the crew's
-    /// finding, checked against the leak classes; the finding marks the order's
-    /// alerts confirmed or false positive and, for a leak not repaired, creates the
-    /// follow-up repair order with the class's deadline.
+    /// the actor was (the field app sends it). The rules are in [`crate::decide`].
     #[tracing::instrument(skip(self, action), fields(action = action.name()), err(level = "warn"))]
     pub async fn transition(
         &self,
@@ -521,325 +641,68 @@ impl Dispatcher {
         actor: &str,
         position: Option<GeoPoint>,
     ) -> Result<WorkOrder, DispatchError> {
-        let order = self.order(order_id).await?;
-        let (note, finding) = match &action {
-            OrderAction::Complete { notes, finding } => {
-                if order.kind.requires_finding() && finding.is_none() {
-                    return Err(DispatchError::Invalid(format!(
-                        "work order {order_id} is a {} job: completing it needs the crew's finding",
-                        order.kind.as_str()
-                    )));
-                }
-                if let Some(f) = finding {
-                    f.validate(&self.leak_table)
-                        .map_err(|e| DispatchError::Invalid(format!("finding: {e}")))?;
-                }
-                (notes.clone(), finding.clone())
-            }
-            OrderAction::Cancel { reason } | OrderAction::UnableToComplete { reason } => {
-                (Some(reason.clone()), None)
-            }
-            _ => (None, None),
+        let subject = Subject {
+            order: Some(order_id),
+            ..Default::default()
         };
-        let now = Utc::now();
-        let updated = self
-            .apply(order, action, actor, note, position, finding.clone())
-            .await?;
-        if let Some(crew) = &updated.crew_id {
-            if let Some(p) = position {
-                self.store.set_crew_position(crew, p, now).await?;
-            }
-            if updated.status == WorkOrderStatus::OnSite {
-                self.store
-                    .set_crew_last_job_place(crew, updated.location)
-                    .await?;
-            }
-        }
-        if let (WorkOrderStatus::Completed, Some(f)) = (updated.status, &finding) {
-            self.record_finding(&updated, f, now).await?;
-        }
-        Ok(updated)
-    }
-
-    async fn record_finding(
-        &self,
-        order: &WorkOrder,
-        finding: &SiteFinding,
-        now: Timestamp,
-    ) -> Result<(), DispatchError> {
-        let outcome = finding.outcome();
-        let n = self
-            .store
-            .set_outcome_for_order(order.id, outcome, now)
-            .await?;
-        metrics::counter!("leakwatch_alert_outcomes_total", "outcome" => outcome.as_str())
-            .increment(n);
-        tracing::info!(
-            order_id = order.id,
-            outcome = outcome.as_str(),
-            alerts = n,
-            "finding recorded"
-        );
-        if !finding.needs_follow_up() {
-            return Ok(());
-        }
-        let class = finding.leak_class.as_deref().unwrap_or_default();
-        let due = self
-            .leak_table
-            .repair_due(class, now)
-            .map_err(DispatchError::Rejected)?;
-        let hours = self.leak_table.get(class).and_then(|c| c.repair_within_h);
-        let priority = match hours {
-            Some(0) => Priority::Emergency,
-            Some(h) if h <= 24 => Priority::High,
-            Some(_) => Priority::Normal,
-            None => Priority::Low,
-        };
-        let follow_up = self
-            .create(&NewWorkOrder {
-                kind: WorkOrderKind::Repair,
-                priority,
-                alert_id: order.alert_id,
-                meter_id: order.meter_id.clone(),
-                district_id: order.district_id.clone(),
-                location: order.location,
-                summary: format!(
-                    "repair: class {class} leak found by work order {}{}",
-                    order.id,
-                    if finding.notes.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" ({})", finding.notes)
-                    }
-                ),
-                due_at: due,
-                actor: "dispatcher".into(),
-                parent_id: Some(order.id),
-            })
-            .await?;
-        tracing::info!(
-            order_id = order.id,
-            follow_up = follow_up.id,
-            class,
-            "follow-up repair order created"
-        );
-        Ok(())
-    }
-
-    async fn apply(
-        &self,
-        order: WorkOrder,
-        action: OrderAction,
-        actor: &str,
-        note: Option<String>,
-        position: Option<GeoPoint>,
-        finding: Option<SiteFinding>,
-    ) -> Result<WorkOrder, DispatchError> {
-        let to = next_status(order.status, &action)
-            .map_err(|e| DispatchError::Rejected(format!("work order {}: {e}", order.id)))?;
-        let crew = match &action {
-            OrderAction::Assign { crew_id } => {
-                if self.store.get_crew(crew_id).await?.is_none() {
-                    return Err(DispatchError::Rejected(format!(
-                        "crew {crew_id} does not exist"
-                    )));
-                }
-                Some(Some(crew_id.clone()))
-            }
-            OrderAction::Unassign => Some(None),
-            _ => None,
-        };
-        let now = Utc::now();
-        let rec = TransitionRecord {
-            order_id: order.id,
-            from: order.status,
-            to,
-            action: action.name().to_owned(),
+        let event = Event::Transition {
+            action,
             actor: actor.to_owned(),
-            at: now,
-            crew_id: match &action {
-                OrderAction::Assign { crew_id } => Some(crew_id.clone()),
-                _ => order.crew_id.clone(),
-            },
-            note,
             position,
         };
-        let updated = self
-            .store
-            .apply_transition(order.id, &rec, &OrderChange { crew, finding })
-            .await?;
-        metrics::counter!("leakwatch_work_order_transitions_total", "to" => to.as_str())
-            .increment(1);
-        match &action {
-            OrderAction::Assign { crew_id } => {
-                if let Some(prev) = order.crew_id.as_ref().filter(|p| *p != crew_id) {
-                    self.tell(prev, JobChange::Withdrawn, &updated);
-                }
-                self.tell(crew_id, JobChange::Assigned, &updated);
-            }
-            OrderAction::Unassign => {
-                if let Some(prev) = &order.crew_id {
-                    self.tell(prev, JobChange::Withdrawn, &updated);
-                }
-            }
-            _ => {
-                if let Some(c) = &updated.crew_id {
-                    self.tell(c, JobChange::Updated, &updated);
-                }
-            }
-        }
-        self.check_breach(&updated, now).await?;
-        if to.is_final() {
-            self.close_alerts(&updated).await?;
-        }
-        Ok(updated)
-    }
-
-    /// Flags an order past its deadline, once.
-    async fn check_breach(&self, order: &WorkOrder, now: Timestamp) -> Result<bool, DispatchError> {
-        if order.breached_at.is_some() {
-            return Ok(false);
-        }
-        let Some(d) = order.deadline(now) else {
-            return Ok(false);
-        };
-        if !d.breached || !self.store.mark_breached(order.id, now).await? {
-            return Ok(false);
-        }
-        metrics::counter!("leakwatch_work_order_deadline_breaches_total", "kind" => order.kind.as_str())
-            .increment(1);
-        tracing::warn!(
-            order_id = order.id,
-            kind = order.kind.as_str(),
-            due_at = %d.due_at,
-            measures = d.measures,
-            "work order past its deadline"
-        );
-        Ok(true)
-    }
-
-    /// When an order ends, its escalated alerts are resolved with the outcome as the
-    /// reason.
-    async fn close_alerts(&self, order: &WorkOrder) -> Result<(), DispatchError> {
-        for alert in self.store.alerts_of_order(order.id).await? {
-            if alert.status == AlertStatus::Escalated {
-                let reason = format!("work order {} {}", order.id, order.status);
-                self.store
-                    .set_alert_status(
-                        alert.id,
-                        AlertStatus::Escalated,
-                        AlertStatus::Resolved,
-                        Some(&reason),
-                        Some(order.id),
-                    )
-                    .await?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Crews that let this order time out before: not asked again.
-    async fn timed_out_crews(&self, order_id: i64) -> Result<Vec<CrewId>, DispatchError> {
-        Ok(self
-            .store
-            .work_order_history(order_id)
-            .await?
-            .into_iter()
-            .filter(|r| {
-                r.action == "unassign"
-                    && r.note
-                        .as_deref()
-                        .is_some_and(|n| n.starts_with(TIMEOUT_NOTE))
-            })
-            .filter_map(|r| r.crew_id)
-            .collect())
+        let applied = self.run(subject, event).await?;
+        applied
+            .order
+            .ok_or_else(|| DispatchError::NotFound(format!("work order {order_id} does not exist")))
     }
 
     /// One supervisor pass at `now`: urgent orders not accepted within
     /// `accept_within_s` go to the next crew (the alerts' engineers see why);
     /// urgent orders nobody holds are offered again; orders past their deadline are
-    /// flagged and counted.
+    /// flagged and counted. Each order is its own unit of work.
     pub async fn tick(&self, now: Timestamp) -> Result<TickReport, DispatchError> {
+        let at = self.clone().with_clock(Arc::new(move || now));
         let mut report = TickReport::default();
         let limit = now - Duration::seconds(self.cfg.accept_within_s as i64);
         for order in self.store.orders_awaiting_acceptance(limit).await? {
             if order.priority > Priority::High {
                 continue;
             }
-            let Some(crew) = order.crew_id.clone() else {
-                continue;
+            let subject = Subject {
+                order: Some(order.id),
+                ..Default::default()
             };
-            let id = order.id;
-            let note = format!(
-                "{TIMEOUT_NOTE}: {crew} did not accept within {} s",
-                self.cfg.accept_within_s
-            );
-            match self
-                .apply(
-                    order,
-                    OrderAction::Unassign,
-                    "dispatcher",
-                    Some(note),
-                    None,
-                    None,
-                )
-                .await
+            let a = at.run(subject, Event::AcceptanceTimeout).await?;
+            if a.steps
+                .iter()
+                .any(|s| s.1 == Some(Cause::AcceptanceTimeout))
             {
-                Ok(_) => {}
-                // Accepted (or changed) meanwhile.
-                Err(DispatchError::Conflict(_)) => continue,
-                Err(e) => return Err(e),
+                report.acceptance_timeouts += 1;
+                metrics::counter!("leakwatch_dispatch_acceptance_timeouts_total").increment(1);
+                tracing::warn!(order_id = order.id, "work order not accepted in time");
             }
-            report.acceptance_timeouts += 1;
-            metrics::counter!("leakwatch_dispatch_acceptance_timeouts_total").increment(1);
-            let excluded = self.timed_out_crews(id).await?;
-            let next = self.assign_nearest(id, &excluded).await?;
-            let reason = match &next {
-                Some(o) => format!(
-                    "work order {id} not accepted by {crew} within {} s; reassigned to {}",
-                    self.cfg.accept_within_s,
-                    o.crew_id.as_ref().map(|c| c.as_str()).unwrap_or("?")
-                ),
-                None => format!(
-                    "work order {id} not accepted by {crew} within {} s; no other crew available",
-                    self.cfg.accept_within_s
-                ),
-            };
-            if next.is_some() {
-                report.assigned += 1;
-            }
-            tracing::warn!(order_id = id, %crew, "{reason}");
-            for alert in self.store.alerts_of_order(id).await? {
-                if alert.status == AlertStatus::Escalated {
-                    self.store
-                        .set_alert_status(
-                            alert.id,
-                            AlertStatus::Escalated,
-                            AlertStatus::Escalated,
-                            Some(&reason),
-                            Some(id),
-                        )
-                        .await?;
-                }
-            }
+            report.assigned += a
+                .steps
+                .iter()
+                .filter(|s| s.0 == WorkOrderStatus::Assigned && s.2 == order.id)
+                .count() as u32;
         }
         if self.cfg.auto_assign {
             for order in self.store.active_work_orders().await? {
                 if order.status != WorkOrderStatus::Created || order.priority > Priority::High {
                     continue;
                 }
-                let excluded = self.timed_out_crews(order.id).await?;
-                match self.assign_nearest(order.id, &excluded).await {
-                    Ok(Some(_)) => report.assigned += 1,
-                    Ok(None) | Err(DispatchError::Conflict(_)) => {}
-                    Err(e) => return Err(e),
+                if at.assign_nearest(order.id).await?.is_some() {
+                    report.assigned += 1;
                 }
             }
         }
         for order in self.store.orders_due_before(now).await? {
-            if self.check_breach(&order, now).await? {
-                report.breaches += 1;
-            }
+            let subject = Subject {
+                order: Some(order.id),
+                ..Default::default()
+            };
+            report.breaches += at.run(subject, Event::CheckDeadline).await?.breaches;
         }
         metrics::gauge!("leakwatch_work_orders_breached")
             .set(self.store.count_breached().await? as f64);
@@ -869,8 +732,10 @@ impl Dispatcher {
     }
 
     /// The day plan for `date` (local): every on-shift crew from its home, the
-    /// unassigned non-emergency orders as jobs. With `apply`, the planned orders are
-    /// assigned to their crews in route order.
+    /// unassigned non-emergency orders as jobs. With `apply`, the planned orders still
+    /// waiting are assigned to their crews in one transaction (an order assigned
+    /// meanwhile, or by an earlier application, is left alone: applying twice, or
+    /// twice at once, assigns and notifies each job once).
     pub async fn plan_day(&self, date: NaiveDate, apply: bool) -> Result<DayPlan, DispatchError> {
         let p = &self.cfg.plan;
         let mut crews = Vec::new();
@@ -938,28 +803,26 @@ impl Dispatcher {
             .map_err(|e| DispatchError::Rejected(format!("planner stopped: {e}")))?
             .map_err(|e| DispatchError::Rejected(format!("day plan: {e}")))?;
         if apply {
-            for route in &plan.routes {
-                for (i, stop) in route.stops.iter().enumerate() {
-                    let order = self.order(stop.order_id).await?;
-                    let note = format!(
-                        "day plan {date}: stop {} of {}, arrival {}",
-                        i + 1,
-                        route.stops.len(),
-                        stop.arrival.format("%H:%M UTC")
-                    );
-                    self.apply(
-                        order,
-                        OrderAction::Assign {
-                            crew_id: route.crew_id.clone(),
-                        },
-                        "planner",
-                        Some(note),
-                        None,
-                        None,
-                    )
-                    .await?;
-                }
-            }
+            let stops = plan
+                .routes
+                .iter()
+                .flat_map(|route| {
+                    route.stops.iter().enumerate().map(|(i, stop)| PlanStop {
+                        order_id: stop.order_id,
+                        crew_id: route.crew_id.clone(),
+                        note: format!(
+                            "day plan {date}: stop {} of {}, arrival {}",
+                            i + 1,
+                            route.stops.len(),
+                            stop.arrival.format("%H:%M UTC")
+                        ),
+                    })
+                })
+                .collect();
+            let a = self
+                .run(Subject::default(), Event::ApplyPlan(stops))
+                .await?;
+            tracing::info!(%date, assigned = a.steps.len(), "day plan applied");
         }
         Ok(plan)
     }
@@ -980,6 +843,33 @@ impl Dispatcher {
     }
 }
 
+fn not_found_alert(id: i64) -> DispatchError {
+    DispatchError::NotFound(format!("alert {id} does not exist"))
+}
+
+fn store_order(n: NewOrder) -> NewWorkOrder {
+    NewWorkOrder {
+        kind: n.kind,
+        priority: n.priority,
+        alert_id: n.alert_id,
+        meter_id: n.meter_id,
+        district_id: n.district_id,
+        location: n.location,
+        summary: n.summary,
+        due_at: n.due_at,
+        parent_id: n.parent_id,
+        actor: n.actor,
+    }
+}
+
+/// A failpoint's crash: the process ends at once, as under SIGKILL (nothing is
+/// committed or flushed).
+#[cfg_attr(not(feature = "failpoints"), allow(dead_code))]
+fn crash<T>(point: &str) -> T {
+    eprintln!("failpoint {point}: crashing");
+    std::process::abort()
+}
+
 /// A planned job due during the planned day must start early enough to be done by
 /// its deadline; one due later (or already late, or without a deadline) may start any
 /// time in the day.
@@ -997,7 +887,11 @@ fn job_window(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use leakwatch_core::{Crew, DistrictId, Evidence, Finding, MeterId, MeterRecord, Severity};
+    use chrono::Utc;
+    use leakwatch_core::{
+        AlertOutcome, AlertStatus, Crew, DistrictId, Evidence, Finding, MeterId, MeterRecord,
+        Severity, SiteFinding, WorkOrderKind,
+    };
 
     async fn store() -> Store {
         let store = Store::connect("sqlite::memory:").await.unwrap();
@@ -1061,6 +955,7 @@ mod tests {
                     window_start: now,
                     window_end: now,
                     explanation: "test".into(),
+                    known: None,
                 },
             })
             .await
@@ -1095,6 +990,15 @@ mod tests {
             },
         ] {
             d.transition(order, action, "A", None).await.unwrap();
+        }
+    }
+
+    impl Dispatcher {
+        async fn order(&self, id: i64) -> Result<WorkOrder, DispatchError> {
+            self.store
+                .get_work_order(id)
+                .await?
+                .ok_or_else(|| DispatchError::NotFound(format!("work order {id}")))
         }
     }
 
@@ -1416,9 +1320,17 @@ mod tests {
         };
         let d = Dispatcher::new(store.clone(), cfg);
         let a = alert(&store, "M-1", AlertKind::ContinuousFlow, Severity::Warning).await;
-        let first = store.get_alert(a).await.unwrap().unwrap();
-        assert!(d.should_auto_escalate(&first).await.unwrap());
-        let (_, o) = d.escalate(a, "auto-escalation").await.unwrap();
+        // New alerts wait in the outbox; processing it escalates them once.
+        assert_eq!(store.outbox_pending(10).await.unwrap(), vec![a]);
+        assert_eq!(d.process_outbox(10).await.unwrap(), 1);
+        assert!(store.outbox_pending(10).await.unwrap().is_empty());
+        let o = store
+            .get_alert(a)
+            .await
+            .unwrap()
+            .unwrap()
+            .work_order_id
+            .unwrap();
         let nothing = SiteFinding {
             leak_found: false,
             leak_class: None,
@@ -1426,16 +1338,17 @@ mod tests {
             repaired: false,
             notes: "pilot flame".into(),
         };
-        crew_a_finds(&d, o.id, nothing).await;
+        crew_a_finds(&d, o, nothing).await;
         let again = alert(&store, "M-1", AlertKind::ContinuousFlow, Severity::Warning).await;
+        assert_eq!(d.auto_escalate(again).await.unwrap(), None);
         let again = store.get_alert(again).await.unwrap().unwrap();
-        assert!(!d.should_auto_escalate(&again).await.unwrap());
+        assert_eq!(again.status, AlertStatus::Open, "left to an engineer");
         // Another kind on that meter, or the same kind elsewhere, still goes.
         let other = alert(&store, "M-1", AlertKind::NightFlowRise, Severity::Warning).await;
-        let other = store.get_alert(other).await.unwrap().unwrap();
-        assert!(d.should_auto_escalate(&other).await.unwrap());
+        assert!(d.auto_escalate(other).await.unwrap().is_some());
         let elsewhere = alert(&store, "M-3", AlertKind::ContinuousFlow, Severity::Warning).await;
-        let elsewhere = store.get_alert(elsewhere).await.unwrap().unwrap();
-        assert!(d.should_auto_escalate(&elsewhere).await.unwrap());
+        assert!(d.auto_escalate(elsewhere).await.unwrap().is_some());
+        // Everything was taken out of the outbox, escalated or not.
+        assert!(store.outbox_pending(10).await.unwrap().is_empty());
     }
 }

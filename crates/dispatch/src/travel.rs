@@ -21,6 +21,7 @@
 
 use leakwatch_core::GeoPoint;
 use serde::{Deserialize, Serialize};
+#[cfg(feature = "service")]
 use std::time::Duration;
 
 /// Where the speed differs from the default: a town centre, a zone with narrow streets.
@@ -137,6 +138,7 @@ impl TravelError {
     }
 }
 
+#[cfg(feature = "service")]
 /// A client of an OSRM server's Table API.
 #[derive(Debug, Clone)]
 pub struct OsrmTravel {
@@ -149,6 +151,7 @@ pub struct OsrmTravel {
     client: reqwest::Client,
 }
 
+#[cfg(feature = "service")]
 /// The part of a Table API answer that we read.
 #[derive(Deserialize)]
 struct TableAnswer {
@@ -159,6 +162,7 @@ struct TableAnswer {
     durations: Option<Vec<Vec<Option<f64>>>>,
 }
 
+#[cfg(feature = "service")]
 impl OsrmTravel {
     /// A client for the server at `url`. Fails only if the HTTP client cannot be built.
     pub fn new(
@@ -253,6 +257,7 @@ impl OsrmTravel {
     }
 }
 
+#[cfg(feature = "service")]
 /// The error and its causes on one line (reqwest hides "connection refused" in a source).
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
@@ -279,6 +284,7 @@ pub struct Durations {
 pub enum TravelTime {
     Builtin(BuiltinTravel),
     /// OSRM, and the builtin model when OSRM fails.
+    #[cfg(feature = "service")]
     Osrm {
         osrm: OsrmTravel,
         fallback: BuiltinTravel,
@@ -300,6 +306,7 @@ impl TravelTime {
                 seconds: b.matrix_s(from, to),
                 provider: "builtin",
             }),
+            #[cfg(feature = "service")]
             TravelTime::Osrm { osrm, fallback } => match osrm.matrix_s(from, to).await {
                 Ok(seconds) => Ok(Durations {
                     seconds,
@@ -395,6 +402,12 @@ impl TravelConfig {
     pub fn build(&self) -> Result<TravelTime, String> {
         self.validate()?;
         match (&self.provider, &self.osrm_url) {
+            #[cfg(not(feature = "service"))]
+            (TravelProvider::Osrm, Some(_)) => Err(format!(
+                "{}.provider: osrm needs the dispatch crate's `service` feature",
+                Self::KEY
+            )),
+            #[cfg(feature = "service")]
             (TravelProvider::Osrm, Some(url)) => {
                 let osrm = OsrmTravel::new(url, &self.osrm_profile, self.osrm_timeout_ms)
                     .map_err(|e| format!("{}.osrm_url: {e}", Self::KEY))?;
@@ -411,10 +424,6 @@ impl TravelConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::Router;
-    use axum::extract::State;
-    use axum::http::{StatusCode, Uri};
-    use std::sync::{Arc, Mutex};
 
     fn p(lat: f64, lon: f64) -> GeoPoint {
         GeoPoint::new(lat, lon).unwrap()
@@ -521,168 +530,180 @@ mod tests {
         assert!(serde_json::from_str::<BuiltinTravel>(r#"{"detour":1}"#).is_err());
         let cfg: TravelConfig =
             serde_json::from_str(r#"{"provider":"osrm","osrm_url":"http://osrm:5000"}"#).unwrap();
+        #[cfg(feature = "service")]
         assert!(matches!(cfg.build().unwrap(), TravelTime::Osrm { .. }));
+        #[cfg(not(feature = "service"))]
+        assert!(cfg.build().unwrap_err().contains("`service` feature"));
         assert!(matches!(
             TravelConfig::default().build().unwrap(),
             TravelTime::Builtin(_)
         ));
     }
 
-    /// A fake OSRM: records each request's path and query, answers with a fixed status
-    /// and body.
-    #[derive(Clone)]
-    struct Fake {
-        seen: Arc<Mutex<Vec<String>>>,
-        status: StatusCode,
-        body: &'static str,
-    }
+    #[cfg(feature = "service")]
+    mod osrm {
+        use super::*;
+        use axum::Router;
+        use axum::extract::State;
+        use axum::http::{StatusCode, Uri};
+        use std::sync::{Arc, Mutex};
 
-    async fn answer(State(f): State<Fake>, uri: Uri) -> (StatusCode, &'static str) {
-        f.seen.lock().unwrap().push(uri.to_string());
-        (f.status, f.body)
-    }
-
-    /// Starts the fake on a free port; returns its base URL and the request log.
-    async fn fake_osrm(
-        status: StatusCode,
-        body: &'static str,
-    ) -> (String, Arc<Mutex<Vec<String>>>) {
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let app = Router::new().fallback(answer).with_state(Fake {
-            seen: seen.clone(),
-            status,
-            body,
-        });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        (format!("http://{addr}/"), seen)
-    }
-
-    fn osrm_provider(url: &str) -> TravelTime {
-        TravelTime::Osrm {
-            osrm: OsrmTravel::new(url, "driving", 2000).unwrap(),
-            fallback: florence(),
+        /// A fake OSRM: records each request's path and query, answers with a fixed status
+        /// and body.
+        #[derive(Clone)]
+        struct Fake {
+            seen: Arc<Mutex<Vec<String>>>,
+            status: StatusCode,
+            body: &'static str,
         }
-    }
 
-    #[tokio::test]
-    async fn osrm_table_request_and_answer() {
-        let (url, seen) = fake_osrm(
+        async fn answer(State(f): State<Fake>, uri: Uri) -> (StatusCode, &'static str) {
+            f.seen.lock().unwrap().push(uri.to_string());
+            (f.status, f.body)
+        }
+
+        /// Starts the fake on a free port; returns its base URL and the request log.
+        async fn fake_osrm(
+            status: StatusCode,
+            body: &'static str,
+        ) -> (String, Arc<Mutex<Vec<String>>>) {
+            let seen = Arc::new(Mutex::new(Vec::new()));
+            let app = Router::new().fallback(answer).with_state(Fake {
+                seen: seen.clone(),
+                status,
+                body,
+            });
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            tokio::spawn(async move { axum::serve(listener, app).await });
+            (format!("http://{addr}/"), seen)
+        }
+
+        fn osrm_provider(url: &str) -> TravelTime {
+            TravelTime::Osrm {
+                osrm: OsrmTravel::new(url, "driving", 2000).unwrap(),
+                fallback: florence(),
+            }
+        }
+
+        #[tokio::test]
+        async fn osrm_table_request_and_answer() {
+            let (url, seen) = fake_osrm(
             StatusCode::OK,
             r#"{"code":"Ok","durations":[[600.5,null],[120,30]],"sources":[],"destinations":[]}"#,
         )
         .await;
-        let from = [p(43.77, 11.25), p(43.8, 11.2)];
-        let to = [p(43.7, 11.3), p(43.75, 11.1)];
-        let d = osrm_provider(&url).durations_s(&from, &to).await.unwrap();
-        assert_eq!(d.provider, "osrm");
-        assert_eq!(
-            d.seconds,
-            vec![vec![600.5, f64::INFINITY], vec![120.0, 30.0]]
-        );
-        let seen = seen.lock().unwrap();
-        assert_eq!(
-            seen.as_slice(),
-            [
-                "/table/v1/driving/11.25,43.77;11.2,43.8;11.3,43.7;11.1,43.75\
+            let from = [p(43.77, 11.25), p(43.8, 11.2)];
+            let to = [p(43.7, 11.3), p(43.75, 11.1)];
+            let d = osrm_provider(&url).durations_s(&from, &to).await.unwrap();
+            assert_eq!(d.provider, "osrm");
+            assert_eq!(
+                d.seconds,
+                vec![vec![600.5, f64::INFINITY], vec![120.0, 30.0]]
+            );
+            let seen = seen.lock().unwrap();
+            assert_eq!(
+                seen.as_slice(),
+                [
+                    "/table/v1/driving/11.25,43.77;11.2,43.8;11.3,43.7;11.1,43.75\
               ?sources=0;1&destinations=2;3&annotations=duration"
-            ]
-        );
-    }
+                ]
+            );
+        }
 
-    #[tokio::test]
-    async fn osrm_refusals_carry_the_server_message() {
-        let (url, _) = fake_osrm(
-            StatusCode::OK,
-            r#"{"code":"NoTable","message":"no table for you"}"#,
-        )
-        .await;
-        let osrm = OsrmTravel::new(&url, "driving", 2000).unwrap();
-        let from = [p(43.77, 11.25)];
-        let e = osrm.matrix_s(&from, &from).await.unwrap_err();
-        assert!(
-            matches!(&e, TravelError::Refused { code, .. } if code == "NoTable"),
-            "{e}"
-        );
-        assert!(e.to_string().contains("no table for you"));
-        assert!(!e.is_retryable());
+        #[tokio::test]
+        async fn osrm_refusals_carry_the_server_message() {
+            let (url, _) = fake_osrm(
+                StatusCode::OK,
+                r#"{"code":"NoTable","message":"no table for you"}"#,
+            )
+            .await;
+            let osrm = OsrmTravel::new(&url, "driving", 2000).unwrap();
+            let from = [p(43.77, 11.25)];
+            let e = osrm.matrix_s(&from, &from).await.unwrap_err();
+            assert!(
+                matches!(&e, TravelError::Refused { code, .. } if code == "NoTable"),
+                "{e}"
+            );
+            assert!(e.to_string().contains("no table for you"));
+            assert!(!e.is_retryable());
 
-        let (url, _) = fake_osrm(
+            let (url, _) = fake_osrm(
             StatusCode::BAD_REQUEST,
             r#"{"code":"InvalidQuery","message":"Query string malformed close to position 28"}"#,
         )
         .await;
-        let osrm = OsrmTravel::new(&url, "driving", 2000).unwrap();
-        let e = osrm.matrix_s(&from, &from).await.unwrap_err();
-        assert!(e.to_string().contains("InvalidQuery"), "{e}");
-        assert!(
-            e.to_string().contains("malformed close to position 28"),
-            "{e}"
-        );
+            let osrm = OsrmTravel::new(&url, "driving", 2000).unwrap();
+            let e = osrm.matrix_s(&from, &from).await.unwrap_err();
+            assert!(e.to_string().contains("InvalidQuery"), "{e}");
+            assert!(
+                e.to_string().contains("malformed close to position 28"),
+                "{e}"
+            );
 
-        let (url, _) = fake_osrm(StatusCode::BAD_GATEWAY, "upstream down").await;
-        let osrm = OsrmTravel::new(&url, "driving", 2000).unwrap();
-        let e = osrm.matrix_s(&from, &from).await.unwrap_err();
-        assert!(e.to_string().contains("HTTP 502"), "{e}");
-        assert!(e.to_string().contains("upstream down"), "{e}");
-        assert!(e.is_retryable());
+            let (url, _) = fake_osrm(StatusCode::BAD_GATEWAY, "upstream down").await;
+            let osrm = OsrmTravel::new(&url, "driving", 2000).unwrap();
+            let e = osrm.matrix_s(&from, &from).await.unwrap_err();
+            assert!(e.to_string().contains("HTTP 502"), "{e}");
+            assert!(e.to_string().contains("upstream down"), "{e}");
+            assert!(e.is_retryable());
 
-        // a matrix of the wrong shape is not trusted
-        let (url, _) = fake_osrm(StatusCode::OK, r#"{"code":"Ok","durations":[[1,2]]}"#).await;
-        let osrm = OsrmTravel::new(&url, "driving", 2000).unwrap();
-        let e = osrm.matrix_s(&from, &from).await.unwrap_err();
-        assert!(matches!(e, TravelError::Malformed(_)), "{e}");
-    }
+            // a matrix of the wrong shape is not trusted
+            let (url, _) = fake_osrm(StatusCode::OK, r#"{"code":"Ok","durations":[[1,2]]}"#).await;
+            let osrm = OsrmTravel::new(&url, "driving", 2000).unwrap();
+            let e = osrm.matrix_s(&from, &from).await.unwrap_err();
+            assert!(matches!(e, TravelError::Malformed(_)), "{e}");
+        }
 
-    #[tokio::test]
-    async fn osrm_failures_fall_back_to_the_builtin_model() {
-        // a port nobody listens on: bind one, then let it go
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        drop(listener);
-        let from = [p(43.77, 11.25)];
-        let to = [p(43.77, 11.40), p(43.80, 11.40)];
-        let provider = osrm_provider(&format!("http://{addr}"));
-        let TravelTime::Osrm { osrm, .. } = &provider else {
-            unreachable!()
-        };
-        let e = osrm.matrix_s(&from, &to).await.unwrap_err();
-        assert!(matches!(e, TravelError::Unreachable(_)), "{e}");
-        assert!(e.is_retryable());
-        let d = provider.durations_s(&from, &to).await.unwrap();
-        assert_eq!(d.provider, "builtin-fallback");
-        assert_eq!(d.seconds, florence().matrix_s(&from, &to));
+        #[tokio::test]
+        async fn osrm_failures_fall_back_to_the_builtin_model() {
+            // a port nobody listens on: bind one, then let it go
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            drop(listener);
+            let from = [p(43.77, 11.25)];
+            let to = [p(43.77, 11.40), p(43.80, 11.40)];
+            let provider = osrm_provider(&format!("http://{addr}"));
+            let TravelTime::Osrm { osrm, .. } = &provider else {
+                unreachable!()
+            };
+            let e = osrm.matrix_s(&from, &to).await.unwrap_err();
+            assert!(matches!(e, TravelError::Unreachable(_)), "{e}");
+            assert!(e.is_retryable());
+            let d = provider.durations_s(&from, &to).await.unwrap();
+            assert_eq!(d.provider, "builtin-fallback");
+            assert_eq!(d.seconds, florence().matrix_s(&from, &to));
 
-        // a refusal falls back too
-        let (url, _) = fake_osrm(StatusCode::OK, r#"{"code":"TooBig","message":"x"}"#).await;
-        let d = osrm_provider(&url).durations_s(&from, &to).await.unwrap();
-        assert_eq!(d.provider, "builtin-fallback");
-    }
+            // a refusal falls back too
+            let (url, _) = fake_osrm(StatusCode::OK, r#"{"code":"TooBig","message":"x"}"#).await;
+            let d = osrm_provider(&url).durations_s(&from, &to).await.unwrap();
+            assert_eq!(d.provider, "builtin-fallback");
+        }
 
-    #[tokio::test]
-    async fn osrm_timeout_is_unreachable() {
-        // a server that accepts the connection and never answers
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let hold = tokio::spawn(async move {
-            let (_sock, _) = listener.accept().await.unwrap();
-            std::future::pending::<()>().await
-        });
-        let osrm = OsrmTravel::new(format!("http://{addr}"), "driving", 200).unwrap();
-        let from = [p(43.77, 11.25)];
-        let e = osrm.matrix_s(&from, &from).await.unwrap_err();
-        assert!(matches!(e, TravelError::Unreachable(_)), "{e}");
-        hold.abort();
-    }
+        #[tokio::test]
+        async fn osrm_timeout_is_unreachable() {
+            // a server that accepts the connection and never answers
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let hold = tokio::spawn(async move {
+                let (_sock, _) = listener.accept().await.unwrap();
+                std::future::pending::<()>().await
+            });
+            let osrm = OsrmTravel::new(format!("http://{addr}"), "driving", 200).unwrap();
+            let from = [p(43.77, 11.25)];
+            let e = osrm.matrix_s(&from, &from).await.unwrap_err();
+            assert!(matches!(e, TravelError::Unreachable(_)), "{e}");
+            hold.abort();
+        }
 
-    #[tokio::test]
-    async fn empty_requests_need_no_server() {
-        let osrm = OsrmTravel::new("http://127.0.0.1:9", "driving", 100).unwrap();
-        assert_eq!(
-            osrm.matrix_s(&[p(1.0, 1.0)], &[]).await.unwrap(),
-            vec![Vec::<f64>::new()]
-        );
-        assert!(osrm.matrix_s(&[], &[p(1.0, 1.0)]).await.unwrap().is_empty());
+        #[tokio::test]
+        async fn empty_requests_need_no_server() {
+            let osrm = OsrmTravel::new("http://127.0.0.1:9", "driving", 100).unwrap();
+            assert_eq!(
+                osrm.matrix_s(&[p(1.0, 1.0)], &[]).await.unwrap(),
+                vec![Vec::<f64>::new()]
+            );
+            assert!(osrm.matrix_s(&[], &[p(1.0, 1.0)]).await.unwrap().is_empty());
+        }
     }
 }

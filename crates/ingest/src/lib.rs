@@ -14,18 +14,16 @@ mod judge;
 mod writer;
 
 use leakwatch_core::{Meter, MeterEvent, Reading};
+use leakwatch_mqtt::{Publish, Session, SessionConfig};
 use leakwatch_store::Store;
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, Publish, QoS};
 use serde::{Deserialize, Serialize};
-use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
 pub use judge::{Refusal, Rules, judge};
-pub use writer::{BatchOutcome, Writer};
+pub use writer::{BatchOutcome, Writer, retain_dead_letters};
 
 /// What to do with a message from a meter the registry does not know.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,6 +55,23 @@ pub struct IngestConfig {
     /// Capacity (m3/h) assumed for customer meters without a rated `max_flow_m3h`;
     /// more consumption than this over an interval flags the reading `jump`.
     pub default_customer_max_flow_m3h: f64,
+    /// Days a measurement time may lie before the meter's installation date; earlier
+    /// is rejected as `t_before_installation`.
+    pub max_days_before_installation: u32,
+    /// For meters without an installation date: days a measurement time may lie
+    /// before the registry first knew the meter; earlier is `t_before_registration`.
+    /// Generous, so that back-filled history is kept.
+    pub max_days_before_registration: u32,
+    /// How often (milliseconds) the SQLite registry is polled for changes made while
+    /// running (PostgreSQL announces them at once).
+    pub registry_poll_ms: u64,
+    /// Dead letters kept per meter (its latest ones; 0: no limit). Valid readings are
+    /// never limited.
+    pub dead_letter_per_meter_max: u32,
+    /// Dead letters older than this many days are dropped (0: kept forever).
+    pub dead_letter_max_age_days: u32,
+    /// At most this many dead letters are kept, the newest (0: no limit).
+    pub dead_letter_max_count: u64,
 }
 
 impl Default for IngestConfig {
@@ -68,6 +83,12 @@ impl Default for IngestConfig {
             queue_messages: 1_000,
             max_future_min: 60,
             default_customer_max_flow_m3h: 10.0,
+            max_days_before_installation: 0,
+            max_days_before_registration: 3650,
+            registry_poll_ms: 2000,
+            dead_letter_per_meter_max: 1000,
+            dead_letter_max_age_days: 30,
+            dead_letter_max_count: 1_000_000,
         }
     }
 }
@@ -84,8 +105,8 @@ pub struct BrokerConfig {
     pub inflight: u16,
 }
 
-/// What a batch committed, for the detectors: readings sorted by (time, meter) and
-/// device events, each with its meter. The meter is shared (`Arc`): one registry
+/// What a batch committed, for the detectors: readings in the order received
+/// (message by message, each message's in time order) and device events, each with its meter. The meter is shared (`Arc`): one registry
 /// entry serves all its readings.
 #[derive(Debug, Default)]
 pub struct Stored {
@@ -99,20 +120,15 @@ impl Stored {
     }
 }
 
-/// Liveness of the ingestor as `/readyz` sees it.
-#[derive(Debug, Default)]
-pub struct IngestHealth {
-    connected: AtomicBool,
-}
+/// Readiness of the ingestor's MQTT session, as `/readyz` sees it.
+pub type IngestHealth = leakwatch_mqtt::SessionHealth;
 
-impl IngestHealth {
-    pub fn broker_connected(&self) -> bool {
-        self.connected.load(Ordering::Relaxed)
-    }
-    fn set_connected(&self, up: bool) {
-        self.connected.store(up, Ordering::Relaxed);
+/// The ingestor's session health; it also keeps `leakwatch_broker_connected` (1 while
+/// the ingestor is subscribed), which operators' alerts use.
+pub fn ingest_health() -> Arc<IngestHealth> {
+    IngestHealth::with_hook("ingest", |up| {
         metrics::gauge!("leakwatch_broker_connected").set(if up { 1.0 } else { 0.0 });
-    }
+    })
 }
 
 /// Runs the ingestor until `shutdown` resolves.
@@ -124,82 +140,48 @@ pub async fn run(
     health: Arc<IngestHealth>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
-    let mut opts = MqttOptions::new(broker.client_id.clone(), broker.host.clone(), broker.port);
-    opts.set_clean_session(false)
-        .set_manual_acks(true)
-        .set_keep_alive(broker.keep_alive)
-        .set_inflight(broker.inflight)
-        .set_max_packet_size(
-            leakwatch_wire::MAX_PAYLOAD_BYTES * 4 + 1024,
-            leakwatch_wire::MAX_PAYLOAD_BYTES * 4 + 1024,
-        )
-        .set_request_channel_capacity(usize::from(broker.inflight) * 4 + 64);
-    let (client, mut eventloop) = AsyncClient::new(opts, usize::from(broker.inflight) * 4 + 64);
+    let mut session = Session::new(
+        SessionConfig {
+            name: "ingest",
+            host: broker.host.clone(),
+            port: broker.port,
+            client_id: broker.client_id.clone(),
+            keep_alive: broker.keep_alive,
+            persistent: true,
+            manual_acks: true,
+            inflight: broker.inflight,
+            subscriptions: vec![leakwatch_wire::uplink_filter(&broker.prefix)],
+        },
+        health,
+    );
     // Publishes go to the writer over a bounded channel; acknowledgements come back
     // over an unbounded one, so the writer never waits on this task (no deadlock) and
     // this task never waits on the writer: when the writer's queue is full it stops
-    // reading from the broker, which then holds the rest.
+    // reading from the broker, which then holds the rest. Any message the broker
+    // delivers is taken, whatever its size (`leakwatch_mqtt::MAX_INCOMING_PACKET`):
+    // one over the contract is dead-lettered `too_large` by the writer and
+    // acknowledged like any other.
     let (tx, rx) = mpsc::channel(cfg.queue_messages.max(1));
     let (ack_tx, mut ack_rx) = mpsc::unbounded_channel::<Publish>();
-    let filter = leakwatch_wire::uplink_filter(&broker.prefix);
 
     let writer = Writer::new(store, cfg, broker.prefix.clone());
     let writer_task = tokio::spawn(writer.run(rx, ack_tx, sink));
 
     tokio::pin!(shutdown);
-    let mut backoff = Duration::from_millis(100);
     let mut held: Option<Publish> = None;
-    let mut unsent_acks: VecDeque<Publish> = VecDeque::new();
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
-            Some(p) = ack_rx.recv() => unsent_acks.push_back(p),
+            Some(p) = ack_rx.recv() => session.ack(p),
             permit = tx.reserve(), if held.is_some() => match permit {
                 Ok(permit) => permit.send(held.take().expect("held")),
                 Err(_) => break,
             },
-            event = eventloop.poll(), if held.is_none() => match event {
-                Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                    backoff = Duration::from_millis(100);
-                    tracing::info!(
-                        host = %broker.host, port = broker.port,
-                        session_present = ack.session_present, "connected to broker"
-                    );
-                    // Subscribing again is harmless when the session was kept.
-                    if let Err(e) = client.try_subscribe(filter.clone(), QoS::AtLeastOnce) {
-                        tracing::error!(error = %e, "could not subscribe");
-                    }
-                }
-                // Ready once the subscription is in place: from then on the broker
-                // keeps every message for this session.
-                Ok(Event::Incoming(Packet::SubAck(_))) => health.set_connected(true),
-                Ok(Event::Incoming(Packet::Publish(p))) => match tx.try_send(p) {
-                    Ok(()) => {}
-                    Err(mpsc::error::TrySendError::Full(p)) => held = Some(p),
-                    Err(mpsc::error::TrySendError::Closed(_)) => break,
-                },
-                Ok(_) => {}
-                Err(e) => {
-                    if health.broker_connected() {
-                        tracing::warn!(error = %e, "broker connection lost; reconnecting");
-                    } else {
-                        tracing::debug!(error = %e, "broker still unreachable");
-                    }
-                    health.set_connected(false);
-                    tokio::select! {
-                        _ = &mut shutdown => break,
-                        _ = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
+            p = session.next(), if held.is_none() => match tx.try_send(p) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(p)) => held = Some(p),
+                Err(mpsc::error::TrySendError::Closed(_)) => break,
             },
-        }
-        // Hand acknowledgements to the connection without ever blocking on it.
-        while let Some(p) = unsent_acks.front() {
-            if client.try_ack(p).is_err() {
-                break;
-            }
-            unsent_acks.pop_front();
         }
     }
     drop(tx);
@@ -208,23 +190,8 @@ pub async fn run(
     let _ = tokio::time::timeout(Duration::from_secs(10), writer_task).await;
     // Send the acknowledgements of what it committed before saying goodbye.
     while let Ok(p) = ack_rx.try_recv() {
-        unsent_acks.push_back(p);
+        session.ack(p);
     }
-    let _ = tokio::time::timeout(Duration::from_secs(2), async {
-        while let Some(p) = unsent_acks.front() {
-            if client.try_ack(p).is_ok() {
-                unsent_acks.pop_front();
-            } else if eventloop.poll().await.is_err() {
-                return;
-            }
-        }
-    })
-    .await;
-    let _ = client.try_disconnect();
-    let _ = tokio::time::timeout(Duration::from_millis(500), async {
-        while eventloop.poll().await.is_ok() {}
-    })
-    .await;
-    health.set_connected(false);
+    session.close(Duration::from_secs(2)).await;
     tracing::info!("ingest stopped");
 }

@@ -1,21 +1,27 @@
-//! Configuration: the defaults compiled in from `config/default.toml`, then the file
-//! given with `--config`, then `LEAKWATCH__SECTION__KEY` environment variables, in
-//! that order. Unknown keys and bad values stop start-up with the key and the reason.
+//! Configuration: the defaults (the `Default` impls, the one place they are written),
+//! then the file given with `--config`, then `LEAKWATCH__SECTION__KEY` environment
+//! variables, in that order. Values are parsed once, here, into the types the service
+//! uses (socket addresses, broker URLs, enums, secrets that never print); an unknown
+//! key or a bad value stops start-up with the key, the value, where it came from and,
+//! for a misspelt key, the nearest known one.
 
 use figment::Figment;
-use figment::providers::{Env, Format, Toml};
+use figment::providers::{Env, Format, Serialized, Toml};
 use leakwatch_detect::DetectConfig;
 use leakwatch_dispatch::DispatchConfig;
 use leakwatch_ingest::IngestConfig;
-use serde::{Deserialize, Serialize};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::str::FromStr;
 
-/// The defaults, as shipped.
-pub const DEFAULT_TOML: &str = include_str!("../../../config/default.toml");
+/// The environment variables' prefix; `__` separates sections and keys.
+pub const ENV_PREFIX: &str = "LEAKWATCH__";
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub database: DatabaseConfig,
     pub mqtt: MqttConfig,
@@ -27,53 +33,231 @@ pub struct Config {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct DatabaseConfig {
-    pub url: String,
+    /// `postgres://...` or `sqlite://PATH`.
+    pub url: DatabaseUrl,
+    /// How long start-up waits for the database to answer (retrying with backoff)
+    /// before giving up, in seconds (0: fail at once).
+    pub wait_s: u64,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: "sqlite://data/leakwatch.db"
+                .parse()
+                .expect("a valid default"),
+            wait_s: 300,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct MqttConfig {
-    pub url: String,
-    pub embedded_listen: String,
+    /// An external broker; absent (or empty): the embedded broker.
+    #[serde(with = "optional_mqtt_url")]
+    pub url: Option<MqttUrl>,
+    /// Where the embedded broker listens.
+    #[serde(deserialize_with = "socket_addr")]
+    pub embedded_listen: SocketAddr,
+    /// The ingestor's client id (persistent session: keep it stable per process).
     pub client_id: String,
+    /// Meters publish on `{prefix}/{district_id}/{meter_id}/up`.
     pub prefix: String,
+    /// Crews' devices use `{crew_prefix}/{crew_id}/jobs` and `.../location`.
     pub crew_prefix: String,
     pub keep_alive_s: u64,
+    /// Messages the broker may send before we acknowledge (our receive window).
     pub inflight: u16,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HttpConfig {
-    pub listen: String,
-    pub api_token: String,
+impl Default for MqttConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            embedded_listen: SocketAddr::from(([127, 0, 0, 1], 1883)),
+            client_id: "leakwatch-ingest".into(),
+            prefix: "gas".into(),
+            crew_prefix: "crews".into(),
+            keep_alive_s: 30,
+            inflight: 100,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Address of the REST API, health checks, /metrics and the console.
+    #[serde(deserialize_with = "socket_addr")]
+    pub listen: SocketAddr,
+    /// When set, `/api/v1` and the console require `Authorization: Bearer <token>`.
+    #[serde(with = "optional_secret")]
+    pub api_token: Option<Secret>,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            api_token: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
-    pub format: String,
+    pub format: LogFormat,
+    /// A tracing filter; `RUST_LOG` overrides it.
     pub level: String,
 }
 
-/// A configuration that cannot be used, naming the key.
-#[derive(Debug, thiserror::Error)]
-#[error("configuration error: {0}")]
-pub struct ConfigError(pub String);
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: "info,rumqttd=warn".into(),
+        }
+    }
+}
 
-/// Where an external broker is.
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// For people.
+    #[default]
+    Text,
+    /// For log collectors.
+    Json,
+}
+
+/// A secret (a token): `Debug`, `Display` and `Serialize` print `***`; only
+/// [`Secret::expose`] gives the value.
+#[derive(Clone)]
+pub struct Secret(SecretString);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(SecretString::from(s.into()))
+    }
+    pub fn expose(&self) -> &str {
+        self.0.expose_secret()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// A database URL, checked for its scheme; its password never prints (`Debug`,
+/// `Display` and `Serialize` show it as `***`).
+#[derive(Clone)]
+pub struct DatabaseUrl(SecretString);
+
+impl DatabaseUrl {
+    /// The URL itself, password included, for connecting.
+    pub fn expose(&self) -> &str {
+        self.0.expose_secret()
+    }
+    /// Whether it names an SQLite database.
+    pub fn is_sqlite(&self) -> bool {
+        self.expose().starts_with("sqlite:")
+    }
+}
+
+impl FromStr for DatabaseUrl {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.starts_with("postgres://")
+            || s.starts_with("postgresql://")
+            || s.starts_with("sqlite:")
+        {
+            Ok(DatabaseUrl(SecretString::from(s.to_owned())))
+        } else {
+            Err(format!(
+                "{:?} must start with postgres:// or sqlite://",
+                redact(s)
+            ))
+        }
+    }
+}
+
+impl fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&redact(self.expose()))
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DatabaseUrl({self})")
+    }
+}
+
+impl PartialEq for DatabaseUrl {
+    fn eq(&self, other: &Self) -> bool {
+        self.expose() == other.expose()
+    }
+}
+
+impl Serialize for DatabaseUrl {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for DatabaseUrl {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// An external broker: `mqtt://host[:port]` (or `tcp://`), port 1883 when absent.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BrokerAddr {
+pub struct MqttUrl {
     pub host: String,
     pub port: u16,
 }
 
+/// The former name of [`MqttUrl`].
+pub type BrokerAddr = MqttUrl;
+
+impl FromStr for MqttUrl {
+    type Err = String;
+    fn from_str(url: &str) -> Result<Self, String> {
+        parse_mqtt_url(url)
+    }
+}
+
+impl fmt::Display for MqttUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "mqtt://[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "mqtt://{}:{}", self.host, self.port)
+        }
+    }
+}
+
 /// Parses `mqtt://host:port` (port 1883 when absent).
-pub fn parse_mqtt_url(url: &str) -> Result<BrokerAddr, String> {
+pub fn parse_mqtt_url(url: &str) -> Result<MqttUrl, String> {
     if url.starts_with("mqtts://") {
-        return Err("mqtts:// (TLS) is not supported by this build yet; use mqtt://".into());
+        return Err(format!(
+            "{url:?}: mqtts:// (TLS) is not supported by this build yet; use mqtt://"
+        ));
     }
     let rest = url
         .strip_prefix("mqtt://")
@@ -81,17 +265,17 @@ pub fn parse_mqtt_url(url: &str) -> Result<BrokerAddr, String> {
         .ok_or_else(|| format!("{url:?} does not start with mqtt://"))?;
     let rest = rest.trim_end_matches('/');
     let (host, port) = match rest.rsplit_once(':') {
-        Some((h, p)) => (
+        Some((h, p)) if !h.ends_with(':') => (
             h,
             p.parse::<u16>()
                 .map_err(|_| format!("port {p:?} in {url:?} is not a number 1..65535"))?,
         ),
-        None => (rest, 1883),
+        _ => (rest, 1883),
     };
     if host.is_empty() || host.contains('/') || host.contains('@') {
         return Err(format!("{url:?} has no usable host"));
     }
-    Ok(BrokerAddr {
+    Ok(MqttUrl {
         host: host
             .trim_start_matches('[')
             .trim_end_matches(']')
@@ -100,14 +284,71 @@ pub fn parse_mqtt_url(url: &str) -> Result<BrokerAddr, String> {
     })
 }
 
+fn socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    let s = String::deserialize(d)?;
+    s.parse().map_err(|_| {
+        serde::de::Error::custom(format!("{s:?} is not host:port, e.g. 127.0.0.1:8080"))
+    })
+}
+
+/// `""` or absent: `None`.
+mod optional_mqtt_url {
+    use super::MqttUrl;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Option<MqttUrl>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(u) => s.collect_str(u),
+            None => s.serialize_str(""),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<MqttUrl>, D::Error> {
+        let s = String::deserialize(d)?;
+        if s.trim().is_empty() {
+            return Ok(None);
+        }
+        s.parse().map(Some).map_err(serde::de::Error::custom)
+    }
+}
+
+/// `""` or absent: `None`; printed as `***` when set.
+mod optional_secret {
+    use super::Secret;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Option<Secret>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(if v.is_some() { "***" } else { "" })
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Secret>, D::Error> {
+        let s = String::deserialize(d)?;
+        Ok((!s.is_empty()).then(|| Secret::new(s)))
+    }
+}
+
+/// A configuration that cannot be used, naming the key.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration error: {0}")]
+pub struct ConfigError(pub String);
+
 impl Config {
     /// Defaults, then `file`, then the environment; validated.
     pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
-        Self::load_with(file, Env::prefixed("LEAKWATCH__").split("__"))
+        Self::load_with(file, Env::prefixed(ENV_PREFIX).split("__"))
     }
 
-    fn load_with(file: Option<&Path>, env: Env) -> Result<Config, ConfigError> {
-        let mut fig = Figment::from(Toml::string(DEFAULT_TOML));
+    /// Whether `key` (e.g. `database.url`) is set by `file` or the environment rather
+    /// than left at its default.
+    pub fn is_set(file: Option<&Path>, key: &str) -> bool {
+        Self::figment(file, Env::prefixed(ENV_PREFIX).split("__"))
+            .ok()
+            .and_then(|f| f.find_metadata(key).map(|m| m.name != defaults_name()))
+            .unwrap_or(false)
+    }
+
+    fn figment(file: Option<&Path>, env: Env) -> Result<Figment, ConfigError> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
         if let Some(path) = file {
             if !path.exists() {
                 return Err(ConfigError(format!(
@@ -117,10 +358,11 @@ impl Config {
             }
             fig = fig.merge(Toml::file(path));
         }
-        let cfg: Config = fig
-            .merge(env)
-            .extract()
-            .map_err(|e| ConfigError(e.to_string()))?;
+        Ok(fig.merge(env))
+    }
+
+    fn load_with(file: Option<&Path>, env: Env) -> Result<Config, ConfigError> {
+        let cfg: Config = Self::figment(file, env)?.extract().map_err(describe)?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -128,27 +370,6 @@ impl Config {
     /// Checks what types alone cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |key: &str, why: String| Err(ConfigError(format!("{key}: {why}")));
-        let db = &self.database.url;
-        if !(db.starts_with("postgres://")
-            || db.starts_with("postgresql://")
-            || db.starts_with("sqlite:"))
-        {
-            return bad(
-                "database.url",
-                format!("{db:?} must start with postgres:// or sqlite://"),
-            );
-        }
-        if !self.mqtt.url.is_empty()
-            && let Err(e) = parse_mqtt_url(&self.mqtt.url)
-        {
-            return bad("mqtt.url", e);
-        }
-        if self.mqtt.url.is_empty() && self.mqtt.embedded_listen.parse::<SocketAddr>().is_err() {
-            return bad(
-                "mqtt.embedded_listen",
-                format!("{:?} is not host:port", self.mqtt.embedded_listen),
-            );
-        }
         for (key, v) in [
             ("mqtt.prefix", &self.mqtt.prefix),
             ("mqtt.crew_prefix", &self.mqtt.crew_prefix),
@@ -164,121 +385,315 @@ impl Config {
             return bad("mqtt.client_id", "must not be empty".into());
         }
         if self.mqtt.inflight == 0 {
-            return bad("mqtt.inflight", "must be at least 1".into());
-        }
-        if self.http.listen.parse::<SocketAddr>().is_err() {
-            return bad(
-                "http.listen",
-                format!(
-                    "{:?} is not host:port, e.g. 127.0.0.1:8080",
-                    self.http.listen
-                ),
-            );
+            return bad("mqtt.inflight", "0 must be at least 1".into());
         }
         if self.ingest.batch_max_readings == 0 {
-            return bad("ingest.batch_max_readings", "must be at least 1".into());
+            return bad("ingest.batch_max_readings", "0 must be at least 1".into());
         }
         let cf = &self.detect.continuous_flow;
         if cf.window_h == 0 {
             return bad(
                 "detect.continuous_flow.window_h",
-                "must be at least 1".into(),
+                "0 must be at least 1".into(),
             );
         }
         if !(cf.zero_threshold_m3.is_finite() && cf.zero_threshold_m3 > 0.0) {
             return bad(
                 "detect.continuous_flow.zero_threshold_m3",
-                "must be a positive number".into(),
+                format!("{} must be a positive number", cf.zero_threshold_m3),
             );
         }
         self.dispatch.validate().map_err(ConfigError)?;
-        if !matches!(self.log.format.as_str(), "text" | "json") {
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return bad(
-                "log.format",
-                format!("{:?} is not \"text\" or \"json\"", self.log.format),
+                "log.level",
+                format!("{:?} is not a filter: {e}", self.log.level),
             );
         }
         Ok(())
     }
 }
 
+/// The name figment gives the defaults' provider (its type).
+fn defaults_name() -> &'static str {
+    std::any::type_name::<Config>()
+}
+
+/// One line per error: the key, what is wrong with its value, where it came from, and
+/// for an unknown key or value the nearest known one.
+fn describe(e: figment::Error) -> ConfigError {
+    use figment::error::Kind;
+    let lines: Vec<String> = e
+        .into_iter()
+        .map(|e| {
+            let key = e.path.join(".");
+            let origin = match &e.metadata {
+                Some(m) => match &m.source {
+                    Some(figment::Source::File(p)) => format!(" (in {})", p.display()),
+                    _ if m.name.contains("environment") => {
+                        let var = e.path.join("__").to_ascii_uppercase();
+                        format!(" (from {ENV_PREFIX}{var})")
+                    }
+                    _ => String::new(),
+                },
+                None => String::new(),
+            };
+            match &e.kind {
+                Kind::UnknownField(field, known) => {
+                    let full = if key.ends_with(field.as_str()) {
+                        key.clone()
+                    } else if key.is_empty() {
+                        field.clone()
+                    } else {
+                        format!("{key}.{field}")
+                    };
+                    format!("unknown key `{full}`{origin}{}", hint(field, known))
+                }
+                Kind::UnknownVariant(value, known) => format!(
+                    "{key}: {value:?} is not one of {}{origin}{}",
+                    known.join(", "),
+                    hint(value, known)
+                ),
+                Kind::InvalidType(actual, expected) | Kind::InvalidValue(actual, expected) => {
+                    format!("{key}: {actual} is not {expected}{origin}")
+                }
+                Kind::Message(m) => format!("{key}: {m}{origin}"),
+                other => format!("{key}: {other}{origin}"),
+            }
+        })
+        .collect();
+    ConfigError(lines.join("; "))
+}
+
+/// `; did you mean `x`?` for the known name nearest to `wrong`, if one is near.
+fn hint(wrong: &str, known: &[&str]) -> String {
+    let nearest = known
+        .iter()
+        .map(|k| (strsim::damerau_levenshtein(wrong, k), *k))
+        .min();
+    match nearest {
+        Some((d, k)) if d <= (wrong.len() / 3).max(2) => format!("; did you mean `{k}`?"),
+        _ if known.is_empty() => String::new(),
+        _ => format!("; known: {}", known.join(", ")),
+    }
+}
+
+/// A database URL without its password, for messages.
+pub use leakwatch_store::redact;
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn env_of(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        // Build the same provider from a fixed list instead of the process environment.
-        let mut fig = Figment::from(Toml::string(DEFAULT_TOML));
+        // The same layering with a fixed list instead of the process environment.
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
         for (k, v) in vars {
             let key = k
-                .strip_prefix("LEAKWATCH__")
+                .strip_prefix(ENV_PREFIX)
                 .unwrap()
                 .to_lowercase()
                 .replace("__", ".");
-            fig = fig.merge(figment::providers::Serialized::default(&key, v));
+            fig = fig.merge(Serialized::default(&key, v));
         }
-        let cfg: Config = fig.extract().map_err(|e| ConfigError(e.to_string()))?;
+        let cfg: Config = fig.extract().map_err(describe)?;
         cfg.validate()?;
         Ok(cfg)
+    }
+
+    fn file(name: &str, text: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("lw-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    fn no_env() -> Env {
+        Env::prefixed("LEAKWATCH_TEST_NONE__")
     }
 
     #[test]
     fn defaults_load_and_validate() {
         let cfg = env_of(&[]).unwrap();
-        assert_eq!(cfg.database.url, "sqlite://data/leakwatch.db");
-        assert_eq!(cfg.http.listen, "127.0.0.1:8080");
-        assert!(cfg.mqtt.url.is_empty());
+        assert_eq!(cfg.database.url.expose(), "sqlite://data/leakwatch.db");
+        assert_eq!(cfg.http.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(cfg.mqtt.url, None);
+        assert_eq!(cfg.log.format, LogFormat::Text);
         assert_eq!(cfg.detect.continuous_flow.window_h, 24);
+        // The defaults go through serialisation into figment unchanged.
+        let loaded = Config::load_with(None, no_env()).unwrap();
+        assert_eq!(
+            serde_json::to_value(&loaded).unwrap(),
+            serde_json::to_value(Config::default()).unwrap()
+        );
     }
 
     #[test]
-    fn environment_overrides_and_bad_values_name_the_key() {
+    fn values_are_parsed_once_into_types() {
+        let cfg = env_of(&[
+            ("LEAKWATCH__MQTT__URL", "mqtt://broker:1884"),
+            ("LEAKWATCH__LOG__FORMAT", "json"),
+            ("LEAKWATCH__HTTP__LISTEN", "0.0.0.0:9000"),
+        ])
+        .unwrap();
+        assert_eq!(
+            cfg.mqtt.url,
+            Some(MqttUrl {
+                host: "broker".into(),
+                port: 1884
+            })
+        );
+        assert_eq!(cfg.log.format, LogFormat::Json);
+        assert_eq!(cfg.http.listen.port(), 9000);
+        // An empty broker URL is the embedded broker.
+        assert_eq!(
+            env_of(&[("LEAKWATCH__MQTT__URL", "")]).unwrap().mqtt.url,
+            None
+        );
+    }
+
+    #[test]
+    fn bad_values_name_the_key_and_the_value() {
         let cfg = env_of(&[("LEAKWATCH__DATABASE__URL", "postgres://x@h/db")]).unwrap();
-        assert_eq!(cfg.database.url, "postgres://x@h/db");
-        let e = env_of(&[("LEAKWATCH__HTTP__LISTEN", "nowhere")]).unwrap_err();
-        assert!(e.to_string().contains("http.listen"), "{e}");
-        let e = env_of(&[("LEAKWATCH__DATABASE__URL", "mysql://h")]).unwrap_err();
-        assert!(e.to_string().contains("database.url"), "{e}");
-        let e = env_of(&[("LEAKWATCH__MQTT__URL", "http://h")]).unwrap_err();
-        assert!(e.to_string().contains("mqtt.url"), "{e}");
+        assert_eq!(cfg.database.url.expose(), "postgres://x@h/db");
+        for (var, value, key) in [
+            ("LEAKWATCH__HTTP__LISTEN", "nowhere", "http.listen"),
+            ("LEAKWATCH__DATABASE__URL", "mysql://h", "database.url"),
+            ("LEAKWATCH__MQTT__URL", "http://h", "mqtt.url"),
+            ("LEAKWATCH__LOG__FORMAT", "xml", "log.format"),
+            (
+                "LEAKWATCH__INGEST__UNKNOWN_METERS",
+                "maybe",
+                "ingest.unknown_meters",
+            ),
+        ] {
+            let e = env_of(&[(var, value)]).unwrap_err().to_string();
+            assert!(e.contains(key), "{e}");
+            assert!(e.contains(value), "{e}");
+        }
+        let e = env_of(&[("LEAKWATCH__LOG__FORMAT", "jsn")]).unwrap_err();
+        assert!(e.to_string().contains("did you mean `json`?"), "{e}");
     }
 
     #[test]
-    fn unknown_keys_are_refused() {
-        let dir = std::env::temp_dir().join(format!("lw-cfg-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("bad.toml");
-        std::fs::write(&file, "[http]\nlisen = \"127.0.0.1:1\"\n").unwrap();
-        let e = Config::load_with(Some(&file), Env::prefixed("LEAKWATCH_TEST_NONE__")).unwrap_err();
-        assert!(e.to_string().contains("lisen"), "{e}");
-        std::fs::write(&file, "[ingest]\nunknown_meters = \"maybe\"\n").unwrap();
-        let e = Config::load_with(Some(&file), Env::prefixed("LEAKWATCH_TEST_NONE__")).unwrap_err();
-        assert!(e.to_string().contains("unknown_meters"), "{e}");
-        let e =
-            Config::load_with(Some(&dir.join("missing.toml")), Env::prefixed("X__")).unwrap_err();
+    fn unknown_keys_are_refused_with_the_nearest_known_one() {
+        let f = file("bad.toml", "[http]\nlisen = \"127.0.0.1:1\"\n");
+        let e = Config::load_with(Some(&f), no_env())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown key `http.lisen`"), "{e}");
+        assert!(e.contains("did you mean `listen`?"), "{e}");
+        assert!(e.contains("bad.toml"), "{e}");
+        let f = file("bad2.toml", "[ingest]\nunknown_meters = \"maybe\"\n");
+        let e = Config::load_with(Some(&f), no_env())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown_meters"), "{e}");
+        let f = file("bad3.toml", "[htp]\nlisten = \"127.0.0.1:1\"\n");
+        let e = Config::load_with(Some(&f), no_env())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("did you mean `http`?"), "{e}");
+        let e = Config::load_with(Some(&f.with_file_name("missing.toml")), no_env()).unwrap_err();
         assert!(e.to_string().contains("does not exist"), "{e}");
     }
 
     #[test]
-    fn the_example_file_is_valid() {
+    fn secrets_never_print() {
+        let cfg = env_of(&[
+            ("LEAKWATCH__DATABASE__URL", "postgres://u:hunter2@h/db"),
+            ("LEAKWATCH__HTTP__API_TOKEN", "tok-s3cret"),
+        ])
+        .unwrap();
+        assert_eq!(cfg.http.api_token.as_ref().unwrap().expose(), "tok-s3cret");
+        assert_eq!(cfg.database.url.expose(), "postgres://u:hunter2@h/db");
+        for shown in [
+            format!("{cfg:?}"),
+            serde_json::to_string(&cfg).unwrap(),
+            cfg.database.url.to_string(),
+        ] {
+            assert!(!shown.contains("hunter2"), "{shown}");
+            assert!(!shown.contains("s3cret"), "{shown}");
+        }
+    }
+
+    #[test]
+    fn the_example_file_is_valid_and_documents_the_defaults() {
         let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/example.toml");
-        let cfg =
-            Config::load_with(Some(&example), Env::prefixed("LEAKWATCH_TEST_NONE__")).unwrap();
-        assert!(cfg.database.url.starts_with("postgres://"));
-        assert_eq!(cfg.mqtt.url, "mqtt://127.0.0.1:1883");
-        // The example documents every detector setting with its default.
-        assert_eq!(cfg.detect, DetectConfig::default());
-        // ... and every dispatch setting, the escalation rules included.
-        assert_eq!(cfg.dispatch, DispatchConfig::default());
-        let defaults = Config::load_with(None, Env::prefixed("LEAKWATCH_TEST_NONE__")).unwrap();
-        assert_eq!(defaults.dispatch, DispatchConfig::default());
+        let cfg = Config::load_with(Some(&example), no_env()).unwrap();
+        assert!(!cfg.database.url.is_sqlite());
+        assert_eq!(
+            cfg.mqtt.url.as_ref().unwrap().to_string(),
+            "mqtt://127.0.0.1:1883"
+        );
+        // Every other setting is documented with its default.
+        let d = Config::default();
+        assert_eq!(cfg.database.wait_s, d.database.wait_s);
+        assert_eq!(cfg.ingest, d.ingest);
+        assert_eq!(cfg.detect, d.detect);
+        assert_eq!(cfg.dispatch, d.dispatch);
+        assert_eq!(cfg.log.format, d.log.format);
+        assert_eq!(cfg.log.level, d.log.level);
+        assert_eq!(cfg.http.listen, d.http.listen);
+        let m = (&cfg.mqtt, &d.mqtt);
+        assert_eq!(
+            (&m.0.client_id, &m.0.prefix, &m.0.crew_prefix),
+            (&m.1.client_id, &m.1.prefix, &m.1.crew_prefix)
+        );
+        assert_eq!(
+            (m.0.keep_alive_s, m.0.inflight, m.0.embedded_listen),
+            (m.1.keep_alive_s, m.1.inflight, m.1.embedded_listen)
+        );
+        // ... and every key the configuration has appears in it.
+        let text = std::fs::read_to_string(&example).unwrap();
+        let all = serde_json::to_value(Config::default()).unwrap();
+        let mut missing = Vec::new();
+        keys("", &all, &mut |k| {
+            let leaf = k.rsplit('.').next().unwrap();
+            let documented = text.contains(&format!("{leaf} ="))
+                || text.contains(&format!("[[{k}]]"))
+                || text.contains(&format!("[{k}]"));
+            if !documented {
+                missing.push(k.to_owned());
+            }
+        });
+        assert!(
+            missing.is_empty(),
+            "not in config/example.toml: {missing:?}"
+        );
+    }
+
+    /// Calls `f` with the dotted path of every leaf of `v` (tables, not arrays).
+    fn keys(prefix: &str, v: &serde_json::Value, f: &mut impl FnMut(&str)) {
+        match v {
+            serde_json::Value::Object(map) => {
+                for (k, v) in map {
+                    let path = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    keys(&path, v, f);
+                }
+            }
+            _ => f(prefix),
+        }
+    }
+
+    #[test]
+    fn only_keys_set_by_the_operator_count_as_set() {
+        let f = file("db.toml", "[database]\nurl = \"sqlite://elsewhere.db\"\n");
+        assert!(Config::is_set(Some(&f), "database.url"));
+        let f = file("other.toml", "[http]\nlisten = \"127.0.0.1:1\"\n");
+        assert!(
+            !Config::is_set(Some(&f), "database.url")
+                || std::env::var("LEAKWATCH__DATABASE__URL").is_ok()
+        );
     }
 
     #[test]
     fn bad_dispatch_settings_name_their_key() {
-        let dir = std::env::temp_dir().join(format!("lw-cfg-dispatch-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("c.toml");
         for (toml, key) in [
             (
                 "[dispatch]\nleak_classes = \"fr\"\n",
@@ -293,9 +708,8 @@ mod tests {
                 "dispatch.mapping",
             ),
         ] {
-            std::fs::write(&file, toml).unwrap();
-            let e =
-                Config::load_with(Some(&file), Env::prefixed("LEAKWATCH_TEST_NONE__")).unwrap_err();
+            let f = file("dispatch.toml", toml);
+            let e = Config::load_with(Some(&f), no_env()).unwrap_err();
             assert!(e.to_string().contains(key), "{toml}: {e}");
         }
     }
@@ -304,7 +718,7 @@ mod tests {
     fn mqtt_urls() {
         assert_eq!(
             parse_mqtt_url("mqtt://127.0.0.1:1884").unwrap(),
-            BrokerAddr {
+            MqttUrl {
                 host: "127.0.0.1".into(),
                 port: 1884
             }
@@ -313,5 +727,16 @@ mod tests {
         assert!(parse_mqtt_url("mqtt://h:x").is_err());
         assert!(parse_mqtt_url("mqtts://h:8883").is_err());
         assert!(parse_mqtt_url("h:1883").is_err());
+        assert_eq!(
+            parse_mqtt_url("mqtt://[::1]:1884").unwrap().to_string(),
+            "mqtt://[::1]:1884"
+        );
+    }
+
+    #[test]
+    fn passwords_never_print() {
+        assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact("sqlite://data/x.db"), "sqlite://data/x.db");
     }
 }

@@ -1,13 +1,17 @@
 //! The detection task: restores the detectors' saved state, replays what was stored
 //! after the last checkpoint, then feeds committed readings and events to the
-//! detector engine, stores what it finds as alerts (escalating new leak alerts when
-//! so configured), resolves alerts whose condition has cleared, and checkpoints the
+//! detector engine, stores what it finds as alerts (a new alert also enters the
+//! dispatch outbox in the same statement; the dispatch side escalates from there),
+//! resolves alerts whose condition has cleared, and checkpoints the
 //! detectors' state periodically and at shutdown.
+//!
+//! Event time is the engine's, per district: alerts of a district resolve at the
+//! district's watermark moves ([`leakwatch_detect::Tick`]), at their place among the
+//! findings, so the alerts do not depend on how ingest cut the stream into batches.
 
 use leakwatch_api::DetectionStatus;
 use leakwatch_core::{Finding, Meter, MeterId};
-use leakwatch_detect::{DetectConfig, Engine, MeterInfo, Saved};
-use leakwatch_dispatch::Dispatcher;
+use leakwatch_detect::{DetectConfig, Engine, MeterInfo, Saved, Tick};
 use leakwatch_ingest::Stored;
 use leakwatch_store::{Store, StoreError};
 use std::collections::HashMap;
@@ -25,7 +29,6 @@ const REPLAY_PAGE: u32 = 20_000;
 pub async fn run(
     cfg: DetectConfig,
     store: Store,
-    dispatcher: Dispatcher,
     mut rx: mpsc::Receiver<Stored>,
     status: Arc<DetectionStatus>,
 ) {
@@ -38,7 +41,7 @@ pub async fn run(
     status.restored(restored, engine.watermark().map(|t| t.timestamp()));
     let mut findings = Vec::new();
     replay(&mut engine, &store, &infos, &mut findings).await;
-    flush(&store, &dispatcher, &mut findings).await;
+    flush(&store, &mut engine, &mut findings).await;
 
     let mut tick = tokio::time::interval(Duration::from_secs(u64::from(
         cfg.checkpoint_every_s.max(1),
@@ -50,7 +53,6 @@ pub async fn run(
         tokio::select! {
             batch = rx.recv() => {
                 let Some(batch) = batch else { break };
-                let before = engine.watermark();
                 for (meter, reading) in &batch.readings {
                     let info = info_for(&mut last_info, meter);
                     engine.observe(info, reading, &mut findings);
@@ -64,10 +66,7 @@ pub async fn run(
                 metrics::counter!("leakwatch_detector_events_total")
                     .increment(batch.events.len() as u64);
                 metrics::gauge!("leakwatch_detector_meters").set(engine.meters() as f64);
-                flush(&store, &dispatcher, &mut findings).await;
-                if engine.watermark() != before {
-                    resolve_quiet(&store, &engine).await;
-                }
+                flush(&store, &mut engine, &mut findings).await;
                 // Progress is shown once the batch's findings are stored.
                 status.processed(
                     batch.readings.len(),
@@ -164,9 +163,13 @@ async fn replay(
     infos: &HashMap<MeterId, MeterInfo>,
     findings: &mut Vec<Finding>,
 ) {
-    let Some(wm) = engine.watermark() else {
+    // From the earliest district's watermark (every district gets what it may have
+    // missed), but no more than a week behind the latest one: a district that has
+    // stopped reporting does not make every restart replay all that came since.
+    let (Some(earliest), Some(latest)) = (engine.watermark(), engine.latest_watermark()) else {
         return;
     };
+    let wm = earliest.max(latest - chrono::TimeDelta::days(7));
     let from = wm - chrono::TimeDelta::hours(i64::from(engine.config().replay_h));
     let events = retry("replay events", || {
         store.events_since(from, REPLAY_EVENTS_MAX)
@@ -254,16 +257,14 @@ async fn checkpoint(store: &Store, engine: &mut Engine, all: bool) {
     tracing::debug!(subjects = n, "detector state saved");
 }
 
-async fn resolve_quiet(store: &Store, engine: &Engine) {
-    let Some(wm) = engine.watermark() else {
-        return;
-    };
-    let after = chrono::TimeDelta::hours(i64::from(engine.config().resolve_after_h));
-    let reason = format!(
-        "condition not seen for {} h (event time)",
-        engine.config().resolve_after_h
-    );
-    match store.resolve_quiet_alerts(wm - after, &reason).await {
+/// Resolves a district's alerts not seen for `resolve_after_h` before its watermark.
+async fn resolve_quiet(store: &Store, tick: &Tick, resolve_after_h: u32) {
+    let after = chrono::TimeDelta::hours(i64::from(resolve_after_h));
+    let reason = format!("condition not seen for {resolve_after_h} h (event time)");
+    match store
+        .resolve_quiet_alerts_in(&tick.district, tick.watermark - after, &reason)
+        .await
+    {
         Ok(resolved) => {
             for a in resolved {
                 metrics::counter!("leakwatch_alerts_auto_resolved_total", "kind" => a.kind.as_str())
@@ -279,13 +280,36 @@ async fn resolve_quiet(store: &Store, engine: &Engine) {
     }
 }
 
-async fn flush(store: &Store, dispatcher: &Dispatcher, findings: &mut Vec<Finding>) {
-    for f in findings.drain(..) {
-        record(store, dispatcher, &f).await;
+/// Records the findings in order, resolving each district's quiet alerts at its
+/// watermark moves among them (the engine's ticks); drains both.
+async fn flush(store: &Store, engine: &mut Engine, findings: &mut Vec<Finding>) {
+    let resolve_after_h = engine.config().resolve_after_h;
+    let mut ticks = engine.take_ticks().into_iter().peekable();
+    // Between two findings only each district's latest tick matters: resolving at a
+    // later watermark resolves everything an earlier one would have.
+    let mut pending: Vec<Tick> = Vec::new();
+    for (i, f) in findings.drain(..).enumerate() {
+        while let Some(t) = ticks.next_if(|t| t.at <= i) {
+            pending.retain(|p| p.district != t.district);
+            pending.push(t);
+        }
+        for t in pending.drain(..) {
+            resolve_quiet(store, &t, resolve_after_h).await;
+        }
+        record(store, &f).await;
+    }
+    pending.extend(ticks);
+    let mut latest: std::collections::BTreeMap<leakwatch_core::DistrictId, Tick> =
+        Default::default();
+    for t in pending {
+        latest.insert(t.district.clone(), t);
+    }
+    for t in latest.values() {
+        resolve_quiet(store, t, resolve_after_h).await;
     }
 }
 
-async fn record(store: &Store, dispatcher: &Dispatcher, f: &Finding) {
+async fn record(store: &Store, f: &Finding) {
     let mut backoff = Duration::from_millis(200);
     let (alert, created) = loop {
         match store.record_finding(f).await {
@@ -312,24 +336,6 @@ async fn record(store: &Store, dispatcher: &Dispatcher, f: &Finding) {
         detected_at = %alert.detected_at,
         "{}", alert.evidence.explanation
     );
-    let escalate = match dispatcher.should_auto_escalate(&alert).await {
-        Ok(e) => e,
-        Err(e) => {
-            tracing::warn!(alert_id = alert.id, error = %e, "auto-escalation not decided");
-            false
-        }
-    };
-    if escalate {
-        match dispatcher.escalate(alert.id, "auto-escalation").await {
-            Ok((_, order)) => tracing::info!(
-                alert_id = alert.id,
-                order_id = order.id,
-                crew_id = ?order.crew_id.as_ref().map(|c| c.to_string()),
-                "work order created"
-            ),
-            Err(e) => tracing::warn!(alert_id = alert.id, error = %e, "auto-escalation failed"),
-        }
-    }
 }
 
 #[cfg(test)]
@@ -391,8 +397,7 @@ mod tests {
         };
         let (tx, rx) = mpsc::channel(4);
         let status = Arc::new(DetectionStatus::default());
-        let dispatcher = Dispatcher::new(store.clone(), Default::default());
-        let task = tokio::spawn(run(cfg, store.clone(), dispatcher, rx, status.clone()));
+        let task = tokio::spawn(run(cfg, store.clone(), rx, status.clone()));
         let meters = registry
             .iter()
             .map(|m| (m.id.clone(), Arc::new(m.clone())))
@@ -496,6 +501,67 @@ mod tests {
         let store = Store::connect("sqlite::memory:").await.unwrap();
         store.upsert_meters(registry).await.unwrap();
         store
+    }
+
+    /// Every alert with what batching could change: kind, subject, detected_at,
+    /// count, last seen, status.
+    async fn alerts_in_full(store: &Store) -> Vec<(String, String, String, i64, String, String)> {
+        let q = AlertQuery {
+            limit: 1000,
+            ..AlertQuery::default()
+        };
+        let mut out: Vec<_> = store
+            .list_alerts(&q)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|a| {
+                (
+                    a.kind.as_str().to_owned(),
+                    format!("{:?}/{:?}", a.meter_id, a.district_id),
+                    a.detected_at.to_rfc3339(),
+                    a.count,
+                    a.last_seen.to_rfc3339(),
+                    format!("{:?}", a.status),
+                )
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_service_raises_the_same_alerts_however_the_stream_is_batched() {
+        let (registry, hours) = batches();
+        let stream: Vec<Reading> = hours.concat();
+        let store = fresh_store(&registry).await;
+        let by_hour = start(&store, &registry).await;
+        by_hour.feed(&hours).await;
+        drop(by_hour.tx);
+        by_hour.task.await.unwrap();
+        let expected = alerts_in_full(&store).await;
+        assert!(
+            expected.iter().any(|a| a.5 == "Resolved"),
+            "nothing resolved: {expected:?}"
+        );
+        // The same readings in the same order, in batches of 1 to ~2 days' worth.
+        for (trial, sizes) in [[1usize, 7, 500], [3000, 11, 64]].iter().enumerate() {
+            let mut cut = Vec::new();
+            let mut rest = stream.as_slice();
+            let mut k = 0;
+            while !rest.is_empty() {
+                let n = sizes[k % sizes.len()].min(rest.len());
+                cut.push(rest[..n].to_vec());
+                rest = &rest[n..];
+                k += 1;
+            }
+            let store = fresh_store(&registry).await;
+            let run = start(&store, &registry).await;
+            run.feed(&cut).await;
+            drop(run.tx);
+            run.task.await.unwrap();
+            assert_eq!(alerts_in_full(&store).await, expected, "trial {trial}");
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,10 +5,9 @@
 //! [`app::start`] in-process with ports 0 and their own database.
 
 pub mod app;
+pub mod backtest;
 pub mod broker;
 pub mod config;
-pub mod crewbot;
-pub mod crews;
 pub mod detection;
 pub mod devices;
 pub mod evaluate;

@@ -38,6 +38,10 @@ enum Command {
     /// Score the detectors against the simulator's ground truth (replay a scenario, or
     /// score exported alerts against a truth file).
     Eval(leakwatch::evaluate::EvalArgs),
+    /// Replay a recorded stream (v1 JSONL, or a CSV of flows or indexes with a mapping
+    /// to meters) through the detectors, write the alerts, and score them against
+    /// labels.
+    Backtest(leakwatch::backtest::BacktestArgs),
     /// Meter registry.
     Meters {
         #[command(subcommand)]
@@ -229,7 +233,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match rt.block_on(dispatch(cli.command, cfg)) {
+    match rt.block_on(dispatch(cli.command, cfg, cli.config)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("leakwatch: {e:#}");
@@ -238,14 +242,27 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-async fn dispatch(command: Command, cfg: Config) -> anyhow::Result<()> {
+async fn dispatch(command: Command, cfg: Config, file: Option<PathBuf>) -> anyhow::Result<()> {
     match command {
         Command::Run => run(cfg).await,
-        Command::Demo(args) => demo(cfg, args).await,
+        Command::Demo(args) => {
+            let own_db = !Config::is_set(file.as_deref(), "database.url");
+            demo(cfg, args, own_db).await
+        }
         Command::Sim(args) => sim(args).await,
         Command::Eval(args) => {
             tokio::task::spawn_blocking(move || leakwatch::evaluate::command(args, cfg.detect))
                 .await?
+        }
+        Command::Backtest(args) => {
+            let registry = match &args.registry {
+                Some(p) => read_meter_csv(p)?,
+                None => Vec::new(),
+            };
+            tokio::task::spawn_blocking(move || {
+                leakwatch::backtest::command(args, cfg.detect, registry)
+            })
+            .await?
         }
         Command::Meters {
             command: MetersCommand::Import { file },
@@ -254,11 +271,11 @@ async fn dispatch(command: Command, cfg: Config) -> anyhow::Result<()> {
             command: CrewsCommand::Import { file },
         } => import_crews(&cfg, &file).await,
         Command::Devices { command } => {
-            leakwatch::devices::devices(&cfg.database.url, command).await
+            leakwatch::devices::devices(cfg.database.url.expose(), command).await
         }
         Command::BrokerConfig(args) => {
             leakwatch::devices::broker_config(
-                &cfg.database.url,
+                cfg.database.url.expose(),
                 &cfg.mqtt.prefix,
                 &cfg.mqtt.crew_prefix,
                 args,
@@ -266,19 +283,11 @@ async fn dispatch(command: Command, cfg: Config) -> anyhow::Result<()> {
             .await
         }
         Command::Config => {
-            let mut shown = cfg.clone();
-            shown.database.url = app::redact(&shown.database.url);
-            if !shown.http.api_token.is_empty() {
-                shown.http.api_token = "***".into();
-            }
-            println!("{}", toml_like(&shown)?);
+            // Secrets print as *** (their types see to it).
+            println!("{}", serde_json::to_string_pretty(&cfg)?);
             Ok(())
         }
     }
-}
-
-fn toml_like(cfg: &Config) -> anyhow::Result<String> {
-    Ok(serde_json::to_string_pretty(cfg)?)
 }
 
 async fn ctrl_c() {
@@ -322,17 +331,20 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The demo's own store, recreated at each start, unless a database was configured.
+/// The demo's own store, recreated at each start, unless the operator configured a
+/// database (in the file or `LEAKWATCH__DATABASE__URL`, even one equal to the
+/// default): then the demo uses that one, as it is, and says so.
 const DEMO_DB: &str = "data/demo.db";
 
-async fn demo(mut cfg: Config, args: DemoArgs) -> anyhow::Result<()> {
+async fn demo(mut cfg: Config, args: DemoArgs, own_db: bool) -> anyhow::Result<()> {
     cfg.dispatch.auto_escalate = true;
-    let defaults = Config::load(None).ok();
-    if defaults.as_ref().map(|d| d.database.url.as_str()) == Some(cfg.database.url.as_str()) {
+    if own_db {
         for suffix in ["", "-wal", "-shm"] {
             let _ = std::fs::remove_file(format!("{DEMO_DB}{suffix}"));
         }
-        cfg.database.url = format!("sqlite://{DEMO_DB}");
+        cfg.database.url = format!("sqlite://{DEMO_DB}")
+            .parse()
+            .map_err(anyhow::Error::msg)?;
     }
     let started = Instant::now();
     let running = app::start(
@@ -342,20 +354,14 @@ async fn demo(mut cfg: Config, args: DemoArgs) -> anyhow::Result<()> {
         },
     )
     .await?;
-    let wanted_http = cfg.http.listen.parse::<std::net::SocketAddr>().ok();
-    if wanted_http.is_some_and(|w| w.port() != running.http_addr.port()) {
+    if cfg.http.listen.port() != running.http_addr.port() {
         println!(
             "  note: {} was taken, the console uses port {} instead (set LEAKWATCH__HTTP__LISTEN to choose)",
             cfg.http.listen,
             running.http_addr.port()
         );
     }
-    let wanted_mqtt = cfg
-        .mqtt
-        .embedded_listen
-        .parse::<std::net::SocketAddr>()
-        .ok();
-    if running.embedded_broker && wanted_mqtt.is_some_and(|w| w.port() != running.mqtt_port) {
+    if running.embedded_broker && cfg.mqtt.embedded_listen.port() != running.mqtt_port {
         println!(
             "  note: {} was taken (another MQTT broker?), the embedded broker uses port {} instead \
              (set LEAKWATCH__MQTT__EMBEDDED_LISTEN to choose, or LEAKWATCH__MQTT__URL to use the other broker)",
@@ -386,11 +392,11 @@ async fn demo(mut cfg: Config, args: DemoArgs) -> anyhow::Result<()> {
     );
     println!(
         "  store:     {}{}",
-        app::redact(&cfg.database.url),
-        if cfg.database.url.ends_with(DEMO_DB) {
+        cfg.database.url,
+        if own_db {
             " (the demo's own, recreated at each start)"
         } else {
-            ""
+            " (yours, as configured: the demo adds its fleet to it)"
         }
     );
     println!(
@@ -411,25 +417,24 @@ async fn demo(mut cfg: Config, args: DemoArgs) -> anyhow::Result<()> {
     }
     println!("  Stop with Ctrl-C.");
     println!();
-    let (bot_stop_tx, bot_stop_rx) = tokio::sync::watch::channel(false);
-    let bot = (!args.manual_crews).then(|| {
-        tokio::spawn(leakwatch::crewbot::run(
-            leakwatch::crewbot::CrewBotConfig {
-                host: running.mqtt_host.clone(),
-                port: running.mqtt_port,
-                prefix: cfg.mqtt.crew_prefix.clone(),
-                leaks: fleet
-                    .truth()
-                    .leaks
-                    .iter()
-                    .map(|l| (l.meter.clone(), l.rate_l_per_h))
-                    .collect(),
-                pace: Duration::from_secs(2),
-            },
-            running.dispatcher.clone(),
-            app::stopped(bot_stop_rx),
-        ))
-    });
+    let mut running = running;
+    if !args.manual_crews {
+        let bot = leakwatch_crews::bot::CrewBotConfig {
+            host: running.mqtt_host.clone(),
+            port: running.mqtt_port,
+            prefix: cfg.mqtt.crew_prefix.clone(),
+            leaks: fleet
+                .truth()
+                .leaks
+                .iter()
+                .map(|l| (l.meter.clone(), l.rate_l_per_h))
+                .collect(),
+            pace: Duration::from_secs(2),
+        };
+        let dispatcher = running.dispatcher.clone();
+        running
+            .spawn(move |stop| leakwatch_crews::bot::run(bot, dispatcher, stop.cancelled_owned()));
+    }
 
     let publisher = Publisher::connect(
         &running.mqtt_host,
@@ -515,10 +520,6 @@ async fn demo(mut cfg: Config, args: DemoArgs) -> anyhow::Result<()> {
         terminate().await;
     }
     progress.abort();
-    let _ = bot_stop_tx.send(true);
-    if let Some(bot) = bot {
-        let _ = tokio::time::timeout(Duration::from_secs(2), bot).await;
-    }
     running.shutdown().await;
     Ok(())
 }
@@ -669,7 +670,7 @@ fn read_meter_csv(path: &Path) -> anyhow::Result<Vec<leakwatch_core::Meter>> {
 
 async fn import_meters(cfg: &Config, path: &Path) -> anyhow::Result<()> {
     let meters = read_meter_csv(path)?;
-    let store = Store::connect(&cfg.database.url).await?;
+    let store = Store::connect(cfg.database.url.expose()).await?;
     let started = Instant::now();
     let total = meters.len();
     let mut done = 0;
@@ -693,7 +694,11 @@ async fn import_crews(cfg: &Config, path: &Path) -> anyhow::Result<()> {
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let crews: Vec<Crew> = serde_json::from_str(&text)
         .with_context(|| format!("{} is not a JSON array of crews", path.display()))?;
-    let store = Store::connect(&cfg.database.url).await?;
+    for c in &crews {
+        leakwatch_core::limits::check_crew(c)
+            .map_err(|e| anyhow::anyhow!("{}: crew {}: {e}", path.display(), c.id))?;
+    }
+    let store = Store::connect(cfg.database.url.expose()).await?;
     let n = store.upsert_crews(&crews).await?;
     store.close().await;
     println!("imported {n} crews from {}", path.display());

@@ -127,6 +127,12 @@ impl OwnMosquitto {
     /// Stops it cleanly (it saves its sessions and queues) and starts it again on the
     /// same port.
     pub fn restart(&mut self) {
+        self.stop();
+        self.start_again();
+    }
+
+    /// Stops it cleanly (it saves its sessions and queues).
+    pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = Command::new("kill")
                 .arg("-TERM")
@@ -135,6 +141,10 @@ impl OwnMosquitto {
             let _ = c.wait();
         }
         wait_listening(self.port, false, Duration::from_secs(10));
+    }
+
+    /// Starts it again after [`OwnMosquitto::stop`], on the same port.
+    pub fn start_again(&mut self) {
         self.spawn(mosquitto_binary().expect("mosquitto was there a moment ago"));
     }
 }

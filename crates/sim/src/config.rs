@@ -47,6 +47,44 @@ pub struct FleetConfig {
     pub station_noise: f64,
     /// Device and transport faults; all zero by default.
     pub faults: FaultRates,
+    /// Changes of how homes use gas (holidays, move-ins, homes vacated): not leaks,
+    /// and a detector should not take them for leaks. None by default.
+    pub usage: UsageChangeRates,
+}
+
+/// Changes of usage, as shares of the customer meters over the run.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct UsageChangeRates {
+    /// Share of occupied homes away for `away_min_days..=away_max_days` (frost
+    /// protection and pilot flames only), then back to their old level.
+    pub away: f64,
+    pub away_min_days: u32,
+    pub away_max_days: u32,
+    /// Share of customer meters that are vacant homes becoming occupied (a new
+    /// household with its own habits from then on); taken from the vacant homes.
+    pub move_in: f64,
+    /// Share of customer meters that are occupied homes vacated (vacant from then on).
+    pub vacated: f64,
+    /// Changes start at a whole hour in `from_h..=to_h` after `start`.
+    pub from_h: u32,
+    pub to_h: u32,
+}
+
+impl UsageChangeRates {
+    /// The standard scenario's: 5 % of homes away 7-21 days, 2 % of meters vacant
+    /// homes becoming occupied, 1 % vacated, from day 3 to day 110.
+    pub fn standard() -> UsageChangeRates {
+        UsageChangeRates {
+            away: 0.05,
+            away_min_days: 7,
+            away_max_days: 21,
+            move_in: 0.02,
+            vacated: 0.01,
+            from_h: 3 * 24,
+            to_h: 110 * 24,
+        }
+    }
 }
 
 /// Faults of an open-ended run (`hours: None`) are placed in its first 30 days.
@@ -81,17 +119,54 @@ impl Default for FleetConfig {
             network_loss: NETWORK_LOSS,
             station_noise: STATION_NOISE,
             faults: FaultRates::default(),
+            usage: UsageChangeRates::default(),
         }
     }
 }
 
 impl FleetConfig {
-    /// The standard evaluation scenario: 5,000 customer meters in 10 districts (500
-    /// each), 120 days from 2026-10-01T00:00:00Z (autumn into winter), daily pushes,
-    /// the default household mix, 100 behind-the-meter leaks of 5-500 L/h (log-uniform,
-    /// half growing) starting between day 14 and day 105, 5 network leaks, and faults
-    /// at [`FaultRates::standard`].
+    /// The standard evaluation scenario (issue 13's, richer than the first one, which
+    /// [`FleetConfig::standard_v1`] keeps for comparison): 5,000 customer meters in 10
+    /// districts (500 each), 120 days from 2026-10-01T00:00:00Z (autumn into winter),
+    /// daily pushes; 15 % of homes heating through cold nights, 5 % businesses with a
+    /// noisy base load, 3 % pilot flames, 5 % vacant; 100 behind-the-meter leaks of
+    /// 5-500 L/h (30 % incipient: from 1-2 L/h over 7-21 days; 20 % of the rest growing
+    /// from 20 %; 10 % on a meter whose first leak started 3-20 days before), starting
+    /// between day 14 and day 105; 9 network leaks in 4 districts (two or three
+    /// overlapping in each, half repaired after 10-30 days); usage changes at
+    /// [`UsageChangeRates::standard`]; faults at [`FaultRates::standard`].
     pub fn standard(seed: u64) -> FleetConfig {
+        FleetConfig {
+            households: HouseholdMix {
+                setback: 0.67,
+                night_heating: 0.15,
+                vacant: 0.05,
+                pilot: 0.03,
+                commercial: 0.05,
+                plain: 0.05,
+            },
+            leak: LeakConfig {
+                incipient_share: 0.3,
+                growing_share: 0.2,
+                second_share: 0.1,
+                ..LeakConfig::standard()
+            },
+            network_leaks: NetworkLeakConfig {
+                count: 9,
+                districts: 4,
+                repaired_share: 0.5,
+                ..NetworkLeakConfig::default()
+            },
+            usage: UsageChangeRates::standard(),
+            ..FleetConfig::standard_v1(seed)
+        }
+    }
+
+    /// The first standard scenario (issue 4's): the default household mix, 100 leaks
+    /// of 5-500 L/h (log-uniform, half growing from 20 % over 2-14 days) starting
+    /// between day 14 and day 105, 5 network leaks in distinct districts, faults at
+    /// [`FaultRates::standard`], no usage changes.
+    pub fn standard_v1(seed: u64) -> FleetConfig {
         FleetConfig {
             seed,
             districts: 10,
@@ -110,6 +185,7 @@ impl FleetConfig {
             network_loss: NETWORK_LOSS,
             station_noise: STATION_NOISE,
             faults: FaultRates::standard(),
+            usage: UsageChangeRates::default(),
         }
     }
 }
@@ -132,6 +208,17 @@ pub struct LeakConfig {
     /// ... and reaches it linearly over a ramp of `min_ramp_h..=max_ramp_h` hours.
     pub min_ramp_h: u32,
     pub max_ramp_h: u32,
+    /// Share of leaks that are incipient: from `incipient_from_l_per_h` (1-2 L/h)
+    /// growing linearly to their final rate over `incipient_min_ramp_h..=max` hours
+    /// (drawn before `growing_share`, which applies to the rest).
+    pub incipient_share: f64,
+    pub incipient_from_l_per_h: (f64, f64),
+    pub incipient_min_ramp_h: u32,
+    pub incipient_max_ramp_h: u32,
+    /// Share of leaks placed on a meter that already has a leak, starting
+    /// `second_after_h` (min, max) hours after that one: a leak on top of a known one.
+    pub second_share: f64,
+    pub second_after_h: (u32, u32),
 }
 
 impl Default for LeakConfig {
@@ -146,6 +233,12 @@ impl Default for LeakConfig {
             initial_share: 0.2,
             min_ramp_h: 2 * 24,
             max_ramp_h: 14 * 24,
+            incipient_share: 0.0,
+            incipient_from_l_per_h: (1.0, 2.0),
+            incipient_min_ramp_h: 7 * 24,
+            incipient_max_ramp_h: 21 * 24,
+            second_share: 0.0,
+            second_after_h: (3 * 24, 20 * 24),
         }
     }
 }
@@ -170,9 +263,15 @@ impl LeakConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct NetworkLeakConfig {
-    /// How many, in distinct districts (at most one per district). They start in the
-    /// same window as behind-the-meter leaks ([`LeakConfig::from_h`]..=`to_h`).
+    /// How many. They start in the same window as behind-the-meter leaks
+    /// ([`LeakConfig::from_h`]..=`to_h`); a district's later ones start 5-20 days
+    /// after its first (overlapping it).
     pub count: u32,
+    /// In how many distinct districts (0: as many as leaks, one each).
+    pub districts: u32,
+    /// Share of network leaks repaired 10-30 days after they start (the others flow to
+    /// the end of the run).
+    pub repaired_share: f64,
     /// The leak's flow as a share of the district's customer consumption (averaged
     /// over a week), log-uniform in `min_fraction..=max_fraction`.
     pub min_fraction: f64,
@@ -184,6 +283,8 @@ impl Default for NetworkLeakConfig {
     fn default() -> Self {
         NetworkLeakConfig {
             count: 0,
+            districts: 0,
+            repaired_share: 0.0,
             min_fraction: 0.005,
             max_fraction: 0.05,
         }

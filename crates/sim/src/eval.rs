@@ -67,6 +67,9 @@ pub struct Detection {
     pub ttd_median_h: Option<f64>,
     /// 95th percentile time to detect, hours.
     pub ttd_p95_h: Option<f64>,
+    /// Longest time to detect, hours (of the detected ones).
+    #[serde(default)]
+    pub ttd_max_h: Option<f64>,
 }
 
 /// One alert kind's figures.
@@ -111,6 +114,12 @@ pub struct Report {
     /// Behind-the-meter leaks by size class, any leak kind.
     pub leaks_by_class: BTreeMap<String, Detection>,
     pub leaks_20_plus: Detection,
+    /// Leaks of 100 L/h and more.
+    pub leaks_100_plus: Detection,
+    /// Leaks starting while an earlier one flows on the same meter.
+    pub leaks_on_top: Detection,
+    /// Incipient leaks (growing from 1-2 L/h).
+    pub leaks_incipient: Detection,
     pub leaks_all: Detection,
     pub network_by_class: BTreeMap<String, Detection>,
     pub network_1pct_plus: Detection,
@@ -118,6 +127,12 @@ pub struct Report {
     pub kinds: BTreeMap<String, KindScore>,
     pub leak_false_alarms: usize,
     pub leak_false_alarms_per_1000_meter_days: f64,
+    /// Leak-kind false alarms (after the warm-up) on meters whose usage changed
+    /// before the alert, by kind of change.
+    pub false_alarms_by_usage_change: BTreeMap<String, usize>,
+    /// Share of leak-free customer meters with a leak-kind alert in their first 14
+    /// days (the start of the run).
+    pub leak_free_alerted_first_14d: f64,
     pub targets: Vec<Target>,
 }
 
@@ -169,6 +184,7 @@ fn detection(ttds: &[Option<f64>]) -> Detection {
         recall_7d_ci95: clopper_pearson(detected_7d, leaks),
         ttd_median_h: quantile(&found, 0.5),
         ttd_p95_h: quantile(&found, 0.95),
+        ttd_max_h: found.last().copied(),
     }
 }
 
@@ -215,18 +231,19 @@ pub fn score(truth: &Truth, alerts: &[AlertView], warmup_days: f64) -> Report {
         }
     };
 
-    let leak_of: HashMap<&MeterId, usize> = truth
-        .leaks
-        .iter()
-        .enumerate()
-        .map(|(i, l)| (&l.meter, i))
-        .collect();
-    let net_of: HashMap<&DistrictId, usize> = truth
-        .network_leaks
-        .iter()
-        .enumerate()
-        .map(|(i, l)| (&l.district, i))
-        .collect();
+    let mut leak_of: HashMap<&MeterId, Vec<usize>> = HashMap::new();
+    for (i, l) in truth.leaks.iter().enumerate() {
+        leak_of.entry(&l.meter).or_default().push(i);
+    }
+    let mut net_of: HashMap<&DistrictId, Vec<usize>> = HashMap::new();
+    for (i, l) in truth.network_leaks.iter().enumerate() {
+        net_of.entry(&l.district).or_default().push(i);
+    }
+    let usage_of: HashMap<&MeterId, &crate::truth::UsageChange> =
+        truth.usage_changes.iter().map(|u| (&u.meter, u)).collect();
+    let first_14d_end = truth.start + TimeDelta::days(14);
+    let mut alerted_first_14d: std::collections::HashSet<&MeterId> = Default::default();
+    let mut false_by_usage: BTreeMap<String, usize> = BTreeMap::new();
     let mut faults_of: HashMap<(&MeterId, AlertKind), Vec<(Timestamp, Timestamp)>> = HashMap::new();
     for f in &truth.faults {
         if let Some(k) = fault_alert_kind(f.kind) {
@@ -257,29 +274,47 @@ pub fn score(truth: &Truth, alerts: &[AlertView], warmup_days: f64) -> Report {
         let score = kinds.entry(a.kind.as_str().to_owned()).or_default();
         score.alerts += 1;
         let matched = if a.kind.is_district() {
-            match a.district_id.as_ref().and_then(|d| net_of.get(d)) {
-                Some(&i) if a.detected_at >= truth.network_leaks[i].start => {
+            let mut hit = false;
+            for &i in a
+                .district_id
+                .as_ref()
+                .and_then(|d| net_of.get(d))
+                .map_or(&[][..], |v| v)
+            {
+                if a.detected_at >= truth.network_leaks[i].start {
                     earliest(&mut net_first[i], a.detected_at);
                     let v = net_first_by_kind
                         .entry(a.kind)
                         .or_insert_with(|| vec![None; truth.network_leaks.len()]);
                     earliest(&mut v[i], a.detected_at);
-                    true
+                    hit = true;
                 }
-                _ => false,
             }
+            hit
         } else if a.kind.is_leak() {
-            match a.meter_id.as_ref().and_then(|m| leak_of.get(m)) {
-                Some(&i) if a.detected_at >= truth.leaks[i].start => {
+            if let Some(m) = &a.meter_id
+                && !leak_of.contains_key(m)
+                && a.detected_at < first_14d_end
+            {
+                alerted_first_14d.insert(m);
+            }
+            let mut hit = false;
+            for &i in a
+                .meter_id
+                .as_ref()
+                .and_then(|m| leak_of.get(m))
+                .map_or(&[][..], |v| v)
+            {
+                if a.detected_at >= truth.leaks[i].start {
                     earliest(&mut leak_first[i], a.detected_at);
                     let v = leak_first_by_kind
                         .entry(a.kind)
                         .or_insert_with(|| vec![None; truth.leaks.len()]);
                     earliest(&mut v[i], a.detected_at);
-                    true
+                    hit = true;
                 }
-                _ => false,
             }
+            hit
         } else {
             let window = TimeDelta::hours(FAULT_MATCH_AFTER_H);
             let hit = a.meter_id.as_ref().and_then(|m| {
@@ -315,6 +350,13 @@ pub fn score(truth: &Truth, alerts: &[AlertView], warmup_days: f64) -> Report {
             *score.false_by_class.entry(class).or_default() += 1;
             if a.kind.is_leak() {
                 leak_false += 1;
+                if let Some(u) = a.meter_id.as_ref().and_then(|m| usage_of.get(m))
+                    && u.start <= a.detected_at
+                {
+                    *false_by_usage
+                        .entry(u.kind.as_str().to_owned())
+                        .or_default() += 1;
+                }
             }
         }
     }
@@ -355,6 +397,24 @@ pub fn score(truth: &Truth, alerts: &[AlertView], warmup_days: f64) -> Report {
         })
         .collect();
     let leaks_20_plus = detection(&pick(&leak_ttd, &|i| rate(i) >= 20.0));
+    let leaks_100_plus = detection(&pick(&leak_ttd, &|i| rate(i) >= 100.0));
+    let leaks_on_top = detection(&pick(&leak_ttd, &|i| truth.leaks[i].on_top));
+    let leaks_incipient = detection(&pick(&leak_ttd, &|i| {
+        let l = &truth.leaks[i];
+        l.growth == crate::truth::LeakGrowth::Growing && l.initial_rate_l_per_h <= 2.0
+    }));
+    let leak_free = truth.customer_meters as usize
+        - truth
+            .leaks
+            .iter()
+            .map(|l| &l.meter)
+            .collect::<std::collections::HashSet<_>>()
+            .len();
+    let first_14d = if leak_free > 0 {
+        alerted_first_14d.len() as f64 / leak_free as f64
+    } else {
+        0.0
+    };
     let leaks_all = detection(&leak_ttd);
     let network_1pct_plus = detection(&pick(&net_ttd, &|i| frac(i) >= 0.01 - 1e-9));
 
@@ -389,6 +449,7 @@ pub fn score(truth: &Truth, alerts: &[AlertView], warmup_days: f64) -> Report {
             recall_7d_ci95: clopper_pearson(found, all.len()),
             ttd_median_h: None,
             ttd_p95_h: None,
+            ttd_max_h: None,
         });
     }
     for s in kinds.values_mut() {
@@ -402,20 +463,33 @@ pub fn score(truth: &Truth, alerts: &[AlertView], warmup_days: f64) -> Report {
         Target {
             name: "behind-the-meter leaks >= 20 L/h: recall".into(),
             value: Some(leaks_20_plus.recall),
-            goal: ">= 0.95".into(),
-            met: leaks_20_plus.leaks > 0 && leaks_20_plus.recall >= 0.95,
+            goal: ">= 0.97".into(),
+            met: leaks_20_plus.leaks > 0 && leaks_20_plus.recall >= 0.97,
         },
         Target {
             name: "behind-the-meter leaks >= 20 L/h: median time to detect (h)".into(),
             value: leaks_20_plus.ttd_median_h,
+            goal: "<= 24".into(),
+            met: leaks_20_plus.ttd_median_h.is_some_and(|h| h <= 24.0),
+        },
+        Target {
+            name: "leaks >= 100 L/h: median time to detect (h)".into(),
+            value: leaks_100_plus.ttd_median_h,
+            goal: "<= 12".into(),
+            met: leaks_100_plus.ttd_median_h.is_some_and(|h| h <= 12.0),
+        },
+        Target {
+            name: "leaks >= 100 L/h: all found, none later than 48 h (longest, h)".into(),
+            value: leaks_100_plus.ttd_max_h,
             goal: "<= 48".into(),
-            met: leaks_20_plus.ttd_median_h.is_some_and(|h| h <= 48.0),
+            met: leaks_100_plus.detected == leaks_100_plus.leaks
+                && leaks_100_plus.ttd_max_h.is_some_and(|h| h <= 48.0),
         },
         Target {
             name: "leaks 5-20 L/h: recall within 7 days".into(),
             value: Some(small.recall_7d),
-            goal: ">= 0.70".into(),
-            met: small.leaks > 0 && small.recall_7d >= 0.70,
+            goal: ">= 0.85".into(),
+            met: small.leaks > 0 && small.recall_7d >= 0.85,
         },
         Target {
             name: "network leaks >= 1 % of inflow: share detected within 7 days".into(),
@@ -427,8 +501,14 @@ pub fn score(truth: &Truth, alerts: &[AlertView], warmup_days: f64) -> Report {
         Target {
             name: "false alarms (leak kinds) per 1,000 meter-days".into(),
             value: Some(fa),
-            goal: "<= 0.1".into(),
-            met: fa <= 0.1,
+            goal: "<= 0.05".into(),
+            met: fa <= 0.05,
+        },
+        Target {
+            name: "leak-free meters with a leak-kind alert in their first 14 days".into(),
+            value: Some(first_14d),
+            goal: "<= 0.01".into(),
+            met: first_14d <= 0.01,
         },
     ];
 
@@ -440,12 +520,17 @@ pub fn score(truth: &Truth, alerts: &[AlertView], warmup_days: f64) -> Report {
         meter_days,
         leaks_by_class,
         leaks_20_plus,
+        leaks_100_plus,
+        leaks_on_top,
+        leaks_incipient,
         leaks_all,
         network_by_class,
         network_1pct_plus,
         kinds,
         leak_false_alarms: leak_false,
         leak_false_alarms_per_1000_meter_days: fa,
+        false_alarms_by_usage_change: false_by_usage,
+        leak_free_alerted_first_14d: first_14d,
         targets,
     }
 }
@@ -494,7 +579,15 @@ impl fmt::Display for Report {
             detection_row(&mut out, name, d);
         }
         detection_row(&mut out, ">= 20 L/h", &self.leaks_20_plus);
+        detection_row(&mut out, ">= 100 L/h", &self.leaks_100_plus);
+        detection_row(&mut out, "incipient (from 1-2 L/h)", &self.leaks_incipient);
+        detection_row(&mut out, "on top of an earlier leak", &self.leaks_on_top);
         detection_row(&mut out, "all", &self.leaks_all);
+        let _ = writeln!(
+            out,
+            "  longest time to detect of leaks >= 100 L/h: {}",
+            opt_h(self.leaks_100_plus.ttd_max_h)
+        );
         let _ = writeln!(out, "\nnetwork leaks (district kinds)");
         for (name, d) in &self.network_by_class {
             detection_row(&mut out, name, d);
@@ -538,8 +631,15 @@ impl fmt::Display for Report {
         }
         let _ = writeln!(
             out,
-            "\nfalse alarms of leak kinds: {} ({:.3} per 1,000 meter-days)",
-            self.leak_false_alarms, self.leak_false_alarms_per_1000_meter_days
+            "\nfalse alarms of leak kinds: {} ({:.3} per 1,000 meter-days); on meters after a usage change: {:?}",
+            self.leak_false_alarms,
+            self.leak_false_alarms_per_1000_meter_days,
+            self.false_alarms_by_usage_change
+        );
+        let _ = writeln!(
+            out,
+            "leak-free meters with a leak-kind alert in their first 14 days: {}",
+            pct(self.leak_free_alerted_first_14d)
         );
         for (kind, s) in &self.kinds {
             if s.false_alarms + s.warmup_false_alarms == 0 {
@@ -617,12 +717,14 @@ mod tests {
             initial_rate_l_per_h: rate,
             growth: LeakGrowth::Abrupt,
             ramp_h: 0,
+            on_top: false,
         };
         t.leaks = vec![leak("L1", day(20), 10.0), leak("L2", day(30), 100.0)];
         t.network_leaks = vec![NetworkLeakTruth {
             district: did("D01"),
             start: day(40),
             fraction: 0.015,
+            repaired: None,
         }];
         t.faults = vec![FaultTruth {
             meter: mid("F1"),

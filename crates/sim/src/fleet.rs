@@ -3,7 +3,9 @@
 
 use crate::config::{FleetConfig, OPEN_ENDED_FAULT_SPAN_H};
 use crate::model::{self, HomeClass, HourContext, Household, Weather};
-use crate::truth::{FaultKind, FaultTruth, LeakGrowth, LeakTruth, NetworkLeakTruth, Truth};
+use crate::truth::{
+    FaultKind, FaultTruth, LeakGrowth, LeakTruth, NetworkLeakTruth, Truth, UsageChange, UsageKind,
+};
 use chrono::{Duration, DurationRound};
 use leakwatch_core::{
     Crew, CrewId, DistrictId, EventCode, GeoPoint, Meter, MeterEvent, MeterId, MeterKind,
@@ -36,6 +38,7 @@ const OPEN_ENDED_WEATHER_DAYS: u32 = 400;
 const STREAM_LEAKS: u64 = 0x4C45_414B; // "LEAK"
 const STREAM_FAULTS: u64 = 0x4641_554C; // "FAUL"
 const STREAM_RUN: u64 = 0x0052_554E; // "RUN"
+const STREAM_USAGE: u64 = 0x5553_4147; // "USAG"
 
 fn hours(h: i64) -> Duration {
     Duration::hours(h)
@@ -55,8 +58,12 @@ struct SimMeter {
     register_l: f64,
     /// Reported battery level, percent; `None` for (mains-powered) stations.
     battery: Option<u8>,
-    /// Index of its leak in the truth.
-    leak: Option<usize>,
+    /// Indexes of its leaks in the truth.
+    leaks: Vec<usize>,
+    /// Index of its usage change in the truth.
+    usage: Option<usize>,
+    /// The household moving in (a vacant home's usage change).
+    occupant: Option<Household>,
     /// Indexes of its faults in the truth.
     faults: Vec<usize>,
     /// Pushes when `(hour + phase) % push_every_h == 0`.
@@ -103,8 +110,8 @@ struct District {
     /// The network loss drifts as a sinusoid of this period (hours) and phase.
     loss_period_h: f64,
     loss_phase: f64,
-    /// Index of its network leak in the truth.
-    network_leak: Option<usize>,
+    /// Indexes of its network leaks in the truth.
+    network_leaks: Vec<usize>,
 }
 
 /// A message held back (a late push) until the hour it arrives.
@@ -231,7 +238,9 @@ impl Fleet {
                 household: None,
                 register_l: rng.random_range(50_000_000..500_000_000) as f64,
                 battery: None,
-                leak: None,
+                leaks: Vec::new(),
+                usage: None,
+                occupant: None,
                 faults: Vec::new(),
                 phase: 0,
                 minute: rng.random_range(0..5),
@@ -257,7 +266,9 @@ impl Fleet {
                     household: Some(Household::random(class, &mut rng)),
                     register_l: rng.random_range(100_000..5_000_000) as f64,
                     battery: Some(rng.random_range(60..=100)),
-                    leak: None,
+                    leaks: Vec::new(),
+                    usage: None,
+                    occupant: None,
                     faults: Vec::new(),
                     phase: rng.random_range(0..every),
                     minute: rng.random_range(0..60),
@@ -276,7 +287,7 @@ impl Fleet {
                 average_weight: 0.0,
                 loss_period_h: rng.random_range(20.0..40.0) * 24.0,
                 loss_phase: rng.random_range(0.0..TAU),
-                network_leak: None,
+                network_leaks: Vec::new(),
             });
         }
         // The baseline reading every meter's first message carries.
@@ -308,6 +319,7 @@ impl Fleet {
         let leaks = place_leaks(&config, &mut meters, &customers);
         let network_leaks = place_network_leaks(&config, &mut districts);
         let faults = place_faults(&config, &mut meters, &customers);
+        let usage_changes = place_usage_changes(&config, &mut meters, &customers);
 
         let mut meter_classes: BTreeMap<HomeClass, u32> =
             HomeClass::ALL.iter().map(|&c| (c, 0)).collect();
@@ -331,6 +343,7 @@ impl Fleet {
             classes,
             leaks,
             network_leaks,
+            usage_changes,
             faults,
             never_stop_meters,
             scenario: config.clone(),
@@ -519,13 +532,31 @@ fn tick_customer(
     now: Timestamp,
     gas_c: f64,
 ) -> f64 {
-    let home = m
-        .household
-        .as_ref()
-        .map_or(0.0, |h| h.hour_litres(ctx, rng));
-    let leak = m
-        .leak
-        .map_or(0.0, |l| truth.leaks[l].litres_in_hour(hour_start));
+    let home = match (
+        m.household.as_ref(),
+        m.usage.map(|u| &truth.usage_changes[u]),
+    ) {
+        (None, _) => 0.0,
+        (Some(h), None) => h.hour_litres(ctx, rng),
+        (Some(h), Some(u)) => {
+            let after = hour_start >= u.start;
+            match u.kind {
+                UsageKind::Away if after && u.end.is_none_or(|e| hour_start < e) => {
+                    h.empty_litres(ctx, rng)
+                }
+                UsageKind::Vacated if after => h.empty_litres(ctx, rng),
+                UsageKind::MoveIn if after => {
+                    m.occupant.as_ref().unwrap_or(h).hour_litres(ctx, rng)
+                }
+                _ => h.hour_litres(ctx, rng),
+            }
+        }
+    };
+    let leak: f64 = m
+        .leaks
+        .iter()
+        .map(|&l| truth.leaks[l].litres_in_hour(hour_start))
+        .sum();
     let temp = gas_temp(rng, gas_c, m.temp_offset_c);
     let mut flowed = home + leak;
     let mut counts = true;
@@ -585,11 +616,13 @@ fn tick_station(
     let average = district.average_sum / district.average_weight;
     let drift = (TAU * hour as f64 / district.loss_period_h + district.loss_phase).sin();
     let loss = config.network_loss * (1.0 + 0.25 * drift) * (0.5 * customers_l + 0.5 * average);
-    let leak = district
-        .network_leak
-        .map(|l| &truth.network_leaks[l])
-        .filter(|l| hour_start >= l.start)
-        .map_or(0.0, |l| l.fraction * average);
+    let leak: f64 = district
+        .network_leaks
+        .iter()
+        .map(|&l| &truth.network_leaks[l])
+        .filter(|l| l.flows(hour_start))
+        .map(|l| l.fraction * average)
+        .sum();
     let inflow = customers_l + loss + leak;
     let noise = 1.0 + config.station_noise * model::std_normal(rng);
     station.register_l += (inflow * noise).max(0.0);
@@ -671,7 +704,8 @@ fn push(
     }
 }
 
-/// The behind-the-meter leaks: distinct customer meters (partial Fisher-Yates).
+/// The behind-the-meter leaks: distinct customer meters (partial Fisher-Yates), but
+/// for `second_share` of them, placed on a meter that already leaks.
 fn place_leaks(
     config: &FleetConfig,
     meters: &mut [SimMeter],
@@ -686,17 +720,29 @@ fn place_leaks(
     );
     let mut pool = customers.to_vec();
     let count = (config.leaks as usize).min(pool.len());
+    let seconds =
+        ((count as f64 * lc.second_share.clamp(0.0, 1.0)).round() as usize).min(count / 2);
+    let firsts = count - seconds;
     let mut leaks = Vec::with_capacity(count);
-    for i in 0..count {
-        let j = rng.random_range(i..pool.len());
-        pool.swap(i, j);
-        let at = pool[i];
-        let start = config.start + hours(pick(&mut rng, i64::from(from), i64::from(to)));
-        let rate = round1(model::log_uniform(&mut rng, lo, hi)).max(0.1);
-        let growing = rng.random_bool(lc.growing_share.clamp(0.0, 1.0));
-        let (initial, ramp_h, growth) = if growing {
+    let draw = |rng: &mut StdRng,
+                at: usize,
+                start: Timestamp,
+                on_top: bool,
+                meters: &mut [SimMeter],
+                leaks: &mut Vec<LeakTruth>| {
+        let rate = round1(model::log_uniform(rng, lo, hi)).max(0.1);
+        let (initial, ramp_h, growth) = if rng.random_bool(lc.incipient_share.clamp(0.0, 1.0)) {
+            let (a, b) = lc.incipient_from_l_per_h;
+            let initial = round1(rng.random_range(a.min(b)..=a.max(b)).min(rate));
             let ramp = pick(
-                &mut rng,
+                rng,
+                i64::from(lc.incipient_min_ramp_h.max(1)),
+                i64::from(lc.incipient_max_ramp_h.max(lc.incipient_min_ramp_h).max(1)),
+            );
+            (initial, ramp as u32, LeakGrowth::Growing)
+        } else if rng.random_bool(lc.growing_share.clamp(0.0, 1.0)) {
+            let ramp = pick(
+                rng,
                 i64::from(lc.min_ramp_h.max(1)),
                 i64::from(lc.max_ramp_h.max(lc.min_ramp_h).max(1)),
             );
@@ -706,7 +752,7 @@ fn place_leaks(
             (rate, 0, LeakGrowth::Abrupt)
         };
         let meter = &mut meters[at];
-        meter.leak = Some(leaks.len());
+        meter.leaks.push(leaks.len());
         leaks.push(LeakTruth {
             meter: meter.meter.id.clone(),
             district: meter.meter.district.clone(),
@@ -719,12 +765,36 @@ fn place_leaks(
             initial_rate_l_per_h: initial,
             growth,
             ramp_h,
+            on_top,
         });
+    };
+    for i in 0..firsts {
+        let j = rng.random_range(i..pool.len());
+        pool.swap(i, j);
+        let at = pool[i];
+        let start = config.start + hours(pick(&mut rng, i64::from(from), i64::from(to)));
+        draw(&mut rng, at, start, false, meters, &mut leaks);
+    }
+    // Leaks on top of a first one: on the meters of the earliest first leaks (so the
+    // second still starts within the run's window).
+    let mut order: Vec<usize> = (0..firsts).collect();
+    order.sort_by_key(|&i| (leaks[i].start, i));
+    for &first in order.iter().take(seconds) {
+        let at = meters
+            .iter()
+            .position(|m| m.meter.id == leaks[first].meter)
+            .expect("the first leak's meter");
+        let (a, b) = lc.second_after_h;
+        let after = pick(&mut rng, i64::from(a.min(b)), i64::from(a.max(b)));
+        let start = leaks[first].start + hours(after);
+        draw(&mut rng, at, start, true, meters, &mut leaks);
     }
     leaks
 }
 
-/// The network leaks: distinct districts.
+/// The network leaks: in `districts` distinct districts (as many as leaks when 0),
+/// a district's later leaks starting 5-20 days after its first; `repaired_share` of
+/// them repaired 10-30 days after they start.
 fn place_network_leaks(config: &FleetConfig, districts: &mut [District]) -> Vec<NetworkLeakTruth> {
     let mut rng = stream(config.seed, STREAM_LEAKS.rotate_left(32));
     let nc = &config.network_leaks;
@@ -737,20 +807,124 @@ fn place_network_leaks(config: &FleetConfig, districts: &mut [District]) -> Vec<
         nc.min_fraction.max(nc.max_fraction).max(1e-6),
     );
     let mut pool: Vec<usize> = (0..districts.len()).collect();
-    let count = (nc.count as usize).min(pool.len());
+    let count = nc.count as usize;
+    let with = match nc.districts {
+        0 => count,
+        n => (n as usize).min(count),
+    }
+    .min(pool.len());
     let mut out = Vec::with_capacity(count);
-    for i in 0..count {
-        let j = rng.random_range(i..pool.len());
-        pool.swap(i, j);
+    if with == 0 {
+        return out;
+    }
+    let mut firsts: Vec<Timestamp> = Vec::with_capacity(with);
+    for k in 0..count {
+        let i = k % with;
+        if k < with {
+            let j = rng.random_range(i..pool.len());
+            pool.swap(i, j);
+        }
         let d = &mut districts[pool[i]];
-        let start = config.start + hours(pick(&mut rng, i64::from(from), i64::from(to)));
+        let start = if k < with {
+            // A district with more leaks gets its first one early enough for the
+            // others to start within the window too.
+            let late = if count > with {
+                to.saturating_sub(20 * 24).max(from)
+            } else {
+                to
+            };
+            let s = config.start + hours(pick(&mut rng, i64::from(from), i64::from(late)));
+            firsts.push(s);
+            s
+        } else {
+            firsts[i] + hours(pick(&mut rng, 5 * 24, 20 * 24))
+        };
         let fraction = (model::log_uniform(&mut rng, lo, hi) * 10_000.0).round() / 10_000.0;
-        d.network_leak = Some(out.len());
+        let repaired = rng
+            .random_bool(nc.repaired_share.clamp(0.0, 1.0))
+            .then(|| start + hours(pick(&mut rng, 10 * 24, 30 * 24)));
+        d.network_leaks.push(out.len());
         out.push(NetworkLeakTruth {
             district: d.id.clone(),
             start,
             fraction,
+            repaired,
         });
+    }
+    out
+}
+
+/// The usage changes: absences on occupied homes, move-ins on vacant homes, homes
+/// vacated; at most one per meter.
+fn place_usage_changes(
+    config: &FleetConfig,
+    meters: &mut [SimMeter],
+    customers: &[usize],
+) -> Vec<UsageChange> {
+    let mut rng = stream(config.seed, STREAM_USAGE);
+    let uc = &config.usage;
+    let n = customers.len() as f64;
+    let (from, to) = (uc.from_h.min(uc.to_h), uc.from_h.max(uc.to_h));
+    let mut out = Vec::new();
+    let class_of = |m: &SimMeter| m.household.as_ref().map(|h| h.class);
+    let mut vacant: Vec<usize> = customers
+        .iter()
+        .copied()
+        .filter(|&i| class_of(&meters[i]) == Some(HomeClass::Vacant))
+        .collect();
+    let mut occupied: Vec<usize> = customers
+        .iter()
+        .copied()
+        .filter(|&i| class_of(&meters[i]).is_some_and(|c| c != HomeClass::Vacant))
+        .collect();
+    let take = |rng: &mut StdRng, list: &mut Vec<usize>| -> Option<usize> {
+        (!list.is_empty()).then(|| {
+            let j = rng.random_range(0..list.len());
+            list.swap_remove(j)
+        })
+    };
+    let plan = [
+        (UsageKind::MoveIn, uc.move_in),
+        (UsageKind::Vacated, uc.vacated),
+        (UsageKind::Away, uc.away),
+    ];
+    for (kind, share) in plan {
+        let count = (share.max(0.0) * n).round() as usize;
+        for _ in 0..count {
+            let list = if kind == UsageKind::MoveIn {
+                &mut vacant
+            } else {
+                &mut occupied
+            };
+            let Some(at) = take(&mut rng, list) else {
+                break;
+            };
+            let start = config.start + hours(pick(&mut rng, i64::from(from), i64::from(to)));
+            let end = (kind == UsageKind::Away).then(|| {
+                let d = pick(
+                    &mut rng,
+                    i64::from(uc.away_min_days.max(1)),
+                    i64::from(uc.away_max_days.max(uc.away_min_days).max(1)),
+                );
+                start + hours(d * 24)
+            });
+            let m = &mut meters[at];
+            if kind == UsageKind::MoveIn {
+                let class = if rng.random_bool(0.7) {
+                    HomeClass::Setback
+                } else {
+                    HomeClass::NightHeating
+                };
+                m.occupant = Some(Household::random(class, &mut rng));
+            }
+            m.usage = Some(out.len());
+            out.push(UsageChange {
+                meter: m.meter.id.clone(),
+                kind,
+                start,
+                end,
+            });
+        }
     }
     out
 }

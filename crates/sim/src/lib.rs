@@ -29,10 +29,15 @@ pub mod model;
 mod publish;
 mod truth;
 
-pub use config::{FaultRates, FleetConfig, LeakConfig, NetworkLeakConfig, OPEN_ENDED_FAULT_SPAN_H};
+pub use config::{
+    FaultRates, FleetConfig, LeakConfig, NetworkLeakConfig, OPEN_ENDED_FAULT_SPAN_H,
+    UsageChangeRates,
+};
 pub use fleet::{Fleet, MAX_READINGS_PER_MESSAGE};
 pub use model::{HomeClass, Household, HouseholdMix, Weather};
 pub use publish::{
     CONNECT_TIMEOUT, FINAL_FLUSH_TIMEOUT, PublishConfig, PublishStats, Publisher, SimError, publish,
 };
-pub use truth::{FaultKind, FaultTruth, LeakGrowth, LeakTruth, NetworkLeakTruth, Truth};
+pub use truth::{
+    FaultKind, FaultTruth, LeakGrowth, LeakTruth, NetworkLeakTruth, Truth, UsageChange, UsageKind,
+};

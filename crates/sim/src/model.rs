@@ -531,6 +531,21 @@ impl Household {
         log_uniform(rng, 50.0, 400.0)
     }
 
+    /// Gas burnt (litres) in an hour while nobody is at home (away, or the home
+    /// vacated): the pilot flame, and frost protection below 1 °C.
+    pub fn empty_litres<R: Rng + ?Sized>(&self, ctx: &HourContext, rng: &mut R) -> f64 {
+        let mut l = self.pilot_l_per_h;
+        if let Some(b) = &self.business {
+            // A business closed for its holidays keeps a small base load.
+            l += 0.2 * b.base_l_per_h * rng.random_range(0.7..1.3);
+        }
+        let t_out = ctx.outdoor_c;
+        if t_out < FROST_PROTECTION_C && self.heating_l_per_c > 0.0 {
+            l += self.heating_l_per_c * (4.0 - t_out) * 0.2 * rng.random_range(0.8..1.2);
+        }
+        l
+    }
+
     /// Gas burnt (litres, not rounded) in the hour described by `ctx`, without leaks.
     pub fn hour_litres<R: Rng + ?Sized>(&self, ctx: &HourContext, rng: &mut R) -> f64 {
         let h = ctx.local_hour;

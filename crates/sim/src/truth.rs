@@ -25,10 +25,13 @@ pub struct Truth {
     pub meter_classes: BTreeMap<HomeClass, u32>,
     /// The class of every customer meter.
     pub classes: BTreeMap<MeterId, HomeClass>,
-    /// Behind-the-meter leaks, one per meter at most.
+    /// Behind-the-meter leaks (a meter may have a second one, on top of its first).
     pub leaks: Vec<LeakTruth>,
-    /// Network leaks, one per district at most.
+    /// Network leaks (a district may have several, overlapping).
     pub network_leaks: Vec<NetworkLeakTruth>,
+    /// Changes of usage that are not leaks (holidays, move-ins, homes vacated).
+    #[serde(default)]
+    pub usage_changes: Vec<UsageChange>,
     /// Device and transport faults, by kind then start.
     pub faults: Vec<FaultTruth>,
     /// Customer meters whose gas flows every hour without a leak (pilot flames and
@@ -66,6 +69,9 @@ pub struct LeakTruth {
     pub growth: LeakGrowth,
     /// Hours from `start` to the final rate; 0 for abrupt leaks.
     pub ramp_h: u32,
+    /// A leak on a meter that already leaked (the earlier one still flowing).
+    #[serde(default)]
+    pub on_top: bool,
 }
 
 impl LeakTruth {
@@ -98,6 +104,62 @@ pub struct NetworkLeakTruth {
     /// last week (an exponential average with a one-week time constant): nearly
     /// constant through the day, so it shows at night too.
     pub fraction: f64,
+    /// Whole hour it was repaired (stops flowing), if it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repaired: Option<Timestamp>,
+}
+
+impl NetworkLeakTruth {
+    /// Whether it flows in the hour starting at `hour_start`.
+    pub fn flows(&self, hour_start: Timestamp) -> bool {
+        hour_start >= self.start && self.repaired.is_none_or(|r| hour_start < r)
+    }
+}
+
+/// What kind of usage change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UsageKind {
+    /// Away from `start` to `end` (frost protection and pilot flame only), then back
+    /// to the home's usual use.
+    Away,
+    /// A vacant home occupied from `start` (a new household's habits).
+    MoveIn,
+    /// An occupied home vacant from `start`.
+    Vacated,
+}
+
+impl UsageKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UsageKind::Away => "away",
+            UsageKind::MoveIn => "move_in",
+            UsageKind::Vacated => "vacated",
+        }
+    }
+}
+
+/// Ground truth of one usage change (not a leak).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UsageChange {
+    pub meter: MeterId,
+    pub kind: UsageKind,
+    pub start: Timestamp,
+    /// End of an absence; `None` for the others (they last).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end: Option<Timestamp>,
+}
+
+impl UsageChange {
+    /// When the home's use changes in a way a detector may notice as a rise: the
+    /// return from an absence, or the move-in; `None` for a home vacated.
+    pub fn rise_at(&self) -> Option<Timestamp> {
+        match self.kind {
+            UsageKind::Away => self.end,
+            UsageKind::MoveIn => Some(self.start),
+            UsageKind::Vacated => None,
+        }
+    }
 }
 
 /// The kinds of faults injected into customer meters and their messages.

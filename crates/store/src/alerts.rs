@@ -5,7 +5,9 @@ use crate::db::{Arg, Exec, Row, args, sql};
 use crate::{
     Result, Store, StoreError, is_unique_violation, parse_district_id, parse_meter_id, parse_text,
 };
-use leakwatch_core::{Alert, AlertKind, AlertOutcome, AlertStatus, Finding, MeterId, Timestamp};
+use leakwatch_core::{
+    Alert, AlertKind, AlertOutcome, AlertStatus, DistrictId, Finding, MeterId, Timestamp,
+};
 use serde::Serialize;
 use std::future::Future;
 
@@ -113,6 +115,15 @@ pub trait AlertStore: Send + Sync {
         seen_before: Timestamp,
         reason: &str,
     ) -> impl Future<Output = Result<Vec<Alert>>> + Send;
+
+    /// [`AlertStore::resolve_quiet_alerts`] for the alerts of one district, judged by
+    /// that district's own event time.
+    fn resolve_quiet_alerts_in(
+        &self,
+        district: &DistrictId,
+        seen_before: Timestamp,
+        reason: &str,
+    ) -> impl Future<Output = Result<Vec<Alert>>> + Send;
 }
 
 /// The alerts part of a [`Store`] ([`Store::alert_store`]).
@@ -188,6 +199,27 @@ pub(crate) async fn alerts_of_order(exec: Exec<'_>, order_id: i64) -> Result<Vec
                 " FROM alerts WHERE work_order_id = $1 ORDER BY id"
             ),
             args![order_id],
+        )
+        .await?;
+    alerts_from_rows(rows)
+}
+
+/// Alerts of `kind` on `meter` created since `since` whose crew found no leak, by id.
+pub(crate) async fn false_positives(
+    exec: Exec<'_>,
+    kind: AlertKind,
+    meter: &MeterId,
+    since: Timestamp,
+) -> Result<Vec<Alert>> {
+    let rows = exec
+        .fetch_all(
+            sql!(
+                "SELECT ",
+                alert_cols!(),
+                " FROM alerts WHERE kind = $1 AND meter_id = $2 AND outcome = 'false_positive'
+                   AND created_at >= $3 ORDER BY id"
+            ),
+            args![kind.as_str(), meter.as_str(), since],
         )
         .await?;
     alerts_from_rows(rows)
@@ -407,6 +439,29 @@ impl AlertStore for Alerts {
                     alert_cols!()
                 ),
                 args![seen_before, reason],
+            )
+            .await?;
+        alerts_from_rows(rows)
+    }
+
+    async fn resolve_quiet_alerts_in(
+        &self,
+        district: &DistrictId,
+        seen_before: Timestamp,
+        reason: &str,
+    ) -> Result<Vec<Alert>> {
+        let rows = self
+            .0
+            .exec()
+            .fetch_all(
+                sql!(
+                    "UPDATE alerts SET status = 'resolved', status_reason = $2
+                     WHERE status IN ('open', 'acknowledged') AND last_seen < $1
+                       AND district_id = $3
+                     RETURNING ",
+                    alert_cols!()
+                ),
+                args![seen_before, reason, district.as_str()],
             )
             .await?;
         alerts_from_rows(rows)

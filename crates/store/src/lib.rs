@@ -55,16 +55,24 @@
 
 mod alerts;
 mod db;
+mod dead_letter_bounds;
 mod dead_letters;
 mod detector_state;
 mod devices;
+mod error_class;
 mod meters;
 mod pg;
 mod readings;
+mod registry_feed;
 mod sqlite;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod unit_of_work;
 mod work_orders;
+
+pub use dead_letter_bounds::{KeyedDeadLetter, Pruned, dead_letter_key};
+pub use registry_feed::{METERS_CHANNEL, Registered, RegistryFeed, RegistryUpdate};
+pub use unit_of_work::{DISPATCH_LOCK, StepCause, UnitOfWork};
 
 pub use alerts::{AlertQuery, AlertStore, Alerts, OutcomeStat};
 pub use dead_letters::{DeadLetter, DeadLetterStore, DeadLetters, NewDeadLetter};
@@ -362,6 +370,7 @@ forward! {
         fn outcome_stats(&self) -> Result<Vec<OutcomeStat>>;
         fn alerts_of_order(&self, order_id: i64) -> Result<Vec<Alert>>;
         fn resolve_quiet_alerts(&self, seen_before: Timestamp, reason: &str) -> Result<Vec<Alert>>;
+        fn resolve_quiet_alerts_in(&self, district: &DistrictId, seen_before: Timestamp, reason: &str) -> Result<Vec<Alert>>;
     }
     detector_state_store: DetectorStateStore {
         fn save_detector_state(&self, rows: &[(String, Vec<u8>)]) -> Result<()>;

@@ -39,6 +39,7 @@ macro_rules! meter_cols {
         "id, district_id, kind, lat, lon, report_every_h, status, installed_at, max_flow_m3h"
     };
 }
+pub(crate) use meter_cols;
 
 /// What an upsert of `meters` sets on a known id (`excluded` being the new row); the
 /// same on both backends, which differ in how the rows come in.
@@ -53,7 +54,7 @@ macro_rules! meter_upsert {
 }
 pub(crate) use meter_upsert;
 
-fn meter_from_row(row: &Row) -> Result<Meter> {
+pub(crate) fn meter_from_row(row: &Row) -> Result<Meter> {
     Ok(Meter {
         id: parse_meter_id(row.text("id")?)?,
         district: parse_district_id(row.text("district_id")?)?,

@@ -260,6 +260,7 @@ macro_rules! work_order_cols {
          breached_at, finding"
     };
 }
+pub(crate) use work_order_cols;
 
 /// The columns of `work_order_transitions` that make a [`TransitionRecord`].
 macro_rules! transition_cols {
@@ -319,7 +320,7 @@ fn occupying_statuses() -> Vec<String> {
 }
 
 /// The final statuses of an order, as stored text.
-fn final_statuses() -> Vec<String> {
+pub(crate) fn final_statuses() -> Vec<String> {
     WorkOrderStatus::ALL
         .iter()
         .filter(|s| s.is_final())
@@ -327,7 +328,7 @@ fn final_statuses() -> Vec<String> {
         .collect()
 }
 
-fn work_order_from_row(row: &Row) -> Result<WorkOrder> {
+pub(crate) fn work_order_from_row(row: &Row) -> Result<WorkOrder> {
     Ok(WorkOrder {
         id: row.int("id")?,
         kind: parse_text(&row.text("kind")?, "work-order kind")?,
@@ -406,13 +407,20 @@ fn crew_row_from_row(row: &Row) -> Result<CrewRow> {
     })
 }
 
-/// Appends `rec` to the history of order `id`.
-async fn insert_transition(exec: Exec<'_>, id: i64, rec: &TransitionRecord) -> Result<()> {
+/// Appends `rec` to the history of order `id`, with why the dispatcher took the step
+/// (`cause`, when it says).
+async fn insert_transition(
+    exec: Exec<'_>,
+    id: i64,
+    rec: &TransitionRecord,
+    cause: Option<&str>,
+) -> Result<()> {
     exec.execute(
         sql!(
             "INSERT INTO work_order_transitions
-                 (order_id, from_status, to_status, action, actor, at, crew_id, note, lat, lon)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+                 (order_id, from_status, to_status, action, actor, at, crew_id, note, lat, lon,
+                  cause)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
         ),
         args![
             id,
@@ -425,10 +433,26 @@ async fn insert_transition(exec: Exec<'_>, id: i64, rec: &TransitionRecord) -> R
             &rec.note,
             rec.position.map(|p| p.lat),
             rec.position.map(|p| p.lon),
+            cause,
         ],
     )
     .await?;
     Ok(())
+}
+
+/// Every order not in a final status, by id.
+pub(crate) async fn active_work_orders(exec: Exec<'_>) -> Result<Vec<WorkOrder>> {
+    let rows = exec
+        .fetch_all(
+            sql!(
+                "SELECT ",
+                work_order_cols!(),
+                " FROM work_orders WHERE NOT (status = ANY($1)) ORDER BY id"
+            ),
+            args![final_statuses()],
+        )
+        .await?;
+    work_orders_from_rows(rows)
 }
 
 /// Every crew (or the one `id`) with its active order count and most urgent active
@@ -574,16 +598,18 @@ pub(crate) async fn create_work_order(
         note: None,
         position: None,
     };
-    insert_transition(exec, order.id, &rec).await?;
+    insert_transition(exec, order.id, &rec, None).await?;
     Ok(order)
 }
 
-/// See [`WorkOrderStore::apply_transition`]; in the caller's transaction.
+/// See [`WorkOrderStore::apply_transition`]; in the caller's transaction, recording why
+/// the step was taken (`cause`).
 pub(crate) async fn apply_transition(
     mut exec: Exec<'_>,
     id: i64,
     rec: &TransitionRecord,
     change: &OrderChange,
+    cause: Option<&str>,
 ) -> Result<WorkOrder> {
     let times = TransitionTimes::of(rec);
     let crew = change.crew.as_ref().map(|c| c.as_ref());
@@ -628,7 +654,7 @@ pub(crate) async fn apply_transition(
         });
     };
     let order = work_order_from_row(&row)?;
-    insert_transition(exec, id, rec).await?;
+    insert_transition(exec, id, rec, cause).await?;
     Ok(order)
 }
 
@@ -792,7 +818,7 @@ impl WorkOrderStore for WorkOrders {
         change: &OrderChange,
     ) -> Result<WorkOrder> {
         let mut tx = self.0.begin().await?;
-        let order = apply_transition(tx.exec(), id, rec, change).await?;
+        let order = apply_transition(tx.exec(), id, rec, change, None).await?;
         tx.commit().await?;
         Ok(order)
     }
@@ -833,19 +859,7 @@ impl WorkOrderStore for WorkOrders {
     }
 
     async fn active_work_orders(&self) -> Result<Vec<WorkOrder>> {
-        let rows = self
-            .0
-            .exec()
-            .fetch_all(
-                sql!(
-                    "SELECT ",
-                    work_order_cols!(),
-                    " FROM work_orders WHERE NOT (status = ANY($1)) ORDER BY id"
-                ),
-                args![final_statuses()],
-            )
-            .await?;
-        work_orders_from_rows(rows)
+        active_work_orders(self.0.exec()).await
     }
 
     async fn orders_awaiting_acceptance(

@@ -29,6 +29,7 @@ use serde_json::Value;
 use std::fmt;
 
 pub mod corpus;
+pub mod crew;
 mod fast;
 mod senml;
 mod v1;

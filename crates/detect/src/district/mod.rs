@@ -192,6 +192,12 @@ pub struct InflowNightConfig {
     /// Compare with nights of similar gas temperature, as the station reports it
     /// (default true).
     pub temp_adjust: bool,
+    /// Two alerts on a known leak at most this many days apart make a growth trend
+    /// the detector then follows (default 30).
+    pub growth_window_days: u32,
+    /// On top of a known leak, a night is flagged only above the known level by this
+    /// share of it as well (default 0.25).
+    pub growth_min_share: f64,
 }
 
 impl Default for InflowNightConfig {
@@ -206,6 +212,8 @@ impl Default for InflowNightConfig {
             min_excess_m3h: 0.05,
             min_excess_share: 0.03,
             consecutive: 4,
+            growth_window_days: 30,
+            growth_min_share: 0.25,
             temp_adjust: true,
         }
     }
@@ -695,6 +703,7 @@ impl DistrictState {
                     j.s,
                     cfg.cusum_h
                 ),
+                known: None,
             },
         }
     }

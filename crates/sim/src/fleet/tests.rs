@@ -228,8 +228,111 @@ fn default_leaks_start_early_and_are_abrupt() {
 }
 
 #[test]
-fn the_standard_scenario_is_as_documented() {
-    let fleet = Fleet::generate(&FleetConfig::standard(1));
+fn the_standard_scenario_has_usage_changes_and_harder_leaks() {
+    let mut fleet = Fleet::generate(&FleetConfig::standard(1));
+    let truth = fleet.truth().clone();
+    let start = at(2026, 10, 1);
+    let count = |k: UsageKind| truth.usage_changes.iter().filter(|u| u.kind == k).count();
+    assert_eq!(count(UsageKind::Away), 250);
+    assert_eq!(count(UsageKind::MoveIn), 100);
+    assert_eq!(count(UsageKind::Vacated), 50);
+    for u in &truth.usage_changes {
+        let class = truth.classes[&u.meter];
+        assert_eq!(
+            class == HomeClass::Vacant,
+            u.kind == UsageKind::MoveIn,
+            "{u:?}"
+        );
+        if let Some(end) = u.end {
+            let days = (end - u.start).num_days();
+            assert!((7..=21).contains(&days), "{u:?}");
+        }
+    }
+    let on_meter: HashSet<_> = truth.usage_changes.iter().map(|u| &u.meter).collect();
+    assert_eq!(
+        on_meter.len(),
+        truth.usage_changes.len(),
+        "one change per meter"
+    );
+    let share = |c: HomeClass| f64::from(truth.meter_classes[&c]) / 5000.0;
+    assert!((share(HomeClass::Commercial) - 0.05).abs() < 0.015);
+    assert!((share(HomeClass::NightHeating) - 0.15).abs() < 0.02);
+
+    assert_eq!(truth.leaks.len(), 100);
+    let on_top: Vec<_> = truth.leaks.iter().filter(|l| l.on_top).collect();
+    assert_eq!(on_top.len(), 10);
+    for l in &on_top {
+        let first = truth
+            .leaks
+            .iter()
+            .find(|f| !f.on_top && f.meter == l.meter)
+            .expect("a first leak on the meter");
+        let after = (l.start - first.start).num_hours();
+        assert!((72..=480).contains(&after), "{l:?}");
+    }
+    let incipient = truth
+        .leaks
+        .iter()
+        .filter(|l| {
+            l.growth == LeakGrowth::Growing
+                && (1.0..=2.0).contains(&l.initial_rate_l_per_h)
+                && (168..=504).contains(&l.ramp_h)
+        })
+        .count();
+    assert!(
+        (18..=42).contains(&incipient),
+        "{incipient} incipient leaks"
+    );
+
+    assert_eq!(truth.network_leaks.len(), 9);
+    let districts: HashSet<_> = truth.network_leaks.iter().map(|l| &l.district).collect();
+    assert_eq!(districts.len(), 4);
+    assert!(truth.network_leaks.iter().any(|l| l.repaired.is_some()));
+
+    // An absent home uses less than before it left; a vacant home moved into, more.
+    let away = truth
+        .usage_changes
+        .iter()
+        .find(|u| u.kind == UsageKind::Away && u.start > start + Duration::days(30))
+        .unwrap()
+        .clone();
+    let moved = truth
+        .usage_changes
+        .iter()
+        .find(|u| u.kind == UsageKind::MoveIn && u.start > start + Duration::days(30))
+        .unwrap()
+        .clone();
+    let mut index: Vec<(Timestamp, MeterId, f64)> = Vec::new();
+    while fleet.now() < away.end.unwrap().max(moved.start) + Duration::days(7) {
+        for up in fleet.step() {
+            if up.meter == away.meter || up.meter == moved.meter {
+                index.extend(up.readings.iter().map(|r| (r.t, r.meter.clone(), r.vol)));
+            }
+        }
+    }
+    let used = |m: &MeterId, from: Timestamp, to: Timestamp| {
+        let at = |t: Timestamp| {
+            index
+                .iter()
+                .rev()
+                .find(|(rt, rm, _)| rm == m && *rt <= t)
+                .map(|(_, _, v)| *v)
+                .unwrap()
+        };
+        at(to) - at(from)
+    };
+    let week = Duration::days(7);
+    let before = used(&away.meter, away.start - week, away.start);
+    let during = used(&away.meter, away.start, away.start + week);
+    assert!(during < 0.5 * before, "away: {during} vs {before}");
+    let before = used(&moved.meter, moved.start - week, moved.start);
+    let after = used(&moved.meter, moved.start, moved.start + week);
+    assert!(after > 2.0 * before + 1.0, "move-in: {after} vs {before}");
+}
+
+#[test]
+fn the_first_standard_scenario_is_as_documented() {
+    let fleet = Fleet::generate(&FleetConfig::standard_v1(1));
     let truth = fleet.truth();
     let start = at(2026, 10, 1);
     assert_eq!(truth.start, start);
@@ -612,6 +715,7 @@ fn stations_count_customers_loss_and_network_leaks() {
             count: 1,
             min_fraction: 0.03,
             max_fraction: 0.03,
+            ..NetworkLeakConfig::default()
         },
         ..small(6)
     };

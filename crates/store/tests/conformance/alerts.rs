@@ -9,6 +9,7 @@ conformance!(
     case_list_alerts_filters_and_cursor,
     case_concurrent_findings_make_one_alert,
     case_quiet_alerts_resolve,
+    case_quiet_alerts_resolve_per_district,
     case_alert_outcomes_and_stats,
 );
 
@@ -639,4 +640,25 @@ async fn case_alert_outcomes_and_stats(store: &Store) {
         json[0],
         serde_json::json!({"kind": "burst", "escalated": 2, "confirmed": 0, "false_positive": 2})
     );
+}
+
+async fn case_quiet_alerts_resolve_per_district(store: &Store) {
+    let (d1, _) = store
+        .record_finding(&finding("M1", 1000, Severity::Warning))
+        .await
+        .unwrap();
+    let (d2, _) = store
+        .record_finding(&Finding {
+            district_id: Some(did("D2")),
+            ..finding("M2", 1000, Severity::Warning)
+        })
+        .await
+        .unwrap();
+    let resolved = store
+        .resolve_quiet_alerts_in(&did("D2"), t(5000), "clear in D2")
+        .await
+        .unwrap();
+    assert_eq!(resolved.iter().map(|a| a.id).collect::<Vec<_>>(), [d2.id]);
+    let d1 = store.get_alert(d1.id).await.unwrap().unwrap();
+    assert_eq!(d1.status, AlertStatus::Open);
 }

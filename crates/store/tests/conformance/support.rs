@@ -154,6 +154,7 @@ pub fn evidence(observed: f64, at: i64) -> Evidence {
         window_start: t(at - 86_400),
         window_end: t(at),
         explanation: format!("lowest hourly flow {observed} m3/h"),
+        known: None,
     }
 }
 

@@ -6,10 +6,12 @@
 //!
 //! Only `leakwatch demo` runs it; a real deployment's crews use their phones.
 
-use leakwatch_core::{GasReading, MeterId, OrderAction, SiteFinding, WorkOrder, WorkOrderStatus};
+use leakwatch_core::{GasReading, MeterId, OrderAction, SiteFinding, WorkOrderStatus};
 use leakwatch_dispatch::Dispatcher;
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use leakwatch_mqtt::{Session, SessionConfig, SessionHealth};
+use leakwatch_wire::crew::{JobChange, JobMessage, JobOrder};
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -25,10 +27,10 @@ pub struct CrewBotConfig {
     pub pace: Duration,
 }
 
-/// What a simulated crew finds at a job: the ground truth, classed as A2 (repair
-/// within 24 h) from 200 L/h and B below, never repaired on the spot.
-pub fn finding_for(order: &WorkOrder, leaks: &HashMap<MeterId, f64>) -> SiteFinding {
-    match order.meter_id.as_ref().and_then(|m| leaks.get(m)) {
+/// What a simulated crew finds at a job on `meter`: the ground truth, classed as A2
+/// (repair within 24 h) from 200 L/h and B below, never repaired on the spot.
+pub fn finding_for(meter: Option<&MeterId>, leaks: &HashMap<MeterId, f64>) -> SiteFinding {
+    match meter.and_then(|m| leaks.get(m)) {
         Some(&rate) => SiteFinding {
             leak_found: true,
             leak_class: Some(if rate >= 200.0 { "A2" } else { "B" }.into()),
@@ -52,57 +54,59 @@ pub fn finding_for(order: &WorkOrder, leaks: &HashMap<MeterId, f64>) -> SiteFind
     }
 }
 
-/// Runs the simulated crews until `shutdown`.
+/// Runs the simulated crews until `shutdown`; the jobs they are walking stop with it.
 pub async fn run(
     cfg: CrewBotConfig,
     dispatcher: Dispatcher,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
-    let mut opts = MqttOptions::new(
-        format!("leakwatch-demo-crews-{}", std::process::id()),
-        cfg.host.clone(),
-        cfg.port,
+    let mut session = Session::new(
+        SessionConfig {
+            name: "demo-crews",
+            host: cfg.host.clone(),
+            port: cfg.port,
+            client_id: format!("leakwatch-demo-crews-{}", std::process::id()),
+            keep_alive: Duration::from_secs(10),
+            persistent: false,
+            manual_acks: false,
+            inflight: 10,
+            subscriptions: vec![format!("{}/+/jobs", cfg.prefix)],
+        },
+        SessionHealth::new("demo-crews"),
     );
-    opts.set_keep_alive(Duration::from_secs(10));
-    let (client, mut events) = AsyncClient::new(opts, 64);
-    let filter = format!("{}/+/jobs", cfg.prefix);
     let working: Arc<Mutex<HashSet<(i64, String)>>> = Arc::default();
     let cfg = Arc::new(cfg);
+    let mut walks = tokio::task::JoinSet::new();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
-            ev = events.poll() => match ev {
-                Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                    let _ = client.try_subscribe(filter.clone(), QoS::AtLeastOnce);
+            Some(_) = walks.join_next(), if !walks.is_empty() => {}
+            p = session.next() => {
+                let Ok(msg) = serde_json::from_slice::<JobMessage>(&p.payload) else {
+                    continue;
+                };
+                if msg.change != JobChange::Assigned || msg.order.status != WorkOrderStatus::Assigned {
+                    continue;
                 }
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    let Ok(msg) = serde_json::from_slice::<crate::crews::JobMessage>(&p.payload) else {
-                        continue;
-                    };
-                    if msg.change != "assigned" || msg.order.status != WorkOrderStatus::Assigned {
-                        continue;
-                    }
-                    let key = (msg.order.id, msg.crew_id.to_string());
-                    if !working.lock().expect("not poisoned").insert(key.clone()) {
-                        continue;
-                    }
-                    let (d, cfg, working) = (dispatcher.clone(), cfg.clone(), working.clone());
-                    tokio::spawn(async move {
-                        walk(&d, &cfg, msg.order, &key.1).await;
-                        working.lock().expect("not poisoned").remove(&key);
-                    });
+                let key = (msg.order.id, msg.crew_id.to_string());
+                if !working.lock().expect("not poisoned").insert(key.clone()) {
+                    continue;
                 }
-                Ok(_) => {}
-                Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
-            },
+                let (d, cfg, working) = (dispatcher.clone(), cfg.clone(), working.clone());
+                walks.spawn(async move {
+                    walk(&d, &cfg, msg.order, &key.1).await;
+                    working.lock().expect("not poisoned").remove(&key);
+                });
+            }
         }
     }
-    let _ = client.try_disconnect();
+    walks.abort_all();
+    session.close(Duration::from_millis(500)).await;
 }
 
 /// One job, step by step; stops quietly when the job is taken away meanwhile.
-async fn walk(d: &Dispatcher, cfg: &CrewBotConfig, order: WorkOrder, crew: &str) {
+async fn walk(d: &Dispatcher, cfg: &CrewBotConfig, order: JobOrder, crew: &str) {
     let steps = [
         (1, OrderAction::Accept, None),
         (1, OrderAction::StartTravel, None),
@@ -114,7 +118,7 @@ async fn walk(d: &Dispatcher, cfg: &CrewBotConfig, order: WorkOrder, crew: &str)
                 finding: order
                     .kind
                     .requires_finding()
-                    .then(|| finding_for(&order, &cfg.leaks)),
+                    .then(|| finding_for(order.meter_id.as_ref(), &cfg.leaks)),
             },
             Some(order.location),
         ),
@@ -132,47 +136,28 @@ async fn walk(d: &Dispatcher, cfg: &CrewBotConfig, order: WorkOrder, crew: &str)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use leakwatch_core::{GeoPoint, LeakClassTable, Priority, WorkOrderKind};
+    use leakwatch_core::LeakClassTable;
 
     #[test]
     fn findings_follow_the_ground_truth_and_pass_validation() {
-        let t = chrono::Utc::now();
-        let order = |meter: &str| WorkOrder {
-            id: 1,
-            kind: WorkOrderKind::LeakInvestigation,
-            priority: Priority::High,
-            status: WorkOrderStatus::OnSite,
-            alert_id: None,
-            meter_id: Some(MeterId::parse(meter).unwrap()),
-            district_id: None,
-            location: GeoPoint::new(43.0, 11.0).unwrap(),
-            crew_id: None,
-            summary: String::new(),
-            created_at: t,
-            updated_at: t,
-            due_at: None,
-            parent_id: None,
-            assigned_at: None,
-            reached_at: None,
-            breached_at: None,
-            finding: None,
-        };
         let leaks: HashMap<MeterId, f64> = [
             (MeterId::parse("BIG").unwrap(), 300.0),
             (MeterId::parse("SMALL").unwrap(), 12.0),
         ]
         .into();
+        let m = |id: &str| MeterId::parse(id).unwrap();
         let table = LeakClassTable::italian();
-        let big = finding_for(&order("BIG"), &leaks);
+        let big = finding_for(Some(&m("BIG")), &leaks);
         assert_eq!(
             (big.leak_found, big.leak_class.as_deref()),
             (true, Some("A2"))
         );
         assert!(big.needs_follow_up());
-        let small = finding_for(&order("SMALL"), &leaks);
+        let small = finding_for(Some(&m("SMALL")), &leaks);
         assert_eq!(small.leak_class.as_deref(), Some("B"));
-        let none = finding_for(&order("OTHER"), &leaks);
+        let none = finding_for(Some(&m("OTHER")), &leaks);
         assert!(!none.leak_found);
+        assert!(!finding_for(None, &leaks).leak_found);
         for f in [big, small, none] {
             f.validate(&table).unwrap();
         }
