@@ -15,19 +15,9 @@ pub enum Backend {
     MosquittoPostgres,
 }
 
-/// An environment variable a suite needs; in CI its absence is a failure.
-pub fn required_env(name: &str) -> Option<String> {
-    match std::env::var(name) {
-        Ok(v) if !v.is_empty() => Some(v),
-        _ if std::env::var("CI").is_ok_and(|v| !v.is_empty()) => {
-            panic!("{name} is not set: in CI this suite must run, not skip")
-        }
-        _ => {
-            eprintln!("skipped: {name} not set");
-            None
-        }
-    }
-}
+/// An environment variable a suite needs; in CI its absence is a failure (the one rule
+/// for service-backed tests, kept in the store's `testing`).
+pub use leakwatch_store::testing::required_env;
 
 pub fn unique(tag: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);

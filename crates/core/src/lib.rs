@@ -28,7 +28,7 @@ pub use ids::{CrewId, DistrictId, IdError, MeterId};
 pub use leak_class::{DEFAULT_TO_BE_CHECKED, LeakClass, LeakClassTable};
 pub use mapping::{EscalationMapping, EscalationRule, JobSpec};
 pub use meter::{Meter, MeterKind, MeterRecord, MeterStatus};
-pub use reading::{EventCode, MeterEvent, Reading};
+pub use reading::{EventCode, MeterEvent, Reading, ReadingFlags};
 pub use shift::{ShiftException, WeeklyShifts};
 pub use site::{AlertOutcome, GasReading, SiteFinding};
 pub use workorder::{

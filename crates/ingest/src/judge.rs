@@ -17,8 +17,7 @@
 //! Repeats of (meter, t) are the store's business (duplicate or conflict).
 
 use chrono::Duration;
-use leakwatch_core::{Meter, MeterKind, Reading, Timestamp};
-use leakwatch_store::ReadingFlags;
+use leakwatch_core::{Meter, MeterKind, Reading, ReadingFlags, Timestamp};
 
 /// A reading refused by a rule, with the stable reason code.
 #[derive(Debug, Clone, PartialEq)]

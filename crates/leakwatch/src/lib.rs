@@ -12,4 +12,5 @@ pub mod detection;
 pub mod devices;
 pub mod evaluate;
 pub mod telemetry;
+#[cfg(feature = "testkit")]
 pub mod testkit;

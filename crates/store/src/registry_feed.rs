@@ -7,9 +7,11 @@
 //! feed listens and reloads the meters named. SQLite has no notifications: every
 //! write raises the meter's `rev`, and the feed polls for higher revisions.
 
+use crate::db::{Row, args, sql};
+use crate::meters::{meter_cols, meter_from_row};
 use crate::{Result, Store};
 use leakwatch_core::{Meter, MeterId, Timestamp};
-use sqlx::Row;
+use sqlx::Row as _;
 use std::time::Duration;
 
 /// The PostgreSQL channel the `meters` trigger notifies (payload: the meter id).
@@ -86,51 +88,28 @@ impl Store {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        match self {
-            Store::Postgres(p) => {
-                let ids: Vec<&str> = ids.iter().map(MeterId::as_str).collect();
-                let rows = sqlx::query(concat!(
+        let ids: Vec<String> = ids.iter().map(|m| m.as_str().to_owned()).collect();
+        let rows = self
+            .exec()
+            .fetch_all(
+                sql!(
                     "SELECT ",
                     meter_cols!(),
                     ", registered_at FROM meters WHERE id = ANY($1)"
-                ))
-                .bind(&ids)
-                .fetch_all(p.pool())
-                .await?;
-                rows.iter()
-                    .map(|row| {
-                        Ok(Registered {
-                            meter: crate::pg::meter_from_row(row)?,
-                            registered_at: row.try_get("registered_at")?,
-                        })
-                    })
-                    .collect()
-            }
-            Store::Sqlite(pool) => {
-                let ids: Vec<&str> = ids.iter().map(MeterId::as_str).collect();
-                let list = serde_json::to_string(&ids)
-                    .map_err(|e| crate::StoreError::Corrupt(format!("meter ids as JSON: {e}")))?;
-                let rows = sqlx::query(concat!(
-                    "SELECT ",
-                    meter_cols!(),
-                    ", registered_at, rev FROM meters
-                     WHERE id IN (SELECT value FROM json_each(?1))"
-                ))
-                .bind(list)
-                .fetch_all(pool)
-                .await?;
-                rows.iter().map(sqlite_registered).collect()
-            }
-        }
+                ),
+                args![ids],
+            )
+            .await?;
+        rows.iter().map(registered).collect()
     }
 }
 
-fn sqlite_registered(row: &sqlx::sqlite::SqliteRow) -> Result<Registered> {
-    let ms: Option<i64> = row.try_get("registered_at")?;
+/// A meter with its registration time (none stored: the epoch).
+fn registered(row: &Row) -> Result<Registered> {
     Ok(Registered {
-        meter: crate::sqlite::meter_from_row(row)?,
-        registered_at: ms
-            .and_then(chrono::DateTime::from_timestamp_millis)
+        meter: meter_from_row(row)?,
+        registered_at: row
+            .opt_time("registered_at")?
             .unwrap_or(chrono::DateTime::UNIX_EPOCH),
     })
 }
@@ -204,13 +183,8 @@ async fn all_pg(pool: &sqlx::PgPool) -> Result<Vec<Registered>> {
     ))
     .fetch_all(pool)
     .await?;
-    rows.iter()
-        .map(|row| {
-            Ok(Registered {
-                meter: crate::pg::meter_from_row(row)?,
-                registered_at: row.try_get("registered_at")?,
-            })
-        })
+    rows.into_iter()
+        .map(|row| registered(&Row::Pg(row)))
         .collect()
 }
 
@@ -229,9 +203,9 @@ async fn since_sqlite(
     .await?;
     let mut rev = after.unwrap_or(0);
     let mut out = Vec::with_capacity(rows.len());
-    for row in &rows {
+    for row in rows {
         rev = rev.max(row.try_get("rev")?);
-        out.push(sqlite_registered(row)?);
+        out.push(registered(&Row::Sqlite(row))?);
     }
     Ok((out, rev))
 }

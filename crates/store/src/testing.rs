@@ -1,7 +1,8 @@
 //! Helpers for tests that need a database of their own: a fresh, uniquely named
-//! PostgreSQL database (`lw_test_…`) made through an admin URL, and a unique name for
-//! temporary SQLite files. Used by this crate's conformance suite and by other crates'
-//! end-to-end tests.
+//! PostgreSQL database (`lw_test_…`) made through an admin URL, a unique name for
+//! temporary SQLite files, and the one rule for tests that need a service
+//! ([`required_env`]). Used by this crate's conformance suite and benchmark and by other
+//! crates' tests; only built with the `testing` feature (never in the service).
 
 use crate::{ReadingFlags, Result, StoreError, redact};
 use leakwatch_core::Reading;
@@ -16,6 +17,30 @@ pub const PG_ENV: &str = "LEAKWATCH_TEST_PG";
 /// Prefix of every database [`fresh_pg_database`] creates (and the only kind
 /// [`drop_pg_database`] drops).
 pub const PG_PREFIX: &str = "lw_test_";
+
+/// Environment variable naming an MQTT broker for tests, e.g. `mqtt://127.0.0.1:1883`.
+pub const MQTT_ENV: &str = "LEAKWATCH_TEST_MQTT";
+
+/// Whether the tests run in CI: `CI` is set to anything but empty, `false` or `0`
+/// (CI services set `CI=true`).
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
+}
+
+/// The one rule for tests that need a service (a PostgreSQL server at [`PG_ENV`], a
+/// broker at [`MQTT_ENV`]): the value of the environment variable `name` when it is set;
+/// when it is not, in CI ([`in_ci`]) the test fails (a missing service must not pass as
+/// skipped), elsewhere the test is skipped with a printed note (`None`).
+pub fn required_env(name: &str) -> Option<String> {
+    match std::env::var(name) {
+        Ok(v) if !v.is_empty() => Some(v),
+        _ if in_ci() => panic!("{name} is not set: in CI this test must run, not skip"),
+        _ => {
+            println!("skipped: {name} not set");
+            None
+        }
+    }
+}
 
 /// A name unique within this machine for practical purposes: 16 hex digits mixing
 /// the time, the process id, a per-process counter and std's random hasher keys.

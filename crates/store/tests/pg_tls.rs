@@ -7,16 +7,7 @@
 use leakwatch_store::Store;
 
 fn admin_url() -> Option<String> {
-    match std::env::var("LEAKWATCH_TEST_PG") {
-        Ok(v) if !v.is_empty() => Some(v),
-        _ if std::env::var("CI").is_ok_and(|v| !v.is_empty()) => {
-            panic!("LEAKWATCH_TEST_PG is not set: in CI this suite must run, not skip")
-        }
-        _ => {
-            eprintln!("skipped: LEAKWATCH_TEST_PG not set");
-            None
-        }
-    }
+    leakwatch_store::testing::required_env(leakwatch_store::testing::PG_ENV)
 }
 
 fn with_sslmode(url: &str, mode: &str) -> String {
