@@ -95,11 +95,15 @@ async fn bad_messages_are_dead_lettered(backend: Backend) {
     })
     .await;
     // The batch's readings commit before its dead letters: wait for those too.
-    let dl = wait_for("the three dead letters", Duration::from_secs(20), || async {
-        let (status, dl) = svc.get("/api/v1/dead-letters").await;
-        assert_eq!(status, 200);
-        (dl.as_array().map_or(0, Vec::len) >= 3).then_some(dl)
-    })
+    let dl = wait_for(
+        "the three dead letters",
+        Duration::from_secs(20),
+        || async {
+            let (status, dl) = svc.get("/api/v1/dead-letters").await;
+            assert_eq!(status, 200);
+            (dl.as_array().map_or(0, Vec::len) >= 3).then_some(dl)
+        },
+    )
     .await;
     let items = dl.as_array().unwrap();
     let reasons: Vec<&str> = items
