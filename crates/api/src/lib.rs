@@ -6,6 +6,7 @@
 //! dispatcher, and map every failure to a JSON error in one place ([`error`]). This
 //! crate owns no rule and no SQL.
 
+pub mod auth;
 mod error;
 mod extract;
 mod page;
@@ -149,8 +150,14 @@ pub async fn serve_tls(
         .await
 }
 
-async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
+async fn require_token(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let Some(expected) = state.api_token.as_deref() else {
+        req.extensions_mut().insert(auth::Principal {
+            name: "api".to_owned(),
+            role: auth::Role::Admin,
+            crew: None,
+            credential: auth::Credential::Open,
+        });
         return next.run(req).await;
     };
     let bearer = req
@@ -163,6 +170,12 @@ async fn require_token(State(state): State<AppState>, req: Request, next: Next) 
         .query()
         .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("token=")));
     if bearer == Some(expected) || query == Some(expected) {
+        req.extensions_mut().insert(auth::Principal {
+            name: "api".to_owned(),
+            role: auth::Role::Admin,
+            crew: None,
+            credential: auth::Credential::Token,
+        });
         next.run(req).await
     } else {
         ApiError::new(

@@ -2,12 +2,24 @@
 
 use crate::{DistrictId, MeterId, Timestamp};
 use serde::{Deserialize, Serialize};
-use std::fmt;
 use std::str::FromStr;
 
 /// The kind of condition an alert reports. Each detector family raises its own kinds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+    strum::Display,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum AlertKind {
     /// A customer meter with no zero-flow hour over the configured window.
     ContinuousFlow,
@@ -52,50 +64,10 @@ pub enum AlertKind {
 }
 
 impl AlertKind {
-    pub const ALL: &'static [AlertKind] = &[
-        AlertKind::ContinuousFlow,
-        AlertKind::NightFlowRise,
-        AlertKind::LevelShift,
-        AlertKind::Burst,
-        AlertKind::DistrictBalance,
-        AlertKind::InflowNightFlow,
-        AlertKind::PressureDrop,
-        AlertKind::MeterLeakAlarm,
-        AlertKind::CounterRegression,
-        AlertKind::ReverseFlow,
-        AlertKind::Tamper,
-        AlertKind::MagneticField,
-        AlertKind::ValveClosedLeak,
-        AlertKind::BatteryLow,
-        AlertKind::BatteryCritical,
-        AlertKind::ClockError,
-        AlertKind::Silence,
-        AlertKind::UsageChange,
-        AlertKind::LeakGrowth,
-    ];
+    pub const ALL: &'static [AlertKind] = <AlertKind as strum::VariantArray>::VARIANTS;
 
     pub fn as_str(self) -> &'static str {
-        match self {
-            AlertKind::ContinuousFlow => "continuous_flow",
-            AlertKind::NightFlowRise => "night_flow_rise",
-            AlertKind::LevelShift => "level_shift",
-            AlertKind::Burst => "burst",
-            AlertKind::DistrictBalance => "district_balance",
-            AlertKind::InflowNightFlow => "inflow_night_flow",
-            AlertKind::PressureDrop => "pressure_drop",
-            AlertKind::MeterLeakAlarm => "meter_leak_alarm",
-            AlertKind::CounterRegression => "counter_regression",
-            AlertKind::ReverseFlow => "reverse_flow",
-            AlertKind::Tamper => "tamper",
-            AlertKind::MagneticField => "magnetic_field",
-            AlertKind::ValveClosedLeak => "valve_closed_leak",
-            AlertKind::BatteryLow => "battery_low",
-            AlertKind::BatteryCritical => "battery_critical",
-            AlertKind::ClockError => "clock_error",
-            AlertKind::Silence => "silence",
-            AlertKind::UsageChange => "usage_change",
-            AlertKind::LeakGrowth => "leak_growth",
-        }
+        self.into()
     }
 
     /// Whether this kind suggests gas escaping (as opposed to a device condition).
@@ -128,26 +100,28 @@ impl AlertKind {
 impl FromStr for AlertKind {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        AlertKind::ALL
-            .iter()
-            .copied()
-            .find(|k| k.as_str() == s)
-            .ok_or_else(|| {
-                let known: Vec<_> = AlertKind::ALL.iter().map(|k| k.as_str()).collect();
-                format!("unknown alert kind {s:?}; known: {}", known.join(", "))
-            })
-    }
-}
-
-impl fmt::Display for AlertKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        crate::names::parse("alert kind", s)
     }
 }
 
 /// How urgently someone should look.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+    strum::Display,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum Severity {
     Info,
     Warning,
@@ -156,31 +130,33 @@ pub enum Severity {
 
 impl Severity {
     pub fn as_str(self) -> &'static str {
-        match self {
-            Severity::Info => "info",
-            Severity::Warning => "warning",
-            Severity::Critical => "critical",
-        }
+        self.into()
     }
 }
 
 impl FromStr for Severity {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "info" => Ok(Severity::Info),
-            "warning" => Ok(Severity::Warning),
-            "critical" => Ok(Severity::Critical),
-            other => Err(format!(
-                "unknown severity {other:?}; expected info, warning or critical"
-            )),
-        }
+        crate::names::parse("severity", s)
     }
 }
 
 /// Where an alert is in its review.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+    strum::Display,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum AlertStatus {
     /// Raised, nobody has looked yet.
     Open,
@@ -195,22 +171,10 @@ pub enum AlertStatus {
 }
 
 impl AlertStatus {
-    pub const ALL: &'static [AlertStatus] = &[
-        AlertStatus::Open,
-        AlertStatus::Acknowledged,
-        AlertStatus::Escalated,
-        AlertStatus::Dismissed,
-        AlertStatus::Resolved,
-    ];
+    pub const ALL: &'static [AlertStatus] = <AlertStatus as strum::VariantArray>::VARIANTS;
 
     pub fn as_str(self) -> &'static str {
-        match self {
-            AlertStatus::Open => "open",
-            AlertStatus::Acknowledged => "acknowledged",
-            AlertStatus::Escalated => "escalated",
-            AlertStatus::Dismissed => "dismissed",
-            AlertStatus::Resolved => "resolved",
-        }
+        self.into()
     }
 
     /// An alert that still stands for its (subject, kind): repeats update it.
@@ -249,15 +213,7 @@ impl AlertStatus {
 impl FromStr for AlertStatus {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        AlertStatus::ALL
-            .iter()
-            .copied()
-            .find(|k| k.as_str() == s)
-            .ok_or_else(|| {
-                format!(
-                    "unknown alert status {s:?}; expected open, acknowledged, escalated, dismissed or resolved"
-                )
-            })
+        crate::names::parse("alert status", s)
     }
 }
 

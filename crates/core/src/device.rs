@@ -7,11 +7,23 @@
 
 use crate::Timestamp;
 use serde::{Deserialize, Serialize};
-use std::fmt;
 
 /// What a broker identity is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+    strum::Display,
+)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum DeviceKind {
     /// A meter: publishes its own uplink only.
     Meter,
@@ -25,25 +37,13 @@ pub enum DeviceKind {
 }
 
 impl DeviceKind {
-    pub const ALL: [DeviceKind; 4] = [
-        DeviceKind::Meter,
-        DeviceKind::Crew,
-        DeviceKind::Headend,
-        DeviceKind::Service,
-    ];
-
     pub fn as_str(self) -> &'static str {
-        match self {
-            DeviceKind::Meter => "meter",
-            DeviceKind::Crew => "crew",
-            DeviceKind::Headend => "headend",
-            DeviceKind::Service => "service",
-        }
+        self.into()
     }
 
     /// Parses `meter`, `crew`, `headend` or `service`.
     pub fn parse(s: &str) -> Option<DeviceKind> {
-        DeviceKind::ALL.into_iter().find(|k| k.as_str() == s)
+        crate::names::parse::<DeviceKind>("device kind", s).ok()
     }
 
     /// The topic rules of an identity of this kind named `username`, as
@@ -68,12 +68,6 @@ impl DeviceKind {
                 (Access::Write, format!("{crew_prefix}/+/jobs")),
             ],
         }
-    }
-}
-
-impl fmt::Display for DeviceKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 
@@ -146,7 +140,7 @@ mod tests {
 
     #[test]
     fn kinds_round_trip_and_usernames_are_checked() {
-        for k in DeviceKind::ALL {
+        for &k in <DeviceKind as strum::VariantArray>::VARIANTS {
             assert_eq!(DeviceKind::parse(k.as_str()), Some(k));
         }
         assert_eq!(DeviceKind::parse("admin"), None);

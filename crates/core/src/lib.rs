@@ -14,6 +14,7 @@ pub mod leak_class;
 pub mod limits;
 pub mod mapping;
 pub mod meter;
+pub mod names;
 pub mod reading;
 pub mod shift;
 pub mod site;

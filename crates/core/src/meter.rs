@@ -2,12 +2,24 @@
 
 use crate::{DistrictId, GeoPoint, MeterId, Timestamp};
 use serde::{Deserialize, Serialize};
-use std::fmt;
 use std::str::FromStr;
 
 /// What a meter measures for the network.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+    strum::Display,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum MeterKind {
     /// A customer's delivery point.
     Customer,
@@ -19,37 +31,33 @@ pub enum MeterKind {
 
 impl MeterKind {
     pub fn as_str(self) -> &'static str {
-        match self {
-            MeterKind::Customer => "customer",
-            MeterKind::Station => "station",
-            MeterKind::Pressure => "pressure",
-        }
+        self.into()
     }
 }
 
 impl FromStr for MeterKind {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "customer" => Ok(MeterKind::Customer),
-            "station" => Ok(MeterKind::Station),
-            "pressure" => Ok(MeterKind::Pressure),
-            other => Err(format!(
-                "unknown meter kind {other:?}; expected customer, station or pressure"
-            )),
-        }
-    }
-}
-
-impl fmt::Display for MeterKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        crate::names::parse("meter kind", s)
     }
 }
 
 /// Whether the meter is in service.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+    strum::Display,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum MeterStatus {
     Active,
     Inactive,
@@ -57,21 +65,14 @@ pub enum MeterStatus {
 
 impl MeterStatus {
     pub fn as_str(self) -> &'static str {
-        match self {
-            MeterStatus::Active => "active",
-            MeterStatus::Inactive => "inactive",
-        }
+        self.into()
     }
 }
 
 impl FromStr for MeterStatus {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "active" => Ok(MeterStatus::Active),
-            "inactive" => Ok(MeterStatus::Inactive),
-            other => Err(format!("unknown meter status {other:?}")),
-        }
+        crate::names::parse("meter status", s)
     }
 }
 

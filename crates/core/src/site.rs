@@ -29,8 +29,21 @@ pub struct SiteFinding {
 }
 
 /// What the finding says about the alert(s) that led to the job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+    strum::Display,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum AlertOutcome {
     ConfirmedLeak,
     FalsePositive,
@@ -39,20 +52,13 @@ pub enum AlertOutcome {
 impl std::str::FromStr for AlertOutcome {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "confirmed_leak" => Ok(AlertOutcome::ConfirmedLeak),
-            "false_positive" => Ok(AlertOutcome::FalsePositive),
-            other => Err(format!("unknown alert outcome {other:?}")),
-        }
+        crate::names::parse("alert outcome", s)
     }
 }
 
 impl AlertOutcome {
     pub fn as_str(self) -> &'static str {
-        match self {
-            AlertOutcome::ConfirmedLeak => "confirmed_leak",
-            AlertOutcome::FalsePositive => "false_positive",
-        }
+        self.into()
     }
 }
 

@@ -9,11 +9,23 @@
 
 use crate::{AlertKind, CrewId, DistrictId, GeoPoint, MeterId, Severity, SiteFinding, Timestamp};
 use serde::{Deserialize, Serialize};
-use std::fmt;
 use std::str::FromStr;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+    strum::Display,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum WorkOrderStatus {
     Created,
     Assigned,
@@ -26,28 +38,10 @@ pub enum WorkOrderStatus {
 }
 
 impl WorkOrderStatus {
-    pub const ALL: &'static [WorkOrderStatus] = &[
-        WorkOrderStatus::Created,
-        WorkOrderStatus::Assigned,
-        WorkOrderStatus::Accepted,
-        WorkOrderStatus::EnRoute,
-        WorkOrderStatus::OnSite,
-        WorkOrderStatus::Completed,
-        WorkOrderStatus::Cancelled,
-        WorkOrderStatus::UnableToComplete,
-    ];
+    pub const ALL: &'static [WorkOrderStatus] = <WorkOrderStatus as strum::VariantArray>::VARIANTS;
 
     pub fn as_str(self) -> &'static str {
-        match self {
-            WorkOrderStatus::Created => "created",
-            WorkOrderStatus::Assigned => "assigned",
-            WorkOrderStatus::Accepted => "accepted",
-            WorkOrderStatus::EnRoute => "en_route",
-            WorkOrderStatus::OnSite => "on_site",
-            WorkOrderStatus::Completed => "completed",
-            WorkOrderStatus::Cancelled => "cancelled",
-            WorkOrderStatus::UnableToComplete => "unable_to_complete",
-        }
+        self.into()
     }
 
     /// No transition leaves a final state.
@@ -75,17 +69,7 @@ impl WorkOrderStatus {
 impl FromStr for WorkOrderStatus {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        WorkOrderStatus::ALL
-            .iter()
-            .copied()
-            .find(|k| k.as_str() == s)
-            .ok_or_else(|| format!("unknown work-order status {s:?}"))
-    }
-}
-
-impl fmt::Display for WorkOrderStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        crate::names::parse("work-order status", s)
     }
 }
 
@@ -174,8 +158,21 @@ pub fn next_status(
 }
 
 /// What kind of job an order is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+    strum::Display,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum WorkOrderKind {
     Emergency,
     LeakInvestigation,
@@ -186,13 +183,7 @@ pub enum WorkOrderKind {
 
 impl WorkOrderKind {
     pub fn as_str(self) -> &'static str {
-        match self {
-            WorkOrderKind::Emergency => "emergency",
-            WorkOrderKind::LeakInvestigation => "leak_investigation",
-            WorkOrderKind::Repair => "repair",
-            WorkOrderKind::MeterCheck => "meter_check",
-            WorkOrderKind::PlannedInspection => "planned_inspection",
-        }
+        self.into()
     }
 
     /// The skill a crew needs for this kind of job.
@@ -235,22 +226,28 @@ impl WorkOrderKind {
 impl FromStr for WorkOrderKind {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        [
-            WorkOrderKind::Emergency,
-            WorkOrderKind::LeakInvestigation,
-            WorkOrderKind::Repair,
-            WorkOrderKind::MeterCheck,
-            WorkOrderKind::PlannedInspection,
-        ]
-        .into_iter()
-        .find(|k| k.as_str() == s)
-        .ok_or_else(|| format!("unknown work-order kind {s:?}"))
+        crate::names::parse("work-order kind", s)
     }
 }
 
 /// Priority of a job; `Emergency` is the 60-minute class.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+    strum::Display,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum Priority {
     Emergency,
     High,
@@ -260,25 +257,14 @@ pub enum Priority {
 
 impl Priority {
     pub fn as_str(self) -> &'static str {
-        match self {
-            Priority::Emergency => "emergency",
-            Priority::High => "high",
-            Priority::Normal => "normal",
-            Priority::Low => "low",
-        }
+        self.into()
     }
 }
 
 impl FromStr for Priority {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "emergency" => Ok(Priority::Emergency),
-            "high" => Ok(Priority::High),
-            "normal" => Ok(Priority::Normal),
-            "low" => Ok(Priority::Low),
-            other => Err(format!("unknown priority {other:?}")),
-        }
+        crate::names::parse("priority", s)
     }
 }
 

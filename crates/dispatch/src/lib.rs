@@ -112,8 +112,8 @@ impl Default for PlanSettings {
             default_shift_end_min: 17 * 60,
             utc_offset_h: 1,
             default_job_min: 45,
-            max_generations: 300,
-            max_time_s: 5,
+            max_generations: plan::DEFAULT_MAX_GENERATIONS,
+            max_time_s: plan::DEFAULT_MAX_TIME_S,
         }
     }
 }

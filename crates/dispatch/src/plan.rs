@@ -39,7 +39,8 @@
 //!   seconds, whichever comes first (the time is checked between generations, which take
 //!   milliseconds at the sizes leakwatch plans). It runs on the calling thread and on
 //!   rayon's global pool: call it from a blocking context (e.g. `spawn_blocking`). With
-//!   [`DEFAULT_MAX_TIME_S`] a day of 10 crews and 150 jobs takes about 3 s.
+//!   the defaults ([`DEFAULT_MAX_GENERATIONS`], [`DEFAULT_MAX_TIME_S`], which
+//!   `[dispatch.plan]` starts from) a day of 10 crews and 150 jobs takes a few seconds.
 //! - **Logging.** The solver's messages go to `tracing` at trace level, except two lines
 //!   ("fleet index created in ..ms", "job index created in ..ms") that pragmatic 1.25's
 //!   problem reader prints to stdout with a logger of its own that cannot be replaced.
@@ -72,10 +73,10 @@ pub const CODE_UNKNOWN: &str = "NO_REASON_FOUND";
 
 /// Largest `max_time_s` accepted: a plan is asked for interactively.
 pub const MAX_TIME_S: u64 = 300;
-/// Generations that plan 10 crews and 150 jobs well.
-pub const DEFAULT_MAX_GENERATIONS: usize = 1000;
-/// Seconds that bound a plan of 10 crews and 150 jobs.
-pub const DEFAULT_MAX_TIME_S: u64 = 3;
+/// Generations a plan runs by default (`dispatch.plan.max_generations`).
+pub const DEFAULT_MAX_GENERATIONS: usize = 300;
+/// Seconds that bound a plan by default (`dispatch.plan.max_time_s`).
+pub const DEFAULT_MAX_TIME_S: u64 = 5;
 
 /// Largest travel time accepted in the matrix, in seconds (keeps times exact in `f64`).
 const MAX_TRAVEL_S: f64 = 1e9;
@@ -783,9 +784,7 @@ mod tests {
 
     /// A point `north_km` north and `east_km` east of `from`.
     fn offset(from: GeoPoint, north_km: f64, east_km: f64) -> GeoPoint {
-        let lat = from.lat + north_km / 111.2;
-        let lon = from.lon + east_km / (111.2 * from.lat.to_radians().cos());
-        GeoPoint::new(lat, lon).unwrap()
+        from.offset_km(north_km, east_km)
     }
 
     fn crew(id: &str, skills: &[&str], home: GeoPoint) -> PlanCrew {

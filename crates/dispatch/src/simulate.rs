@@ -45,9 +45,6 @@ use std::fmt::Write;
 /// Minutes an emergency may take to be reached: the Italian regulator's standard.
 pub const TARGET_MIN: f64 = 60.0;
 
-/// Kilometres per degree of latitude (on [`GeoPoint::distance_km`]'s sphere).
-const KM_PER_DEG: f64 = 111.195;
-
 /// Minutes in a day.
 const DAY: f64 = 1440.0;
 
@@ -376,21 +373,13 @@ fn stream(seed: u64, salt: u64) -> StdRng {
     StdRng::seed_from_u64(seed ^ salt.wrapping_mul(0x9E37_79B9_7F4A_7C15))
 }
 
-fn offset(c: GeoPoint, north_km: f64, east_km: f64) -> GeoPoint {
-    let lat = c.lat + north_km / KM_PER_DEG;
-    GeoPoint {
-        lat,
-        lon: c.lon + east_km / (KM_PER_DEG * c.lat.to_radians().cos()),
-    }
-}
-
 impl World {
     fn draw(s: &SimScenario) -> World {
         let half = s.side_km / 2.0;
         let in_square = |rng: &mut StdRng| {
             let n = rng.random_range(-half..=half);
             let e = rng.random_range(-half..=half);
-            offset(s.center, n, e)
+            s.center.offset_km(n, e)
         };
         let mut rng = stream(s.seed, 1);
         let homes = (0..s.crews).map(|_| in_square(&mut rng)).collect();
@@ -409,7 +398,7 @@ impl World {
                     Some(core) if rng.random::<f64>() < s.urban_share => {
                         let r = core.radius_km * rng.random::<f64>().sqrt();
                         let a = rng.random_range(0.0..std::f64::consts::TAU);
-                        offset(core.center, r * a.sin(), r * a.cos())
+                        core.center.offset_km(r * a.sin(), r * a.cos())
                     }
                     _ => in_square(&mut rng),
                 };
@@ -1072,8 +1061,7 @@ mod tests {
         // 60 % drawn in the core, plus the uniform ones that fall in it (~12 % of 40 %)
         assert!((0.55..0.75).contains(&share), "{share}");
         for p in w.homes.iter().chain(w.planned.iter().map(|p| &p.at)) {
-            let north = (p.lat - s.center.lat) * KM_PER_DEG;
-            let east = (p.lon - s.center.lon) * KM_PER_DEG * s.center.lat.to_radians().cos();
+            let (north, east) = p.km_from(&s.center);
             assert!(north.abs() <= half && east.abs() <= half, "{p:?}");
         }
         // more crews do not move the emergencies

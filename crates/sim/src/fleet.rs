@@ -145,21 +145,12 @@ pub struct Fleet {
     rng: StdRng,
 }
 
-/// Moves a point by the given kilometres east and north (flat-earth, fine at city scale).
-fn offset_km(p: GeoPoint, east_km: f64, north_km: f64) -> GeoPoint {
-    const KM_PER_DEG_LAT: f64 = 111.32;
-    GeoPoint {
-        lat: p.lat + north_km / KM_PER_DEG_LAT,
-        lon: p.lon + east_km / (KM_PER_DEG_LAT * p.lat.to_radians().cos()),
-    }
-}
-
 /// A point uniformly scattered in the ring `r_min..r_max` km around `p`.
 fn scatter(rng: &mut StdRng, p: GeoPoint, r_min: f64, r_max: f64) -> GeoPoint {
     let u: f64 = rng.random_range((r_min / r_max).powi(2)..=1.0);
     let r = r_max * u.sqrt();
     let a = rng.random_range(0.0..TAU);
-    offset_km(p, r * a.cos(), r * a.sin())
+    p.offset_km(r * a.sin(), r * a.cos())
 }
 
 fn id<T>(parsed: Result<T, leakwatch_core::IdError>) -> T {
@@ -220,7 +211,7 @@ impl Fleet {
             let (row, col) = (d / cols, d % cols);
             let east = (col as f64 - (cols as f64 - 1.0) / 2.0) * DISTRICT_SPACING_KM;
             let north = ((rows as f64 - 1.0) / 2.0 - row as f64) * DISTRICT_SPACING_KM;
-            let center = offset_km(config.center, east, north);
+            let center = config.center.offset_km(north, east);
             centers.push(center);
 
             let station = meters.len();
