@@ -11,7 +11,7 @@
 use chrono::Utc;
 use leakwatch_dispatch::{Dispatcher, JobNotice};
 use leakwatch_mqtt::{Session, SessionConfig, SessionHealth};
-use leakwatch_store::{NewDeadLetter, Store};
+use leakwatch_store::{KeyedDeadLetter, NewDeadLetter, Store, dead_letter_key};
 use leakwatch_wire::crew::{self, JobChange, JobMessage, Rejected};
 use leakwatch_wire::dead_letter_payload;
 use std::future::Future;
@@ -117,14 +117,20 @@ async fn location(
     metrics::counter!("leakwatch_crew_locations_rejected_total", "reason" => result.reason)
         .increment(1);
     tracing::warn!(topic, reason = result.reason, detail = %result.detail, "crew location dead-lettered");
-    let dl = NewDeadLetter {
-        topic: topic.to_owned(),
-        reason: result.reason.to_owned(),
-        detail: result.detail,
-        payload: dead_letter_payload(payload).to_vec(),
-        received_at: now,
+    // Keyed by a digest of the whole message, so a redelivery of the same bad
+    // position is stored once (as the meters' dead letters are).
+    let dl = KeyedDeadLetter {
+        letter: NewDeadLetter {
+            topic: topic.to_owned(),
+            reason: result.reason.to_owned(),
+            detail: result.detail,
+            payload: dead_letter_payload(payload).to_vec(),
+            received_at: now,
+        },
+        key: dead_letter_key(topic, result.reason, payload),
+        meter_id: None,
     };
-    if let Err(e) = store.dead_letter(&dl).await {
+    if let Err(e) = store.dead_letters_once(&[dl], 0).await {
         tracing::error!(error = %e, "dead letter not stored");
     }
 }
