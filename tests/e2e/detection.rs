@@ -1,6 +1,7 @@
-//! Detection across a restart: the detectors' state is checkpointed to the store and
-//! restored at start-up, so a service restarted in the middle of a stream raises the
-//! same alerts, at the same event times, as one that ran straight through.
+//! Detection in event time, through the whole service: the alerts a stream raises
+//! (kind, subject, detected_at, count, final status) do not depend on restarts (the
+//! detectors' state is checkpointed to the store and restored at start-up) nor on the
+//! rate the stream is published at (which cuts it into different batches).
 
 use crate::support::{Backend, Service, wait_for};
 use leakwatch_core::MeterRecord;
@@ -11,9 +12,15 @@ use serde_json::json;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-type AlertKey = (String, String, String);
+/// kind, subject, detected_at, count, status.
+type AlertKey = (String, String, String, u64, String);
 
 fn fleet() -> Fleet {
+    fleet_with(100.0)
+}
+
+/// The test fleet with `silent` silent meters per 1,000.
+fn fleet_with(silent: f64) -> Fleet {
     Fleet::generate(&FleetConfig {
         seed: 11,
         districts: 3,
@@ -32,7 +39,7 @@ fn fleet() -> Fleet {
         faults: FaultRates {
             tamper: 100.0,
             battery_low: 100.0,
-            silent: 100.0,
+            silent,
             counter_regression: 100.0,
             ..FaultRates::default()
         },
@@ -43,6 +50,17 @@ fn fleet() -> Fleet {
 /// Publishes `hours` of the fleet's stream and waits until the detectors have seen
 /// every reading of it (counted since the service's start: `already`).
 async fn publish(svc: &Service, fleet: &mut Fleet, hours: u32, already: u64) -> u64 {
+    publish_at(svc, fleet, hours, already, Duration::ZERO).await
+}
+
+/// As [`publish`], one simulated hour every `sim_hour`.
+async fn publish_at(
+    svc: &Service,
+    fleet: &mut Fleet,
+    hours: u32,
+    already: u64,
+    sim_hour: Duration,
+) -> u64 {
     let publisher = svc.publisher().await;
     let stats = leakwatch_sim::publish(
         fleet,
@@ -50,7 +68,7 @@ async fn publish(svc: &Service, fleet: &mut Fleet, hours: u32, already: u64) -> 
         &PublishConfig {
             prefix: svc.prefix.clone(),
             hours: Some(hours),
-            sim_hour: Duration::ZERO,
+            sim_hour,
             duplicate_every: None,
         },
         std::future::pending(),
@@ -84,16 +102,13 @@ async fn alerts(svc: &Service) -> BTreeSet<AlertKey> {
                 .or(a["district_id"].as_str())
                 .unwrap_or("")
                 .to_owned();
-            let kind = a["kind"].as_str().unwrap().to_owned();
-            // Silence is judged when the watermark passes an hour, and how far it
-            // jumps at once depends on how ingest batched the messages: its time is
-            // not compared, only that it was raised.
-            let at = if kind == "silence" {
-                String::new()
-            } else {
-                a["detected_at"].as_str().unwrap().to_owned()
-            };
-            (kind, subject, at)
+            (
+                a["kind"].as_str().unwrap().to_owned(),
+                subject,
+                a["detected_at"].as_str().unwrap().to_owned(),
+                a["count"].as_u64().unwrap(),
+                a["status"].as_str().unwrap().to_owned(),
+            )
         })
         .collect()
 }
@@ -145,7 +160,7 @@ async fn a_restart_mid_stream_raises_the_same_alerts() {
         return;
     };
     let restarted = run(true).await.expect("the same backend as the first run");
-    let kinds: BTreeSet<&str> = straight.iter().map(|(k, _, _)| k.as_str()).collect();
+    let kinds: BTreeSet<&str> = straight.iter().map(|a| a.0.as_str()).collect();
     for kind in [
         "continuous_flow",
         "tamper",
@@ -155,4 +170,38 @@ async fn a_restart_mid_stream_raises_the_same_alerts() {
         assert!(kinds.contains(kind), "no {kind} alert in {straight:#?}");
     }
     assert_eq!(restarted, straight);
+}
+
+/// The whole stream at `sim_hour` per simulated hour, on the embedded broker and
+/// SQLite (no service outside the process needed).
+async fn at_rate(sim_hour: Duration) -> BTreeSet<AlertKey> {
+    let svc = Service::start(Backend::EmbeddedSqlite, |_| {})
+        .await
+        .expect("the embedded backend needs nothing outside the process");
+    // Many silent meters: silence is the check most sensitive to how far event time
+    // jumps at once.
+    let mut fleet = fleet_with(400.0);
+    let records: Vec<MeterRecord> = fleet.registry().iter().map(MeterRecord::from).collect();
+    let (status, body) = svc.post("/api/v1/meters", &json!(records)).await;
+    assert_eq!(status, 200, "{body}");
+    publish_at(&svc, &mut fleet, 144, 0, sim_hour).await;
+    let found = alerts(&svc).await;
+    svc.stop().await;
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_publish_rates_raise_the_same_alerts() {
+    let fast = at_rate(Duration::ZERO).await;
+    let paced = at_rate(Duration::from_millis(40)).await;
+    let kinds: BTreeSet<&str> = fast.iter().map(|a| a.0.as_str()).collect();
+    for kind in ["continuous_flow", "silence", "tamper"] {
+        assert!(kinds.contains(kind), "no {kind} alert in {fast:#?}");
+    }
+    let only_fast: Vec<_> = fast.difference(&paced).collect();
+    let only_paced: Vec<_> = paced.difference(&fast).collect();
+    assert!(
+        only_fast.is_empty() && only_paced.is_empty(),
+        "published at full speed only: {only_fast:#?}\npaced only: {only_paced:#?}"
+    );
 }

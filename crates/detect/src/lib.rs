@@ -216,6 +216,10 @@ impl<'a> MeterCtx<'a> {
     }
 }
 
+/// Silence reports one watermark move may emit for one meter; beyond them (a
+/// watermark jumping weeks at once) the reports in between are skipped.
+const MAX_SILENCE_REPORTS: u32 = 64;
+
 /// State saved for one subject.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Saved {
@@ -576,6 +580,9 @@ impl Engine {
             .get(district)
             .map(|c| c.slots.as_slice())
             .unwrap_or(&[]);
+        // In order of due time (then of the district's meters), as a watermark moving
+        // hour by hour would have found them.
+        let mut silent = Vec::new();
         for &i in own {
             let slot = &mut self.slots[i];
             // Integer seconds: this runs for every meter every watermark hour.
@@ -583,46 +590,61 @@ impl Engine {
                 continue;
             };
             let limit_h = i64::from(slot.info.report_every_h) + grace;
-            if now - last_s <= limit_h * 3600 {
+            // The meter fell silent at `due` (its last reading plus the limit) and is
+            // reported then and every `repeat` after, each report stamped with its own
+            // due time, not the watermark: how far one watermark move jumps depends on
+            // how the stream was cut, the due times do not.
+            let due = last_s + limit_h * 3600;
+            let mut at = match slot.state.silence_reported {
+                Some(r) if r >= due => r + repeat,
+                _ => due,
+            };
+            if at >= now {
                 continue;
             }
             let last = ts(last_s);
             let limit = TimeDelta::hours(limit_h);
-            if slot
-                .state
-                .silence_reported
-                .is_some_and(|at| now - at < repeat)
-            {
-                continue;
+            let mut reports = 0;
+            while at < now && reports < MAX_SILENCE_REPORTS {
+                let when = ts(at);
+                let silent_h = (when - last).num_hours();
+                silent.push(Finding {
+                    kind: AlertKind::Silence,
+                    severity: Severity::Info,
+                    meter_id: Some(slot.id.clone()),
+                    district_id: Some(slot.info.district.clone()),
+                    detected_at: when,
+                    evidence: Evidence {
+                        rule: format!("no reading for more than report_every_h + {grace} h"),
+                        observed: silent_h as f64,
+                        expected: Some(f64::from(slot.info.report_every_h)),
+                        threshold: (limit.num_hours()) as f64,
+                        unit: "h".into(),
+                        window_start: last,
+                        window_end: when,
+                        explanation: format!(
+                            "No reading for {silent_h} h; the meter should report every {} h.",
+                            slot.info.report_every_h
+                        ),
+                        known: None,
+                    },
+                });
+                slot.state.silence_reported = Some(at);
+                reports += 1;
+                at += repeat;
             }
-            slot.state.silence_reported = Some(now);
+            if at < now {
+                // A watermark that jumped further than the cap allows: the reports
+                // in between are skipped, the latest one due stands for them.
+                slot.state.silence_reported = Some(now - (now - at) % repeat);
+            }
             if !self.dirty_flag[i] {
                 self.dirty_flag[i] = true;
                 self.dirty.push(i);
             }
-            let silent_h = (wm - last).num_hours();
-            out.push(Finding {
-                kind: AlertKind::Silence,
-                severity: Severity::Info,
-                meter_id: Some(slot.id.clone()),
-                district_id: Some(slot.info.district.clone()),
-                detected_at: wm,
-                evidence: Evidence {
-                    rule: format!("no reading for more than report_every_h + {grace} h"),
-                    observed: silent_h as f64,
-                    expected: Some(f64::from(slot.info.report_every_h)),
-                    threshold: (limit.num_hours()) as f64,
-                    unit: "h".into(),
-                    window_start: last,
-                    window_end: wm,
-                    explanation: format!(
-                        "No reading for {silent_h} h; the meter should report every {} h.",
-                        slot.info.report_every_h
-                    ),
-                    known: None,
-                },
-            });
         }
+        silent.sort_by_key(|f| f.detected_at);
+        out.append(&mut silent);
         // The district closes its hours.
         let cfg = &self.cfg;
         if let Some(d) = self.districts.get_mut(district) {

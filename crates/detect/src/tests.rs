@@ -354,3 +354,38 @@ fn a_vacant_home_occupied_is_a_usage_change_and_a_leak_there_is_not() {
     );
     assert!(leak.iter().any(|f| f.kind.is_leak()), "{:?}", kinds(&leak));
 }
+
+#[test]
+fn silence_is_stamped_when_due_however_far_the_watermark_jumps() {
+    let readings = stream(0..30);
+    let silences = |steps: &[i64]| {
+        let mut e = Engine::new(DetectConfig::default());
+        let mut out = run(&mut e, &readings);
+        for &h in steps {
+            e.advance_to(t(h), &mut out);
+        }
+        out.retain(|f| f.kind == AlertKind::Silence);
+        out.iter()
+            .map(|f| (f.meter_id.clone().unwrap(), f.detected_at))
+            .collect::<Vec<_>>()
+    };
+    let hourly: Vec<i64> = (30..=150).collect();
+    let by_hour = silences(&hourly);
+    let at_once = silences(&[150]);
+    let in_two = silences(&[90, 150]);
+    // B's last reading is at hour 29: silent past 29 + 24 + 24 = 77, then daily.
+    let b = MeterId::parse("B").unwrap();
+    let want: Vec<_> = [77, 101, 125, 149]
+        .iter()
+        .map(|&h| (b.clone(), t(h)))
+        .collect();
+    let of_b = |v: &Vec<(MeterId, Timestamp)>| {
+        v.iter()
+            .filter(|(m, _)| *m == b)
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(of_b(&by_hour), want);
+    assert_eq!(by_hour, at_once);
+    assert_eq!(by_hour, in_two);
+}

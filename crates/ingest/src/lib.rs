@@ -106,17 +106,56 @@ pub struct BrokerConfig {
 }
 
 /// What a batch committed, for the detectors: readings in the order received
-/// (message by message, each message's in time order) and device events, each with its meter. The meter is shared (`Arc`): one registry
-/// entry serves all its readings.
+/// (message by message, each message's in time order) and device events, each with
+/// its meter. The meter is shared (`Arc`): one registry entry serves all its
+/// readings.
 #[derive(Debug, Default)]
 pub struct Stored {
     pub readings: Vec<(Arc<Meter>, Reading)>,
     pub events: Vec<(Arc<Meter>, MeterEvent)>,
+    /// For each event, how many of `readings` came before it: its message's
+    /// readings and those of every earlier message. [`Stored::in_order`] uses it.
+    pub event_after: Vec<usize>,
+}
+
+/// One item of a [`Stored`] batch, in the order received.
+#[derive(Debug, Clone, Copy)]
+pub enum Item<'a> {
+    Reading(&'a Arc<Meter>, &'a Reading),
+    Event(&'a Arc<Meter>, &'a MeterEvent),
 }
 
 impl Stored {
     pub fn is_empty(&self) -> bool {
         self.readings.is_empty() && self.events.is_empty()
+    }
+
+    /// Readings and events interleaved as their messages arrived (each message's
+    /// readings, then its events), so the detectors see one sequence however the
+    /// stream was cut into batches.
+    pub fn in_order(&self) -> impl Iterator<Item = Item<'_>> {
+        let (mut e, mut r) = (0, 0);
+        std::iter::from_fn(move || {
+            // An event goes once its message's readings (and all before) have gone.
+            if let Some((m, ev)) = self.events.get(e)
+                && self.event_after.get(e).is_none_or(|&after| after <= r)
+            {
+                e += 1;
+                return Some(Item::Event(m, ev));
+            }
+            let (m, reading) = self.readings.get(r)?;
+            r += 1;
+            Some(Item::Reading(m, reading))
+        })
+    }
+
+    /// Appends `more`, received after this batch.
+    pub fn extend(&mut self, more: Stored) {
+        let offset = self.readings.len();
+        self.readings.extend(more.readings);
+        self.events.extend(more.events);
+        self.event_after
+            .extend(more.event_after.into_iter().map(|a| a + offset));
     }
 }
 
@@ -194,4 +233,80 @@ pub async fn run(
     }
     session.close(Duration::from_secs(2)).await;
     tracing::info!("ingest stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{TimeZone, Utc};
+    use leakwatch_core::{DistrictId, EventCode, GeoPoint, MeterId, MeterKind, MeterStatus};
+
+    fn meter() -> Arc<Meter> {
+        Arc::new(Meter {
+            id: MeterId::parse("M1").unwrap(),
+            district: DistrictId::parse("D1").unwrap(),
+            kind: MeterKind::Customer,
+            location: GeoPoint::new(43.77, 11.25).unwrap(),
+            report_every_h: 24,
+            status: MeterStatus::Active,
+            installed_at: None,
+            max_flow_m3h: None,
+        })
+    }
+
+    /// A batch of readings with volumes `vols` and events at hours `events`, each
+    /// after `after` readings.
+    fn batch(vols: &[f64], events: &[(i64, usize)]) -> Stored {
+        let m = meter();
+        let t = |h: i64| {
+            Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap() + chrono::TimeDelta::hours(h)
+        };
+        Stored {
+            readings: vols
+                .iter()
+                .map(|&vol| {
+                    let r = Reading {
+                        meter: m.id.clone(),
+                        t: t(0),
+                        vol,
+                        temp: None,
+                        flow_max: None,
+                        pressure: None,
+                    };
+                    (m.clone(), r)
+                })
+                .collect(),
+            events: events
+                .iter()
+                .map(|&(h, _)| {
+                    let e = MeterEvent {
+                        meter: m.id.clone(),
+                        t: t(h),
+                        code: EventCode::Named("tamper".into()),
+                    };
+                    (m.clone(), e)
+                })
+                .collect(),
+            event_after: events.iter().map(|&(_, a)| a).collect(),
+        }
+    }
+
+    fn order(s: &Stored) -> Vec<String> {
+        s.in_order()
+            .map(|i| match i {
+                Item::Reading(_, r) => format!("r{}", r.vol),
+                Item::Event(_, e) => format!("e{}", e.t.format("%H")),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn events_go_after_their_message_s_readings_also_across_parts() {
+        let whole = batch(&[1.0, 2.0, 3.0], &[(0, 0), (1, 1), (3, 3)]);
+        assert_eq!(order(&whole), ["e00", "r1", "e01", "r2", "r3", "e03"]);
+        // The same stream received as two batches (a split): the same sequence.
+        let mut first = batch(&[1.0, 2.0], &[(0, 0), (1, 1)]);
+        first.extend(batch(&[3.0], &[(3, 1)]));
+        assert_eq!(order(&first), order(&whole));
+    }
 }

@@ -243,12 +243,12 @@ impl Writer {
     /// with the error); any other error is retried with backoff. The batch stays in
     /// memory and unacknowledged meanwhile; the bounded channel in front of the writer
     /// then fills and the broker keeps the rest.
+    ///
+    /// The readings come back in the order their messages were received (a split
+    /// batch's parts in turn), never re-sorted: the detectors must see the same
+    /// sequence however the stream was cut into batches.
     pub async fn process_with_retry(&mut self, messages: &[(String, Vec<u8>)]) -> Stored {
-        let mut stored = self.process_resilient(messages).await;
-        stored
-            .readings
-            .sort_by(|a, b| a.1.t.cmp(&b.1.t).then(a.1.meter.cmp(&b.1.meter)));
-        stored
+        self.process_resilient(messages).await
     }
 
     fn process_resilient<'a>(
@@ -268,8 +268,7 @@ impl Writer {
                             let (a, b) = messages.split_at(messages.len() / 2);
                             let mut stored = self.process_resilient(a).await;
                             let more = self.process_resilient(b).await;
-                            stored.readings.extend(more.readings);
-                            stored.events.extend(more.events);
+                            stored.extend(more);
                             return stored;
                         }
                         self.refuse(&messages[0], &e).await;
@@ -451,6 +450,8 @@ impl Writer {
         // The meter of each row, for detection once the rows are committed.
         let mut row_meters: Vec<Arc<Meter>> = Vec::new();
         let mut flagged = [0u64; 3];
+        // Rows stored up to and including each accepted message.
+        let mut rows_after: Vec<usize> = Vec::with_capacity(accepted.len());
         for a in &mut accepted {
             let mut problems: Vec<(String, &'static str, String)> = a
                 .decoded
@@ -505,19 +506,21 @@ impl Writer {
                 let payload = &messages[a.payload_index].1;
                 rejects.push(reject(&a.topic, payload, first_reason, detail));
             }
+            rows_after.push(rows.len());
         }
 
         let outcome = self.store.insert_batch(&rows, received_at).await?;
-        let events: Vec<(Arc<Meter>, MeterEvent)> = accepted
+        let (events, event_after): (Vec<(Arc<Meter>, MeterEvent)>, Vec<usize>) = accepted
             .iter()
-            .flat_map(|a| {
+            .zip(&rows_after)
+            .flat_map(|(a, &after)| {
                 a.decoded
                     .uplink
                     .events
                     .iter()
-                    .map(|e| (a.meter.clone(), e.clone()))
+                    .map(move |e| ((a.meter.clone(), e.clone()), after))
             })
-            .collect();
+            .unzip();
         if !events.is_empty() {
             let plain: Vec<MeterEvent> = events.iter().map(|(_, e)| e.clone()).collect();
             self.store.insert_events(&plain).await?;
@@ -561,7 +564,11 @@ impl Writer {
         // The order received (message by message, each message's readings in time
         // order): the detectors then see the same sequence however the stream was
         // cut into batches, so they raise the same alerts (event time is theirs).
-        let stored = Stored { readings, events };
+        let stored = Stored {
+            readings,
+            events,
+            event_after,
+        };
         Ok((
             BatchOutcome {
                 messages: messages.len(),
@@ -753,9 +760,14 @@ mod tests {
                 "{}",
                 dead[0].detail
             );
-            // In time order for detection.
-            let times: Vec<_> = stored.readings.iter().map(|(_, r)| r.t).collect();
-            assert!(times.is_sorted(), "{times:?}");
+            // In the order received, whatever the splitting did.
+            let order: Vec<_> = stored
+                .readings
+                .iter()
+                .map(|(m, r)| (m.id.to_string(), r.vol))
+                .collect();
+            let want = [("M1", 1.0), ("M1", 1.5), ("M2", 2.0)].map(|(m, v)| (m.to_owned(), v));
+            assert_eq!(order, want);
             done(store, pg).await;
         }
     }

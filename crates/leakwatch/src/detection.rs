@@ -12,7 +12,7 @@
 use leakwatch_api::DetectionStatus;
 use leakwatch_core::{Finding, Meter, MeterId};
 use leakwatch_detect::{DetectConfig, Engine, MeterInfo, Saved, Tick};
-use leakwatch_ingest::Stored;
+use leakwatch_ingest::{Item, Stored};
 use leakwatch_store::{Store, StoreError};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -53,13 +53,17 @@ pub async fn run(
         tokio::select! {
             batch = rx.recv() => {
                 let Some(batch) = batch else { break };
-                for (meter, reading) in &batch.readings {
-                    let info = info_for(&mut last_info, meter);
-                    engine.observe(info, reading, &mut findings);
-                }
-                for (meter, event) in &batch.events {
-                    let info = info_for(&mut last_info, meter);
-                    engine.observe_event(info, event, &mut findings);
+                for item in batch.in_order() {
+                    match item {
+                        Item::Reading(meter, reading) => {
+                            let info = info_for(&mut last_info, meter);
+                            engine.observe(info, reading, &mut findings);
+                        }
+                        Item::Event(meter, event) => {
+                            let info = info_for(&mut last_info, meter);
+                            engine.observe_event(info, event, &mut findings);
+                        }
+                    }
                 }
                 metrics::counter!("leakwatch_detector_readings_total")
                     .increment(batch.readings.len() as u64);
@@ -432,13 +436,14 @@ mod tests {
                     .map(|(_, e)| e.clone())
                     .collect();
                 self.store.insert_events(&evs).await.unwrap();
-                let readings = hour
+                let readings: Vec<_> = hour
                     .iter()
                     .map(|r| (self.meters[&r.meter].clone(), r.clone()))
                     .collect();
                 n += hour.len() as u64;
                 self.tx
                     .send(Stored {
+                        event_after: vec![readings.len(); evs.len()],
                         readings,
                         events: evs
                             .into_iter()
