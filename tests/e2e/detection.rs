@@ -205,3 +205,54 @@ async fn two_publish_rates_raise_the_same_alerts() {
         "published at full speed only: {only_fast:#?}\npaced only: {only_paced:#?}"
     );
 }
+
+/// Each meter's learning state is visible in the API, and the counts per state in
+/// `/api/v1/detection` and `/metrics`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn learning_is_visible_per_meter_and_counted() {
+    let svc = Service::start(Backend::EmbeddedSqlite, |c| c.detect.checkpoint_every_s = 1)
+        .await
+        .expect("the embedded backend needs nothing outside the process");
+    let mut fleet = fleet();
+    let records: Vec<MeterRecord> = fleet.registry().iter().map(MeterRecord::from).collect();
+    let (status, body) = svc.post("/api/v1/meters", &json!(records)).await;
+    assert_eq!(status, 200, "{body}");
+    let customer = records
+        .iter()
+        .find(|r| r.kind == "customer")
+        .unwrap()
+        .meter_id
+        .clone();
+    let (s, before) = svc
+        .get(&format!("/api/v1/meters/{customer}/learning"))
+        .await;
+    assert_eq!(
+        (s, before["state"].as_str()),
+        (200, Some("no_readings")),
+        "{before}"
+    );
+    publish(&svc, &mut fleet, 48, 0).await;
+    let (s, l) = svc
+        .get(&format!("/api/v1/meters/{customer}/learning"))
+        .await;
+    assert_eq!(s, 200, "{l}");
+    assert_eq!(l["state"], "learning", "{l}");
+    assert!(
+        l["learned_days"].as_u64().unwrap() < l["needed_days"].as_u64().unwrap(),
+        "{l}"
+    );
+    let (s, missing) = svc.get("/api/v1/meters/NO-SUCH-METER/learning").await;
+    assert_eq!(s, 404, "{missing}");
+    let d = wait_for("learning counts", Duration::from_secs(10), || async {
+        let (_, d) = svc.get("/api/v1/detection").await;
+        (d["meters_learning"].as_u64()? > 0).then_some(d)
+    })
+    .await;
+    assert_eq!(d["meters_learned"], 0, "{d}");
+    let metrics = svc.text("/metrics").await;
+    assert!(
+        metrics.contains("leakwatch_detector_meters_by_learning{state=\"learning\"}"),
+        "{metrics}"
+    );
+    svc.stop().await;
+}

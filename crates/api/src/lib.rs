@@ -31,9 +31,22 @@ pub use error::ApiError;
 /// Tells `/readyz` whether an MQTT session is up (connected, subscriptions granted).
 pub type BrokerProbe = Arc<dyn Fn() -> bool + Send + Sync>;
 
+/// A question to the detection task about one meter (`GET
+/// /api/v1/meters/{id}/learning`): the answer is the meter's learning state as JSON,
+/// `None` when the detectors have not seen its readings.
+pub type LearningQuery = (
+    leakwatch_core::MeterId,
+    tokio::sync::oneshot::Sender<Option<serde_json::Value>>,
+);
+
 /// The detection task's progress, shared with `GET /api/v1/detection`.
 #[derive(Debug)]
 pub struct DetectionStatus {
+    /// Customer meters with readings still learning their pattern, and learned.
+    meters_learning: AtomicU64,
+    meters_learned: AtomicU64,
+    /// Where the detection task takes questions about single meters, once running.
+    queries: std::sync::OnceLock<tokio::sync::mpsc::Sender<LearningQuery>>,
     readings: AtomicU64,
     events: AtomicU64,
     meters: AtomicU64,
@@ -46,6 +59,9 @@ pub struct DetectionStatus {
 impl Default for DetectionStatus {
     fn default() -> Self {
         Self {
+            meters_learning: AtomicU64::new(0),
+            meters_learned: AtomicU64::new(0),
+            queries: std::sync::OnceLock::new(),
             readings: AtomicU64::new(0),
             events: AtomicU64::new(0),
             meters: AtomicU64::new(0),
@@ -65,6 +81,35 @@ impl DetectionStatus {
         if let Some(w) = watermark {
             self.watermark.store(w, Ordering::Relaxed);
         }
+    }
+
+    /// How many customer meters are learning and how many have learned.
+    pub fn learning(&self, learning: u64, learned: u64) {
+        self.meters_learning.store(learning, Ordering::Relaxed);
+        self.meters_learned.store(learned, Ordering::Relaxed);
+    }
+
+    /// The detection task takes questions about single meters on `tx` from now on.
+    pub fn answer_queries(&self, tx: tokio::sync::mpsc::Sender<LearningQuery>) {
+        let _ = self.queries.set(tx);
+    }
+
+    /// Asks the detection task about `meter`: `Err` when it is not running or does
+    /// not answer within `within`.
+    pub async fn ask_learning(
+        &self,
+        meter: leakwatch_core::MeterId,
+        within: std::time::Duration,
+    ) -> Result<Option<serde_json::Value>, &'static str> {
+        let tx = self.queries.get().ok_or("detection is not running")?;
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        tx.send((meter, reply))
+            .await
+            .map_err(|_| "detection has stopped")?;
+        tokio::time::timeout(within, answer)
+            .await
+            .map_err(|_| "detection is busy; try again")?
+            .map_err(|_| "detection has stopped")
     }
 
     pub fn checkpointed(&self) {
@@ -92,6 +137,8 @@ impl DetectionStatus {
             "meters": self.meters.load(Ordering::Relaxed),
             "checkpoints": self.checkpoints.load(Ordering::Relaxed),
             "restored_meters": self.restored_meters.load(Ordering::Relaxed),
+            "meters_learning": self.meters_learning.load(Ordering::Relaxed),
+            "meters_learned": self.meters_learned.load(Ordering::Relaxed),
         })
     }
 }

@@ -32,6 +32,7 @@ pub fn api() -> Router<AppState> {
         .route("/api/v1/meters", get(list_meters).post(post_meters))
         .route("/api/v1/meters/{id}", get(get_meter))
         .route("/api/v1/meters/{id}/readings", get(meter_readings))
+        .route("/api/v1/meters/{id}/learning", get(meter_learning))
         .route("/api/v1/alerts", get(list_alerts))
         .route("/api/v1/alerts/{id}", get(get_alert))
         .route("/api/v1/alerts/{id}/acknowledge", post(acknowledge))
@@ -189,6 +190,27 @@ async fn get_meter(
         .await?
         .ok_or_else(|| ApiError::not_found(format!("meter {id} is not in the registry")))?;
     Ok(Json(MeterRecord::from(&m)))
+}
+
+/// Where a meter is in learning its own pattern, from the running detectors.
+async fn meter_learning(
+    State(s): State<AppState>,
+    PathOf(id): PathOf<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = meter_id(&id)?;
+    if s.store.get_meter(&id).await?.is_none() {
+        return Err(ApiError::not_found(format!(
+            "meter {id} is not in the registry"
+        )));
+    }
+    let answer = s
+        .detection
+        .ask_learning(id.clone(), std::time::Duration::from_secs(5))
+        .await
+        .map_err(|why| ApiError::new(axum::http::StatusCode::SERVICE_UNAVAILABLE, why))?;
+    Ok(Json(answer.unwrap_or_else(
+        || json!({ "meter_id": id, "state": "no_readings" }),
+    )))
 }
 
 #[derive(Deserialize)]

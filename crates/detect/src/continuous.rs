@@ -354,6 +354,12 @@ pub struct ContinuousFlow {
 }
 
 impl ContinuousFlow {
+    /// Days learned into the history that judges runs (at most `history_days`).
+    pub fn learned_days(&self, cfg: &ContinuousFlowConfig) -> u32 {
+        let n = (cfg.history_days as usize).min(HISTORY_CAPACITY);
+        usize::from(self.ring.len).min(n) as u32
+    }
+
     /// Forgets the current run (gap, counter regression).
     pub fn reset(&mut self) {
         self.flowing_since = None;

@@ -216,6 +216,35 @@ impl<'a> MeterCtx<'a> {
     }
 }
 
+/// Where a customer meter is in learning its own pattern: with fewer than
+/// `continuous.min_history_days` learned days it raises no leak-kind alert unless
+/// the evidence is strong on its own (a steady floor above a pilot flame).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Learning {
+    /// Days learned so far (at most `continuous.history_days`).
+    pub learned_days: u32,
+    /// Days needed before the meter's own pattern is used.
+    pub needed_days: u32,
+}
+
+impl Learning {
+    /// `learning` or `learned`.
+    pub fn state(&self) -> &'static str {
+        if self.learned_days >= self.needed_days {
+            "learned"
+        } else {
+            "learning"
+        }
+    }
+}
+
+/// Customer meters seen by the engine, by learning state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct LearningCounts {
+    pub learning: u64,
+    pub learned: u64,
+}
+
 /// Silence reports one watermark move may emit for one meter; beyond them (a
 /// watermark jumping weeks at once) the reports in between are skipped.
 const MAX_SILENCE_REPORTS: u32 = 64;
@@ -668,6 +697,43 @@ impl Engine {
             self.dirty_flag[i] = true;
             self.dirty.push(i);
         }
+    }
+
+    /// The learning state of a customer meter the engine has seen readings of.
+    pub fn learning(&self, id: &MeterId) -> Option<Learning> {
+        let slot = &self.slots[*self.index.get(id)?];
+        (slot.info.kind == MeterKind::Customer && slot.state.series.last_s().is_some()).then(|| {
+            Learning {
+                learned_days: slot
+                    .state
+                    .continuous
+                    .learned_days(&self.cfg.continuous_flow),
+                needed_days: self.cfg.continuous_flow.min_history_days,
+            }
+        })
+    }
+
+    /// How many customer meters with readings are learning and how many have learned
+    /// (one pass over the meters: call it now and then, not per reading).
+    pub fn learning_counts(&self) -> LearningCounts {
+        let needed = self.cfg.continuous_flow.min_history_days;
+        let mut counts = LearningCounts::default();
+        for slot in &self.slots {
+            if slot.info.kind != MeterKind::Customer || slot.state.series.last_s().is_none() {
+                continue;
+            }
+            if slot
+                .state
+                .continuous
+                .learned_days(&self.cfg.continuous_flow)
+                >= needed
+            {
+                counts.learned += 1;
+            } else {
+                counts.learning += 1;
+            }
+        }
+        counts
     }
 
     /// Serialises the state of every subject changed since the last call.

@@ -389,3 +389,20 @@ fn silence_is_stamped_when_due_however_far_the_watermark_jumps() {
     assert_eq!(by_hour, at_once);
     assert_eq!(by_hour, in_two);
 }
+
+#[test]
+fn a_new_meter_is_learning_until_it_has_its_days() {
+    let a = MeterId::parse("A").unwrap();
+    let mut e = Engine::new(DetectConfig::default());
+    assert_eq!(e.learning(&a), None, "not seen yet");
+    run(&mut e, &stream(0..24 * 3));
+    let l = e.learning(&a).unwrap();
+    assert_eq!(l.state(), "learning");
+    assert!(l.learned_days < l.needed_days, "{l:?}");
+    let mut e = Engine::new(DetectConfig::default());
+    run(&mut e, &stream(0..24 * 12));
+    assert_eq!(e.learning(&a).unwrap().state(), "learned");
+    // B stopped reporting on its second day: still learning.
+    let counts = e.learning_counts();
+    assert_eq!((counts.learning, counts.learned), (1, 1));
+}

@@ -48,9 +48,23 @@ pub async fn run(
     )));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
+    let (query_tx, mut queries) = mpsc::channel(64);
+    status.answer_queries(query_tx);
+    publish_learning(&engine, &status);
+    // The counts take a pass over every meter: at most once a second.
+    let mut learning_at = std::time::Instant::now();
     let mut last_info: Option<(Arc<Meter>, MeterInfo)> = None;
     loop {
         tokio::select! {
+            Some((meter, reply)) = queries.recv() => {
+                let answer = engine.learning(&meter).map(|l| serde_json::json!({
+                    "meter_id": meter,
+                    "state": l.state(),
+                    "learned_days": l.learned_days,
+                    "needed_days": l.needed_days,
+                }));
+                let _ = reply.send(answer);
+            }
             batch = rx.recv() => {
                 let Some(batch) = batch else { break };
                 for item in batch.in_order() {
@@ -71,6 +85,10 @@ pub async fn run(
                     .increment(batch.events.len() as u64);
                 metrics::gauge!("leakwatch_detector_meters").set(engine.meters() as f64);
                 flush(&store, &mut engine, &mut findings).await;
+                if learning_at.elapsed() >= Duration::from_secs(1) {
+                    publish_learning(&engine, &status);
+                    learning_at = std::time::Instant::now();
+                }
                 // Progress is shown once the batch's findings are stored.
                 status.processed(
                     batch.readings.len(),
@@ -82,12 +100,23 @@ pub async fn run(
             _ = tick.tick() => {
                 checkpoint(&store, &mut engine, false).await;
                 status.checkpointed();
+                publish_learning(&engine, &status);
             }
         }
     }
     checkpoint(&store, &mut engine, true).await;
     status.checkpointed();
     tracing::info!("detection stopped");
+}
+
+/// Counts meters per learning state for `/api/v1/detection` and `/metrics`.
+fn publish_learning(engine: &Engine, status: &DetectionStatus) {
+    let c = engine.learning_counts();
+    status.learning(c.learning, c.learned);
+    metrics::gauge!("leakwatch_detector_meters_by_learning", "state" => "learning")
+        .set(c.learning as f64);
+    metrics::gauge!("leakwatch_detector_meters_by_learning", "state" => "learned")
+        .set(c.learned as f64);
 }
 
 fn info_for<'a>(
