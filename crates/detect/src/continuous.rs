@@ -135,6 +135,15 @@ pub struct ContinuousFlowConfig {
     /// steady floor held `steady_hold_h` hours at this many litres an hour or more
     /// (default 40: above a pilot flame's 8-30 L/h).
     pub learning_min_floor_l: f64,
+    /// **A known leak does not hide the next one.** While a run alerts, the floor it
+    /// alerted on (the lowest hour of the last 24) is its *known* level; a steady
+    /// floor (at least `steady_hours` of the last 24 on it) above the known level by
+    /// `growth_min_share` of it plus `growth_min_l` litres an hour raises
+    /// `leak_growth`, saying what was known, and becomes the known level (default
+    /// 30; 0 disables).
+    pub growth_min_l: f64,
+    /// See `growth_min_l` (default 0.5).
+    pub growth_min_share: f64,
 }
 
 impl Default for ContinuousFlowConfig {
@@ -156,6 +165,8 @@ impl Default for ContinuousFlowConfig {
             steady_hold_h: 24,
             steady_min_zero_share: 0.5,
             learning_min_floor_l: 40.0,
+            growth_min_l: 30.0,
+            growth_min_share: 0.5,
         }
     }
 }
@@ -351,6 +362,9 @@ pub struct ContinuousFlow {
     last: LastHours,
     /// Consecutive hours the steady floor has held.
     steady_h: u16,
+    /// While alerting: the floor known (L/h; 0: not yet) and since when (the run's
+    /// start, Unix seconds).
+    known_l: u16,
 }
 
 impl ContinuousFlow {
@@ -368,6 +382,7 @@ impl ContinuousFlow {
         self.held = HeldDays::default();
         self.last = LastHours::default();
         self.steady_h = 0;
+        self.known_l = 0;
     }
 
     /// Forgets what was learned from local day `day` on (the meter reported a
@@ -672,6 +687,65 @@ impl ContinuousFlow {
                 known: None,
             },
         ));
+        self.growth(cfg, ctx, floor, since, end, out);
+    }
+
+    /// While alerting: a steady floor well above the known one is a further leak.
+    fn growth(
+        &mut self,
+        cfg: &ContinuousFlowConfig,
+        ctx: &MeterCtx<'_>,
+        floor: Option<(u16, u32)>,
+        since: i64,
+        end: leakwatch_core::Timestamp,
+        out: &mut Vec<Finding>,
+    ) {
+        let Some((low, on)) = floor else { return };
+        if self.known_l == 0 {
+            self.known_l = low.max(1);
+            return;
+        }
+        if cfg.growth_min_l <= 0.0 || cfg.steady_hours == 0 || on < cfg.steady_hours {
+            return;
+        }
+        let known = f64::from(self.known_l);
+        let threshold = known * (1.0 + cfg.growth_min_share) + cfg.growth_min_l;
+        if f64::from(low) <= threshold {
+            return;
+        }
+        out.push(finding(
+            ctx,
+            AlertKind::LeakGrowth,
+            Severity::Warning,
+            end,
+            Evidence {
+                rule: format!(
+                    "while a continuous flow is known, a steady floor ({} of the last 24 \
+                     hours on it) above the known floor by {:.0} % + {} L/h",
+                    cfg.steady_hours,
+                    cfg.growth_min_share * 100.0,
+                    cfg.growth_min_l
+                ),
+                observed: round6(f64::from(low) / 1000.0),
+                expected: Some(round6(known / 1000.0)),
+                threshold: round6(threshold / 1000.0),
+                unit: "m3/h".into(),
+                window_start: end - TimeDelta::hours(24),
+                window_end: end,
+                explanation: format!(
+                    "The flow known since {} never fell below {known:.0} L/h; over the \
+                     last 24 h it never fell below {low} L/h ({on} hours on that floor): \
+                     more gas is escaping than the known leak explains.",
+                    crate::ts(since).format("%Y-%m-%d %H:%M UTC"),
+                ),
+                known: Some(leakwatch_core::Known {
+                    kind: AlertKind::ContinuousFlow,
+                    since: crate::ts(since),
+                    magnitude: round6(known / 1000.0),
+                }),
+            },
+        ));
+        self.known_l = low;
     }
 }
 
@@ -789,6 +863,50 @@ mod tests {
         assert_eq!(out.len(), (at(50, 0) - at(19, 5) - 23) as usize);
         let (learned, zero) = s.history(&cfg);
         assert_eq!(learned, zero, "no flowing day learned");
+        round_trip(&s);
+    }
+
+    #[test]
+    fn a_second_leak_on_top_of_a_known_one_is_reported_as_growth() {
+        let cfg = ContinuousFlowConfig {
+            temp_margin_c: 0.0,
+            ..ContinuousFlowConfig::default()
+        };
+        let mut s = ContinuousFlow::default();
+        assert!(feed(&mut s, &cfg, 0..20, home, |_| Some(10.0)).is_empty());
+        let first = |d, l| home(d, l) + 40.0;
+        let out = feed(&mut s, &cfg, 20..30, first, |_| Some(10.0));
+        assert!(!out.is_empty());
+        assert!(
+            out.iter().all(|f| f.kind == AlertKind::ContinuousFlow),
+            "{out:?}"
+        );
+        // A second leak of 100 L/h from day 30.
+        let both = |d, l| home(d, l) + 140.0;
+        let out = feed(&mut s, &cfg, 30..40, both, |_| Some(10.0));
+        let growth: Vec<_> = out
+            .iter()
+            .filter(|f| f.kind == AlertKind::LeakGrowth)
+            .collect();
+        assert_eq!(growth.len(), 1, "{growth:?}");
+        let g = growth[0];
+        // Once the lowest hours of a whole 24 h window (the quiet night) are on the new
+        // floor.
+        assert!(
+            g.detected_at >= t(at(30, 1)) && g.detected_at <= t(at(31, 6)),
+            "{g:?}"
+        );
+        let known = g.evidence.known.as_ref().unwrap();
+        assert_eq!(known.kind, AlertKind::ContinuousFlow);
+        assert!((known.magnitude - 0.04).abs() < 0.002, "{known:?}");
+        assert!((g.evidence.observed - 0.14).abs() < 0.002, "{g:?}");
+        // The first alert keeps being repeated.
+        assert!(
+            out.iter()
+                .filter(|f| f.kind == AlertKind::ContinuousFlow)
+                .count()
+                > 200
+        );
         round_trip(&s);
     }
 

@@ -918,7 +918,7 @@ pub struct RestoreStats {
 
 /// State format version: bump when a state struct changes shape; older state is then
 /// skipped (the detectors relearn) rather than misread.
-const STATE_VERSION: u8 = 4;
+const STATE_VERSION: u8 = 5;
 
 /// Format of the engine's own state (watermarks per district); the format before
 /// (version byte 3, one watermark) is still read.
