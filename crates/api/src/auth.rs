@@ -63,3 +63,14 @@ impl<S: Send + Sync> FromRequestParts<S> for Principal {
             .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "not logged in"))
     }
 }
+
+impl<S: Send + Sync> axum::extract::OptionalFromRequestParts<S> for Principal {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _state: &S,
+    ) -> Result<Option<Self>, std::convert::Infallible> {
+        Ok(parts.extensions.get::<Principal>().cloned())
+    }
+}
