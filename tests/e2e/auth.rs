@@ -795,3 +795,45 @@ async fn reviews_record_who_and_when_from_the_credential() {
     assert!(stored.dismissed_at.unwrap() >= before);
     svc.stop().await;
 }
+
+/// Unknown fields in a body are refused; every response carries the security headers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_fields_refused_and_security_headers_set() {
+    let svc = Service::start(Backend::EmbeddedSqlite, |_| {})
+        .await
+        .unwrap();
+    let mut c = json!(crew_of("C-U"));
+    c["colour"] = json!("red");
+    let (s, b) = svc.post("/api/v1/crews", &json!([c])).await;
+    assert!(s == 400 || s == 422, "{s} {b}");
+    let (s, b) = svc
+        .post(
+            "/api/v1/work-orders/1/transition",
+            &json!({"action": "arrive", "actor": "x"}),
+        )
+        .await;
+    assert!(s == 400 || s == 422, "{s} {b}");
+    assert!(b["error"].as_str().unwrap().contains("actor"), "{b}");
+    let (s, b) = svc
+        .post(
+            "/api/v1/plans",
+            &json!({"date": "2026-12-01", "apply": false, "x": 1}),
+        )
+        .await;
+    assert!(s == 400 || s == 422, "{s} {b}");
+    for path in ["/healthz", "/api/v1/me", "/nowhere"] {
+        let r = svc.http.get(svc.url(path)).send().await.unwrap();
+        let h = r.headers();
+        let csp = h[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+        assert!(
+            csp.contains("frame-ancestors 'none'") && csp.contains("script-src 'self'"),
+            "{csp}"
+        );
+        assert!(
+            !csp.contains("unsafe-inline';") || !csp.contains("script-src 'self' 'unsafe-inline'")
+        );
+        assert_eq!(h[header::X_CONTENT_TYPE_OPTIONS], "nosniff", "{path}");
+        assert_eq!(h[header::REFERRER_POLICY], "same-origin", "{path}");
+    }
+    svc.stop().await;
+}

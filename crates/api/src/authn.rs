@@ -125,18 +125,26 @@ impl Auth {
 #[derive(Debug, Clone, Copy)]
 pub struct PeerAddr(pub SocketAddr);
 
-impl axum::extract::connect_info::Connected<IncomingStream<'_, tokio::net::TcpListener>>
-    for PeerAddr
+impl
+    axum::extract::connect_info::Connected<
+        IncomingStream<'_, crate::limits::Limited<tokio::net::TcpListener>>,
+    > for PeerAddr
 {
-    fn connect_info(stream: IncomingStream<'_, tokio::net::TcpListener>) -> Self {
+    fn connect_info(
+        stream: IncomingStream<'_, crate::limits::Limited<tokio::net::TcpListener>>,
+    ) -> Self {
         PeerAddr(*stream.remote_addr())
     }
 }
 
-impl axum::extract::connect_info::Connected<IncomingStream<'_, crate::tls::TlsListener>>
-    for PeerAddr
+impl
+    axum::extract::connect_info::Connected<
+        IncomingStream<'_, crate::limits::Limited<crate::tls::TlsListener>>,
+    > for PeerAddr
 {
-    fn connect_info(stream: IncomingStream<'_, crate::tls::TlsListener>) -> Self {
+    fn connect_info(
+        stream: IncomingStream<'_, crate::limits::Limited<crate::tls::TlsListener>>,
+    ) -> Self {
         PeerAddr(*stream.remote_addr())
     }
 }

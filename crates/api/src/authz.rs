@@ -62,6 +62,7 @@ pub const RULES: &[(&str, &str, &[Role])] = &[
     ("GET", "/api/v1/leak-classes", ALL),
     ("GET", "/api/v1/dead-letters", &[Admin, Engineer]),
     ("GET", "/api/v1/detection", STAFF),
+    ("GET", "/api/v1/openapi.json", ALL),
 ];
 
 /// The roles allowed to call `method` on `route` (a template); `None` when there is

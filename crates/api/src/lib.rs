@@ -11,6 +11,8 @@ pub mod authn;
 pub mod authz;
 mod error;
 mod extract;
+pub mod limits;
+pub mod openapi;
 mod page;
 mod routes;
 pub mod secret;
@@ -116,6 +118,8 @@ pub struct AppState {
     /// Authentication: settings (the legacy `http.api_token`, sessions, cookies,
     /// the metrics token) and the failed-login throttle ([`authn`]).
     pub auth: Arc<authn::Auth>,
+    /// Connection limit, idle and request timeouts ([`limits`]).
+    pub limits: limits::HttpLimits,
 }
 
 /// The whole HTTP application.
@@ -127,6 +131,7 @@ pub fn router(state: AppState) -> Router {
 /// authentication like the API: a page gets the caller's [`auth::Principal`] in its
 /// extensions (extract `Option<Principal>`), none when nobody is logged in.
 pub fn router_with(state: AppState, pages: Router<AppState>) -> Router {
+    let request_limit = state.limits.request;
     let protected = routes::api()
         .merge(authn::routes())
         .merge(pages)
@@ -144,6 +149,9 @@ pub fn router_with(state: AppState, pages: Router<AppState>) -> Router {
         .merge(protected)
         .fallback(|| async { ApiError::not_found("no such route") })
         .with_state(state)
+        .layer(middleware::from_fn(move |req, next| {
+            limits::request_timeout(request_limit, req, next)
+        }))
         .layer(middleware::from_fn(security_headers))
         .layer(middleware::from_fn(record_request))
 }
@@ -181,8 +189,9 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let limits = state.limits;
     axum::serve(
-        listener,
+        limits::Limited::new(listener, limits),
         router(state).into_make_service_with_connect_info::<authn::PeerAddr>(),
     )
     .with_graceful_shutdown(shutdown)
@@ -196,8 +205,9 @@ pub async fn serve_tls(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let limits = state.limits;
     axum::serve(
-        tls::TlsListener::new(listener, tls)?,
+        limits::Limited::new(tls::TlsListener::new(listener, tls)?, limits),
         router(state).into_make_service_with_connect_info::<authn::PeerAddr>(),
     )
     .with_graceful_shutdown(shutdown)

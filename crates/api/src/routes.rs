@@ -66,6 +66,12 @@ api_routes! {
     "/api/v1/leak-classes" => get(leak_classes);
     "/api/v1/dead-letters" => get(dead_letters);
     "/api/v1/detection" => get(detection);
+    "/api/v1/openapi.json" => get(openapi);
+}
+
+/// The OpenAPI document, made from this list ([`crate::openapi`]).
+async fn openapi() -> Json<Value> {
+    Json(crate::openapi::document())
 }
 
 /// The detectors' progress: their watermark (event time "now"), readings and events
@@ -580,13 +586,37 @@ async fn get_work_order(
 }
 
 /// A lifecycle step: the action (`{"action":"arrive"}`...) and, from the field app,
-/// where the crew is.
-#[derive(Deserialize)]
+/// where the crew is. Unknown fields are refused (the action's own, and `position`).
 struct TransitionBody {
-    #[serde(flatten)]
     action: OrderAction,
-    #[serde(default)]
     position: Option<GeoPoint>,
+}
+
+impl<'de> Deserialize<'de> for TransitionBody {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let mut fields = serde_json::Map::<String, Value>::deserialize(d)?;
+        let position = match fields.remove("position") {
+            None | Some(Value::Null) => None,
+            Some(p) => Some(serde_json::from_value(p).map_err(D::Error::custom)?),
+        };
+        let action: OrderAction =
+            serde_json::from_value(Value::Object(fields.clone())).map_err(D::Error::custom)?;
+        // serde ignores unknown fields of a field-less variant of a tagged enum: every
+        // field sent must be one the action has (or null).
+        let known = serde_json::to_value(&action).map_err(D::Error::custom)?;
+        if let Some(k) = fields
+            .iter()
+            .find(|(k, v)| !v.is_null() && known.get(k.as_str()).is_none())
+            .map(|(k, _)| k)
+        {
+            return Err(D::Error::custom(format!(
+                "unknown field `{k}` for action `{}`",
+                known["action"].as_str().unwrap_or("?")
+            )));
+        }
+        Ok(TransitionBody { action, position })
+    }
 }
 
 async fn transition(
@@ -701,4 +731,31 @@ async fn dead_letters(
 ) -> Result<impl IntoResponse, ApiError> {
     let limit = limit(q.limit)?;
     Ok(Json(s.store.list_dead_letters(limit).await?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transition_bodies_refuse_unknown_fields() {
+        let b: TransitionBody =
+            serde_json::from_str(r#"{"action":"arrive","position":{"lat":45.0,"lon":9.0}}"#)
+                .unwrap();
+        assert_eq!(b.action, OrderAction::Arrive);
+        assert!(b.position.is_some());
+        let b: TransitionBody =
+            serde_json::from_str(r#"{"action":"cancel","reason":"dup"}"#).unwrap();
+        assert!(matches!(b.action, OrderAction::Cancel { .. }) && b.position.is_none());
+        for bad in [
+            r#"{"action":"arrive","actor":"someone"}"#,
+            r#"{"action":"cancel","reason":"dup","extra":1}"#,
+            r#"{"action":"arrive","position":{"lat":45.0,"lon":9.0,"alt":3}}"#,
+        ] {
+            assert!(
+                serde_json::from_str::<TransitionBody>(bad).is_err(),
+                "{bad}"
+            );
+        }
+    }
 }

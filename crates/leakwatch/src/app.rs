@@ -250,6 +250,7 @@ pub async fn start(cfg: &Config, opts: StartOptions) -> anyhow::Result<Running> 
         auth: Arc::new(leakwatch_api::authn::Auth::new(
             cfg.auth.settings(&cfg.http),
         )),
+        limits: cfg.http.limits(),
     };
     intake.spawn(move |stop| async move {
         if let Err(e) = leakwatch_api::serve(listener, state, stop.cancelled_owned()).await {

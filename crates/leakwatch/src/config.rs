@@ -98,6 +98,13 @@ pub struct HttpConfig {
     /// (`Authorization: Bearer <token>`), so existing scripts keep working.
     #[serde(with = "optional_secret")]
     pub api_token: Option<Secret>,
+    /// Connections served at once (more wait in the backlog).
+    pub max_connections: usize,
+    /// A connection with nothing read or written for this long is closed (this also
+    /// bounds the wait for a request's headers and between keep-alive requests).
+    pub idle_timeout_s: u64,
+    /// A request not answered within this is cut off with 503.
+    pub request_timeout_s: u64,
 }
 
 impl Default for HttpConfig {
@@ -105,6 +112,20 @@ impl Default for HttpConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             api_token: None,
+            max_connections: 1024,
+            idle_timeout_s: 60,
+            request_timeout_s: 30,
+        }
+    }
+}
+
+impl HttpConfig {
+    /// The API's connection limits.
+    pub fn limits(&self) -> leakwatch_api::limits::HttpLimits {
+        leakwatch_api::limits::HttpLimits {
+            max_connections: self.max_connections.max(1),
+            idle: std::time::Duration::from_secs(self.idle_timeout_s.max(1)),
+            request: std::time::Duration::from_secs(self.request_timeout_s.max(1)),
         }
     }
 }
