@@ -692,7 +692,7 @@ async fn crew_members_see_and_act_on_their_own_crew_only() {
     );
     let (s, jobs) = status_of(get(&a, "/api/v1/crews/C-A/jobs")).await;
     assert_eq!(s, 200);
-    assert_eq!(jobs.as_array().map(Vec::len), Some(1), "{jobs}");
+    assert_eq!(jobs["items"].as_array().map(Vec::len), Some(1), "{jobs}");
     assert_eq!(status_of(get(&b, "/api/v1/crews/C-A/jobs")).await.0, 404);
     let step = |t: &String, body: Value| {
         bare()

@@ -293,7 +293,7 @@ async fn alert_to_confirmed_leak(backend: Backend) {
     assert_eq!(wo["alert_ids"], json!([alert]));
     // The crew's last job place and position were recorded.
     let (_, crews) = svc.get("/api/v1/crews").await;
-    let near = crews
+    let near = crews["items"]
         .as_array()
         .unwrap()
         .iter()
@@ -408,7 +408,7 @@ async fn an_unaccepted_emergency_goes_to_the_next_crew() {
     let pump = tokio::spawn(async move { while events.poll().await.is_ok() {} });
     wait_for("position over MQTT", Duration::from_secs(15), || async {
         let (_, crews) = svc.get("/api/v1/crews").await;
-        crews
+        crews["items"]
             .as_array()?
             .iter()
             .find(|c| c["id"] == "C-FAR" && c["position"]["lat"] == json!(43.801))
@@ -420,7 +420,8 @@ async fn an_unaccepted_emergency_goes_to_the_next_crew() {
         Duration::from_secs(15),
         || async {
             let (_, dl) = svc.get("/api/v1/dead-letters").await;
-            dl.as_array()?
+            dl["items"]
+                .as_array()?
                 .iter()
                 .find(|d| d["reason"] == "bad_location")
                 .map(|_| ())

@@ -45,7 +45,8 @@ async fn readings_of(svc: &Service, meter: &str) -> usize {
 
 async fn dead_letter_reasons(svc: &Service) -> Vec<(String, String)> {
     let (_, v) = svc.get("/api/v1/dead-letters?limit=100").await;
-    v.as_array()
+    v["items"]
+        .as_array()
         .unwrap()
         .iter()
         .map(|d| {
@@ -248,7 +249,7 @@ async fn readings_far_back(backend: Backend) {
     .await;
     assert_eq!(readings_of(&svc, "INST").await, 0);
     let (_, dl) = svc.get("/api/v1/dead-letters?limit=10").await;
-    let detail = dl
+    let detail = dl["items"]
         .as_array()
         .unwrap()
         .iter()

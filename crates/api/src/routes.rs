@@ -653,8 +653,12 @@ async fn transition(
     )))
 }
 
+/// Every crew (the registry is small: one page, `next_cursor` is null).
 async fn list_crews(State(s): State<AppState>) -> Result<impl IntoResponse, ApiError> {
-    Ok(Json(s.store.list_crews().await?))
+    Ok(Json(Page {
+        items: s.store.list_crews().await?,
+        next_cursor: None,
+    }))
 }
 
 async fn post_crews(
@@ -704,19 +708,22 @@ async fn crew_jobs(
     State(s): State<AppState>,
     who: Principal,
     PathOf(id): PathOf<String>,
-) -> Result<Json<Vec<OrderView>>, ApiError> {
+) -> Result<Json<Page<OrderView>>, ApiError> {
     let id = crew_id(&id)?;
     if !authz::crew_may_see(&who, Some(&id)) || s.store.get_crew(&id).await?.is_none() {
         return Err(ApiError::not_found(format!("crew {id} does not exist")));
     }
-    Ok(Json(
-        s.store
+    // A crew's open jobs: one page, `next_cursor` is null.
+    Ok(Json(Page {
+        items: s
+            .store
             .jobs_for_crew(&id)
             .await?
             .into_iter()
             .map(OrderView::of)
             .collect(),
-    ))
+        next_cursor: None,
+    }))
 }
 
 #[derive(Deserialize)]
@@ -730,7 +737,11 @@ async fn dead_letters(
     Params(q): Params<Limit>,
 ) -> Result<impl IntoResponse, ApiError> {
     let limit = limit(q.limit)?;
-    Ok(Json(s.store.list_dead_letters(limit).await?))
+    // The latest `limit`, newest first; no cursor yet (`next_cursor` is null).
+    Ok(Json(Page {
+        items: s.store.list_dead_letters(limit).await?,
+        next_cursor: None,
+    }))
 }
 
 #[cfg(test)]
