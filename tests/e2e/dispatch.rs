@@ -148,10 +148,11 @@ async fn setup(svc: &Service) {
 }
 
 async fn step(svc: &Service, oid: i64, body: Value) -> Value {
+    let token = svc.crew_token("C-NEAR").await;
     let r = svc
         .http
         .post(svc.url(&format!("/api/v1/work-orders/{oid}/transition")))
-        .header("x-actor", "C-NEAR")
+        .bearer_auth(token)
         .json(&body)
         .send()
         .await
@@ -292,7 +293,7 @@ async fn alert_to_confirmed_leak(backend: Backend) {
     assert_eq!(wo["alert_ids"], json!([alert]));
     // The crew's last job place and position were recorded.
     let (_, crews) = svc.get("/api/v1/crews").await;
-    let near = crews
+    let near = crews["items"]
         .as_array()
         .unwrap()
         .iter()
@@ -363,7 +364,7 @@ async fn an_unaccepted_emergency_goes_to_the_next_crew() {
     let r = svc
         .http
         .post(svc.url(&format!("/api/v1/work-orders/{oid}/transition")))
-        .header("x-actor", "C-FAR")
+        .bearer_auth(svc.crew_token("C-FAR").await)
         .json(&json!({"action": "accept"}))
         .send()
         .await
@@ -420,7 +421,7 @@ async fn an_unaccepted_emergency_goes_to_the_next_crew() {
     // Positions are handled in order: once the last one shows, both bad ones were seen.
     wait_for("position over MQTT", Duration::from_secs(15), || async {
         let (_, crews) = svc.get("/api/v1/crews").await;
-        crews
+        crews["items"]
             .as_array()?
             .iter()
             .find(|c| c["id"] == "C-FAR" && c["position"]["lat"] == json!(43.802))
@@ -428,7 +429,7 @@ async fn an_unaccepted_emergency_goes_to_the_next_crew() {
     })
     .await;
     let (_, dl) = svc.get("/api/v1/dead-letters").await;
-    let bad: Vec<_> = dl
+    let bad: Vec<_> = dl["items"]
         .as_array()
         .unwrap()
         .iter()

@@ -159,8 +159,8 @@ async fn whole_path(backend: Backend) {
     let oid = order["id"].as_i64().unwrap();
     let (status, jobs) = svc.get(&format!("/api/v1/crews/{crew}/jobs")).await;
     assert_eq!(status, 200);
-    assert_eq!(jobs.as_array().unwrap().len(), 1);
-    assert_eq!(jobs[0]["id"], json!(oid));
+    assert_eq!(jobs["items"].as_array().unwrap().len(), 1);
+    assert_eq!(jobs["items"][0]["id"], json!(oid));
 
     // An illegal step is refused with a 4xx that says why, and changes nothing.
     let (status, err) = svc
@@ -197,7 +197,7 @@ async fn whole_path(backend: Backend) {
         let r = svc
             .http
             .post(svc.url(&format!("/api/v1/work-orders/{oid}/transition")))
-            .header("x-actor", crew.as_str())
+            .bearer_auth(svc.crew_token(crew.as_str()).await)
             .json(&action)
             .send()
             .await
@@ -239,7 +239,7 @@ async fn whole_path(backend: Backend) {
     assert_eq!(a["outcome"], "confirmed_leak");
     assert_eq!(wo["finding"]["leak_class"], "C");
     let (_, jobs) = svc.get(&format!("/api/v1/crews/{crew}/jobs")).await;
-    assert!(jobs.as_array().unwrap().is_empty());
+    assert!(jobs["items"].as_array().unwrap().is_empty());
 
     // The console lists what is open.
     let page = svc.text("/").await;

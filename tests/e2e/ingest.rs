@@ -101,11 +101,11 @@ async fn bad_messages_are_dead_lettered(backend: Backend) {
         || async {
             let (status, dl) = svc.get("/api/v1/dead-letters").await;
             assert_eq!(status, 200);
-            (dl.as_array().map_or(0, Vec::len) >= 3).then_some(dl)
+            (dl["items"].as_array().map_or(0, Vec::len) >= 3).then_some(dl)
         },
     )
     .await;
-    let items = dl.as_array().unwrap();
+    let items = dl["items"].as_array().unwrap();
     let reasons: Vec<&str> = items
         .iter()
         .map(|d| d["reason"].as_str().unwrap())

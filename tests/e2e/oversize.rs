@@ -38,7 +38,8 @@ async fn readings_of(svc: &Service, meter: &str) -> usize {
 async fn dead_letters(svc: &Service, reason: &str) -> Vec<Value> {
     let (status, dl) = svc.get("/api/v1/dead-letters").await;
     assert_eq!(status, 200, "{dl}");
-    dl.as_array()
+    dl["items"]
+        .as_array()
         .unwrap()
         .iter()
         .filter(|d| d["reason"] == reason)

@@ -22,7 +22,14 @@ fn esc(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-async fn index(State(s): State<AppState>) -> Result<Html<String>, ApiError> {
+async fn index(
+    State(s): State<AppState>,
+    who: Option<crate::auth::Principal>,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    if who.is_none() {
+        return Ok(axum::response::Redirect::to("/login?next=/").into_response());
+    }
     let mut alerts = Vec::new();
     for status in [
         AlertStatus::Open,
@@ -136,5 +143,6 @@ td,th{{border:1px solid #ccc;padding:.3rem .5rem;text-align:left;font-size:.9rem
 </body></html>",
         n = alerts.len(),
         m = active.len()
-    )))
+    ))
+    .into_response())
 }

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 /// A crew as the registry knows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Crew {
     pub id: CrewId,
     pub name: String,

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 /// A WGS84 position in decimal degrees.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct GeoPoint {
     pub lat: f64,
     pub lon: f64,

@@ -32,6 +32,7 @@ pub const WORKING_TIME_HORIZON_DAYS: i64 = 60;
 
 /// One local day that does not follow the weekly calendar.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ShiftException {
     /// The local date it replaces.
     pub date: NaiveDate,
@@ -42,6 +43,7 @@ pub struct ShiftException {
 
 /// A crew's working calendar.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct WeeklyShifts {
     /// Fixed offset of local time from UTC, in hours (no DST).
     pub utc_offset_h: i32,

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 /// A stabilised combustible-gas reading, in % of the lower explosive limit.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct GasReading {
     pub percent_lel: f64,
     /// Where it was taken, e.g. `cellar, by the meter`.
@@ -13,6 +14,7 @@ pub struct GasReading {
 
 /// The crew's finding at the end of a job.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SiteFinding {
     pub leak_found: bool,
     /// The leak's class, a code of the deployment's [`LeakClassTable`]; present iff

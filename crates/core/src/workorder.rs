@@ -75,7 +75,7 @@ impl FromStr for WorkOrderStatus {
 
 /// What a dispatcher, the dispatcher service or a field worker asks of an order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "action", rename_all = "snake_case")]
+#[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
 pub enum OrderAction {
     /// Give the order to a crew (or move it to another crew).
     Assign { crew_id: CrewId },
