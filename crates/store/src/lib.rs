@@ -54,6 +54,8 @@
 //! (migration `0003_timescale.sql`) and retention drops whole chunks.
 
 mod alerts;
+// The console's history of alert actions and the crews' client action ids (issue 12).
+mod console;
 mod db;
 mod dead_letter_bounds;
 mod dead_letters;
@@ -75,6 +77,7 @@ pub use registry_feed::{METERS_CHANNEL, Registered, RegistryFeed, RegistryUpdate
 pub use unit_of_work::{DISPATCH_LOCK, StepCause, UnitOfWork};
 
 pub use alerts::{AlertQuery, AlertStore, Alerts, OutcomeStat};
+pub use console::{AlertHistoryEntry, ClientAction};
 pub use dead_letters::{DeadLetter, DeadLetterStore, DeadLetters, NewDeadLetter};
 pub use detector_state::{DetectorState, DetectorStateStore};
 pub use devices::{DeviceCredentialStore, DeviceCredentials};
