@@ -9,7 +9,6 @@
 pub mod auth;
 mod error;
 mod extract;
-mod page;
 mod routes;
 pub mod tls;
 
@@ -113,10 +112,16 @@ pub struct AppState {
     pub api_token: Option<String>,
 }
 
-/// The whole HTTP application.
+/// The whole HTTP application, without pages (see [`router_with`]).
 pub fn router(state: AppState) -> Router {
+    router_with(state, Router::new())
+}
+
+/// The whole HTTP application with `pages` (the console crate's router) mounted
+/// beside the API, behind the same authentication.
+pub fn router_with(state: AppState, pages: Router<AppState>) -> Router {
     let protected = routes::api()
-        .merge(page::routes())
+        .merge(pages)
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .merge(routes::health())
@@ -134,6 +139,17 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Serves an application made with [`router_with`] until `shutdown` resolves.
+pub async fn serve_router(
+    listener: TcpListener,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
 }

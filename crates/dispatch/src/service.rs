@@ -867,6 +867,7 @@ impl Dispatcher {
     /// twice at once, assigns and notifies each job once).
     pub async fn plan_day(&self, date: NaiveDate, apply: bool) -> Result<DayPlan, DispatchError> {
         let p = &self.cfg.plan;
+        let now = self.now();
         let mut crews = Vec::new();
         for r in self.store.list_crews().await? {
             let (offset, intervals) = match &r.crew.shifts {
@@ -885,12 +886,18 @@ impl Dispatcher {
                     + Duration::minutes(i64::from(min))
                     - Duration::hours(i64::from(offset))
             };
+            // Today is planned from now on: no stop is placed in the past, and a
+            // shift already over takes no work.
+            let (shift_start, shift_end) = (local(start).max(now), local(end));
+            if shift_end <= shift_start {
+                continue;
+            }
             crews.push(PlanCrew {
                 id: r.crew.id,
                 skills: r.crew.skills,
                 home: r.crew.home,
-                shift_start: local(start),
-                shift_end: local(end),
+                shift_start,
+                shift_end,
             });
         }
         let day_start = crews.iter().map(|c| c.shift_start).min();
