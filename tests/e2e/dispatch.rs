@@ -148,10 +148,11 @@ async fn setup(svc: &Service) {
 }
 
 async fn step(svc: &Service, oid: i64, body: Value) -> Value {
+    let token = svc.crew_token("C-NEAR").await;
     let r = svc
         .http
         .post(svc.url(&format!("/api/v1/work-orders/{oid}/transition")))
-        .header("x-actor", "C-NEAR")
+        .bearer_auth(token)
         .json(&body)
         .send()
         .await
@@ -363,7 +364,7 @@ async fn an_unaccepted_emergency_goes_to_the_next_crew() {
     let r = svc
         .http
         .post(svc.url(&format!("/api/v1/work-orders/{oid}/transition")))
-        .header("x-actor", "C-FAR")
+        .bearer_auth(svc.crew_token("C-FAR").await)
         .json(&json!({"action": "accept"}))
         .send()
         .await

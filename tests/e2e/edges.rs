@@ -287,7 +287,7 @@ async fn free_text_is_bounded() {
     let (s, b) = svc.post("/api/v1/crews", &crews).await;
     assert_eq!(s, 422, "{b}");
     assert!(b["error"].as_str().unwrap().contains("name"), "{b}");
-    // A fitting order, then a cancel reason too long, and an actor too long.
+    // A fitting order, then a cancel reason too long, and a forged X-Actor.
     let order = json!({"kind": "meter_check", "priority": "normal",
                        "location": {"lat": 43.77, "lon": 11.25}, "summary": "check"});
     let (s, b) = svc.post("/api/v1/work-orders", &order).await;
@@ -301,6 +301,7 @@ async fn free_text_is_bounded() {
         .await;
     assert_eq!(s, 422, "{b}");
     assert!(b["error"].as_str().unwrap().contains("reason"), "{b}");
+    // X-Actor is ignored: the actor is the credential's name (here the legacy token).
     let r = svc
         .http
         .post(svc.url(&format!("/api/v1/work-orders/{id}/transition")))
@@ -309,11 +310,11 @@ async fn free_text_is_bounded() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status().as_u16(), 422);
-    let b: Value = r.json().await.unwrap();
-    assert!(b["error"].as_str().unwrap().contains("X-Actor"), "{b}");
+    assert_eq!(r.status().as_u16(), 200);
     let (_, o) = svc.get(&format!("/api/v1/work-orders/{id}")).await;
-    assert_eq!(o["status"], "created", "{o}");
+    assert_eq!(o["status"], "cancelled", "{o}");
+    let last = o["history"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["actor"], "api-token", "{o}");
     svc.stop().await;
 }
 

@@ -6,7 +6,7 @@
 //! what an older version left half-done is repaired at start-up; the outbox
 //! auto-escalates alerts detection recorded.
 
-use crate::support::{Backend, Service, required_env, unique, wait_for};
+use crate::support::{Backend, Service, TEST_TOKEN, http_client, required_env, unique, wait_for};
 use chrono::{Duration as ChronoDuration, Utc};
 use leakwatch::testkit::free_port;
 use leakwatch_core::{
@@ -45,6 +45,7 @@ impl Proc {
             )
             .env("LEAKWATCH__MQTT__CLIENT_ID", unique("lw-esc-"))
             .env("LEAKWATCH__HTTP__LISTEN", format!("127.0.0.1:{http}"))
+            .env("LEAKWATCH__HTTP__API_TOKEN", TEST_TOKEN)
             .env("FAIL_POINTS", fail_points)
             .env("RUST_LOG", "error")
             .stdout(std::process::Stdio::null())
@@ -245,7 +246,7 @@ async fn crash_between_writes(backend: Backend) {
         let a = raise(&store, meter, AlertKind::Burst, Severity::Critical).await;
         let mut p = Proc::spawn(&db, point);
         p.ready().await;
-        let r = reqwest::Client::new()
+        let r = http_client()
             .post(p.url(&format!("/api/v1/alerts/{a}/escalate")))
             .send()
             .await;
@@ -265,7 +266,7 @@ async fn crash_between_writes(backend: Backend) {
         // Without the failpoint the same escalation goes through whole.
         let p = Proc::spawn(&db, "");
         p.ready().await;
-        let r = reqwest::Client::new()
+        let r = http_client()
             .post(p.url(&format!("/api/v1/alerts/{a}/escalate")))
             .send()
             .await
@@ -281,7 +282,7 @@ async fn crash_between_writes(backend: Backend) {
         assert_eq!(o.crew_id.map(|c| c.to_string()).as_deref(), Some("C-1"));
         assert_whole(&store).await;
         // Close it, so the next alert makes its own order.
-        let r = reqwest::Client::new()
+        let r = http_client()
             .post(p.url(&format!("/api/v1/work-orders/{}/transition", o.id)))
             .json(&json!({"action": "cancel", "reason": "test"}))
             .send()
@@ -312,7 +313,7 @@ async fn sigkill_during_parallel_escalations_leaves_nothing_half_done() {
     let Some((db, store)) = fresh(Backend::MosquittoPostgres, PARALLEL).await else {
         return;
     };
-    let http = reqwest::Client::new();
+    let http = http_client();
     let mut acknowledged = Vec::new();
     let mut mid_flight = 0;
     for round in 0..KILLS {

@@ -197,7 +197,7 @@ async fn whole_path(backend: Backend) {
         let r = svc
             .http
             .post(svc.url(&format!("/api/v1/work-orders/{oid}/transition")))
-            .header("x-actor", crew.as_str())
+            .bearer_auth(svc.crew_token(crew.as_str()).await)
             .json(&action)
             .send()
             .await

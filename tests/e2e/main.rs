@@ -4,6 +4,7 @@
 //! with `CI` set a missing one fails the test instead of skipping it).
 
 mod api;
+mod auth;
 mod corpus;
 mod deploy;
 mod detection;

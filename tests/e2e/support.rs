@@ -33,6 +33,24 @@ pub fn unique(tag: &str) -> String {
     )
 }
 
+/// The admin bearer token every test service is started with (`http.api_token`,
+/// which acts as an admin named `api-token`): with no account and no token the API
+/// answers 503.
+pub const TEST_TOKEN: &str = "e2e-admin-token-0123456789";
+
+/// An HTTP client that sends `Authorization: Bearer TEST_TOKEN` with every request.
+pub fn http_client() -> reqwest::Client {
+    let mut h = reqwest::header::HeaderMap::new();
+    h.insert(
+        reqwest::header::AUTHORIZATION,
+        reqwest::header::HeaderValue::from_str(&format!("Bearer {TEST_TOKEN}")).unwrap(),
+    );
+    reqwest::Client::builder()
+        .default_headers(h)
+        .build()
+        .unwrap()
+}
+
 pub struct Service {
     pub running: Option<Running>,
     pub base: String,
@@ -43,6 +61,8 @@ pub struct Service {
     /// The configuration it runs with (a restart reuses it: same database, broker
     /// session and prefix).
     pub cfg: Config,
+    /// Crews' phone tokens made by [`Service::crew_token`].
+    pub tokens: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
 impl Service {
@@ -55,6 +75,7 @@ impl Service {
         cfg.mqtt.prefix = prefix.clone();
         cfg.mqtt.crew_prefix = format!("{prefix}-crews");
         cfg.mqtt.client_id = unique("lw-ingest-");
+        cfg.http.api_token = Some(leakwatch::config::Secret::new(TEST_TOKEN));
         let mut pg = None;
         let mut sqlite_path = None;
         match backend {
@@ -84,11 +105,12 @@ impl Service {
         let svc = Service {
             running: Some(running),
             base,
-            http: reqwest::Client::new(),
+            http: http_client(),
             prefix,
             pg,
             sqlite_path,
             cfg,
+            tokens: Default::default(),
         };
         svc.wait_ready().await;
         Some(svc)
@@ -165,6 +187,37 @@ impl Service {
             status,
             serde_json::from_str(&text).unwrap_or(Value::String(text)),
         )
+    }
+
+    /// The API token of crew `crew`'s phone (role crew, named after the crew: the
+    /// actor of the steps it sends), made on first use.
+    pub async fn crew_token(&self, crew: &str) -> String {
+        use leakwatch_store::AccountStore;
+        if let Some(t) = self.tokens.lock().unwrap().get(crew) {
+            return t.clone();
+        }
+        let secret = leakwatch_api::secret::new_api_token().unwrap();
+        let crew_id = leakwatch_core::CrewId::parse(crew).unwrap();
+        self.running()
+            .store
+            .account_store()
+            .create_api_token(
+                &leakwatch_store::NewApiToken {
+                    name: crew,
+                    secret_hash: &leakwatch_api::secret::sha256_hex(&secret),
+                    role: leakwatch_core::Role::Crew,
+                    crew: Some(&crew_id),
+                },
+                "test",
+                chrono::Utc::now(),
+            )
+            .await
+            .unwrap();
+        self.tokens
+            .lock()
+            .unwrap()
+            .insert(crew.to_owned(), secret.clone());
+        secret
     }
 
     pub async fn publisher(&self) -> leakwatch_sim::Publisher {

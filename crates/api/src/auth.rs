@@ -10,30 +10,9 @@ use axum::http::StatusCode;
 use axum::http::request::Parts;
 use leakwatch_core::CrewId;
 
-/// What a person or an integration may do (issue 12's four roles).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    /// Manages accounts, meters and crews; may do everything.
-    Admin,
-    /// Reviews alerts: acknowledge, dismiss, escalate, notes.
-    Engineer,
-    /// Assigns, reassigns, cancels and plans work orders.
-    Dispatcher,
-    /// A member of one crew: sees and acts on that crew's jobs only.
-    Crew,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Admin => "admin",
-            Role::Engineer => "engineer",
-            Role::Dispatcher => "dispatcher",
-            Role::Crew => "crew",
-        }
-    }
-}
+/// What a person or an integration may do (issue 12's four roles); defined in
+/// `leakwatch-core` so the store can keep it.
+pub use leakwatch_core::account::Role;
 
 /// How the principal proved who it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,5 +61,16 @@ impl<S: Send + Sync> FromRequestParts<S> for Principal {
             .get::<Principal>()
             .cloned()
             .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "not logged in"))
+    }
+}
+
+impl<S: Send + Sync> axum::extract::OptionalFromRequestParts<S> for Principal {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        _state: &S,
+    ) -> Result<Option<Self>, std::convert::Infallible> {
+        Ok(parts.extensions.get::<Principal>().cloned())
     }
 }

@@ -7,16 +7,21 @@
 //! crate owns no rule and no SQL.
 
 pub mod auth;
+pub mod authn;
+pub mod authz;
 mod error;
 mod extract;
+mod page;
 mod routes;
+pub mod secret;
+pub mod throttle;
 pub mod tls;
 
 use axum::Router;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use leakwatch_dispatch::Dispatcher;
 use leakwatch_store::Store;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -26,6 +31,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use tokio::net::TcpListener;
 
 pub use error::ApiError;
+pub use routes::API_ROUTES;
 
 /// Tells `/readyz` whether an MQTT session is up (connected, subscriptions granted).
 pub type BrokerProbe = Arc<dyn Fn() -> bool + Send + Sync>;
@@ -107,28 +113,65 @@ pub struct AppState {
     pub crews_up: BrokerProbe,
     /// The detectors' progress (`GET /api/v1/detection`).
     pub detection: Arc<DetectionStatus>,
-    /// When set, `/api/v1` and `/` require `Authorization: Bearer <token>` (or
-    /// `?token=` on the page).
-    pub api_token: Option<String>,
+    /// Authentication: settings (the legacy `http.api_token`, sessions, cookies,
+    /// the metrics token) and the failed-login throttle ([`authn`]).
+    pub auth: Arc<authn::Auth>,
 }
 
 /// The whole HTTP application, without pages (see [`router_with`]).
 pub fn router(state: AppState) -> Router {
-    router_with(state, Router::new())
+    router_with(state, page::routes())
 }
 
-/// The whole HTTP application with `pages` (the console crate's router) mounted
-/// beside the API, behind the same authentication.
+/// The whole HTTP application with `pages` (the console's routes) served behind
+/// authentication like the API: a page gets the caller's [`auth::Principal`] in its
+/// extensions (extract `Option<Principal>`), none when nobody is logged in.
 pub fn router_with(state: AppState, pages: Router<AppState>) -> Router {
     let protected = routes::api()
+        .merge(authn::routes())
         .merge(pages)
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+        // Layers run outside-in from the last: authenticate, then authorize.
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            authz::authorize,
+        ))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            authn::authenticate,
+        ));
     Router::new()
         .merge(routes::health())
         .merge(protected)
         .fallback(|| async { ApiError::not_found("no such route") })
         .with_state(state)
+        .layer(middleware::from_fn(security_headers))
         .layer(middleware::from_fn(record_request))
+}
+
+/// The Content-Security-Policy of every response: scripts, styles, fonts and
+/// connections from this origin only (no inline script), images also as data/blob
+/// URLs and from HTTPS tile servers, never framed, forms posted here only.
+pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
+     img-src 'self' data: blob: https:; font-src 'self'; connect-src 'self'; \
+     object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'";
+
+/// Security headers on every response (unless a handler set its own).
+async fn security_headers(req: Request, next: Next) -> Response {
+    use axum::http::HeaderValue;
+    use axum::http::header;
+    let mut r = next.run(req).await;
+    let h = r.headers_mut();
+    for (name, value) in [
+        (header::CONTENT_SECURITY_POLICY, CSP),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::REFERRER_POLICY, "same-origin"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+    ] {
+        if !h.contains_key(&name) {
+            h.insert(name, HeaderValue::from_static(value));
+        }
+    }
+    r
 }
 
 /// Serves `router(state)` on an already bound listener until `shutdown` resolves, so
@@ -138,9 +181,12 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<authn::PeerAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }
 
 /// Serves an application made with [`router_with`] until `shutdown` resolves.
@@ -161,45 +207,12 @@ pub async fn serve_tls(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(tls::TlsListener::new(listener, tls)?, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
-}
-
-async fn require_token(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let Some(expected) = state.api_token.as_deref() else {
-        req.extensions_mut().insert(auth::Principal {
-            name: "api".to_owned(),
-            role: auth::Role::Admin,
-            crew: None,
-            credential: auth::Credential::Open,
-        });
-        return next.run(req).await;
-    };
-    let bearer = req
-        .headers()
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    let query = req
-        .uri()
-        .query()
-        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("token=")));
-    if bearer == Some(expected) || query == Some(expected) {
-        req.extensions_mut().insert(auth::Principal {
-            name: "api".to_owned(),
-            role: auth::Role::Admin,
-            crew: None,
-            credential: auth::Credential::Token,
-        });
-        next.run(req).await
-    } else {
-        ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "missing or wrong token: send Authorization: Bearer <http.api_token>",
-        )
-        .into_response()
-    }
+    axum::serve(
+        tls::TlsListener::new(listener, tls)?,
+        router(state).into_make_service_with_connect_info::<authn::PeerAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }
 
 /// Counts and times every request. Its labels come from fixed sets, so nothing a

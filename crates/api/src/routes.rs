@@ -1,12 +1,14 @@
 //! The REST routes under `/api/v1`, and the health routes.
 
+use crate::auth::{Principal, Role};
+use crate::authz;
 use crate::extract::{Body, Params, PathOf};
 use crate::{ApiError, AppState};
 use axum::Json;
 use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use leakwatch_core::limits;
 use leakwatch_core::{
@@ -27,32 +29,43 @@ pub fn health() -> Router<AppState> {
         .route("/metrics", get(metrics))
 }
 
-pub fn api() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/meters", get(list_meters).post(post_meters))
-        .route("/api/v1/meters/{id}", get(get_meter))
-        .route("/api/v1/meters/{id}/readings", get(meter_readings))
-        .route("/api/v1/alerts", get(list_alerts))
-        .route("/api/v1/alerts/{id}", get(get_alert))
-        .route("/api/v1/alerts/{id}/acknowledge", post(acknowledge))
-        .route("/api/v1/alerts/{id}/dismiss", post(dismiss))
-        .route("/api/v1/alerts/{id}/resolve", post(resolve))
-        .route("/api/v1/alerts/{id}/escalate", post(escalate))
-        .route("/api/v1/alerts/outcomes", get(alert_outcomes))
-        .route(
-            "/api/v1/work-orders",
-            get(list_work_orders).post(create_work_order),
-        )
-        .route("/api/v1/work-orders/{id}", get(get_work_order))
-        .route("/api/v1/work-orders/{id}/transition", post(transition))
-        .route("/api/v1/crews", get(list_crews).post(post_crews))
-        .route("/api/v1/crews/{id}/jobs", get(crew_jobs))
-        .route("/api/v1/crews/{id}/location", post(crew_location))
-        .route("/api/v1/plans", post(day_plan))
-        .route("/api/v1/deadlines", get(deadlines))
-        .route("/api/v1/leak-classes", get(leak_classes))
-        .route("/api/v1/dead-letters", get(dead_letters))
-        .route("/api/v1/detection", get(detection))
+/// Registers the API routes and lists them in [`API_ROUTES`] from one text, so the
+/// list the authorization test walks is the router's own.
+macro_rules! api_routes {
+    ($($path:literal => $first:ident($h:path) $(. $m:ident($h2:path))*;)*) => {
+        pub fn api() -> Router<AppState> {
+            Router::new()$(.route($path, $first($h)$(.$m($h2))*))*
+        }
+
+        /// Every API route template and its methods, as [`api`] registers them.
+        pub const API_ROUTES: &[(&str, &[&str])] =
+            &[$(($path, &[stringify!($first) $(, stringify!($m))*])),*];
+    };
+}
+
+api_routes! {
+    "/api/v1/me" => get(crate::authn::me);
+    "/api/v1/meters" => get(list_meters).post(post_meters);
+    "/api/v1/meters/{id}" => get(get_meter);
+    "/api/v1/meters/{id}/readings" => get(meter_readings);
+    "/api/v1/alerts" => get(list_alerts);
+    "/api/v1/alerts/{id}" => get(get_alert);
+    "/api/v1/alerts/{id}/acknowledge" => post(acknowledge);
+    "/api/v1/alerts/{id}/dismiss" => post(dismiss);
+    "/api/v1/alerts/{id}/resolve" => post(resolve);
+    "/api/v1/alerts/{id}/escalate" => post(escalate);
+    "/api/v1/alerts/outcomes" => get(alert_outcomes);
+    "/api/v1/work-orders" => get(list_work_orders).post(create_work_order);
+    "/api/v1/work-orders/{id}" => get(get_work_order);
+    "/api/v1/work-orders/{id}/transition" => post(transition);
+    "/api/v1/crews" => get(list_crews).post(post_crews);
+    "/api/v1/crews/{id}/jobs" => get(crew_jobs);
+    "/api/v1/crews/{id}/location" => post(crew_location);
+    "/api/v1/plans" => post(day_plan);
+    "/api/v1/deadlines" => get(deadlines);
+    "/api/v1/leak-classes" => get(leak_classes);
+    "/api/v1/dead-letters" => get(dead_letters);
+    "/api/v1/detection" => get(detection);
 }
 
 /// The detectors' progress: their watermark (event time "now"), readings and events
@@ -85,9 +98,16 @@ async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
     (status, Json(body))
 }
 
-async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
+async fn metrics(State(s): State<AppState>, headers: HeaderMap) -> Response {
+    if !s.auth.metrics_allowed(&headers) {
+        return ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "/metrics needs Authorization: Bearer <auth.metrics_token>",
+        )
+        .into_response();
+    }
     let text = s.metrics.as_ref().map(|h| h.render()).unwrap_or_default();
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
 /// A page of a list, with the cursor of the next page when there may be one.
@@ -286,10 +306,13 @@ async fn get_alert(
 
 async fn acknowledge(
     State(s): State<AppState>,
+    who: Principal,
     PathOf(id): PathOf<i64>,
 ) -> Result<Json<Alert>, ApiError> {
     Ok(Json(
-        s.dispatcher.review(id, &AlertAction::Acknowledge).await?,
+        s.dispatcher
+            .review(id, &AlertAction::Acknowledge, who.actor())
+            .await?,
     ))
 }
 
@@ -301,31 +324,25 @@ struct Reason {
 
 async fn dismiss(
     State(s): State<AppState>,
+    who: Principal,
     PathOf(id): PathOf<i64>,
     Body(r): Body<Reason>,
 ) -> Result<Json<Alert>, ApiError> {
     let action = AlertAction::Dismiss { reason: r.reason };
     limits::check_alert_action(&action).map_err(too_long)?;
-    Ok(Json(s.dispatcher.review(id, &action).await?))
+    Ok(Json(s.dispatcher.review(id, &action, who.actor()).await?))
 }
 
 async fn resolve(
     State(s): State<AppState>,
+    who: Principal,
     PathOf(id): PathOf<i64>,
 ) -> Result<Json<Alert>, ApiError> {
-    Ok(Json(s.dispatcher.review(id, &AlertAction::Resolve).await?))
-}
-
-/// Who acted: the `X-Actor` header (at most [`limits::ACTOR_MAX`] characters), else `api`.
-fn actor(headers: &HeaderMap) -> Result<String, ApiError> {
-    let Some(v) = headers.get("x-actor") else {
-        return Ok("api".to_owned());
-    };
-    let v = v
-        .to_str()
-        .map_err(|_| ApiError::bad_request("X-Actor is not visible ASCII text"))?;
-    limits::check("X-Actor", v, limits::ACTOR_MAX).map_err(too_long)?;
-    Ok(if v.trim().is_empty() { "api" } else { v }.to_owned())
+    Ok(Json(
+        s.dispatcher
+            .review(id, &AlertAction::Resolve, who.actor())
+            .await?,
+    ))
 }
 
 /// A text longer than its field allows: 422 naming the field and the limit.
@@ -335,10 +352,10 @@ fn too_long(e: limits::TooLong) -> ApiError {
 
 async fn escalate(
     State(s): State<AppState>,
-    headers: HeaderMap,
+    who: Principal,
     PathOf(id): PathOf<i64>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let (alert, order) = s.dispatcher.escalate(id, &actor(&headers)?).await?;
+    let (alert, order) = s.dispatcher.escalate(id, who.actor()).await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({ "alert": alert, "work_order": OrderView::of(order) })),
@@ -414,7 +431,7 @@ struct NewOrderBody {
 
 async fn create_work_order(
     State(s): State<AppState>,
-    headers: HeaderMap,
+    who: Principal,
     Body(b): Body<NewOrderBody>,
 ) -> Result<impl IntoResponse, ApiError> {
     let unprocessable = |m: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, m);
@@ -424,7 +441,7 @@ async fn create_work_order(
         return Err(unprocessable("summary is empty".into()));
     }
     limits::check("summary", &b.summary, limits::SUMMARY_MAX).map_err(too_long)?;
-    let actor = actor(&headers)?;
+    let actor = who.actor().to_owned();
     let district_id = match &b.meter_id {
         Some(m) => Some(
             s.store
@@ -460,10 +477,14 @@ async fn alert_outcomes(State(s): State<AppState>) -> Result<Json<Value>, ApiErr
 
 async fn crew_location(
     State(s): State<AppState>,
+    who: Principal,
     PathOf(id): PathOf<String>,
     Body(b): Body<leakwatch_core::PositionReport>,
 ) -> Result<StatusCode, ApiError> {
     let id = crew_id(&id)?;
+    if !authz::crew_may_see(&who, Some(&id)) {
+        return Err(ApiError::not_found(format!("crew {id} does not exist")));
+    }
     let (at, t) = b
         .check(chrono::Utc::now())
         .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
@@ -534,12 +555,14 @@ async fn leak_classes(State(s): State<AppState>) -> Json<leakwatch_core::LeakCla
 
 async fn get_work_order(
     State(s): State<AppState>,
+    who: Principal,
     PathOf(id): PathOf<i64>,
 ) -> Result<Json<Value>, ApiError> {
     let order = s
         .store
         .get_work_order(id)
         .await?
+        .filter(|o| authz::crew_may_see(&who, o.crew_id.as_ref()))
         .ok_or_else(|| ApiError::not_found(format!("work order {id} does not exist")))?;
     let history = s.store.work_order_history(id).await?;
     let alerts: Vec<i64> = s
@@ -568,7 +591,7 @@ struct TransitionBody {
 
 async fn transition(
     State(s): State<AppState>,
-    headers: HeaderMap,
+    who: Principal,
     PathOf(id): PathOf<i64>,
     Body(b): Body<TransitionBody>,
 ) -> Result<Json<OrderView>, ApiError> {
@@ -578,10 +601,24 @@ async fn transition(
         })?;
     }
     limits::check_order_action(&b.action).map_err(too_long)?;
-    let actor = actor(&headers)?;
+    if who.role == Role::Crew {
+        // Another crew's order does not exist for this crew member.
+        s.store
+            .get_work_order(id)
+            .await?
+            .filter(|o| authz::crew_may_see(&who, o.crew_id.as_ref()))
+            .ok_or_else(|| ApiError::not_found(format!("work order {id} does not exist")))?;
+        if !authz::crew_step(&b.action) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "a crew member may accept, travel, arrive, complete or report unable to complete; \
+                 assigning and cancelling are the dispatchers'",
+            ));
+        }
+    }
     Ok(Json(OrderView::of(
         s.dispatcher
-            .transition(id, b.action, &actor, b.position)
+            .transition(id, b.action, who.actor(), b.position)
             .await?,
     )))
 }
@@ -635,10 +672,11 @@ async fn post_crews(
 
 async fn crew_jobs(
     State(s): State<AppState>,
+    who: Principal,
     PathOf(id): PathOf<String>,
 ) -> Result<Json<Vec<OrderView>>, ApiError> {
     let id = crew_id(&id)?;
-    if s.store.get_crew(&id).await?.is_none() {
+    if !authz::crew_may_see(&who, Some(&id)) || s.store.get_crew(&id).await?.is_none() {
         return Err(ApiError::not_found(format!("crew {id} does not exist")));
     }
     Ok(Json(

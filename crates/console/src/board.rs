@@ -3,7 +3,9 @@
 //! position; assign, reassign, cancel, create by hand; the day plan on demand and
 //! at a configured time each day ([`run_daily_plan`]).
 
-use crate::{Console, PageError, Shared, check_csrf, clock, duration_words, local, page, require};
+use crate::{
+    Console, PageError, Shared, Viewer, check_csrf, clock, duration_words, local, page, require,
+};
 use axum::Router;
 use axum::extract::{Form, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -11,7 +13,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use chrono::{Duration, Utc};
 use leakwatch_api::AppState;
-use leakwatch_api::auth::{Principal, Role};
+use leakwatch_api::auth::Role;
 use leakwatch_core::{
     CrewId, GeoPoint, OrderAction, Priority, WorkOrder, WorkOrderKind, WorkOrderStatus, limits,
 };
@@ -63,7 +65,7 @@ fn deadline_cell(c: &Console, o: &WorkOrder, now: chrono::DateTime<Utc>) -> Mark
 }
 
 async fn board(
-    p: Principal,
+    Viewer(p): Viewer,
     State(s): State<AppState>,
     axum::Extension(c): Shared,
     Query(q): Query<BoardQuery>,
@@ -211,15 +213,7 @@ async fn board(
 }
 
 fn back(msg: &str) -> Response {
-    let mut url = String::from("/console/board?msg=");
-    for b in msg.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            url.push(b as char);
-        } else {
-            url.push_str(&format!("%{b:02X}"));
-        }
-    }
-    Redirect::to(&url).into_response()
+    Redirect::to(&format!("/console/board?msg={}", crate::url_encode(msg))).into_response()
 }
 
 #[derive(Debug, Deserialize)]
@@ -230,7 +224,7 @@ struct AssignForm {
 }
 
 async fn assign(
-    p: Principal,
+    Viewer(p): Viewer,
     State(s): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<i64>,
@@ -265,7 +259,7 @@ struct CancelForm {
 }
 
 async fn cancel(
-    p: Principal,
+    Viewer(p): Viewer,
     State(s): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<i64>,
@@ -300,7 +294,7 @@ struct NewOrderForm {
 }
 
 async fn create(
-    p: Principal,
+    Viewer(p): Viewer,
     State(s): State<AppState>,
     headers: HeaderMap,
     Form(f): Form<NewOrderForm>,
@@ -385,7 +379,7 @@ struct PlanForm {
 }
 
 async fn plan(
-    p: Principal,
+    Viewer(p): Viewer,
     State(s): State<AppState>,
     axum::Extension(c): Shared,
     headers: HeaderMap,

@@ -7,7 +7,7 @@
 //!
 //! A crew member sees and acts on their own crew's jobs only.
 
-use crate::{PageError, Shared, check_csrf, clock, head_common, local};
+use crate::{PageError, Shared, Viewer, check_csrf, clock, head_common, local};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -52,7 +52,7 @@ fn crew_of(p: &Principal) -> Result<CrewId, PageError> {
     }
 }
 
-async fn app(p: Principal) -> Result<Markup, PageError> {
+async fn app(Viewer(p): Viewer) -> Result<Markup, PageError> {
     let crew = crew_of(&p)?;
     Ok(html! {
         (DOCTYPE)
@@ -206,7 +206,7 @@ async fn view(s: &AppState, c: &crate::Console, o: WorkOrder) -> Result<JobView,
 /// Today's jobs of the caller's crew, most urgent and earliest first, and the leak
 /// classes with their repair deadlines for the findings form.
 async fn jobs(
-    p: Principal,
+    Viewer(p): Viewer,
     State(s): State<AppState>,
     axum::Extension(c): Shared,
 ) -> Result<Json<Value>, PageError> {
@@ -257,7 +257,7 @@ async fn own_order(s: &AppState, p: &Principal, id: i64) -> Result<WorkOrder, Pa
 }
 
 async fn job(
-    p: Principal,
+    Viewer(p): Viewer,
     State(s): State<AppState>,
     axum::Extension(c): Shared,
     Path(id): Path<i64>,
@@ -305,7 +305,7 @@ pub struct FindingBody {
 }
 
 async fn action(
-    p: Principal,
+    Viewer(p): Viewer,
     State(s): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<i64>,

@@ -3,7 +3,7 @@
 //! acknowledge / dismiss with reason / escalate / note).
 
 use crate::chart::{self, Marks};
-use crate::{PageError, Shared, check_csrf, local, page, raw, require};
+use crate::{PageError, Shared, Viewer, check_csrf, local, page, raw, require};
 use axum::Router;
 use axum::extract::{Form, Path, Query, State};
 use axum::http::HeaderMap;
@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use chrono::Duration;
 use leakwatch_api::AppState;
-use leakwatch_api::auth::{Principal, Role};
+use leakwatch_api::auth::Role;
 use leakwatch_core::{Alert, AlertAction, AlertKind, AlertStatus, Severity, limits};
 use leakwatch_store::{AlertHistoryEntry, AlertQuery, WorkOrderQuery};
 use maud::{Markup, html};
@@ -148,7 +148,7 @@ fn rows_markup(c: &crate::Console, alerts: &[Alert], counts: &[(AlertStatus, i64
 }
 
 async fn inbox(
-    p: Principal,
+    Viewer(p): Viewer,
     State(s): State<AppState>,
     axum::Extension(c): Shared,
     Query(f): Query<Filters>,
@@ -197,7 +197,7 @@ async fn inbox(
 
 /// The inbox's table alone, for the live refresh.
 async fn rows(
-    p: Principal,
+    Viewer(p): Viewer,
     State(s): State<AppState>,
     axum::Extension(c): Shared,
     Query(f): Query<Filters>,
@@ -230,7 +230,7 @@ async fn fingerprint(s: &AppState) -> Result<u64, PageError> {
 }
 
 /// Server-sent events: `alerts` whenever the alerts change (checked every second).
-async fn events(p: Principal, State(s): State<AppState>) -> Result<Response, PageError> {
+async fn events(Viewer(p): Viewer, State(s): State<AppState>) -> Result<Response, PageError> {
     require(&p, VIEW, "see the alert inbox")?;
     let first = fingerprint(&s).await?;
     let stream = futures_util::stream::unfold((s, first), |(s, last)| async move {
@@ -252,7 +252,7 @@ async fn events(p: Principal, State(s): State<AppState>) -> Result<Response, Pag
 }
 
 async fn detail(
-    p: Principal,
+    Viewer(p): Viewer,
     State(s): State<AppState>,
     axum::Extension(c): Shared,
     Path(id): Path<i64>,
@@ -442,7 +442,7 @@ struct ActForm {
 
 /// acknowledge / dismiss (with reason) / escalate / note; back to the detail.
 async fn act(
-    p: Principal,
+    Viewer(p): Viewer,
     State(s): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<i64>,
@@ -454,7 +454,9 @@ async fn act(
     let mut note = None;
     match f.action.as_str() {
         "acknowledge" => {
-            s.dispatcher.review(id, &AlertAction::Acknowledge).await?;
+            s.dispatcher
+                .review(id, &AlertAction::Acknowledge, p.actor())
+                .await?;
         }
         "dismiss" => {
             let action = AlertAction::Dismiss {
@@ -463,7 +465,7 @@ async fn act(
             limits::check_alert_action(&action).map_err(|e| {
                 PageError::new(axum::http::StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
             })?;
-            s.dispatcher.review(id, &action).await?;
+            s.dispatcher.review(id, &action, p.actor()).await?;
             note = Some(f.reason.clone());
         }
         "escalate" => {

@@ -64,6 +64,7 @@ pub(crate) type Shared = axum::Extension<Arc<Console>>;
 pub fn routes(cfg: ConsoleConfig) -> Router<AppState> {
     Router::new()
         .route("/", get(home))
+        .route("/login", get(login_page))
         .route("/console/assets/{file}", get(asset))
         .merge(engineer::routes())
         .merge(board::routes())
@@ -94,8 +95,97 @@ async fn security_headers(req: Request, next: Next) -> Response {
     res
 }
 
+/// The caller of a page; without one, pages send the browser to the login page
+/// (and the phone app's JSON answers 401).
+#[derive(Debug, Clone)]
+pub struct Viewer(pub Principal);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Viewer {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Response> {
+        if let Some(p) = parts.extensions.get::<Principal>() {
+            return Ok(Viewer(p.clone()));
+        }
+        let path = parts.uri.path();
+        if path.starts_with("/crew/api/") || path.ends_with("/events") || path.ends_with("/rows") {
+            return Err((
+                StatusCode::UNAUTHORIZED,
+                axum::Json(serde_json::json!({ "error": "not logged in" })),
+            )
+                .into_response());
+        }
+        let next = parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/");
+        Err(Redirect::to(&format!("/login?next={}", url_encode(next))).into_response())
+    }
+}
+
+/// Percent-encodes everything but unreserved characters.
+pub(crate) fn url_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~/".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+struct LoginQuery {
+    #[serde(default)]
+    error: String,
+    #[serde(default)]
+    next: String,
+}
+
+/// The login form; it posts to `POST /login` (the API's authentication).
+async fn login_page(
+    p: Option<axum::Extension<Principal>>,
+    axum::extract::Query(q): axum::extract::Query<LoginQuery>,
+) -> Markup {
+    let next = if q.next.starts_with('/') && !q.next.starts_with("//") && !q.next.starts_with("/\\")
+    {
+        q.next.clone()
+    } else {
+        "/".to_owned()
+    };
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head { (head_common("Log in")) }
+            body { main class="narrow" {
+                h1 { "leakwatch" }
+                @if let Some(axum::Extension(p)) = &p {
+                    p { "You are logged in as " strong { (p.name) } " (" (p.role.as_str()) "). " a href="/" { "Go to your start page" } }
+                }
+                @match q.error.as_str() {
+                    "" => {}
+                    "throttled" => p #login-error class="conflict" { "Too many failed attempts: wait a few minutes and try again." }
+                    _ => p #login-error class="conflict" { "Wrong user name or password." }
+                }
+                form #login method="post" action="/login" class="stack" {
+                    input type="hidden" name="next" value=(next);
+                    label { "User name " input #username name="username" autocomplete="username" required autofocus; }
+                    label { "Password " input #password name="password" type="password" autocomplete="current-password" required; }
+                    button #login-button type="submit" class="primary" { "Log in" }
+                }
+            } }
+        }
+    }
+}
+
 /// The start page of each role.
-async fn home(p: Principal) -> Redirect {
+async fn home(Viewer(p): Viewer) -> Redirect {
     Redirect::to(match p.role {
         Role::Crew => "/crew",
         Role::Dispatcher => "/console/board",

@@ -10,23 +10,19 @@
 //!
 //! Without chromedriver the test is skipped, except in CI (`CI=true`), where it fails.
 //!
-//! Logging in: until the accounts of the auth work are merged, a test-only layer
-//! takes the caller from a cookie set by `/test/login/{role}:{name}[:{crew}]` and
-//! gives it a session credential with its own CSRF token (which the console checks).
+//! Everyone logs in through the login page (accounts with argon2 hashes, session
+//! cookies, CSRF tokens: the API's authentication), as in production.
 
 use axum::Router;
-use axum::extract::{Path, Request};
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
 use fantoccini::{Client, ClientBuilder, Locator};
 use leakwatch_api::AppState;
-use leakwatch_api::auth::{Credential, Principal, Role};
+use leakwatch_api::auth::Role;
 use leakwatch_core::{
     AlertKind, AlertStatus, Crew, CrewId, DistrictId, Evidence, Finding, GeoPoint, MeterId,
     MeterRecord, Reading, Severity, WorkOrderStatus,
 };
 use leakwatch_dispatch::{DispatchConfig, Dispatcher};
-use leakwatch_store::Store;
+use leakwatch_store::{AccountStore, NewAccount, Store};
 use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -35,6 +31,34 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};
+
+const PASSWORD: &str = "correct horse battery staple";
+
+/// Logs in through the login page; returns the page it lands on.
+async fn login(c: &Client, base: &str, user: &str) -> String {
+    c.goto(&format!("{base}/login")).await.unwrap();
+    c.find(Locator::Css("#username"))
+        .await
+        .unwrap()
+        .send_keys(user)
+        .await
+        .unwrap();
+    c.find(Locator::Css("#password"))
+        .await
+        .unwrap()
+        .send_keys(PASSWORD)
+        .await
+        .unwrap();
+    click(c, "#login-button").await;
+    // The click returns before the navigation ends: wait for it to leave the form.
+    let started = Instant::now();
+    let mut url = c.current_url().await.unwrap();
+    while url.path() == "/login" && started.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        url = c.current_url().await.unwrap();
+    }
+    url.path().to_owned()
+}
 
 /// The whole browser suite must stay within this on 2 cores.
 const BUDGET: Duration = Duration::from_secs(600);
@@ -184,55 +208,6 @@ impl Proxy {
     }
 }
 
-/// The test-only login: the caller from the `lw_test_as` cookie.
-async fn test_principal(mut req: Request, next: Next) -> Response {
-    let who = req
-        .headers()
-        .get_all(axum::http::header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .find_map(|kv| kv.trim().strip_prefix("lw_test_as=").map(str::to_owned));
-    if let Some(who) = who {
-        let mut parts = who.split(':');
-        let role = match parts.next() {
-            Some("engineer") => Role::Engineer,
-            Some("dispatcher") => Role::Dispatcher,
-            Some("crew") => Role::Crew,
-            _ => Role::Admin,
-        };
-        let name = parts.next().unwrap_or("someone").to_owned();
-        let crew = parts.next().map(|c| CrewId::parse(c).unwrap());
-        req.extensions_mut().insert(principal(name, role, crew));
-    }
-    next.run(req).await
-}
-
-fn principal(name: String, role: Role, crew: Option<CrewId>) -> Principal {
-    Principal {
-        credential: Credential::Session {
-            csrf_token: format!("csrf-{name}"),
-        },
-        name,
-        role,
-        crew,
-    }
-}
-
-async fn test_login(Path(who): Path<String>) -> Response {
-    (
-        [
-            (
-                axum::http::header::SET_COOKIE,
-                format!("lw_test_as={who}; Path=/; HttpOnly; SameSite=Lax"),
-            ),
-            (axum::http::header::LOCATION, "/".to_owned()),
-        ],
-        axum::http::StatusCode::SEE_OTHER,
-    )
-        .into_response()
-}
-
 /// The service under test: store, dispatcher, the API with the console.
 struct World {
     store: Store,
@@ -271,11 +246,11 @@ impl World {
             broker_up: Arc::new(|| true),
             crews_up: Arc::new(|| true),
             detection: Arc::new(Default::default()),
-            api_token: None,
+            auth: Arc::new(leakwatch_api::authn::Auth::new(
+                leakwatch_api::authn::AuthSettings::default(),
+            )),
         };
-        let pages = leakwatch_console::routes(leakwatch_console::ConsoleConfig::default())
-            .route("/test/login/{who}", axum::routing::get(test_login))
-            .layer(middleware::from_fn(test_principal));
+        let pages = leakwatch_console::routes(leakwatch_console::ConsoleConfig::default());
         let app: Router = leakwatch_api::router_with(state, pages);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -333,6 +308,30 @@ impl World {
             .upsert_crews(&[crew("C-A", 43.771, 11.251), crew("C-B", 43.80, 11.30)])
             .await
             .unwrap();
+        // One account per role (crew members linked to their crews).
+        let hash = leakwatch_api::secret::hash_password(PASSWORD).unwrap();
+        let (ca, cb) = (CrewId::parse("C-A").unwrap(), CrewId::parse("C-B").unwrap());
+        let accounts = self.store.account_store();
+        for (name, role, crew) in [
+            ("eva", Role::Engineer, None),
+            ("dora", Role::Dispatcher, None),
+            ("bruno", Role::Crew, Some(&cb)),
+            ("alba", Role::Crew, Some(&ca)),
+        ] {
+            accounts
+                .create_account(
+                    &NewAccount {
+                        name,
+                        role,
+                        crew,
+                        password_hash: &hash,
+                    },
+                    "test",
+                    chrono::Utc::now(),
+                )
+                .await
+                .unwrap();
+        }
         // Three days of hourly readings on M-1: a quiet meter that stops going to
         // zero at night a day and a half ago.
         let now = chrono::Utc::now();
@@ -443,26 +442,46 @@ where
     }
 }
 
+/// The text of the element `css`, waiting for it; retried when the page re-rendered
+/// it in between (the phone app re-renders on each refresh).
 async fn text(c: &Client, css: &str) -> String {
-    c.wait()
-        .at_most(Duration::from_secs(10))
-        .for_element(Locator::Css(css))
-        .await
-        .unwrap_or_else(|e| panic!("{css}: {e}"))
-        .text()
-        .await
-        .unwrap()
+    let started = Instant::now();
+    loop {
+        let got = match c
+            .wait()
+            .at_most(Duration::from_secs(10))
+            .for_element(Locator::Css(css))
+            .await
+        {
+            Ok(e) => e.text().await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match got {
+            Ok(t) => return t,
+            Err(e) if started.elapsed() > Duration::from_secs(10) => panic!("{css}: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
 }
 
 async fn click(c: &Client, css: &str) {
-    c.wait()
-        .at_most(Duration::from_secs(10))
-        .for_element(Locator::Css(css))
-        .await
-        .unwrap_or_else(|e| panic!("{css}: {e}"))
-        .click()
-        .await
-        .unwrap_or_else(|e| panic!("click {css}: {e}"));
+    let started = Instant::now();
+    loop {
+        let got = match c
+            .wait()
+            .at_most(Duration::from_secs(10))
+            .for_element(Locator::Css(css))
+            .await
+        {
+            Ok(e) => e.click().await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match got {
+            Ok(()) => return,
+            Err(e) if started.elapsed() > Duration::from_secs(10) => panic!("click {css}: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
 }
 
 async fn exec(c: &Client, js: &str, args: Vec<Value>) -> Value {
@@ -488,40 +507,33 @@ async fn the_proof_flow_in_a_real_browser() {
         driver.session(true),
         driver.session(true)
     );
-    eng.goto(&w.url("/test/login/engineer:eva")).await.unwrap();
-    assert!(
-        eng.current_url()
-            .await
-            .unwrap()
-            .path()
-            .ends_with("/console/alerts")
-    );
-    disp.goto(&w.url("/test/login/dispatcher:dora"))
+    // A wrong password is refused.
+    eng.goto(&w.url("/login")).await.unwrap();
+    shots.take(&eng, "login-desktop").await;
+    eng.find(Locator::Css("#username"))
+        .await
+        .unwrap()
+        .send_keys("eva")
         .await
         .unwrap();
-    assert!(
-        disp.current_url()
-            .await
-            .unwrap()
-            .path()
-            .ends_with("/console/board")
-    );
-    crew_b
-        .goto(&phone_url("/test/login/crew:bruno:C-B"))
+    eng.find(Locator::Css("#password"))
+        .await
+        .unwrap()
+        .send_keys("wrong")
         .await
         .unwrap();
+    click(&eng, "#login-button").await;
     assert!(
-        crew_b
-            .current_url()
+        text(&eng, "#login-error")
             .await
-            .unwrap()
-            .path()
-            .ends_with("/crew")
+            .contains("Wrong user name or password")
     );
-    crew_a
-        .goto(&w.url("/test/login/crew:alba:C-A"))
-        .await
-        .unwrap();
+    let base = w.url("");
+    let phone = phone_url("");
+    assert_eq!(login(&eng, &base, "eva").await, "/console/alerts");
+    assert_eq!(login(&disp, &base, "dora").await, "/console/board");
+    assert_eq!(login(&crew_b, &phone, "bruno").await, "/crew");
+    assert_eq!(login(&crew_a, &base, "alba").await, "/crew");
 
     // A crew member may not open the engineers' pages.
     crew_a.goto(&w.url("/console/alerts")).await.unwrap();
@@ -806,20 +818,47 @@ async fn the_proof_flow_in_a_real_browser() {
         .unwrap();
     assert_eq!(text(&eng, "#alert-outcome").await, "confirmed_leak");
 
-    // A crew member opening another crew's job is refused.
-    let other = w.raise("M-3", 1).await;
-    let (_, other_order) = w.dispatcher.escalate(other, "test").await.unwrap();
-    w.dispatcher
-        .transition(
-            other_order.id,
-            leakwatch_core::OrderAction::Assign {
-                crew_id: CrewId::parse("C-A").unwrap(),
-            },
-            "test",
-            None,
-        )
+    // A crew member opening another crew's job is refused; a job taken away
+    // meanwhile is a conflict said in words.
+    let hand = |summary: &str| leakwatch_store::NewWorkOrder {
+        kind: leakwatch_core::WorkOrderKind::PlannedInspection,
+        priority: leakwatch_core::Priority::Normal,
+        alert_id: None,
+        meter_id: None,
+        district_id: None,
+        location: GeoPoint::new(43.75, 11.22).unwrap(),
+        summary: summary.into(),
+        due_at: None,
+        actor: "dora".into(),
+        parent_id: None,
+    };
+    let assign = |id: i64, crew: &str| {
+        let d = w.dispatcher.clone();
+        let crew = CrewId::parse(crew).unwrap();
+        async move {
+            d.transition(
+                id,
+                leakwatch_core::OrderAction::Assign { crew_id: crew },
+                "dora",
+                None,
+            )
+            .await
+            .unwrap();
+        }
+    };
+    let other_order = w
+        .dispatcher
+        .create(&hand("inspect the cabinet"))
         .await
         .unwrap();
+    assign(other_order.id, "C-A").await;
+    let moved = w
+        .dispatcher
+        .create(&hand("check the regulator"))
+        .await
+        .unwrap();
+    assign(moved.id, "C-B").await;
+    assign(moved.id, "C-A").await;
     crew_b
         .goto(&phone_url(&format!("/crew/api/jobs/{}", other_order.id)))
         .await
@@ -827,18 +866,28 @@ async fn the_proof_flow_in_a_real_browser() {
     let body = crew_b.source().await.unwrap();
     assert!(body.contains("not one of crew C-B's jobs"), "{body}");
     crew_b.goto(&phone_url("/crew")).await.unwrap();
+    let send = "const [job, done] = arguments; \
+        window.lwCrewSend({client_action_id: 'x-' + job + '-' + Date.now(), job_id: job, action: 'accept'}).then(done, (e) => done({error: String(e)}));";
     let r = crew_b
-        .execute_async(
-            "const [job, done] = arguments; \
-             window.lwCrewSend({client_action_id: 'x-' + Date.now(), job_id: job, action: 'accept'}).then(done, (e) => done({error: String(e)}));",
-            vec![json!(other_order.id)],
-        )
+        .execute_async(send, vec![json!(other_order.id)])
         .await
         .unwrap();
     assert_eq!(r["status"], json!(403), "{r}");
     assert_eq!(
         w.order_status(other_order.id).await,
         WorkOrderStatus::Assigned
+    );
+    let r = crew_b
+        .execute_async(send, vec![json!(moved.id)])
+        .await
+        .unwrap();
+    assert_eq!(r["status"], json!(409), "{r}");
+    assert!(
+        r["body"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("reassigned to crew C-A"),
+        "{r}"
     );
     // Crew C-A sees its own job.
     crew_a.goto(&w.url("/crew")).await.unwrap();

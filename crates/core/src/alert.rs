@@ -341,6 +341,21 @@ pub struct Alert {
     pub outcome: Option<crate::AlertOutcome>,
     /// Wall-clock time the alert was first stored.
     pub created_at: Timestamp,
+    /// Who acknowledged it (the credential's name) and when (wall clock).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acknowledged_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acknowledged_at: Option<Timestamp>,
+    /// Who dismissed it, and when.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dismissed_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dismissed_at: Option<Timestamp>,
+    /// Who resolved it by hand, and when (an alert that resolves itself has none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_at: Option<Timestamp>,
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 //! tokio, no sqlx, no MQTT. Rules that decide something (may this work order move from
 //! `assigned` to `on_site`?) live here as pure functions so they can be tested plainly.
 
+pub mod account;
 pub mod alert;
 pub mod crew;
 pub mod device;
@@ -20,6 +21,7 @@ pub mod shift;
 pub mod site;
 pub mod workorder;
 
+pub use account::Role;
 pub use alert::{
     Alert, AlertAction, AlertKind, AlertStatus, Evidence, Finding, Known, Severity, Subject,
 };

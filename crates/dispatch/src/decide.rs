@@ -1042,6 +1042,12 @@ mod tests {
             status_reason: None,
             outcome: None,
             created_at: t0(),
+            acknowledged_by: None,
+            acknowledged_at: None,
+            dismissed_by: None,
+            dismissed_at: None,
+            resolved_by: None,
+            resolved_at: None,
         }
     }
 

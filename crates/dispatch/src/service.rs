@@ -80,12 +80,15 @@ pub struct Dispatcher {
 }
 
 /// Which records an event's snapshot starts from.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 struct Subject {
     alert: Option<i64>,
     order: Option<i64>,
     /// Take the alert out of the dispatch outbox in the same transaction.
     outbox: bool,
+    /// Who reviewed the alert: recorded with its new status (acknowledged, dismissed,
+    /// resolved) in the same transaction.
+    reviewer: Option<String>,
 }
 
 /// What an applied decision wrote.
@@ -217,7 +220,7 @@ impl Dispatcher {
                 }
                 return Ok(Keyed::Repeat(prev));
             }
-            let snap = self.load(&mut uow, subject, &travel, now).await?;
+            let snap = self.load(&mut uow, subject.clone(), &travel, now).await?;
             if let Some(once) = once
                 && let Some(crew) = &once.crew
                 && let Some(order) = &snap.order
@@ -243,7 +246,7 @@ impl Dispatcher {
                 Err(r) => {
                     drop(uow);
                     return Err(match r {
-                        Refusal::NotFound(_) => DispatchError::NotFound(match subject {
+                        Refusal::NotFound(_) => DispatchError::NotFound(match &subject {
                             Subject { order: Some(o), .. } => {
                                 format!("work order {o} does not exist")
                             }
@@ -256,7 +259,8 @@ impl Dispatcher {
                     });
                 }
                 Ok(commands) => {
-                    let (applied, notices) = self.apply(&mut uow, subject, commands, now).await?;
+                    let (applied, notices) =
+                        self.apply(&mut uow, subject.clone(), commands, now).await?;
                     if subject.outbox
                         && let Some(a) = subject.alert
                     {
@@ -417,10 +421,16 @@ impl Dispatcher {
                 } => {
                     let order = order.map(|r| id_of(r, new_id)).transpose()?;
                     let reason = reason.map(|r| text(r, new_id));
-                    let a = uow
+                    let mut a = uow
                         .set_alert_status(alert_id, from, to, reason.as_deref(), order)
                         .await?;
                     if subject.alert == Some(alert_id) {
+                        if let Some(who) = &subject.reviewer
+                            && let Some(reviewed) =
+                                uow.record_alert_review(alert_id, to, who, now).await?
+                        {
+                            a = reviewed;
+                        }
                         applied.alert = Some(a);
                     }
                     fail::fail_point!("dispatch-after-set-alert", |_| crash(
@@ -561,16 +571,19 @@ impl Dispatcher {
 
     /// Applies an engineer's review action (acknowledge, dismiss, resolve) to an alert.
     /// Escalation goes through [`Dispatcher::escalate`], which also creates the order.
+    /// `actor` (the credential's name) is recorded with the new status.
     pub async fn review(
         &self,
         alert_id: i64,
         action: &AlertAction,
+        actor: &str,
     ) -> Result<Alert, DispatchError> {
         if matches!(action, AlertAction::Escalate) {
-            return self.escalate(alert_id, "api").await.map(|(a, _)| a);
+            return self.escalate(alert_id, actor).await.map(|(a, _)| a);
         }
         let subject = Subject {
             alert: Some(alert_id),
+            reviewer: Some(actor.to_owned()),
             ..Default::default()
         };
         let applied = self.run(subject, Event::Review(action.clone())).await?;

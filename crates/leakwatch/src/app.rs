@@ -144,6 +144,8 @@ pub async fn start(cfg: &Config, opts: StartOptions) -> anyhow::Result<Running> 
     let _ = tokio::time::timeout(Duration::from_secs(5), waiting_server).await;
     let store = store?;
     tracing::info!(backend = store.backend(), "store ready, migrations applied");
+    // A fresh deployment's first admin, from the environment (issue 12).
+    crate::accounts::bootstrap_admin(&store).await?;
 
     let (mqtt_host, mqtt_port, embedded) = if let Some(url) = &cfg.mqtt.url {
         (url.host.clone(), url.port, false)
@@ -245,7 +247,9 @@ pub async fn start(cfg: &Config, opts: StartOptions) -> anyhow::Result<Running> 
         broker_up: Arc::new(move || ingest_health.is_up()),
         crews_up: Arc::new(move || crews_health.is_up()),
         detection: detection_status,
-        api_token: cfg.http.api_token.as_ref().map(|t| t.expose().to_owned()),
+        auth: Arc::new(leakwatch_api::authn::Auth::new(
+            cfg.auth.settings(&cfg.http),
+        )),
     };
     // The console's pages beside the API (issue 12), and its daily plan.
     let console = cfg.console.to_console()?;

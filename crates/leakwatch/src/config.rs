@@ -26,6 +26,7 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub mqtt: MqttConfig,
     pub http: HttpConfig,
+    pub auth: AuthConfig,
     pub ingest: IngestConfig,
     pub detect: DetectConfig,
     pub dispatch: DispatchConfig,
@@ -146,7 +147,8 @@ pub struct HttpConfig {
     /// Address of the REST API, health checks, /metrics and the console.
     #[serde(deserialize_with = "socket_addr")]
     pub listen: SocketAddr,
-    /// When set, `/api/v1` and the console require `Authorization: Bearer <token>`.
+    /// Legacy shared token: acts as an admin API token named `api-token`
+    /// (`Authorization: Bearer <token>`), so existing scripts keep working.
     #[serde(with = "optional_secret")]
     pub api_token: Option<Secret>,
 }
@@ -156,6 +158,47 @@ impl Default for HttpConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             api_token: None,
+        }
+    }
+}
+
+/// Accounts and sessions (issue 12). Accounts and API tokens themselves live in the
+/// store (`leakwatch user ...`, `leakwatch token ...`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// A browser session ends this many hours after login.
+    pub session_ttl_h: u64,
+    /// A browser session unused for this many minutes ends.
+    pub session_idle_min: u64,
+    /// Mark the session cookie `Secure` (set it behind an HTTPS reverse proxy; the
+    /// cookie is `Secure` anyway when leakwatch itself serves TLS).
+    pub secure_cookies: bool,
+    /// When set, `/metrics` requires `Authorization: Bearer <metrics_token>`.
+    #[serde(with = "optional_secret")]
+    pub metrics_token: Option<Secret>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            session_ttl_h: 12,
+            session_idle_min: 120,
+            secure_cookies: false,
+            metrics_token: None,
+        }
+    }
+}
+
+impl AuthConfig {
+    /// The API's authentication settings, with the legacy `http.api_token`.
+    pub fn settings(&self, http: &HttpConfig) -> leakwatch_api::authn::AuthSettings {
+        leakwatch_api::authn::AuthSettings {
+            api_token: http.api_token.as_ref().map(|t| t.expose().to_owned()),
+            session_ttl: std::time::Duration::from_secs(self.session_ttl_h.max(1) * 3600),
+            session_idle: std::time::Duration::from_secs(self.session_idle_min.max(1) * 60),
+            secure_cookies: self.secure_cookies,
+            metrics_token: self.metrics_token.as_ref().map(|t| t.expose().to_owned()),
         }
     }
 }

@@ -4,6 +4,7 @@
 //! `main.rs` is the command line around it; the end-to-end tests start the same
 //! [`app::start`] in-process with ports 0 and their own database.
 
+pub mod accounts;
 pub mod app;
 pub mod backtest;
 pub mod broker;

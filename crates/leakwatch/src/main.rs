@@ -57,6 +57,16 @@ enum Command {
         #[command(subcommand)]
         command: leakwatch::devices::DevicesCommand,
     },
+    /// People's accounts (the password is read from standard input).
+    User {
+        #[command(subcommand)]
+        command: leakwatch::accounts::UserCommand,
+    },
+    /// API tokens of integrations and devices (the secret is printed once).
+    Token {
+        #[command(subcommand)]
+        command: leakwatch::accounts::TokenCommand,
+    },
     /// Write Mosquitto's password file and ACL from the device credentials.
     BrokerConfig(leakwatch::devices::BrokerConfigArgs),
     /// Print the effective configuration (defaults, file, environment) and exit.
@@ -273,6 +283,12 @@ async fn dispatch(command: Command, cfg: Config, file: Option<PathBuf>) -> anyho
         Command::Devices { command } => {
             leakwatch::devices::devices(cfg.database.url.expose(), command).await
         }
+        Command::User { command } => {
+            leakwatch::accounts::user(cfg.database.url.expose(), command).await
+        }
+        Command::Token { command } => {
+            leakwatch::accounts::token(cfg.database.url.expose(), command).await
+        }
         Command::BrokerConfig(args) => {
             leakwatch::devices::broker_config(
                 cfg.database.url.expose(),
@@ -371,11 +387,27 @@ async fn demo(mut cfg: Config, args: DemoArgs, own_db: bool) -> anyhow::Result<(
     let mut fleet = args.fleet.fleet();
     running.store.upsert_meters(&fleet.registry()).await?;
     running.store.upsert_crews(&fleet.crews()).await?;
+    let demo_crew = fleet.crews().first().map(|c| c.id.clone());
+    let logins = match &demo_crew {
+        Some(c) => leakwatch::accounts::demo_accounts(&running.store, c).await?,
+        None => Vec::new(),
+    };
     let url = format!("http://{}", running.http_addr);
     println!();
     println!("  leakwatch demo is running");
+    println!("  console:   {url}/   log in at {url}/login as (new passwords at each start):");
+    for l in &logins {
+        match &l.crew {
+            Some(c) => println!(
+                "             {:<10} password {}   (crew member of {c})",
+                l.name, l.password
+            ),
+            None => println!("             {:<10} password {}", l.name, l.password),
+        }
+    }
     println!(
-        "  console:   {url}/   (no login on the demo: set http.api_token to require a bearer token)"
+        "  API:       curl -H 'Content-Type: application/json' -d '{{\"username\":\"admin\",\"password\":\"...\"}}' {url}/login, \
+         or a token from `leakwatch token create NAME --role admin`"
     );
     println!("  API:       {url}/api/v1/alerts   {url}/api/v1/work-orders   {url}/api/v1/crews");
     println!("  health:    {url}/healthz   {url}/readyz   {url}/metrics");

@@ -134,7 +134,8 @@ pub struct Alerts(pub(crate) Store);
 macro_rules! alert_cols {
     () => {
         "id, kind, severity, status, meter_id, district_id, detected_at, last_seen, count, \
-         evidence, work_order_id, status_reason, outcome, created_at"
+         evidence, work_order_id, status_reason, outcome, created_at, \
+         acknowledged_by, acknowledged_at, dismissed_by, dismissed_at, resolved_by, resolved_at"
     };
 }
 
@@ -169,6 +170,12 @@ fn alert_from_row(row: &Row) -> Result<Alert> {
             .map(|o| parse_text(&o, "alert outcome"))
             .transpose()?,
         created_at: row.time("created_at")?,
+        acknowledged_by: row.opt_text("acknowledged_by")?,
+        acknowledged_at: row.opt_time("acknowledged_at")?,
+        dismissed_by: row.opt_text("dismissed_by")?,
+        dismissed_at: row.opt_time("dismissed_at")?,
+        resolved_by: row.opt_text("resolved_by")?,
+        resolved_at: row.opt_time("resolved_at")?,
     })
 }
 
@@ -223,6 +230,40 @@ pub(crate) async fn false_positives(
         )
         .await?;
     alerts_from_rows(rows)
+}
+
+/// Records who moved the alert to `status` (acknowledged, dismissed or resolved) and
+/// when; other statuses record nothing. Runs in the caller's transaction.
+pub(crate) async fn record_review(
+    exec: Exec<'_>,
+    id: i64,
+    status: AlertStatus,
+    actor: &str,
+    at: Timestamp,
+) -> Result<Option<Alert>> {
+    if !matches!(
+        status,
+        AlertStatus::Acknowledged | AlertStatus::Dismissed | AlertStatus::Resolved
+    ) {
+        return Ok(None);
+    }
+    let row = exec
+        .fetch_optional(
+            sql!(
+                "UPDATE alerts SET
+                     acknowledged_by = CASE WHEN $2 = 'acknowledged' THEN $3::text ELSE acknowledged_by END,
+                     acknowledged_at = CASE WHEN $2 = 'acknowledged' THEN $4::timestamptz ELSE acknowledged_at END,
+                     dismissed_by = CASE WHEN $2 = 'dismissed' THEN $3::text ELSE dismissed_by END,
+                     dismissed_at = CASE WHEN $2 = 'dismissed' THEN $4::timestamptz ELSE dismissed_at END,
+                     resolved_by = CASE WHEN $2 = 'resolved' THEN $3::text ELSE resolved_by END,
+                     resolved_at = CASE WHEN $2 = 'resolved' THEN $4::timestamptz ELSE resolved_at END
+                 WHERE id = $1 RETURNING ",
+                alert_cols!()
+            ),
+            args![id, status.as_str(), actor, at],
+        )
+        .await?;
+    row.as_ref().map(alert_from_row).transpose()
 }
 
 /// See [`AlertStore::set_alert_status`].

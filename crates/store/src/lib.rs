@@ -13,6 +13,7 @@
 //! | crews and work orders | [`WorkOrderStore`] | [`WorkOrders`] ([`Store::work_order_store`]) | `work_orders` |
 //! | dead letters | [`DeadLetterStore`] | [`DeadLetters`] ([`Store::dead_letter_store`]) | `dead_letters` |
 //! | detector checkpoints | [`DetectorStateStore`] | [`DetectorState`] ([`Store::detector_state_store`]) | `detector_state` |
+//! | accounts, sessions, API tokens, their audit | [`AccountStore`] | [`Accounts`] ([`Store::account_store`]) | `accounts` |
 //! | broker credentials of devices | [`DeviceCredentialStore`] | [`DeviceCredentials`] ([`Store::device_credential_store`]) | `devices` |
 //!
 //! [`Store`] opens the database, hands out the parts, and still answers every call of
@@ -53,6 +54,7 @@
 //! PostgreSQL with the TimescaleDB extension, `readings` is also a compressed hypertable
 //! (migration `0003_timescale.sql`) and retention drops whole chunks.
 
+mod accounts;
 mod alerts;
 // The console's history of alert actions and the crews' client action ids (issue 12).
 mod console;
@@ -76,6 +78,9 @@ pub use dead_letter_bounds::{KeyedDeadLetter, Pruned, dead_letter_key};
 pub use registry_feed::{METERS_CHANNEL, Registered, RegistryFeed, RegistryUpdate};
 pub use unit_of_work::{DISPATCH_LOCK, StepCause, UnitOfWork};
 
+pub use accounts::{
+    Account, AccountStore, Accounts, ApiToken, AuthAuditRecord, NewAccount, NewApiToken, Session,
+};
 pub use alerts::{AlertQuery, AlertStore, Alerts, OutcomeStat};
 pub use console::{AlertHistoryEntry, ClientAction};
 pub use dead_letters::{DeadLetter, DeadLetterStore, DeadLetters, NewDeadLetter};
@@ -297,6 +302,11 @@ impl Store {
     /// The broker credentials of devices.
     pub fn device_credential_store(&self) -> DeviceCredentials {
         DeviceCredentials(self.clone())
+    }
+
+    /// Accounts, sessions, API tokens and their audit.
+    pub fn account_store(&self) -> Accounts {
+        Accounts(self.clone())
     }
 
     /// [`ReadingStore::insert_batch`] along a chosen PostgreSQL path (SQLite has one).

@@ -257,6 +257,18 @@ impl UnitOfWork {
         alerts::set_alert_status(self.exec(), id, from, to, reason, work_order_id).await
     }
 
+    /// Records who moved the alert to `status` (acknowledged, dismissed, resolved)
+    /// and when; `None` for other statuses.
+    pub async fn record_alert_review(
+        &mut self,
+        id: i64,
+        status: AlertStatus,
+        actor: &str,
+        at: Timestamp,
+    ) -> Result<Option<Alert>> {
+        alerts::record_review(self.exec(), id, status, actor, at).await
+    }
+
     /// Records what the crew found for every alert linked to the order; returns how
     /// many changed.
     pub async fn set_outcome_for_order(

@@ -6,6 +6,7 @@
 
 mod support;
 
+mod accounts;
 mod alerts;
 mod dead_letters;
 mod detector_state;
