@@ -105,7 +105,7 @@ struct Applied {
 
 /// A keyed run: applied now, or a repeat of a recorded client action.
 enum Keyed {
-    Applied(Applied),
+    Applied(Box<Applied>),
     Repeat(ClientAction),
 }
 
@@ -188,7 +188,7 @@ impl Dispatcher {
     /// notices.
     async fn run(&self, subject: Subject, event: Event) -> Result<Applied, DispatchError> {
         match self.run_keyed(subject, event, None).await? {
-            Keyed::Applied(a) => Ok(a),
+            Keyed::Applied(a) => Ok(*a),
             Keyed::Repeat(_) => unreachable!("only a keyed run answers with a repeat"),
         }
     }
@@ -287,7 +287,7 @@ impl Dispatcher {
                     }
                     uow.commit().await?;
                     self.after_commit(&applied, notices);
-                    return Ok(Keyed::Applied(applied));
+                    return Ok(Keyed::Applied(Box::new(applied)));
                 }
             }
         }
