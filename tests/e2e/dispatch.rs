@@ -371,10 +371,11 @@ async fn an_unaccepted_emergency_goes_to_the_next_crew() {
         .unwrap();
     assert_eq!(r.status(), 200, "C-FAR accepts in time");
     // The console shows the engineers why, and the order's time left.
-    let page = svc.text("/").await;
+    let page = svc.text("/console/alerts?status=all").await;
     assert!(page.contains("not accepted by C-NEAR"), "{page}");
-    assert!(page.contains("Active work orders (1)"), "{page}");
-    assert!(page.contains("min left (arrival)"), "{page}");
+    let board = svc.text("/console/board").await;
+    assert!(board.contains("accepted (1)"), "{board}");
+    assert!(board.contains("arrival by"), "{board}");
     let metrics = svc.text("/metrics").await;
     assert!(
         metrics.contains("leakwatch_dispatch_acceptance_timeouts_total"),

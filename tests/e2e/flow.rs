@@ -243,7 +243,7 @@ async fn whole_path(backend: Backend) {
 
     // The console lists what is open.
     let page = svc.text("/").await;
-    assert!(page.contains("Open alerts"));
+    assert!(page.contains("Alert inbox"), "{page}");
 
     svc.stop().await;
 }

@@ -169,7 +169,7 @@ pub struct AppState {
     pub limits: limits::HttpLimits,
 }
 
-/// The whole HTTP application.
+/// The whole HTTP application, without pages (see [`router_with`]).
 pub fn router(state: AppState) -> Router {
     router_with(state, page::routes())
 }
@@ -243,6 +243,17 @@ pub async fn serve(
     )
     .with_graceful_shutdown(shutdown)
     .await
+}
+
+/// Serves an application made with [`router_with`] until `shutdown` resolves.
+pub async fn serve_router(
+    listener: TcpListener,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 /// As [`serve`], over TLS with `tls` (see [`tls::server_config`]).

@@ -24,7 +24,9 @@ pub mod travel;
 
 pub use decide::JobChange;
 #[cfg(feature = "service")]
-pub use service::{Clock, Dispatcher, JobNotice, OutcomeRow, ReconcileReport, TickReport};
+pub use service::{
+    Clock, Dispatcher, JobNotice, OnceOutcome, OutcomeRow, ReconcileReport, TickReport,
+};
 
 use grouping::GroupingConfig;
 use leakwatch_core::{EscalationMapping, LeakClassTable};

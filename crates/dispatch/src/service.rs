@@ -18,7 +18,9 @@ use leakwatch_core::{
     Alert, AlertAction, AlertKind, CrewId, GeoPoint, LeakClassTable, OrderAction, Priority,
     Timestamp, TransitionRecord, WorkOrder, WorkOrderStatus,
 };
-use leakwatch_store::{NewWorkOrder, OrderChange, OutcomeStat, StepCause, Store, UnitOfWork};
+use leakwatch_store::{
+    ClientAction, NewWorkOrder, OrderChange, OutcomeStat, StepCause, Store, UnitOfWork,
+};
 use serde::Serialize;
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -101,6 +103,29 @@ struct Applied {
     commands: usize,
 }
 
+/// A keyed run: applied now, or a repeat of a recorded client action.
+enum Keyed {
+    Applied(Box<Applied>),
+    Repeat(ClientAction),
+}
+
+/// The client action id of a device's request, and whose it must be.
+struct Once {
+    client_id: String,
+    crew: Option<CrewId>,
+    actor: String,
+    action: String,
+}
+
+/// What [`Dispatcher::transition_once`] answered.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OnceOutcome {
+    /// The order as the first request left it.
+    pub order: WorkOrder,
+    /// This request repeated an action already applied: nothing changed.
+    pub repeated: bool,
+}
+
 /// Most times a decision is made again because it needed travel times.
 const MAX_ROUNDS: usize = 4;
 
@@ -162,13 +187,57 @@ impl Dispatcher {
     /// Decides `event` on `subject` and applies it in one transaction, then sends the
     /// notices.
     async fn run(&self, subject: Subject, event: Event) -> Result<Applied, DispatchError> {
+        match self.run_keyed(subject, event, None).await? {
+            Keyed::Applied(a) => Ok(*a),
+            Keyed::Repeat(_) => unreachable!("only a keyed run answers with a repeat"),
+        }
+    }
+
+    /// As [`Dispatcher::run`]; with `once`, the client action id is looked up first
+    /// (a repeat is answered with what was recorded, nothing applied) and recorded
+    /// with the first answer in the transaction that applies the action.
+    async fn run_keyed(
+        &self,
+        subject: Subject,
+        event: Event,
+        once: Option<&Once>,
+    ) -> Result<Keyed, DispatchError> {
         let mut travel: Vec<TravelTo> = Vec::new();
         for _ in 0..MAX_ROUNDS {
             let mut uow = self.store.begin_dispatch().await?;
             // The time is read once the lock is held, so decisions are stamped in the
             // order they are made (grouping compares an order's creation with it).
             let now = self.now();
+            if let Some(once) = once
+                && let Some(prev) = uow.client_action(&once.client_id).await?
+            {
+                drop(uow);
+                if Some(prev.order_id) != subject.order || prev.action != once.action {
+                    return Err(DispatchError::Conflict(format!(
+                        "client action id {} was used for {} on work order {}",
+                        prev.client_id, prev.action, prev.order_id
+                    )));
+                }
+                return Ok(Keyed::Repeat(prev));
+            }
             let snap = self.load(&mut uow, subject.clone(), &travel, now).await?;
+            if let Some(once) = once
+                && let Some(crew) = &once.crew
+                && let Some(order) = &snap.order
+                && order.crew_id.as_ref() != Some(crew)
+            {
+                drop(uow);
+                return Err(DispatchError::Rejected(match &order.crew_id {
+                    Some(other) => format!(
+                        "work order {} was reassigned to crew {other}; it is no longer crew {crew}'s",
+                        order.id
+                    ),
+                    None => format!(
+                        "work order {} was taken back from crew {crew} (it has no crew now)",
+                        order.id
+                    ),
+                }));
+            }
             match decide::decide(self.rules(), &snap, &event, now) {
                 Err(Refusal::NeedTravel(place)) => {
                     drop(uow);
@@ -202,9 +271,23 @@ impl Dispatcher {
                             "dispatch-before-commit"
                         ));
                     }
+                    if let Some(once) = once {
+                        let response = serde_json::to_value(&applied.order).map_err(|e| {
+                            DispatchError::Invalid(format!("cannot record the answer: {e}"))
+                        })?;
+                        uow.record_client_action(&ClientAction {
+                            client_id: once.client_id.clone(),
+                            order_id: subject.order.unwrap_or_default(),
+                            actor: once.actor.clone(),
+                            action: once.action.clone(),
+                            response,
+                            at: now,
+                        })
+                        .await?;
+                    }
                     uow.commit().await?;
                     self.after_commit(&applied, notices);
-                    return Ok(applied);
+                    return Ok(Keyed::Applied(Box::new(applied)));
                 }
             }
         }
@@ -669,6 +752,52 @@ impl Dispatcher {
             .ok_or_else(|| DispatchError::NotFound(format!("work order {order_id} does not exist")))
     }
 
+    /// As [`Dispatcher::transition`] for a field device that names each action with a
+    /// client action id: the first request with `client_id` is applied and its
+    /// answer recorded in the same transaction; a repeat (the same id again) changes
+    /// nothing and gets the recorded order back, with `repeated` set. With `crew`,
+    /// the order must be that crew's at the moment of the decision (else
+    /// [`DispatchError::Rejected`] saying who has it now).
+    pub async fn transition_once(
+        &self,
+        client_id: &str,
+        crew: Option<&CrewId>,
+        order_id: i64,
+        action: OrderAction,
+        actor: &str,
+        position: Option<GeoPoint>,
+    ) -> Result<OnceOutcome, DispatchError> {
+        let subject = Subject {
+            order: Some(order_id),
+            ..Default::default()
+        };
+        let once = Once {
+            client_id: client_id.to_owned(),
+            crew: crew.cloned(),
+            actor: actor.to_owned(),
+            action: action.name().to_owned(),
+        };
+        let event = Event::Transition {
+            action,
+            actor: actor.to_owned(),
+            position,
+        };
+        match self.run_keyed(subject, event, Some(&once)).await? {
+            Keyed::Applied(a) => Ok(OnceOutcome {
+                order: a.order.ok_or_else(|| {
+                    DispatchError::NotFound(format!("work order {order_id} does not exist"))
+                })?,
+                repeated: false,
+            }),
+            Keyed::Repeat(prev) => Ok(OnceOutcome {
+                order: serde_json::from_value(prev.response).map_err(|e| {
+                    DispatchError::Invalid(format!("the recorded answer is unreadable: {e}"))
+                })?,
+                repeated: true,
+            }),
+        }
+    }
+
     /// One supervisor pass at `now`: urgent orders not accepted within
     /// `accept_within_s` go to the next crew (the alerts' engineers see why);
     /// urgent orders nobody holds are offered again; orders past their deadline are
@@ -751,6 +880,7 @@ impl Dispatcher {
     /// twice at once, assigns and notifies each job once).
     pub async fn plan_day(&self, date: NaiveDate, apply: bool) -> Result<DayPlan, DispatchError> {
         let p = &self.cfg.plan;
+        let now = self.now();
         let mut crews = Vec::new();
         for r in self.store.list_crews().await? {
             let (offset, intervals) = match &r.crew.shifts {
@@ -769,12 +899,18 @@ impl Dispatcher {
                     + Duration::minutes(i64::from(min))
                     - Duration::hours(i64::from(offset))
             };
+            // Today is planned from now on: no stop is placed in the past, and a
+            // shift already over takes no work.
+            let (shift_start, shift_end) = (local(start).max(now), local(end));
+            if shift_end <= shift_start {
+                continue;
+            }
             crews.push(PlanCrew {
                 id: r.crew.id,
                 skills: r.crew.skills,
                 home: r.crew.home,
-                shift_start: local(start),
-                shift_end: local(end),
+                shift_start,
+                shift_end,
             });
         }
         let day_start = crews.iter().map(|c| c.shift_start).min();
@@ -1363,5 +1499,87 @@ mod tests {
         assert!(d.auto_escalate(elsewhere).await.unwrap().is_some());
         // Everything was taken out of the outbox, escalated or not.
         assert!(store.outbox_pending(10).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_repeated_client_action_is_applied_once_and_answered_the_same() {
+        let store = store().await;
+        store
+            .upsert_crews(&[
+                crew("A", 43.77, 11.25, &["inspection"]),
+                crew("B", 43.78, 11.26, &["inspection"]),
+            ])
+            .await
+            .unwrap();
+        let d = Dispatcher::new(store.clone(), DispatchConfig::default());
+        let o = d
+            .create(&new_order(
+                WorkOrderKind::PlannedInspection,
+                Priority::Normal,
+                43.77,
+                11.25,
+            ))
+            .await
+            .unwrap();
+        let a = CrewId::parse("A").unwrap();
+        d.transition(
+            o.id,
+            OrderAction::Assign { crew_id: a.clone() },
+            "disp",
+            None,
+        )
+        .await
+        .unwrap();
+        let first = d
+            .transition_once("k-1", Some(&a), o.id, OrderAction::Accept, "anna", None)
+            .await
+            .unwrap();
+        assert!(!first.repeated);
+        assert_eq!(first.order.status, WorkOrderStatus::Accepted);
+        let again = d
+            .transition_once("k-1", Some(&a), o.id, OrderAction::Accept, "anna", None)
+            .await
+            .unwrap();
+        assert!(again.repeated);
+        assert_eq!(again.order, first.order, "the same answer");
+        let accepts = store
+            .work_order_history(o.id)
+            .await
+            .unwrap()
+            .iter()
+            .filter(|t| t.action == "accept")
+            .count();
+        assert_eq!(accepts, 1, "one transition for two requests");
+        // The same id for another action is refused, not applied.
+        let e = d
+            .transition_once(
+                "k-1",
+                Some(&a),
+                o.id,
+                OrderAction::StartTravel,
+                "anna",
+                None,
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(e, DispatchError::Conflict(_)), "{e}");
+        // Reassigned meanwhile: crew A's queued step is refused in words.
+        let b = CrewId::parse("B").unwrap();
+        d.transition(o.id, OrderAction::Assign { crew_id: b }, "disp", None)
+            .await
+            .unwrap();
+        let e = d
+            .transition_once(
+                "k-2",
+                Some(&a),
+                o.id,
+                OrderAction::StartTravel,
+                "anna",
+                None,
+            )
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("reassigned to crew B"), "{e}");
+        assert_eq!(store.client_actions_of_order(o.id).await.unwrap().len(), 1);
     }
 }

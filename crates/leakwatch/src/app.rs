@@ -252,8 +252,21 @@ pub async fn start(cfg: &Config, opts: StartOptions) -> anyhow::Result<Running> 
         )),
         limits: cfg.http.limits(),
     };
+    // The console's pages beside the API (issue 12), and its daily plan.
+    let console = cfg.console.to_console()?;
+    let pages = leakwatch_console::routes(console.clone());
+    {
+        let (d, c) = (
+            dispatcher.clone(),
+            std::sync::Arc::new(leakwatch_console::Console { cfg: console }),
+        );
+        intake.spawn(move |stop| {
+            leakwatch_console::board::run_daily_plan(d, c, stop.cancelled_owned())
+        });
+    }
+    let app = leakwatch_api::router_with(state, pages);
     intake.spawn(move |stop| async move {
-        if let Err(e) = leakwatch_api::serve(listener, state, stop.cancelled_owned()).await {
+        if let Err(e) = leakwatch_api::serve_router(listener, app, stop.cancelled_owned()).await {
             tracing::error!(error = %e, "HTTP server stopped");
         }
     });

@@ -31,6 +31,59 @@ pub struct Config {
     pub detect: DetectConfig,
     pub dispatch: DispatchConfig,
     pub log: LogConfig,
+    pub console: ConsoleSection,
+}
+
+/// The console's pages (`[console]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsoleSection {
+    /// The utility's time zone (IANA name): every time on the pages is shown in it.
+    pub time_zone: String,
+    /// When the day plan is made and applied each day, local time `HH:MM`; empty:
+    /// only on demand from the board.
+    pub plan_at: String,
+    /// A map tile URL template (`https://.../{z}/{x}/{y}.png`); empty: no tiles.
+    pub tile_url: String,
+}
+
+impl Default for ConsoleSection {
+    fn default() -> Self {
+        Self {
+            time_zone: "Europe/Rome".into(),
+            plan_at: "06:30".into(),
+            tile_url: String::new(),
+        }
+    }
+}
+
+impl ConsoleSection {
+    /// The console's settings, checked.
+    pub fn to_console(&self) -> Result<leakwatch_console::ConsoleConfig, ConfigError> {
+        let time_zone = self.time_zone.parse::<chrono_tz::Tz>().map_err(|_| {
+            ConfigError(format!(
+                "console.time_zone: {:?} is not an IANA time zone (e.g. Europe/Rome)",
+                self.time_zone
+            ))
+        })?;
+        let plan_at = if self.plan_at.trim().is_empty() {
+            None
+        } else {
+            Some(
+                chrono::NaiveTime::parse_from_str(self.plan_at.trim(), "%H:%M").map_err(|_| {
+                    ConfigError(format!(
+                        "console.plan_at: {:?} is not a time HH:MM",
+                        self.plan_at
+                    ))
+                })?,
+            )
+        };
+        Ok(leakwatch_console::ConsoleConfig {
+            time_zone,
+            plan_at,
+            tile_url: Some(self.tile_url.trim().to_owned()).filter(|u| !u.is_empty()),
+        })
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -468,6 +521,7 @@ impl Config {
             );
         }
         self.dispatch.validate().map_err(ConfigError)?;
+        self.console.to_console()?;
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return bad(
                 "log.level",
@@ -699,6 +753,7 @@ mod tests {
         assert_eq!(cfg.dispatch, d.dispatch);
         assert_eq!(cfg.log.format, d.log.format);
         assert_eq!(cfg.log.level, d.log.level);
+        assert_eq!(cfg.console, d.console);
         assert_eq!(cfg.http.listen, d.http.listen);
         let m = (&cfg.mqtt, &d.mqtt);
         assert_eq!(

@@ -56,6 +56,8 @@
 
 mod accounts;
 mod alerts;
+// The console's history of alert actions and the crews' client action ids (issue 12).
+mod console;
 mod db;
 mod dead_letter_bounds;
 mod dead_letters;
@@ -80,6 +82,7 @@ pub use accounts::{
     Account, AccountStore, Accounts, ApiToken, AuthAuditRecord, NewAccount, NewApiToken, Session,
 };
 pub use alerts::{AlertQuery, AlertStore, Alerts, OutcomeStat};
+pub use console::{AlertHistoryEntry, ClientAction};
 pub use dead_letters::{DeadLetter, DeadLetterStore, DeadLetters, NewDeadLetter};
 pub use detector_state::{DetectorState, DetectorStateStore};
 pub use devices::{DeviceCredentialStore, DeviceCredentials};

@@ -137,7 +137,7 @@ impl Store {
 }
 
 impl UnitOfWork {
-    fn exec(&mut self) -> Exec<'_> {
+    pub(crate) fn exec(&mut self) -> Exec<'_> {
         self.tx.exec()
     }
 
