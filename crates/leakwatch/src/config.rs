@@ -30,6 +30,8 @@ pub struct Config {
     pub detect: DetectConfig,
     pub dispatch: DispatchConfig,
     pub log: LogConfig,
+    /// Programmed leak survey (issue 16).
+    pub survey: leakwatch_survey::SurveyConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -404,6 +406,7 @@ impl Config {
             );
         }
         self.dispatch.validate().map_err(ConfigError)?;
+        self.survey.validate().map_err(ConfigError)?;
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return bad(
                 "log.level",
@@ -633,6 +636,7 @@ mod tests {
         assert_eq!(cfg.ingest, d.ingest);
         assert_eq!(cfg.detect, d.detect);
         assert_eq!(cfg.dispatch, d.dispatch);
+        assert_eq!(cfg.survey, d.survey);
         assert_eq!(cfg.log.format, d.log.format);
         assert_eq!(cfg.log.level, d.log.level);
         assert_eq!(cfg.http.listen, d.http.listen);

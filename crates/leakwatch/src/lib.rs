@@ -11,6 +11,7 @@ pub mod config;
 pub mod detection;
 pub mod devices;
 pub mod evaluate;
+pub mod survey;
 pub mod telemetry;
 #[cfg(feature = "testkit")]
 pub mod testkit;

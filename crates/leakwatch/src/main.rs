@@ -59,6 +59,11 @@ enum Command {
     },
     /// Write Mosquitto's password file and ACL from the device credentials.
     BrokerConfig(leakwatch::devices::BrokerConfigArgs),
+    /// Pipe network for the programmed leak survey.
+    Network {
+        #[command(subcommand)]
+        command: leakwatch::survey::NetworkCommand,
+    },
     /// Print the effective configuration (defaults, file, environment) and exit.
     Config,
 }
@@ -281,6 +286,9 @@ async fn dispatch(command: Command, cfg: Config, file: Option<PathBuf>) -> anyho
                 args,
             )
             .await
+        }
+        Command::Network { command } => {
+            leakwatch::survey::network(cfg.database.url.expose(), &cfg.survey, command).await
         }
         Command::Config => {
             // Secrets print as *** (their types see to it).
