@@ -11,6 +11,7 @@ mod error;
 mod extract;
 mod page;
 mod routes;
+pub mod survey;
 pub mod tls;
 
 use axum::Router;
@@ -111,11 +112,14 @@ pub struct AppState {
     /// When set, `/api/v1` and `/` require `Authorization: Bearer <token>` (or
     /// `?token=` on the page).
     pub api_token: Option<String>,
+    /// Programmed leak survey: obligations, capacity, risk weights.
+    pub survey: Arc<leakwatch_survey::SurveyConfig>,
 }
 
 /// The whole HTTP application.
 pub fn router(state: AppState) -> Router {
     let protected = routes::api()
+        .merge(survey::routes())
         .merge(page::routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()

@@ -246,6 +246,7 @@ pub async fn start(cfg: &Config, opts: StartOptions) -> anyhow::Result<Running> 
         crews_up: Arc::new(move || crews_health.is_up()),
         detection: detection_status,
         api_token: cfg.http.api_token.as_ref().map(|t| t.expose().to_owned()),
+        survey: Arc::new(cfg.survey.clone()),
     };
     intake.spawn(move |stop| async move {
         if let Err(e) = leakwatch_api::serve(listener, state, stop.cancelled_owned()).await {

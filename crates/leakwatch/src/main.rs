@@ -140,6 +140,10 @@ enum SimCommand {
     /// nearest-crew dispatch with the naive first-free-crew baseline on the same
     /// draws (docs/dispatch.md).
     Dispatch(SimDispatchArgs),
+    /// Programmed leak survey over a simulated year: calendar order against the
+    /// risk-based program on the same network, leaks and capacity, the signals being
+    /// what the district detectors raise on the simulated meters (docs/survey.md).
+    Survey(leakwatch::survey_sim::SimSurveyArgs),
 }
 
 #[derive(Args)]
@@ -253,6 +257,16 @@ async fn dispatch(command: Command, cfg: Config, file: Option<PathBuf>) -> anyho
         Command::Demo(args) => {
             let own_db = !Config::is_set(file.as_deref(), "database.url");
             demo(cfg, args, own_db).await
+        }
+        Command::Sim(SimArgs {
+            what: Some(SimCommand::Survey(a)),
+            ..
+        }) => {
+            let weights = cfg.survey.risk.clone();
+            tokio::task::spawn_blocking(move || {
+                leakwatch::survey_sim::command(a, cfg.detect, weights)
+            })
+            .await?
         }
         Command::Sim(args) => sim(args).await,
         Command::Eval(args) => {
@@ -580,8 +594,10 @@ fn sim_dispatch(args: &SimDispatchArgs) -> anyhow::Result<()> {
 }
 
 async fn sim(args: SimArgs) -> anyhow::Result<()> {
-    if let Some(SimCommand::Dispatch(d)) = &args.what {
-        return sim_dispatch(d);
+    match &args.what {
+        Some(SimCommand::Dispatch(d)) => return sim_dispatch(d),
+        Some(SimCommand::Survey(_)) => unreachable!("handled in dispatch"),
+        None => {}
     }
     let mut fleet = args.fleet.fleet();
     if let Some(path) = &args.registry_out {

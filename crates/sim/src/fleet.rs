@@ -387,6 +387,17 @@ impl Fleet {
         self.meters.iter().map(|m| m.meter.clone()).collect()
     }
 
+    /// Repairs network leak `index` (of [`Truth::network_leaks`]) from the whole hour
+    /// `at`: it stops flowing then (a survey found it). An earlier repair stays.
+    pub fn repair_network_leak(&mut self, index: usize, at: Timestamp) {
+        if let Some(l) = self.truth.network_leaks.get_mut(index) {
+            let at = at.duration_trunc(hours(1)).unwrap_or(at);
+            if l.repaired.is_none_or(|r| r > at) {
+                l.repaired = Some(at.max(l.start));
+            }
+        }
+    }
+
     /// The ground truth: scenario, classes, leaks, network leaks and faults.
     pub fn truth(&self) -> &Truth {
         &self.truth

@@ -15,6 +15,7 @@ pub mod geojson;
 pub mod network;
 pub mod obligation;
 pub mod program;
+pub mod report;
 pub mod risk;
 
 pub use config::SurveyConfig;

@@ -90,6 +90,9 @@ pub struct Program {
     /// A segment surveyed less than this many days ago is not chosen by the policy
     /// (only an obligation brings it back).
     pub min_revisit_days: i64,
+    /// ... unless its risk is at least this (a district alert raised after its last
+    /// survey makes it worth walking again).
+    pub revisit_above: f64,
 }
 
 impl Program {
@@ -137,6 +140,7 @@ impl Program {
             class_len,
             policy,
             min_revisit_days: 180,
+            revisit_above: f64::INFINITY,
         }
     }
 
@@ -338,6 +342,7 @@ impl Program {
                 !fresh_only
                     || !it.surveyed
                     || (today - it.since).num_days() >= self.min_revisit_days
+                    || risk.get(&it.id).is_some_and(|r| *r >= self.revisit_above)
             })
             .collect();
         let r = |i: usize| risk.get(&self.items[i].id).copied().unwrap_or(0.0);
@@ -369,6 +374,11 @@ impl Program {
         (0..days.len())
             .flat_map(|i| p.day(&days[i..], capacity_m, risk))
             .collect()
+    }
+
+    /// When each segment was last surveyed whole (or entered the register).
+    pub fn since(&self, segment: &str) -> Option<NaiveDate> {
+        self.items.iter().find(|i| i.id == segment).map(|i| i.since)
     }
 
     /// Segments whose deadline has passed by `on` without a survey.
