@@ -16,3 +16,4 @@ mod flow;
 mod ingest;
 mod oversize;
 mod support;
+mod survey;

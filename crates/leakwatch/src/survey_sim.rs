@@ -156,7 +156,6 @@ fn place_leaks(seed: u64, fleet: &Fleet, segments: &[Segment]) -> Vec<usize> {
         .collect()
 }
 
-
 /// A network alert raised within this many days is a signal until its district has
 /// been surveyed since (open, or resolved by itself when the detector stopped seeing
 /// it: the leak is not explained until a survey has looked).
@@ -194,10 +193,7 @@ fn run(
     program.revisit_above = weights.district_alert;
     let start = cfg.start;
     let end = start + TimeDelta::hours(i64::from(cfg.hours.unwrap_or(0)));
-    let days = working_days(
-        start.date_naive(),
-        (end - TimeDelta::days(1)).date_naive(),
-    );
+    let days = working_days(start.date_naive(), (end - TimeDelta::days(1)).date_naive());
     let truth_leaks = fleet.truth().network_leaks.clone();
     let mut found: Vec<Option<NaiveDate>> = vec![None; truth_leaks.len()];
     let mut history: Vec<LeakRecord> = Vec::new();
@@ -301,7 +297,8 @@ fn run(
         .iter()
         .enumerate()
         .map(|(i, l)| {
-            let found_at = found[i].map(|d| Utc.from_utc_datetime(&d.and_hms_opt(8, 0, 0).unwrap()));
+            let found_at =
+                found[i].map(|d| Utc.from_utc_datetime(&d.and_hms_opt(8, 0, 0).unwrap()));
             let first_alert = network_alerts
                 .iter()
                 .filter(|a| {
@@ -323,7 +320,12 @@ fn run(
             }
         })
         .collect();
-    let year = start.date_naive().format("%Y").to_string().parse::<i32>().unwrap_or(2026);
+    let year = start
+        .date_naive()
+        .format("%Y")
+        .to_string()
+        .parse::<i32>()
+        .unwrap_or(2026);
     let whole_year = cfg.hours.unwrap_or(0) >= 365 * 24;
     let shares: Vec<(String, f64, f64)> = table
         .obligations
@@ -355,7 +357,10 @@ pub fn run_seed(
     weights: &RiskWeights,
 ) -> anyhow::Result<SeedResult> {
     let Some(table) = ObligationTable::preset(&args.obligations) else {
-        bail!("--obligations: unknown preset {:?}; expected it or us", args.obligations);
+        bail!(
+            "--obligations: unknown preset {:?}; expected it or us",
+            args.obligations
+        );
     };
     let cfg = fleet_config(args, seed);
     let net = leakwatch_sim::network::generate(&cfg, &NetworkConfig::default(), &table);
@@ -363,14 +368,36 @@ pub fn run_seed(
     let leak_segment = place_leaks(seed, &Fleet::generate(&cfg), &segments);
     let (calendar, risk) = std::thread::scope(|s| {
         let c = s.spawn(|| {
-            run(&cfg, &net, &leak_segment, &table, Policy::Calendar, args.capacity_m, detect, weights)
+            run(
+                &cfg,
+                &net,
+                &leak_segment,
+                &table,
+                Policy::Calendar,
+                args.capacity_m,
+                detect,
+                weights,
+            )
         });
         let r = s.spawn(|| {
-            run(&cfg, &net, &leak_segment, &table, Policy::Risk, args.capacity_m, detect, weights)
+            run(
+                &cfg,
+                &net,
+                &leak_segment,
+                &table,
+                Policy::Risk,
+                args.capacity_m,
+                detect,
+                weights,
+            )
         });
         (c.join().expect("calendar run"), r.join().expect("risk run"))
     });
-    let signalled = calendar.leaks.iter().map(|l| l.first_alert.is_some()).collect();
+    let signalled = calendar
+        .leaks
+        .iter()
+        .map(|l| l.first_alert.is_some())
+        .collect();
     Ok(SeedResult {
         seed,
         network_km: segments.iter().map(|s| s.length_m()).sum::<f64>() / 1000.0,
@@ -422,7 +449,8 @@ pub struct Summary {
 }
 
 pub fn summarise(results: &[SeedResult]) -> Summary {
-    let pool = |f: &dyn Fn(&SeedResult) -> Vec<f64>| -> Vec<f64> { results.iter().flat_map(f).collect() };
+    let pool =
+        |f: &dyn Fn(&SeedResult) -> Vec<f64>| -> Vec<f64> { results.iter().flat_map(f).collect() };
     let cs = pool(&|r| days_of(&r.calendar, &r.signalled, true));
     let rs = pool(&|r| days_of(&r.risk, &r.signalled, true));
     let co = pool(&|r| days_of(&r.calendar, &r.signalled, false));
@@ -457,11 +485,19 @@ fn row(r: &RunResult, signalled: &[bool]) -> String {
             Policy::Calendar => "calendar",
             Policy::Risk => "risk",
         },
-        r.leaks.iter().zip(signalled).filter(|(l, s)| **s && l.found.is_some()).count(),
+        r.leaks
+            .iter()
+            .zip(signalled)
+            .filter(|(l, s)| **s && l.found.is_some())
+            .count(),
         s.len(),
         mean(&s),
         median(&s),
-        r.leaks.iter().zip(signalled).filter(|(l, s)| !**s && l.found.is_some()).count(),
+        r.leaks
+            .iter()
+            .zip(signalled)
+            .filter(|(l, s)| !**s && l.found.is_some())
+            .count(),
         o.len(),
         mean(&o),
         median(&o),
@@ -480,7 +516,13 @@ pub fn command(
 ) -> anyhow::Result<()> {
     eprintln!(
         "leak survey: seeds {:?}, {} districts x {} meters, {} network leaks, {} days from 2026-01-01, {} m/day, obligations {:?}",
-        args.seeds, args.districts, args.meters_per_district, args.leaks, args.days, args.capacity_m, args.obligations
+        args.seeds,
+        args.districts,
+        args.meters_per_district,
+        args.leaks,
+        args.days,
+        args.capacity_m,
+        args.obligations
     );
     let mut results = Vec::new();
     println!(
@@ -515,7 +557,10 @@ pub fn command(
         s.all_obligations_met
     );
     if let Some(p) = &args.json {
-        std::fs::write(p, serde_json::to_vec_pretty(&serde_json::json!({"summary": s, "seeds": results}))?)?;
+        std::fs::write(
+            p,
+            serde_json::to_vec_pretty(&serde_json::json!({"summary": s, "seeds": results}))?,
+        )?;
         eprintln!("written to {}", p.display());
     }
     Ok(())

@@ -113,6 +113,16 @@ pub trait NetworkStore: Send + Sync {
         &self,
         segment: Option<&str>,
     ) -> impl Future<Output = Result<Vec<(i64, LeakEntry)>>> + Send;
+
+    /// The segments a survey work order covers (replacing any), in walking order.
+    fn set_order_segments(
+        &self,
+        order_id: i64,
+        segments: &[String],
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// The segments of a survey work order, in walking order (empty: not a survey).
+    fn order_segments(&self, order_id: i64) -> impl Future<Output = Result<Vec<String>>> + Send;
 }
 
 /// The network part of a [`Store`] ([`Store::network_store`]).
@@ -417,5 +427,52 @@ impl NetworkStore for Network {
             )
             .await?;
         rows.iter().map(leak_from_row).collect()
+    }
+
+    async fn set_order_segments(&self, order_id: i64, segments: &[String]) -> Result<()> {
+        let mut tx = self.0.begin().await?;
+        tx.exec()
+            .execute(
+                sql!("DELETE FROM survey_order_segments WHERE work_order_id = $1"),
+                args![order_id],
+            )
+            .await?;
+        for (i, seg) in segments.iter().enumerate() {
+            let r = tx
+                .exec()
+                .try_fetch_optional(
+                    sql!(
+                        "INSERT INTO survey_order_segments (work_order_id, seq, segment_id)
+                         VALUES ($1, $2, $3) RETURNING seq"
+                    ),
+                    args![order_id, i as i64, seg],
+                )
+                .await;
+            match r {
+                Ok(_) => {}
+                Err(e) if is_foreign_key_violation(&e) => {
+                    return Err(StoreError::NotFound(format!(
+                        "work order {order_id} or segment {seg}"
+                    )));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        tx.commit().await
+    }
+
+    async fn order_segments(&self, order_id: i64) -> Result<Vec<String>> {
+        let rows = self
+            .0
+            .exec()
+            .fetch_all(
+                sql!(
+                    "SELECT segment_id FROM survey_order_segments WHERE work_order_id = $1
+                     ORDER BY seq"
+                ),
+                args![order_id],
+            )
+            .await?;
+        rows.iter().map(|r| r.text("segment_id")).collect()
     }
 }

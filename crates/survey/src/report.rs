@@ -238,9 +238,18 @@ mod tests {
         // Ten 1 km low-pressure segments (20 % a year: 2 km) and two 1 km business
         // district segments under a custom table mixing both rules.
         let mut table = ObligationTable::it();
-        table.obligations.push(ObligationTable::us().get("us_business").unwrap().clone());
+        table
+            .obligations
+            .push(ObligationTable::us().get("us_business").unwrap().clone());
         let mut segs: Vec<Segment> = (0..10)
-            .map(|i| seg(&format!("B{i}"), "it_bp", Material::Steel, 45.0 + i as f64 * 0.02))
+            .map(|i| {
+                seg(
+                    &format!("B{i}"),
+                    "it_bp",
+                    Material::Steel,
+                    45.0 + i as f64 * 0.02,
+                )
+            })
             .collect();
         segs.push(seg("U1", "us_business", Material::CastIron, 46.0));
         segs.push(seg("U2", "us_business", Material::CastIron, 46.1));
@@ -264,11 +273,18 @@ mod tests {
         let us = rows.iter().find(|r| r.class == "us_business").unwrap();
         assert_eq!(us.overdue_segments, 1);
         assert!((us.overdue_m - 1000.0).abs() < 5.0);
-        assert!((us.due_by_year_end_m - 1000.0).abs() < 5.0, "{}", us.due_by_year_end_m);
+        assert!(
+            (us.due_by_year_end_m - 1000.0).abs() < 5.0,
+            "{}",
+            us.due_by_year_end_m
+        );
         assert!(us.forecast_met, "with 1 km a day both are surveyed in time");
         // No capacity: the share is not reached and the overdue segment stays late.
         let none = coverage(&segs, &recs, &table, today, 1e-9, &HashMap::new());
-        assert!(none.iter().all(|r| r.class == "it_ap_mp" || !r.forecast_met));
+        assert!(
+            none.iter()
+                .all(|r| r.class == "it_ap_mp" || !r.forecast_met)
+        );
         let csv = coverage_csv(&rows);
         assert!(csv.starts_with("year,class,label,"));
         assert_eq!(csv.lines().count(), 1 + rows.len());
@@ -288,16 +304,28 @@ mod tests {
             rec("B", d(2025, 2, 1), 1000.0), // outside the window
         ];
         let leaks = vec![
-            LeakRecord { segment: "A".into(), date: d(2026, 2, 1) },
-            LeakRecord { segment: "A".into(), date: d(2026, 8, 1) },
-            LeakRecord { segment: "A".into(), date: d(2026, 8, 1) },
+            LeakRecord {
+                segment: "A".into(),
+                date: d(2026, 2, 1),
+            },
+            LeakRecord {
+                segment: "A".into(),
+                date: d(2026, 8, 1),
+            },
+            LeakRecord {
+                segment: "A".into(),
+                date: d(2026, 8, 1),
+            },
         ];
         let r = leak_rates(&segs, &recs, &leaks, d(2026, 1, 1), d(2026, 12, 31));
         assert_eq!(r.len(), 2);
         let iron = r.iter().find(|x| x.material == Material::CastIron).unwrap();
         assert!((iron.surveyed_km - 2.0).abs() < 1e-9);
         assert_eq!((iron.leaks, iron.per_km), (3, Some(1.5)));
-        let pe = r.iter().find(|x| x.material == Material::Polyethylene).unwrap();
+        let pe = r
+            .iter()
+            .find(|x| x.material == Material::Polyethylene)
+            .unwrap();
         assert_eq!((pe.leaks, pe.per_km), (0, Some(0.0)));
     }
 }

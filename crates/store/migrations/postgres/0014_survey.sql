@@ -43,3 +43,11 @@ CREATE TABLE segment_leaks (
     recorded_at   TIMESTAMPTZ NOT NULL
 );
 CREATE INDEX segment_leaks_segment ON segment_leaks (segment_id, found_on);
+
+-- The segments a survey work order covers, in the order the crew walks them.
+CREATE TABLE survey_order_segments (
+    work_order_id BIGINT NOT NULL REFERENCES work_orders (id),
+    seq           INTEGER NOT NULL,
+    segment_id    TEXT COLLATE "C" NOT NULL REFERENCES pipe_segments (id),
+    PRIMARY KEY (work_order_id, seq)
+);

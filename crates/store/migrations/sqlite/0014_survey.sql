@@ -44,3 +44,11 @@ CREATE TABLE segment_leaks (
     recorded_at   INTEGER NOT NULL
 );
 CREATE INDEX segment_leaks_segment ON segment_leaks (segment_id, found_on);
+
+-- The segments a survey work order covers, in the order the crew walks them.
+CREATE TABLE survey_order_segments (
+    work_order_id INTEGER NOT NULL REFERENCES work_orders (id),
+    seq           INTEGER NOT NULL,
+    segment_id    TEXT NOT NULL REFERENCES pipe_segments (id),
+    PRIMARY KEY (work_order_id, seq)
+);
