@@ -144,6 +144,8 @@ enum SimCommand {
     /// risk-based program on the same network, leaks and capacity, the signals being
     /// what the district detectors raise on the simulated meters (docs/survey.md).
     Survey(leakwatch::survey_sim::SimSurveyArgs),
+    /// Write the simulated districts' street network as GeoJSON (for `network import`).
+    Network(leakwatch::survey::SimNetworkArgs),
 }
 
 #[derive(Args)]
@@ -597,6 +599,7 @@ async fn sim(args: SimArgs) -> anyhow::Result<()> {
     match &args.what {
         Some(SimCommand::Dispatch(d)) => return sim_dispatch(d),
         Some(SimCommand::Survey(_)) => unreachable!("handled in dispatch"),
+        Some(SimCommand::Network(n)) => return leakwatch::survey::sim_network(n),
         None => {}
     }
     let mut fleet = args.fleet.fleet();

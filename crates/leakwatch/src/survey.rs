@@ -67,3 +67,49 @@ pub async fn network(
         }
     }
 }
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct SimNetworkArgs {
+    /// Seed (the same as the fleet's: the network lies where its districts are).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    #[arg(long, default_value_t = 10)]
+    pub districts: u32,
+    /// Obligation table whose pressure classes the segments get: `it` or `us`.
+    #[arg(long, default_value = "it")]
+    pub obligations: String,
+    /// Where to write the GeoJSON (for `leakwatch network import`).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// `leakwatch sim network`: the simulated fleet's street network as GeoJSON.
+pub fn sim_network(args: &SimNetworkArgs) -> anyhow::Result<()> {
+    let Some(table) = leakwatch_survey::ObligationTable::preset(&args.obligations) else {
+        bail!(
+            "--obligations: unknown preset {:?}; expected it or us",
+            args.obligations
+        );
+    };
+    let fleet = leakwatch_sim::FleetConfig {
+        seed: args.seed,
+        districts: args.districts,
+        ..leakwatch_sim::FleetConfig::default()
+    };
+    let net = leakwatch_sim::network::generate(
+        &fleet,
+        &leakwatch_sim::network::NetworkConfig::default(),
+        &table,
+    );
+    let text = serde_json::to_string(&leakwatch_sim::network::to_geojson(&net))?;
+    std::fs::write(&args.out, text)
+        .with_context(|| format!("cannot write {}", args.out.display()))?;
+    let km: f64 = net.iter().map(|i| i.segment.length_m()).sum::<f64>() / 1000.0;
+    println!(
+        "{} segments ({km:.1} km) in {} districts written to {}",
+        net.len(),
+        args.districts,
+        args.out.display()
+    );
+    Ok(())
+}
