@@ -17,3 +17,4 @@ mod flow;
 mod ingest;
 mod oversize;
 mod support;
+mod survey;

@@ -64,6 +64,17 @@ pub const RULES: &[(&str, &str, &[Role])] = &[
     ("GET", "/api/v1/dead-letters", &[Admin, Engineer]),
     ("GET", "/api/v1/detection", STAFF),
     ("GET", "/api/v1/openapi.json", ALL),
+    // Programmed leak survey: the network and the program for the control room;
+    // dispatchers plan survey orders and record what the crews report (a crew
+    // member reporting directly needs an object-level rule on the order: not yet).
+    ("GET", "/api/v1/network/segments", STAFF),
+    ("GET", "/api/v1/survey/program", STAFF),
+    ("GET", "/api/v1/survey/coverage", STAFF),
+    ("GET", "/api/v1/survey/coverage.csv", STAFF),
+    ("GET", "/api/v1/survey/leak-rates", STAFF),
+    ("POST", "/api/v1/survey/orders", DISPATCH),
+    ("GET", "/api/v1/survey/orders/{id}", STAFF),
+    ("POST", "/api/v1/survey/orders/{id}/report", DISPATCH),
 ];
 
 /// The roles allowed to call `method` on `route` (a template); `None` when there is

@@ -17,6 +17,7 @@ mod page;
 mod routes;
 pub mod secret;
 pub mod throttle;
+pub mod survey;
 pub mod tls;
 
 use axum::Router;
@@ -167,6 +168,8 @@ pub struct AppState {
     pub auth: Arc<authn::Auth>,
     /// Connection limit, idle and request timeouts ([`limits`]).
     pub limits: limits::HttpLimits,
+    /// Programmed leak survey: obligations, capacity, risk weights.
+    pub survey: Arc<leakwatch_survey::SurveyConfig>,
 }
 
 /// The whole HTTP application, without pages (see [`router_with`]).

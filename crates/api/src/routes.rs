@@ -67,6 +67,14 @@ api_routes! {
     "/api/v1/leak-classes" => get(leak_classes);
     "/api/v1/dead-letters" => get(dead_letters);
     "/api/v1/detection" => get(detection);
+    "/api/v1/network/segments" => get(crate::survey::segments);
+    "/api/v1/survey/program" => get(crate::survey::program);
+    "/api/v1/survey/coverage" => get(crate::survey::coverage);
+    "/api/v1/survey/coverage.csv" => get(crate::survey::coverage_csv);
+    "/api/v1/survey/leak-rates" => get(crate::survey::leak_rates);
+    "/api/v1/survey/orders" => post(crate::survey::plan_orders);
+    "/api/v1/survey/orders/{id}" => get(crate::survey::order_segments);
+    "/api/v1/survey/orders/{id}/report" => post(crate::survey::report_order);
     "/api/v1/openapi.json" => get(openapi);
 }
 

@@ -251,6 +251,7 @@ pub async fn start(cfg: &Config, opts: StartOptions) -> anyhow::Result<Running> 
             cfg.auth.settings(&cfg.http),
         )),
         limits: cfg.http.limits(),
+        survey: Arc::new(cfg.survey.clone()),
     };
     // The console's pages beside the API (issue 12), and its daily plan.
     let console = cfg.console.to_console()?;

@@ -32,6 +32,8 @@ pub struct Config {
     pub dispatch: DispatchConfig,
     pub log: LogConfig,
     pub console: ConsoleSection,
+    /// Programmed leak survey (issue 16).
+    pub survey: leakwatch_survey::SurveyConfig,
 }
 
 /// The console's pages (`[console]`).
@@ -522,6 +524,7 @@ impl Config {
         }
         self.dispatch.validate().map_err(ConfigError)?;
         self.console.to_console()?;
+        self.survey.validate().map_err(ConfigError)?;
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return bad(
                 "log.level",
@@ -751,6 +754,7 @@ mod tests {
         assert_eq!(cfg.ingest, d.ingest);
         assert_eq!(cfg.detect, d.detect);
         assert_eq!(cfg.dispatch, d.dispatch);
+        assert_eq!(cfg.survey, d.survey);
         assert_eq!(cfg.log.format, d.log.format);
         assert_eq!(cfg.log.level, d.log.level);
         assert_eq!(cfg.console, d.console);

@@ -101,7 +101,7 @@ pub fn scenario(name: &str, seed: u64) -> anyhow::Result<FleetConfig> {
 
 /// Feeds messages to the engine as the service's ingest does (a reading further in
 /// the future than the ingestor accepts is refused), counting what went in.
-struct Feeder {
+pub(crate) struct Feeder {
     infos: std::collections::HashMap<leakwatch_core::MeterId, leakwatch_detect::MeterInfo>,
     messages: u64,
     readings: u64,
@@ -109,8 +109,18 @@ struct Feeder {
 }
 
 impl Feeder {
+    /// A feeder for the meters of `registry`, registered with `engine`.
+    pub(crate) fn new(engine: &mut Engine, registry: &[leakwatch_core::Meter]) -> Self {
+        Feeder {
+            infos: engine.register_registry(registry),
+            messages: 0,
+            readings: 0,
+            refused: 0,
+        }
+    }
+
     /// One message: its readings in time order, then its events.
-    fn feed(
+    pub(crate) fn feed(
         &mut self,
         engine: &mut Engine,
         mut up: leakwatch_wire::Uplink,

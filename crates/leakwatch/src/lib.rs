@@ -12,6 +12,8 @@ pub mod config;
 pub mod detection;
 pub mod devices;
 pub mod evaluate;
+pub mod survey;
+pub mod survey_sim;
 pub mod telemetry;
 #[cfg(feature = "testkit")]
 pub mod testkit;

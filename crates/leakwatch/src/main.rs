@@ -69,6 +69,11 @@ enum Command {
     },
     /// Write Mosquitto's password file and ACL from the device credentials.
     BrokerConfig(leakwatch::devices::BrokerConfigArgs),
+    /// Pipe network for the programmed leak survey.
+    Network {
+        #[command(subcommand)]
+        command: leakwatch::survey::NetworkCommand,
+    },
     /// Print the effective configuration (defaults, file, environment) and exit.
     Config,
 }
@@ -145,6 +150,12 @@ enum SimCommand {
     /// nearest-crew dispatch with the naive first-free-crew baseline on the same
     /// draws (docs/dispatch.md).
     Dispatch(SimDispatchArgs),
+    /// Programmed leak survey over a simulated year: calendar order against the
+    /// risk-based program on the same network, leaks and capacity, the signals being
+    /// what the district detectors raise on the simulated meters (docs/survey.md).
+    Survey(leakwatch::survey_sim::SimSurveyArgs),
+    /// Write the simulated districts' street network as GeoJSON (for `network import`).
+    Network(leakwatch::survey::SimNetworkArgs),
 }
 
 #[derive(Args)]
@@ -259,6 +270,16 @@ async fn dispatch(command: Command, cfg: Config, file: Option<PathBuf>) -> anyho
             let own_db = !Config::is_set(file.as_deref(), "database.url");
             demo(cfg, args, own_db).await
         }
+        Command::Sim(SimArgs {
+            what: Some(SimCommand::Survey(a)),
+            ..
+        }) => {
+            let weights = cfg.survey.risk.clone();
+            tokio::task::spawn_blocking(move || {
+                leakwatch::survey_sim::command(a, cfg.detect, weights)
+            })
+            .await?
+        }
         Command::Sim(args) => sim(args).await,
         Command::Eval(args) => {
             tokio::task::spawn_blocking(move || leakwatch::evaluate::command(args, cfg.detect))
@@ -297,6 +318,9 @@ async fn dispatch(command: Command, cfg: Config, file: Option<PathBuf>) -> anyho
                 args,
             )
             .await
+        }
+        Command::Network { command } => {
+            leakwatch::survey::network(cfg.database.url.expose(), &cfg.survey, command).await
         }
         Command::Config => {
             // Secrets print as *** (their types see to it).
@@ -604,8 +628,11 @@ fn sim_dispatch(args: &SimDispatchArgs) -> anyhow::Result<()> {
 }
 
 async fn sim(args: SimArgs) -> anyhow::Result<()> {
-    if let Some(SimCommand::Dispatch(d)) = &args.what {
-        return sim_dispatch(d);
+    match &args.what {
+        Some(SimCommand::Dispatch(d)) => return sim_dispatch(d),
+        Some(SimCommand::Survey(_)) => unreachable!("handled in dispatch"),
+        Some(SimCommand::Network(n)) => return leakwatch::survey::sim_network(n),
+        None => {}
     }
     let mut fleet = args.fleet.fleet();
     if let Some(path) = &args.registry_out {

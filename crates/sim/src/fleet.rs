@@ -177,6 +177,18 @@ fn gas_temp(rng: &mut StdRng, gas_c: f64, offset_c: f64) -> f64 {
     round1(gas_c + offset_c + rng.random_range(-0.2..0.2))
 }
 
+/// The centre of district `d` (0-based): districts are laid out on a grid
+/// [`DISTRICT_SPACING_KM`] apart, centred on `config.center`, row by row.
+pub fn district_center(config: &FleetConfig, d: usize) -> GeoPoint {
+    let n = config.districts as usize;
+    let cols = (n as f64).sqrt().ceil().max(1.0) as usize;
+    let rows = n.div_ceil(cols);
+    let (row, col) = (d / cols, d % cols);
+    let east = (col as f64 - (cols as f64 - 1.0) / 2.0) * DISTRICT_SPACING_KM;
+    let north = ((rows as f64 - 1.0) / 2.0 - row as f64) * DISTRICT_SPACING_KM;
+    config.center.offset_km(north, east)
+}
+
 impl Fleet {
     /// Builds the fleet described by `config`, deterministically from its seed.
     ///
@@ -200,18 +212,13 @@ impl Fleet {
         let gas_c = weather.gas_temp_c(config.start);
 
         let n = config.districts as usize;
-        let cols = (n as f64).sqrt().ceil().max(1.0) as usize;
-        let rows = n.div_ceil(cols);
         let mut meters = Vec::with_capacity(n * (config.meters_per_district as usize + 1));
         let mut districts = Vec::with_capacity(n);
         let mut centers = Vec::with_capacity(n);
 
         for d in 0..n {
             let district = id(DistrictId::parse(format!("D{:02}", d + 1)));
-            let (row, col) = (d / cols, d % cols);
-            let east = (col as f64 - (cols as f64 - 1.0) / 2.0) * DISTRICT_SPACING_KM;
-            let north = ((rows as f64 - 1.0) / 2.0 - row as f64) * DISTRICT_SPACING_KM;
-            let center = config.center.offset_km(north, east);
+            let center = district_center(&config, d);
             centers.push(center);
 
             let station = meters.len();
@@ -378,6 +385,17 @@ impl Fleet {
     /// Customer meters report every `push_every_h` hours, stations every hour.
     pub fn registry(&self) -> Vec<Meter> {
         self.meters.iter().map(|m| m.meter.clone()).collect()
+    }
+
+    /// Repairs network leak `index` (of [`Truth::network_leaks`]) from the whole hour
+    /// `at`: it stops flowing then (a survey found it). An earlier repair stays.
+    pub fn repair_network_leak(&mut self, index: usize, at: Timestamp) {
+        if let Some(l) = self.truth.network_leaks.get_mut(index) {
+            let at = at.duration_trunc(hours(1)).unwrap_or(at);
+            if l.repaired.is_none_or(|r| r > at) {
+                l.repaired = Some(at.max(l.start));
+            }
+        }
     }
 
     /// The ground truth: scenario, classes, leaks, network leaks and faults.

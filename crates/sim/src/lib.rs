@@ -14,6 +14,8 @@
 //!   leaks, faults) and the message stream, one simulated hour at a time
 //!   ([`Fleet::step`], [`Fleet::finish`]), pure and deterministic from
 //!   [`FleetConfig::seed`];
+//! - [`network`]: a plausible pipe network (streets per district) for the programmed
+//!   leak survey, exported as GeoJSON;
 //! - [`publish`] and [`Publisher`]: that same stream sent over MQTT at QoS 1, paced in
 //!   wall time, waiting for the broker's acks.
 //!
@@ -26,6 +28,7 @@ mod config;
 pub mod eval;
 mod fleet;
 pub mod model;
+pub mod network;
 mod publish;
 mod truth;
 
@@ -33,7 +36,7 @@ pub use config::{
     FaultRates, FleetConfig, LeakConfig, NetworkLeakConfig, OPEN_ENDED_FAULT_SPAN_H,
     UsageChangeRates,
 };
-pub use fleet::{Fleet, MAX_READINGS_PER_MESSAGE};
+pub use fleet::{Fleet, MAX_READINGS_PER_MESSAGE, district_center};
 pub use model::{HomeClass, Household, HouseholdMix, Weather};
 pub use publish::{
     CONNECT_TIMEOUT, FINAL_FLUSH_TIMEOUT, PublishConfig, PublishStats, Publisher, SimError, publish,

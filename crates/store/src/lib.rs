@@ -15,6 +15,7 @@
 //! | detector checkpoints | [`DetectorStateStore`] | [`DetectorState`] ([`Store::detector_state_store`]) | `detector_state` |
 //! | accounts, sessions, API tokens, their audit | [`AccountStore`] | [`Accounts`] ([`Store::account_store`]) | `accounts` |
 //! | broker credentials of devices | [`DeviceCredentialStore`] | [`DeviceCredentials`] ([`Store::device_credential_store`]) | `devices` |
+//! | pipe segments, survey and leak history | [`NetworkStore`] | [`Network`] ([`Store::network_store`]) | `network` |
 //!
 //! [`Store`] opens the database, hands out the parts, and still answers every call of
 //! every part itself (each forwards to the part).
@@ -65,6 +66,7 @@ mod detector_state;
 mod devices;
 mod error_class;
 mod meters;
+mod network;
 mod pg;
 mod readings;
 mod registry_feed;
@@ -89,6 +91,8 @@ pub use devices::{DeviceCredentialStore, DeviceCredentials};
 /// Decided by the ingestor, kept with each reading; re-exported from `leakwatch-core`.
 pub use leakwatch_core::ReadingFlags;
 pub use meters::{MeterStore, Meters};
+// Programmed leak survey: the network's segments and their survey and leak history.
+pub use network::{ImportOutcome, LeakEntry, Network, NetworkStore, SurveyEntry};
 pub use readings::{
     HourlyRow, InsertOutcome, ReadingConflict, ReadingStore, Readings, same_volume,
 };
@@ -307,6 +311,11 @@ impl Store {
     /// Accounts, sessions, API tokens and their audit.
     pub fn account_store(&self) -> Accounts {
         Accounts(self.clone())
+    }
+
+    /// The network's pipe segments and their survey and leak history.
+    pub fn network_store(&self) -> Network {
+        Network(self.clone())
     }
 
     /// [`ReadingStore::insert_batch`] along a chosen PostgreSQL path (SQLite has one).

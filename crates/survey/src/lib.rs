@@ -10,11 +10,15 @@
 //! Pure code: no I/O, no clock (every function takes the date). It must not touch the
 //! store, MQTT or HTTP.
 
+pub mod config;
+pub mod geojson;
 pub mod network;
 pub mod obligation;
 pub mod program;
+pub mod report;
 pub mod risk;
 
+pub use config::SurveyConfig;
 pub use network::{Material, Segment, SurveyRecord};
 pub use obligation::{Obligation, ObligationTable};
 pub use program::{Policy, Program, Reason, Visit, working_days};

@@ -5,8 +5,21 @@ use leakwatch_core::{DistrictId, GeoPoint};
 use serde::{Deserialize, Serialize};
 
 /// What a pipe is made of; older metallic pipes leak more.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+    strum::Display,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum Material {
     CastIron,
     /// Steel without cathodic protection.
@@ -17,7 +30,19 @@ pub enum Material {
     Other,
 }
 
+impl std::str::FromStr for Material {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        leakwatch_core::names::parse("material", s)
+    }
+}
+
 impl Material {
+    /// The word the database, the API and GeoJSON use (`cast_iron`, ...).
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+
     /// Relative leak propensity (polyethylene = 1), a coarse prior used by the risk
     /// score; a utility's own leak history per material should replace it.
     pub fn propensity(self) -> f64 {

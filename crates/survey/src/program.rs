@@ -90,6 +90,9 @@ pub struct Program {
     /// A segment surveyed less than this many days ago is not chosen by the policy
     /// (only an obligation brings it back).
     pub min_revisit_days: i64,
+    /// ... unless its risk is at least this (a district alert raised after its last
+    /// survey makes it worth walking again).
+    pub revisit_above: f64,
 }
 
 impl Program {
@@ -137,6 +140,7 @@ impl Program {
             class_len,
             policy,
             min_revisit_days: 180,
+            revisit_above: f64::INFINITY,
         }
     }
 
@@ -338,6 +342,7 @@ impl Program {
                 !fresh_only
                     || !it.surveyed
                     || (today - it.since).num_days() >= self.min_revisit_days
+                    || risk.get(&it.id).is_some_and(|r| *r >= self.revisit_above)
             })
             .collect();
         let r = |i: usize| risk.get(&self.items[i].id).copied().unwrap_or(0.0);
@@ -369,6 +374,34 @@ impl Program {
         (0..days.len())
             .flat_map(|i| p.day(&days[i..], capacity_m, risk))
             .collect()
+    }
+
+    /// When each segment was last surveyed whole (or entered the register).
+    pub fn since(&self, segment: &str) -> Option<NaiveDate> {
+        self.items.iter().find(|i| i.id == segment).map(|i| i.since)
+    }
+
+    /// The visits of the working days from `from` to `to`, planned as part of a plan
+    /// running at least to the end of `to`'s year (so that a yearly share is spread over
+    /// the weeks left, not demanded of the window's last day).
+    pub fn plan_window(
+        &self,
+        from: NaiveDate,
+        to: NaiveDate,
+        capacity_m: f64,
+        risk: &HashMap<String, f64>,
+    ) -> Vec<Visit> {
+        let year_end = NaiveDate::from_ymd_opt(to.year(), 12, 31).unwrap_or(to);
+        let days = working_days(from, to.max(year_end));
+        let mut p = self.clone();
+        let mut out = Vec::new();
+        for i in 0..days.len() {
+            if days[i] > to {
+                break;
+            }
+            out.extend(p.day(&days[i..], capacity_m, risk));
+        }
+        out
     }
 
     /// Segments whose deadline has passed by `on` without a survey.
@@ -539,6 +572,37 @@ mod tests {
         );
         assert!(v[0].segment.starts_with('H'));
         assert!(v.iter().any(|v| matches!(v.reason, Reason::Share { .. })));
+    }
+
+    #[test]
+    fn a_window_spreads_the_yearly_share_over_the_weeks_left() {
+        // 100 low-pressure segments of 100 m, nothing surveyed this year: 2 km due by
+        // the year's end. Planned alone, one November day would have to do it all;
+        // as a window of a plan to the year's end it takes its part only.
+        let segs: Vec<Segment> = (0..100)
+            .map(|i| seg(&format!("B{i:03}"), "it_bp", 100.0, d(2020, 1, 1)))
+            .collect();
+        let recs: Vec<SurveyRecord> = (0..100)
+            .map(|i| rec(&format!("B{i:03}"), d(2025, 3, 1), 100.0))
+            .collect();
+        let p = Program::new(&segs, &recs, &ObligationTable::it(), Policy::Risk);
+        let day = d(2026, 11, 2);
+        let alone = p.plan(&[day], 5000.0, &HashMap::new());
+        assert!(
+            alone
+                .iter()
+                .filter(|v| matches!(v.reason, Reason::Share { .. }))
+                .count()
+                >= 20
+        );
+        let window = p.plan_window(day, day, 5000.0, &HashMap::new());
+        assert!(window.iter().all(|v| v.date == day));
+        assert!(
+            !window
+                .iter()
+                .any(|v| matches!(v.reason, Reason::Share { .. })),
+            "{window:?}"
+        );
     }
 
     #[test]

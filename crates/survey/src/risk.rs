@@ -88,6 +88,20 @@ fn severity_weight(s: Severity) -> f64 {
     }
 }
 
+/// The program's priority of a segment: the district's alerts count at once; the
+/// segment's own propensity to leak (history, material, age) is a rate `λ`, and it
+/// counts as `sqrt(λ)` times the years since the last survey. Surveying a segment
+/// when `sqrt(λ) t` reaches a common level gives intervals proportional to
+/// `1 / sqrt(λ)`, which is what minimises the mean time a leak waits to be found for a
+/// given length surveyed (waiting `λ L T / 2` summed over segments, with `Σ L / T`
+/// fixed): a segment four times as leak-prone is surveyed twice as often, not four
+/// times, and none is left for ever.
+pub fn priority(r: &Risk, days_since_survey: i64) -> f64 {
+    let years = days_since_survey.max(0) as f64 / 365.25;
+    let rate = (r.own + r.neighbours + r.material + r.age).max(0.0);
+    r.district + rate.sqrt() * years
+}
+
 /// Scores every segment on `today`.
 pub fn score(
     segments: &[Segment],
@@ -187,6 +201,33 @@ mod tests {
         }];
         let r2 = score(&segs, &customer, &[], &RiskWeights::default(), today);
         assert_eq!(r2["pe-quiet"].district, 0.0);
+    }
+
+    #[test]
+    fn priority_grows_with_time_since_the_survey_and_an_alert_counts_at_once() {
+        let iron = Risk {
+            material: 4.0,
+            age: 4.0,
+            ..Risk::default()
+        };
+        let pe = Risk {
+            material: 1.0,
+            age: 0.5,
+            ..Risk::default()
+        };
+        // Cast iron surveyed last year before polyethylene surveyed a year ago...
+        assert!(priority(&iron, 365) > priority(&pe, 365));
+        // ... but not before polyethylene left alone for three years (intervals go
+        // as one over the square root of the rate: sqrt(8 / 1.5) = 2.3).
+        assert!(priority(&pe, 3 * 365) > priority(&iron, 365));
+        assert!(priority(&pe, 2 * 365) < priority(&iron, 365));
+        // Just surveyed: nothing left but the district's alert.
+        let alerted = Risk {
+            district: 200.0,
+            ..pe
+        };
+        assert_eq!(priority(&alerted, 0), 200.0);
+        assert!(priority(&alerted, 0) > priority(&iron, 20 * 365));
     }
 
     #[test]

@@ -13,6 +13,7 @@ mod detector_state;
 mod devices;
 mod meters;
 mod migrations;
+mod network;
 mod readings;
 mod store;
 mod work_orders;
