@@ -22,11 +22,9 @@
 use crate::extract::Params;
 use crate::{ApiError, AppState};
 use axum::Json;
-use axum::Router;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
 use chrono::{Datelike, NaiveDate};
 use leakwatch_core::{AlertStatus, DistrictId};
 use leakwatch_store::{AlertQuery, NetworkStore, Store, SurveyEntry};
