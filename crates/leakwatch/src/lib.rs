@@ -11,6 +11,8 @@ pub mod config;
 pub mod detection;
 pub mod devices;
 pub mod evaluate;
+// Scale-out (issue 14): `bridge` and `worker`.
+pub mod scaleout;
 pub mod telemetry;
 #[cfg(feature = "testkit")]
 pub mod testkit;

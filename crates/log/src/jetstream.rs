@@ -117,7 +117,11 @@ impl JetStreamLog {
     }
 
     fn subject(&self, partition: u32, key: &str) -> String {
-        format!("{}.{partition}.{}", self.cfg.subject_prefix, subject_token(key))
+        format!(
+            "{}.{partition}.{}",
+            self.cfg.subject_prefix,
+            subject_token(key)
+        )
     }
 }
 

@@ -67,7 +67,9 @@ pub struct Leases {
 
 impl std::fmt::Debug for Leases {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Leases").field("owner", &self.owner).finish()
+        f.debug_struct("Leases")
+            .field("owner", &self.owner)
+            .finish()
     }
 }
 
@@ -182,7 +184,11 @@ impl Leases {
             expires_ms: now_ms + self.ttl.as_millis() as i64,
         };
         let bytes = serde_json::to_vec(&value).map_err(LogError::new)?;
-        match self.kv.update(&lease.key, bytes.into(), lease.revision).await {
+        match self
+            .kv
+            .update(&lease.key, bytes.into(), lease.revision)
+            .await
+        {
             Ok(rev) => {
                 lease.revision = rev;
                 lease.expires_ms = value.expires_ms;
@@ -201,7 +207,10 @@ impl Leases {
             expires_ms: 0,
         };
         let bytes = serde_json::to_vec(&value).map_err(LogError::new)?;
-        let _ = self.kv.update(&lease.key, bytes.into(), lease.revision).await;
+        let _ = self
+            .kv
+            .update(&lease.key, bytes.into(), lease.revision)
+            .await;
         Ok(())
     }
 

@@ -46,7 +46,10 @@ async fn append_dedupes_and_partitions_read_from_a_sequence() {
     assert!(again.duplicate, "same id within the window is stored once");
     assert_eq!(again.seq, a.seq);
     let b = log.append(append(2, "D2", "m2:1", "two")).await.unwrap();
-    let c1 = log.append(append(1, "D1.x", "m1:2", "three")).await.unwrap();
+    let c1 = log
+        .append(append(1, "D1.x", "m1:2", "three"))
+        .await
+        .unwrap();
     assert_eq!(log.last_seq(1).await.unwrap(), c1.seq);
     assert_eq!(log.last_seq(2).await.unwrap(), b.seq);
     assert_eq!(log.last_seq(3).await.unwrap(), 0);

@@ -62,6 +62,8 @@ mod devices;
 mod error_class;
 mod meters;
 mod pg;
+// Scale-out (issue 14): the partitioned worker's fenced commit.
+pub mod partitions;
 mod readings;
 mod registry_feed;
 mod sqlite;
