@@ -53,10 +53,36 @@ struct Owned {
     task: JoinHandle<()>,
 }
 
-/// Whether the failpoint markers are printed (FAIL_POINTS names a worker point).
-fn markers_on() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var("FAIL_POINTS").is_ok_and(|v| v.contains("worker-")))
+/// Batches this process committed (arms the failpoints after
+/// `LEAKWATCH_FAIL_AFTER_BATCHES` of them, so a crash test can place each fault).
+static COMMITTED_BATCHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Whether the failpoint `name` is armed here; prints `FAILPOINT {name} ...` on stderr
+/// the first time (what a crash test waits for before it signals the process).
+fn failpoint_armed(name: &str, what: std::fmt::Arguments<'_>) -> bool {
+    static SKIP: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    static SEEN: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let skip = *SKIP.get_or_init(|| {
+        std::env::var("FAIL_POINTS")
+            .is_ok_and(|v| v.contains("worker-"))
+            .then(|| {
+                std::env::var("LEAKWATCH_FAIL_AFTER_BATCHES")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0)
+            })
+    });
+    let Some(skip) = skip else { return false };
+    if COMMITTED_BATCHES.load(Ordering::Relaxed) < skip {
+        return false;
+    }
+    let named = std::env::var("FAIL_POINTS").is_ok_and(|v| v.contains(name));
+    let mut seen = SEEN.lock().expect("not poisoned");
+    if named && !seen.iter().any(|s| s == name) {
+        seen.push(name.to_owned());
+        eprintln!("FAILPOINT {name} {what} pid={}", std::process::id());
+    }
+    named
 }
 
 /// Runs until `shutdown` resolves, then finishes each partition's batch in hand and
@@ -72,6 +98,7 @@ pub async fn run<L: Log + Clone + 'static>(
     let every = ttl / 3;
     let mut member: Option<Lease> = None;
     let mut owned: BTreeMap<u32, Owned> = BTreeMap::new();
+    let mut releasing: Vec<(u32, Owned)> = Vec::new();
     let mut jobs: Option<(Lease, JoinHandle<()>)> = None;
     // Start the scan at a place of our own, so workers starting together do not all
     // race for partition 0 first.
@@ -117,6 +144,20 @@ pub async fn run<L: Log + Clone + 'static>(
                 tracing::warn!(partition = p, epoch = o.lease.epoch, "partition lease lost");
             }
         }
+        // Partitions being handed over: their leases are kept until the batch in
+        // hand is done (never awaited here: the lease loop must not stall), then given
+        // up.
+        let mut still = Vec::new();
+        for (p, mut o) in releasing.drain(..) {
+            if o.task.is_finished() {
+                let _ = leases.release(&o.lease).await;
+                tracing::info!(partition = p, "partition handed over (fair share)");
+            } else {
+                let _ = leases.renew(&mut o.lease, now).await;
+                still.push((p, o));
+            }
+        }
+        releasing = still;
         // Fair share.
         let workers = leases.live_members(now).await.map_or(1, |m| m.len().max(1));
         let share = (cfg.partitions as usize).div_ceil(workers);
@@ -124,16 +165,14 @@ pub async fn run<L: Log + Clone + 'static>(
             let (&p, _) = owned.iter().next_back().expect("non-empty");
             let o = owned.remove(&p).expect("present");
             o.stop.store(true, Ordering::Relaxed);
-            let _ = o.task.await;
-            let _ = leases.release(&o.lease).await;
-            tracing::info!(partition = p, "partition handed over (fair share)");
+            releasing.push((p, o));
         }
         for i in 0..cfg.partitions {
             if owned.len() >= share {
                 break;
             }
             let p = (start + i) % cfg.partitions;
-            if owned.contains_key(&p) {
+            if owned.contains_key(&p) || releasing.iter().any(|(r, _)| *r == p) {
                 continue;
             }
             if let Ok(Some(lease)) = leases.try_acquire(&format!("p{p}"), now).await {
@@ -159,6 +198,7 @@ pub async fn run<L: Log + Clone + 'static>(
             _ = tokio::time::sleep(every) => {}
         }
     }
+    owned.extend(releasing);
     for o in owned.values() {
         o.stop.store(true, Ordering::Relaxed);
     }
@@ -414,13 +454,12 @@ async fn own_partition<L: Log>(
             received_at,
             lag_ms: (now_ms() - oldest_ms).max(0),
         };
-        if markers_on() {
-            eprintln!(
-                "FAILPOINT worker-before-commit partition={partition} epoch={epoch} pid={}",
-                std::process::id()
-            );
+        if failpoint_armed(
+            "worker-before-commit",
+            format_args!("partition={partition} epoch={epoch}"),
+        ) {
+            fail::fail_point!("worker-before-commit");
         }
-        fail::fail_point!("worker-before-commit");
         let outcome = retry("commit the batch", || store.commit_partition(&commit))
             .await
             .map_err(|e| e.to_string())?;
@@ -452,13 +491,13 @@ async fn own_partition<L: Log>(
         }
         writer.committed(prepared.overlay);
         last_seq = commit.last_seq;
-        if markers_on() {
-            eprintln!(
-                "FAILPOINT worker-after-commit partition={partition} epoch={epoch} seq={last_seq} pid={}",
-                std::process::id()
-            );
+        COMMITTED_BATCHES.fetch_add(1, Ordering::Relaxed);
+        if failpoint_armed(
+            "worker-after-commit",
+            format_args!("partition={partition} epoch={epoch} seq={last_seq}"),
+        ) {
+            fail::fail_point!("worker-after-commit");
         }
-        fail::fail_point!("worker-after-commit");
         if let Err(e) = reader.ack_upto(batch_last).await {
             // Not fatal: the next owner skips what is committed.
             tracing::debug!(partition, error = %e, "ack failed");
