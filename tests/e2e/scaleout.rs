@@ -292,9 +292,9 @@ async fn scaled_out_under_faults_loses_nothing_and_counts_nothing_twice() {
     // w2 is held 4 s before an early commit (then SIGSTOPped), w0 long before a later
     // one (SIGKILLed mid-batch), w1 long after a commit (SIGKILLed before its ack).
     let mut workers = vec![
-        worker(0, Some(("worker-before-commit=1*sleep(120000)", 12))),
-        worker(1, Some(("worker-after-commit=1*sleep(120000)", 24))),
-        worker(2, Some(("worker-before-commit=1*sleep(4000)", 2))),
+        worker(0, Some(("worker-before-commit=1*return(120000)", 12))),
+        worker(1, Some(("worker-after-commit=1*return(120000)", 24))),
+        worker(2, Some(("worker-before-commit=1*return(4000)", 2))),
     ];
     for b in &bridges {
         b.wait_line("bridge running", Duration::from_secs(60)).await;

@@ -85,6 +85,18 @@ fn failpoint_armed(name: &str, what: std::fmt::Arguments<'_>) -> bool {
     named
 }
 
+/// A failpoint whose action `return(MS)` holds the batch for MS milliseconds without
+/// blocking the runtime (`sleep` would block a runtime thread, and with it whatever
+/// task that thread held, such as the NATS connection).
+async fn failpoint_pause(name: &str) {
+    #[cfg(feature = "failpoints")]
+    if let Some(ms) = fail::eval(name, |arg| arg.and_then(|a| a.parse::<u64>().ok())).flatten() {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    #[cfg(not(feature = "failpoints"))]
+    let _ = name;
+}
+
 /// Runs until `shutdown` resolves, then finishes each partition's batch in hand and
 /// gives its leases up (the next owner starts at once instead of after the TTL).
 pub async fn run<L: Log + Clone + 'static>(
@@ -331,6 +343,13 @@ async fn own_partition<L: Log>(
         }
     });
     let stats = engine.restore(saved, |id| infos.get(id).cloned());
+    // As the single process does after a restore: feed again what was stored from
+    // `replay_h` before the restored watermark (the detectors skip what they saw; the
+    // rest, such as a district clock's hours in progress, is rebuilt). Its findings
+    // and state go with the first batch's commit.
+    let mut carried: Vec<Finding> = Vec::new();
+    let replayed = replay(&mut engine, store, &infos, &mut carried).await?;
+    let mut carried_ticks = engine.take_ticks();
     let mut writer = Writer::new(store.clone(), cfg.ingest.clone(), cfg.prefix.clone());
     let mut backoff = Duration::from_millis(100);
     loop {
@@ -355,6 +374,7 @@ async fn own_partition<L: Log>(
         last_seq,
         meters = mine.len(),
         restored_meters = stats.meters,
+        replayed,
         ready_ms = started.elapsed().as_millis() as u64,
         "partition owned"
     );
@@ -421,7 +441,8 @@ async fn own_partition<L: Log>(
         stored
             .readings
             .sort_by(|a, b| a.1.t.cmp(&b.1.t).then(a.1.meter.cmp(&b.1.meter)));
-        let mut findings: Vec<Finding> = Vec::new();
+        let mut findings: Vec<Finding> = std::mem::take(&mut carried);
+        let mut ticks = std::mem::take(&mut carried_ticks);
         for (meter, reading) in &stored.readings {
             let info = info_for(&mut last_info, meter);
             engine.observe(info, reading, &mut findings);
@@ -430,7 +451,7 @@ async fn own_partition<L: Log>(
             let info = info_for(&mut last_info, meter);
             engine.observe_event(info, event, &mut findings);
         }
-        let ticks = engine.take_ticks();
+        ticks.extend(engine.take_ticks());
         let alerts = alert_steps(findings, ticks, cfg.detect.resolve_after_h);
         let state: Vec<(String, Vec<u8>)> = engine
             .checkpoint_dirty()
@@ -458,7 +479,7 @@ async fn own_partition<L: Log>(
             "worker-before-commit",
             format_args!("partition={partition} epoch={epoch}"),
         ) {
-            fail::fail_point!("worker-before-commit");
+            failpoint_pause("worker-before-commit").await;
         }
         let outcome = retry("commit the batch", || store.commit_partition(&commit))
             .await
@@ -496,7 +517,7 @@ async fn own_partition<L: Log>(
             "worker-after-commit",
             format_args!("partition={partition} epoch={epoch} seq={last_seq}"),
         ) {
-            fail::fail_point!("worker-after-commit");
+            failpoint_pause("worker-after-commit").await;
         }
         if let Err(e) = reader.ack_upto(batch_last).await {
             // Not fatal: the next owner skips what is committed.
@@ -504,6 +525,56 @@ async fn own_partition<L: Log>(
         }
     }
     Ok(())
+}
+
+/// Readings and events stored from `replay_h` before the restored watermark, fed
+/// again to the partition's detectors (those of other partitions are passed over).
+async fn replay(
+    engine: &mut Engine,
+    store: &Store,
+    infos: &std::collections::HashMap<MeterId, MeterInfo>,
+    findings: &mut Vec<Finding>,
+) -> Result<u64, String> {
+    const PAGE: u32 = 20_000;
+    let (Some(earliest), Some(latest)) = (engine.watermark(), engine.latest_watermark()) else {
+        return Ok(0);
+    };
+    let wm = earliest.max(latest - chrono::TimeDelta::days(7));
+    let from = wm - chrono::TimeDelta::hours(i64::from(engine.config().replay_h));
+    let events = retry("replay events", || store.events_since(from, 1_000_000))
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut events = events.into_iter().peekable();
+    let mut after: Option<(leakwatch_core::Timestamp, MeterId)> = None;
+    let mut fed = 0u64;
+    loop {
+        let page = retry("replay readings", || {
+            store.readings_since(from, after.as_ref().map(|(t, m)| (*t, m)), PAGE)
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+        for r in &page {
+            while let Some(e) = events.next_if(|e| e.t < r.t) {
+                if let Some(info) = infos.get(&e.meter) {
+                    engine.replay_event(info, &e, findings);
+                }
+            }
+            if let Some(info) = infos.get(&r.meter) {
+                engine.observe(info, r, findings);
+                fed += 1;
+            }
+        }
+        match page.last() {
+            Some(last) if page.len() == PAGE as usize => after = Some((last.t, last.meter.clone())),
+            _ => break,
+        }
+    }
+    for e in events {
+        if let Some(info) = infos.get(&e.meter) {
+            engine.replay_event(info, &e, findings);
+        }
+    }
+    Ok(fed)
 }
 
 fn info_for<'a>(
