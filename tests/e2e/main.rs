@@ -16,5 +16,7 @@ mod escalation;
 mod flow;
 mod ingest;
 mod oversize;
+// Scale-out (issue 14): bridges, workers and a nats-server cluster under faults.
+mod scaleout;
 mod support;
 mod survey;

@@ -23,7 +23,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 pub use judge::{Refusal, Rules, judge};
-pub use writer::{BatchOutcome, Writer, retain_dead_letters};
+pub use writer::{BatchOutcome, Prepared, Writer, retain_dead_letters};
 
 /// What to do with a message from a meter the registry does not know.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

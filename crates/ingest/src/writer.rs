@@ -377,6 +377,52 @@ impl Writer {
         received_at: Timestamp,
     ) -> Result<(BatchOutcome, Stored), StoreError> {
         let started = Instant::now();
+        let Prepared {
+            rows,
+            row_meters,
+            events,
+            event_after,
+            rejects,
+            overlay,
+            flagged,
+            accepted: accepted_count,
+        } = self.prepare(messages, received_at).await?;
+        let outcome = self.store.insert_batch(&rows, received_at).await?;
+        if !events.is_empty() {
+            let plain: Vec<MeterEvent> = events.iter().map(|(_, e)| e.clone()).collect();
+            self.store.insert_events(&plain).await?;
+        }
+        self.write_dead_letters(&rejects, received_at).await?;
+        // Committed: the overlay becomes the truth.
+        self.committed(overlay);
+        self.count_batch(
+            messages.len(),
+            accepted_count,
+            &rejects,
+            &outcome,
+            flagged,
+            started,
+        );
+        Ok(outcome_and_stored(
+            messages.len(),
+            outcome,
+            rejects.len(),
+            rows,
+            row_meters,
+            events,
+            event_after,
+        ))
+    }
+
+    /// The first half of [`Writer::process`], for a caller that commits the rows in
+    /// a transaction of its own (the scaled-out worker): decodes, checks and judges
+    /// the messages, reading only what the judge needs; writes nothing. Once the
+    /// caller has committed, it hands the overlay back ([`Writer::committed`]).
+    pub async fn prepare(
+        &mut self,
+        messages: &[(String, Vec<u8>)],
+        received_at: Timestamp,
+    ) -> Result<Prepared, StoreError> {
         let mut rejects = Vec::new();
         let mut accepted: Vec<Accepted> = Vec::new();
         for (i, (topic, payload)) in messages.iter().enumerate() {
@@ -509,7 +555,6 @@ impl Writer {
             rows_after.push(rows.len());
         }
 
-        let outcome = self.store.insert_batch(&rows, received_at).await?;
         let (events, event_after): (Vec<(Arc<Meter>, MeterEvent)>, Vec<usize>) = accepted
             .iter()
             .zip(&rows_after)
@@ -521,26 +566,55 @@ impl Writer {
                     .map(move |e| ((a.meter.clone(), e.clone()), after))
             })
             .unzip();
-        if !events.is_empty() {
-            let plain: Vec<MeterEvent> = events.iter().map(|(_, e)| e.clone()).collect();
-            self.store.insert_events(&plain).await?;
-        }
-        self.write_dead_letters(&rejects, received_at).await?;
-        // Committed: the overlay becomes the truth.
+        Ok(Prepared {
+            rows,
+            row_meters,
+            events,
+            event_after,
+            rejects,
+            overlay,
+            flagged,
+            accepted: accepted.len(),
+        })
+    }
+
+    /// After the caller committed a [`Prepared`] batch: its meters' latest readings
+    /// become the truth for the next judgements.
+    pub fn committed(&mut self, overlay: HashMap<MeterId, Option<(Timestamp, f64)>>) {
         for (id, latest) in overlay {
             if let Some(l) = latest {
                 self.latest.insert(id, l);
             }
         }
+    }
 
-        for r in &rejects {
+    /// Writes a prepared batch's dead letters (once per message digest, so a batch
+    /// redone after a crash writes them once).
+    pub async fn write_rejects(
+        &self,
+        p: &Prepared,
+        received_at: Timestamp,
+    ) -> Result<u64, StoreError> {
+        self.write_dead_letters(&p.rejects, received_at).await
+    }
+
+    fn count_batch(
+        &self,
+        messages: usize,
+        accepted: usize,
+        rejects: &[Reject],
+        outcome: &leakwatch_store::InsertOutcome,
+        flagged: [u64; 3],
+        started: Instant,
+    ) {
+        for r in rejects {
             metrics::counter!("leakwatch_dead_letters_total", "reason" => r.reason).increment(1);
             tracing::warn!(topic = %r.topic, reason = r.reason, detail = %r.detail, "message dead-lettered");
         }
         metrics::counter!("leakwatch_ingest_messages_total", "result" => "accepted")
-            .increment(accepted.len() as u64);
+            .increment(accepted as u64);
         metrics::counter!("leakwatch_ingest_messages_total", "result" => "rejected")
-            .increment((messages.len() - accepted.len()) as u64);
+            .increment((messages - accepted) as u64);
         for (outcome_label, n) in [
             ("inserted", outcome.inserted),
             ("duplicate", outcome.duplicates),
@@ -555,31 +629,78 @@ impl Writer {
         }
         metrics::histogram!("leakwatch_ingest_batch_seconds")
             .record(started.elapsed().as_secs_f64());
-
-        let readings: Vec<(Arc<Meter>, Reading)> = row_meters
-            .into_iter()
-            .zip(rows)
-            .map(|(m, (r, _))| (m, r))
-            .collect();
-        // The order received (message by message, each message's readings in time
-        // order): the detectors then see the same sequence however the stream was
-        // cut into batches, so they raise the same alerts (event time is theirs).
-        let stored = Stored {
-            readings,
-            events,
-            event_after,
-        };
-        Ok((
-            BatchOutcome {
-                messages: messages.len(),
-                inserted: outcome.inserted,
-                duplicates: outcome.duplicates,
-                conflicts: outcome.conflicts,
-                dead_letters: rejects.len(),
-            },
-            stored,
-        ))
     }
+}
+
+/// A batch decoded, checked and judged, not yet written ([`Writer::prepare`]).
+pub struct Prepared {
+    /// The readings to store, in the order received, with their flags.
+    pub rows: Vec<(Reading, ReadingFlags)>,
+    /// The meter of each row.
+    pub row_meters: Vec<Arc<Meter>>,
+    pub events: Vec<(Arc<Meter>, MeterEvent)>,
+    /// For each event, the rows received before it ([`Stored::event_after`]).
+    pub event_after: Vec<usize>,
+    rejects: Vec<Reject>,
+    /// The meters' latest readings once the rows are committed.
+    pub overlay: HashMap<MeterId, Option<(Timestamp, f64)>>,
+    flagged: [u64; 3],
+    accepted: usize,
+}
+
+impl Prepared {
+    /// Messages dead-lettered, whole or in part.
+    pub fn rejected(&self) -> usize {
+        self.rejects.len()
+    }
+
+    /// The committed readings and events, for detection, in the order received.
+    pub fn stored(&self) -> Stored {
+        Stored {
+            readings: self
+                .row_meters
+                .iter()
+                .cloned()
+                .zip(self.rows.iter().map(|(r, _)| r.clone()))
+                .collect(),
+            events: self.events.clone(),
+            event_after: self.event_after.clone(),
+        }
+    }
+}
+
+fn outcome_and_stored(
+    messages: usize,
+    outcome: leakwatch_store::InsertOutcome,
+    dead_letters: usize,
+    rows: Vec<(Reading, ReadingFlags)>,
+    row_meters: Vec<Arc<Meter>>,
+    events: Vec<(Arc<Meter>, MeterEvent)>,
+    event_after: Vec<usize>,
+) -> (BatchOutcome, Stored) {
+    let readings: Vec<(Arc<Meter>, Reading)> = row_meters
+        .into_iter()
+        .zip(rows)
+        .map(|(m, (r, _))| (m, r))
+        .collect();
+    // The order received (message by message, each message's readings in time
+    // order): the detectors then see the same sequence however the stream was
+    // cut into batches, so they raise the same alerts (event time is theirs).
+    let stored = Stored {
+        readings,
+        events,
+        event_after,
+    };
+    (
+        BatchOutcome {
+            messages,
+            inserted: outcome.inserted,
+            duplicates: outcome.duplicates,
+            conflicts: outcome.conflicts,
+            dead_letters,
+        },
+        stored,
+    )
 }
 
 /// Readings a message probably carries, from its size (a compact reading is about

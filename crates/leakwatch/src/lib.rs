@@ -14,6 +14,8 @@ pub mod devices;
 pub mod evaluate;
 pub mod survey;
 pub mod survey_sim;
+// Scale-out (issue 14): `bridge` and `worker`.
+pub mod scaleout;
 pub mod telemetry;
 #[cfg(feature = "testkit")]
 pub mod testkit;

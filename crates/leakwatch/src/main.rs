@@ -76,6 +76,12 @@ enum Command {
     },
     /// Print the effective configuration (defaults, file, environment) and exit.
     Config,
+    /// Scaled-out shape: MQTT to the replicated log (NATS JetStream), acknowledging
+    /// each message after the log stored it (docs/scale-out.md).
+    Bridge(leakwatch::scaleout::BridgeArgs),
+    /// Scaled-out shape: own partitions of the log by lease, store and analyse them in
+    /// fenced PostgreSQL transactions (docs/scale-out.md).
+    Worker(leakwatch::scaleout::WorkerArgs),
 }
 
 #[derive(Subcommand)]
@@ -322,6 +328,8 @@ async fn dispatch(command: Command, cfg: Config, file: Option<PathBuf>) -> anyho
         Command::Network { command } => {
             leakwatch::survey::network(cfg.database.url.expose(), &cfg.survey, command).await
         }
+        Command::Bridge(args) => leakwatch::scaleout::bridge(cfg, args).await,
+        Command::Worker(args) => leakwatch::scaleout::worker(cfg, args).await,
         Command::Config => {
             // Secrets print as *** (their types see to it).
             println!("{}", serde_json::to_string_pretty(&cfg)?);

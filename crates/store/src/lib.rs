@@ -68,6 +68,8 @@ mod error_class;
 mod meters;
 mod network;
 mod pg;
+// Scale-out (issue 14): the partitioned worker's fenced commit.
+pub mod partitions;
 mod readings;
 mod registry_feed;
 mod sqlite;

@@ -150,7 +150,7 @@ pub(crate) async fn insert_batch_via(
     Ok(out)
 }
 
-type Batched = (Reading, ReadingFlags);
+pub(crate) type Batched = (Reading, ReadingFlags);
 
 /// One statement inserts the rows from `UNNEST` arrays (`ON CONFLICT DO NOTHING`, so
 /// the first row of a key wins, in array order). Only when some rows were not inserted
@@ -238,7 +238,7 @@ async fn insert_staged(
 /// The COPY runs under a savepoint: if another writer stored one of those keys since
 /// the probe, COPY fails with a unique violation, and the whole batch falls back to
 /// [`insert_unnest`].
-async fn insert_split(
+pub(crate) async fn insert_split(
     conn: &mut sqlx::PgConnection,
     rows: &[&Batched],
     received_at: Timestamp,
