@@ -168,6 +168,7 @@ async fn run(backend: &'static str, meters: usize, days: i64) -> Result {
             prefix: prefix.clone(),
             keep_alive: Duration::from_secs(30),
             inflight: 1000,
+            security: Default::default(),
         },
         IngestConfig::default(),
         store.clone(),

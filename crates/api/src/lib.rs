@@ -266,6 +266,22 @@ pub async fn serve_waiting(
         .await
 }
 
+/// As [`serve_waiting`], over TLS with `tls` (a listener configured for HTTPS answers
+/// HTTPS from its first second).
+pub async fn serve_waiting_tls(
+    listener: TcpListener,
+    tls: std::sync::Arc<tokio_rustls::rustls::ServerConfig>,
+    waiting_for: Arc<std::sync::Mutex<String>>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(
+        tls::TlsListener::new(listener, tls)?,
+        waiting_router(waiting_for),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -169,6 +169,19 @@ struct SimArgs {
     /// Topic prefix.
     #[arg(long, default_value = "gas")]
     prefix: String,
+    /// Log in as this broker user (a head-end identity: `leakwatch devices issue
+    /// --kind headend NAME`); its password is read from LEAKWATCH_SIM_PASSWORD, never
+    /// from the command line.
+    #[arg(long)]
+    username: Option<String>,
+    /// With an mqtts:// broker: the PEM file of the CA that signed its certificate.
+    #[arg(long, value_name = "FILE")]
+    ca_file: Option<PathBuf>,
+    /// With an mqtts:// broker: a client certificate (PEM) and its key (--client-key).
+    #[arg(long, value_name = "FILE", requires = "client_key")]
+    client_cert: Option<PathBuf>,
+    #[arg(long, value_name = "FILE", requires = "client_cert")]
+    client_key: Option<PathBuf>,
     #[command(flatten)]
     fleet: FleetArgs,
     /// Write the fleet's registry as CSV (for `meters import`) and exit.
@@ -313,8 +326,13 @@ async fn terminate() {
 
 async fn run(cfg: Config) -> anyhow::Result<()> {
     let running = app::start(&cfg, StartOptions::default()).await?;
+    let scheme = if cfg.http.tls_enabled() {
+        "https"
+    } else {
+        "http"
+    };
     println!(
-        "leakwatch is running: API http://{}/api/v1, console http://{}/, MQTT {}:{} ({})",
+        "leakwatch is running: API {scheme}://{}/api/v1, console {scheme}://{}/, MQTT {}:{} ({})",
         running.http_addr,
         running.http_addr,
         running.mqtt_host,
@@ -371,7 +389,12 @@ async fn demo(mut cfg: Config, args: DemoArgs, own_db: bool) -> anyhow::Result<(
     let mut fleet = args.fleet.fleet();
     running.store.upsert_meters(&fleet.registry()).await?;
     running.store.upsert_crews(&fleet.crews()).await?;
-    let url = format!("http://{}", running.http_addr);
+    let scheme = if cfg.http.tls_enabled() {
+        "https"
+    } else {
+        "http"
+    };
+    let url = format!("{scheme}://{}", running.http_addr);
     println!();
     println!("  leakwatch demo is running");
     println!(
@@ -418,6 +441,26 @@ async fn demo(mut cfg: Config, args: DemoArgs, own_db: bool) -> anyhow::Result<(
     println!("  Stop with Ctrl-C.");
     println!();
     let mut running = running;
+    // The simulated devices log in like real ones: identities minted for this process
+    // (the simulated fleet speaks for every meter, as a head-end does; the simulated
+    // phones share one identity). With an external broker, leakwatch's own login.
+    let device_security = |name: &str, kind| -> anyhow::Result<leakwatch_mqtt::Security> {
+        Ok(match &running.logins {
+            Some(l) => leakwatch_mqtt::Security {
+                login: Some(leakwatch_mqtt::Login::new(name, l.mint(name, kind)?)),
+                tls: None,
+            },
+            None => running.security.clone(),
+        })
+    };
+    let sim_security = device_security(
+        "leakwatch-demo-sim",
+        leakwatch_core::device::DeviceKind::Headend,
+    )?;
+    let crews_security = device_security(
+        "leakwatch-demo-crews",
+        leakwatch_core::device::DeviceKind::Service,
+    )?;
     if !args.manual_crews {
         let bot = leakwatch_crews::bot::CrewBotConfig {
             host: running.mqtt_host.clone(),
@@ -430,16 +473,18 @@ async fn demo(mut cfg: Config, args: DemoArgs, own_db: bool) -> anyhow::Result<(
                 .map(|l| (l.meter.clone(), l.rate_l_per_h))
                 .collect(),
             pace: Duration::from_secs(2),
+            security: crews_security,
         };
         let dispatcher = running.dispatcher.clone();
         running
             .spawn(move |stop| leakwatch_crews::bot::run(bot, dispatcher, stop.cancelled_owned()));
     }
 
-    let publisher = Publisher::connect(
+    let publisher = Publisher::connect_with(
         &running.mqtt_host,
         running.mqtt_port,
         &format!("leakwatch-demo-sim-{}", std::process::id()),
+        &sim_security,
     )
     .await
     .context("the simulator cannot reach the broker")?;
@@ -601,12 +646,30 @@ async fn sim(args: SimArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let addr = parse_mqtt_url(&args.mqtt).map_err(|e| anyhow::anyhow!("--mqtt: {e}"))?;
-    let publisher = Publisher::connect(
-        &addr.host,
-        addr.port,
-        &format!("leakwatch-sim-{}", std::process::id()),
-    )
-    .await?;
+    let mut security = leakwatch_mqtt::Security::default();
+    if let Some(user) = &args.username {
+        let password = std::env::var("LEAKWATCH_SIM_PASSWORD")
+            .context("--username needs the password in LEAKWATCH_SIM_PASSWORD")?;
+        security.login = Some(leakwatch_mqtt::Login::new(user, password));
+    }
+    match (addr.tls, &args.ca_file) {
+        (true, Some(ca)) => {
+            let client = args.client_cert.as_deref().zip(args.client_key.as_deref());
+            security.tls = Some(leakwatch_mqtt::Tls::from_files(ca, client)?);
+        }
+        (true, None) => bail!("--mqtt {}: mqtts:// needs --ca-file", args.mqtt),
+        (false, Some(_)) => bail!("--ca-file is for an mqtts:// broker, not {}", args.mqtt),
+        (false, None) if args.client_cert.is_some() => {
+            bail!("--client-cert is for an mqtts:// broker, not {}", args.mqtt)
+        }
+        (false, None) => {}
+    }
+    // A broker that checks client id = username for devices gets the username.
+    let client_id = args
+        .username
+        .clone()
+        .unwrap_or_else(|| format!("leakwatch-sim-{}", std::process::id()));
+    let publisher = Publisher::connect_with(&addr.host, addr.port, &client_id, &security).await?;
     let pcfg = args.fleet.publish_config(&args.prefix);
     println!(
         "publishing {} meters to {}:{} ({} ms per simulated hour); Ctrl-C to stop",
