@@ -144,7 +144,7 @@ impl Client {
     }
 }
 
-fn write_registry(dir: &Path) -> (String, String) {
+pub(crate) fn write_registry(dir: &Path) -> (String, String) {
     let meters = dir.join("meters.csv");
     std::fs::write(
         &meters,
@@ -309,7 +309,7 @@ async fn the_broker_lets_each_device_speak_only_for_itself() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-fn tempdir() -> std::path::PathBuf {
+pub(crate) fn tempdir() -> std::path::PathBuf {
     let d = std::env::temp_dir().join(crate::support::unique("lw-devices-"));
     std::fs::create_dir_all(&d).unwrap();
     d

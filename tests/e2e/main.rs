@@ -14,5 +14,6 @@ mod edges;
 mod escalation;
 mod flow;
 mod ingest;
+mod lifecycle;
 mod oversize;
 mod support;

@@ -324,8 +324,37 @@ async fn terminate() {
     ctrl_c().await
 }
 
+/// SIGTERM or SIGINT, handled from the moment this is called (not from the first
+/// poll): a signal during start-up (waiting for the database, say) also ends the
+/// process cleanly with status 0 instead of killing it.
+fn termination() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            return Box::pin(async move {
+                tokio::select! {
+                    _ = term.recv() => {},
+                    _ = int.recv() => {},
+                }
+            });
+        }
+    }
+    Box::pin(ctrl_c())
+}
+
 async fn run(cfg: Config) -> anyhow::Result<()> {
-    let running = app::start(&cfg, StartOptions::default()).await?;
+    let mut stop = termination();
+    let running = tokio::select! {
+        r = app::start(&cfg, StartOptions::default()) => r?,
+        _ = &mut stop => {
+            tracing::info!("stopped during start-up");
+            return Ok(());
+        }
+    };
     let scheme = if cfg.http.tls_enabled() {
         "https"
     } else {
@@ -343,7 +372,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
             "external broker"
         }
     );
-    terminate().await;
+    stop.await;
     tracing::info!("shutting down");
     running.shutdown().await;
     Ok(())
@@ -365,13 +394,11 @@ async fn demo(mut cfg: Config, args: DemoArgs, own_db: bool) -> anyhow::Result<(
             .map_err(anyhow::Error::msg)?;
     }
     let started = Instant::now();
-    let running = app::start(
-        &cfg,
-        StartOptions {
-            pick_free_ports: true,
-        },
-    )
-    .await?;
+    let mut stop = termination();
+    let running = tokio::select! {
+        r = app::start(&cfg, StartOptions { pick_free_ports: true }) => r?,
+        _ = &mut stop => return Ok(()),
+    };
     if cfg.http.listen.port() != running.http_addr.port() {
         println!(
             "  note: {} was taken, the console uses port {} instead (set LEAKWATCH__HTTP__LISTEN to choose)",
@@ -549,7 +576,7 @@ async fn demo(mut cfg: Config, args: DemoArgs, own_db: bool) -> anyhow::Result<(
     });
 
     let sim_ended = tokio::select! {
-        _ = terminate() => false,
+        _ = &mut stop => false,
         r = sim => {
             match r {
                 Ok(Ok(stats)) => println!("  simulator finished: {} messages, {} readings; still serving, Ctrl-C to stop", stats.messages, stats.readings),
@@ -562,7 +589,7 @@ async fn demo(mut cfg: Config, args: DemoArgs, own_db: bool) -> anyhow::Result<(
     let _ = stop_tx.send(true);
     if sim_ended {
         // Keep serving after the simulator ends, until asked to stop.
-        terminate().await;
+        stop.await;
     }
     progress.abort();
     running.shutdown().await;
