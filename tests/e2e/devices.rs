@@ -448,6 +448,7 @@ async fn leakwatch_ingests_over_tls_with_a_client_certificate() {
     leakwatch(&db, &["meters", "import", &meters]);
     leakwatch(&db, &["devices", "issue", "--all-meters"]);
     leakwatch(&db, &["devices", "issue", "--kind", "service", "leakwatch"]);
+    leakwatch(&db, &["devices", "issue", "--kind", "headend", "HE"]);
     let conf = dir.join("broker");
     leakwatch(&db, &["broker-config", "--out", &conf.to_string_lossy()]);
 
@@ -539,6 +540,48 @@ async fn leakwatch_ingests_over_tls_with_a_client_certificate() {
         .await
         .err();
     assert!(e.is_some(), "connected with another CA's certificate");
+
+    // `leakwatch sim` as the head-end HE, over TLS with its certificate: its fleet's
+    // meters are not in this registry, so what it publishes arrives as dead letters.
+    let (he_cert, he_key) = pki.issue("HE", &[]);
+    let out = Command::new(env!("CARGO_BIN_EXE_leakwatch"))
+        .args([
+            "sim",
+            "--mqtt",
+            &format!("mqtts://127.0.0.1:{port}"),
+            "--ca-file",
+        ])
+        .arg(pki.ca())
+        .arg("--client-cert")
+        .arg(&he_cert)
+        .arg("--client-key")
+        .arg(&he_key)
+        .args([
+            "--districts",
+            "1",
+            "--meters-per-district",
+            "2",
+            "--hours",
+            "2",
+        ])
+        .args(["--sim-hour-ms", "0", "--push-every-h", "1"])
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "leakwatch sim over TLS: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    crate::support::wait_for(
+        "the simulator's messages",
+        Duration::from_secs(20),
+        || async {
+            let d = store.list_dead_letters(100).await.unwrap();
+            d.iter().any(|d| d.reason == "unknown_meter").then_some(())
+        },
+    )
+    .await;
     svc.stop().await;
     drop(broker);
     let _ = std::fs::remove_dir_all(&dir);
