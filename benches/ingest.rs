@@ -8,7 +8,9 @@
 //! Run: `cargo bench -p leakwatch --bench ingest`
 //! Settings (environment): LEAKWATCH_BENCH_METERS (20000), LEAKWATCH_BENCH_DAYS (1),
 //! LEAKWATCH_BENCH_BACKENDS ("postgres,sqlite"), LEAKWATCH_BENCH_PG (admin URL,
-//! postgres://postgres@127.0.0.1:5432/postgres). Needs Mosquitto installed (it starts
+//! postgres://postgres@127.0.0.1:5432/postgres), LEAKWATCH_BENCH_MQTT_TLS (1: both
+//! MQTT links over TLS, Mosquitto requiring client certificates made with rcgen, as
+//! the production setup in deploy/README.md). Needs Mosquitto installed (it starts
 //! its own instance) and PostgreSQL running for the postgres backend.
 
 use chrono::{Duration as Hours, TimeZone, Utc};
@@ -134,8 +136,61 @@ struct Result {
     baseline_name: &'static str,
 }
 
+/// With LEAKWATCH_BENCH_MQTT_TLS=1: a CA, a server certificate for 127.0.0.1 and client
+/// certificates for the ingestor and the publisher, in `dir`; the Mosquitto listener's
+/// TLS lines and the clients' settings.
+fn mqtt_tls(dir: &std::path::Path) -> (String, leakwatch_mqtt::Security, leakwatch_mqtt::Security) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    let issue = |name: &str| {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut p = rcgen::CertificateParams::new(vec![name.to_owned()]).unwrap();
+        p.distinguished_name.push(rcgen::DnType::CommonName, name);
+        let cert = p.signed_by(&key, &issuer).unwrap();
+        let (c, k) = (
+            dir.join(format!("{name}.pem")),
+            dir.join(format!("{name}.key")),
+        );
+        std::fs::write(&c, cert.pem()).unwrap();
+        std::fs::write(&k, key.serialize_pem()).unwrap();
+        (c, k)
+    };
+    let (sc, sk) = issue("127.0.0.1");
+    let lines = format!(
+        "cafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate true\nuse_identity_as_username true\n\
+         allow_anonymous false\n",
+        dir.join("ca.pem").display(),
+        sc.display(),
+        sk.display()
+    );
+    let client = |name: &str| {
+        let (c, k) = issue(name);
+        leakwatch_mqtt::Security {
+            login: None,
+            tls: Some(
+                leakwatch_mqtt::Tls::from_files(&dir.join("ca.pem"), Some((&c, &k))).unwrap(),
+            ),
+        }
+    };
+    (lines, client("bench-ingest"), client("bench-publisher"))
+}
+
 async fn run(backend: &'static str, meters: usize, days: i64) -> Result {
-    let mosq = OwnMosquitto::start().expect("Mosquitto must be installed for this benchmark");
+    let tls_dir = std::env::temp_dir().join(format!("lw-bench-tls-{}", std::process::id()));
+    let (mosq, ingest_security, publisher_security) =
+        if std::env::var("LEAKWATCH_BENCH_MQTT_TLS").is_ok_and(|v| v == "1") {
+            std::fs::create_dir_all(&tls_dir).unwrap();
+            let (lines, i, p) = mqtt_tls(&tls_dir);
+            let m = OwnMosquitto::start_with(|_| lines).expect("Mosquitto must be installed");
+            (m, i, p)
+        } else {
+            let m = OwnMosquitto::start().expect("Mosquitto must be installed for this benchmark");
+            (m, Default::default(), Default::default())
+        };
     let admin = std::env::var("LEAKWATCH_BENCH_PG")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
     let sqlite_path = std::env::temp_dir().join(format!("lw-bench-{}.db", std::process::id()));
@@ -168,6 +223,7 @@ async fn run(backend: &'static str, meters: usize, days: i64) -> Result {
             prefix: prefix.clone(),
             keep_alive: Duration::from_secs(30),
             inflight: 1000,
+            security: ingest_security,
         },
         IngestConfig::default(),
         store.clone(),
@@ -203,9 +259,14 @@ async fn run(backend: &'static str, meters: usize, days: i64) -> Result {
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    let publisher = leakwatch_sim::Publisher::connect("127.0.0.1", mosq.port, "bench-publisher")
-        .await
-        .unwrap();
+    let publisher = leakwatch_sim::Publisher::connect_with(
+        "127.0.0.1",
+        mosq.port,
+        "bench-publisher",
+        &publisher_security,
+    )
+    .await
+    .unwrap();
     let mut published: Vec<Instant> = Vec::with_capacity(f.messages.len());
     let started = Instant::now();
     for (topic, payload, _, _) in &f.messages {
@@ -369,7 +430,12 @@ fn main() {
         .build()
         .unwrap();
     println!(
-        "ingest benchmark: {meters} meters x {days} daily push(es) of 24 readings, through Mosquitto, detectors on"
+        "ingest benchmark: {meters} meters x {days} daily push(es) of 24 readings, through Mosquitto{}, detectors on",
+        if std::env::var("LEAKWATCH_BENCH_MQTT_TLS").is_ok_and(|v| v == "1") {
+            " over TLS with client certificates"
+        } else {
+            ""
+        }
     );
     for backend in backends.split(',') {
         let backend: &'static str = match backend.trim() {

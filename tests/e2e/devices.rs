@@ -144,7 +144,7 @@ impl Client {
     }
 }
 
-fn write_registry(dir: &Path) -> (String, String) {
+pub(crate) fn write_registry(dir: &Path) -> (String, String) {
     let meters = dir.join("meters.csv");
     std::fs::write(
         &meters,
@@ -309,7 +309,7 @@ async fn the_broker_lets_each_device_speak_only_for_itself() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-fn tempdir() -> std::path::PathBuf {
+pub(crate) fn tempdir() -> std::path::PathBuf {
     let d = std::env::temp_dir().join(crate::support::unique("lw-devices-"));
     std::fs::create_dir_all(&d).unwrap();
     d
@@ -350,4 +350,365 @@ async fn credentials_live_in_postgres_too() {
         "{passwords}"
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Test certificates made with rcgen: one CA, a server certificate for 127.0.0.1 and
+/// localhost, and client certificates whose CN is a broker identity.
+pub struct Pki {
+    pub dir: std::path::PathBuf,
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+}
+
+impl Pki {
+    pub fn new(dir: &Path) -> Pki {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "leakwatch test CA");
+        let ca = params.self_signed(&key).unwrap();
+        std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+        Pki {
+            dir: dir.to_owned(),
+            issuer: rcgen::Issuer::new(params, key),
+        }
+    }
+
+    pub fn ca(&self) -> std::path::PathBuf {
+        self.dir.join("ca.pem")
+    }
+
+    /// A certificate for `cn` (also a DNS/IP name: the server's), as (cert, key) files.
+    pub fn issue(&self, cn: &str, names: &[&str]) -> (std::path::PathBuf, std::path::PathBuf) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params =
+            rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        let (c, k) = (
+            self.dir.join(format!("{cn}.pem")),
+            self.dir.join(format!("{cn}.key")),
+        );
+        std::fs::write(&c, cert.pem()).unwrap();
+        std::fs::write(&k, key.serialize_pem()).unwrap();
+        (c, k)
+    }
+}
+
+/// Connects to a TLS broker with the client certificate `cert` (or none) as client id
+/// `id`; `Err` with the reason the connection failed.
+async fn connect_tls(
+    port: u16,
+    id: &str,
+    ca: &Path,
+    cert: Option<(&Path, &Path)>,
+) -> Result<Client, String> {
+    let mut opts = MqttOptions::new(id, "127.0.0.1", port);
+    opts.set_keep_alive(Duration::from_secs(5));
+    let security = leakwatch_mqtt::Security {
+        login: None,
+        tls: Some(leakwatch_mqtt::Tls::from_files(ca, cert).unwrap()),
+    };
+    security.apply(&mut opts);
+    let (client, mut events) = AsyncClient::new(opts, 100);
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), events.poll())
+            .await
+            .expect("the broker answers the connection")
+        {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => return Ok(Client { client, events }),
+            Ok(_) => {}
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}
+
+fn uplink(meter: &str, hour: u32, vol: f64) -> String {
+    serde_json::json!({"v": 1, "meter": meter, "readings": [
+        {"t": format!("2026-11-26T{hour:02}:00:00Z"), "vol": vol}
+    ]})
+    .to_string()
+}
+
+/// leakwatch ingests from a Mosquitto that takes only TLS with client certificates
+/// (CN = username, `use_identity_as_username`) and the generated ACL: leakwatch logs in
+/// with its own certificate, a meter's certificate publishes its own readings, is
+/// refused on another meter's topic, and a payload for another meter on its own topic
+/// is dead-lettered `meter_mismatch`. No certificate, or one from another CA: no
+/// connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leakwatch_ingests_over_tls_with_a_client_certificate() {
+    let dir = tempdir();
+    let db = format!("sqlite://{}/lw.db", dir.display());
+    let (meters, _) = write_registry(&dir);
+    leakwatch(&db, &["meters", "import", &meters]);
+    leakwatch(&db, &["devices", "issue", "--all-meters"]);
+    leakwatch(&db, &["devices", "issue", "--kind", "service", "leakwatch"]);
+    leakwatch(&db, &["devices", "issue", "--kind", "headend", "HE"]);
+    let conf = dir.join("broker");
+    leakwatch(&db, &["broker-config", "--out", &conf.to_string_lossy()]);
+
+    let pki = Pki::new(&dir);
+    let (server_cert, server_key) = pki.issue("broker", &["127.0.0.1", "localhost"]);
+    let (lw_cert, lw_key) = pki.issue("leakwatch", &[]);
+    let (m1_cert, m1_key) = pki.issue("M1", &[]);
+    let broker = OwnMosquitto::start_with(|_| {
+        format!(
+            "cafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate true\n\
+             use_identity_as_username true\nallow_anonymous false\nacl_file {}/acl\n",
+            pki.ca().display(),
+            server_cert.display(),
+            server_key.display(),
+            conf.display()
+        )
+    })
+    .expect("mosquitto");
+    let port = broker.port;
+
+    let (ca, lw_cert2, lw_key2) = (pki.ca(), lw_cert.clone(), lw_key.clone());
+    let svc = crate::support::Service::start(crate::support::Backend::EmbeddedSqlite, |cfg| {
+        cfg.database.url = db.parse().unwrap();
+        cfg.mqtt.url = Some(format!("mqtts://127.0.0.1:{port}").parse().unwrap());
+        cfg.mqtt.prefix = "gas".into();
+        cfg.mqtt.crew_prefix = "crews".into();
+        cfg.mqtt.ca_file = Some(ca);
+        cfg.mqtt.client_cert = Some(lw_cert2);
+        cfg.mqtt.client_key = Some(lw_key2);
+    })
+    .await
+    .expect("the service starts");
+    // Ready: both sessions are up over TLS with their subscriptions granted.
+
+    let mut m1 = connect_tls(port, "M1", &pki.ca(), Some((&m1_cert, &m1_key)))
+        .await
+        .expect("M1 connects with its certificate");
+    m1.publish("gas/D1/M1/up", &uplink("M1", 0, 1.0)).await;
+    // M2's reading on M1's own topic: the broker lets it through, leakwatch does not.
+    m1.publish("gas/D1/M1/up", &uplink("M2", 0, 5.0)).await;
+    // On M2's topic: refused by the broker (Mosquitto closes the connection).
+    m1.publish_refused("gas/D1/M2/up", &uplink("M2", 1, 6.0))
+        .await;
+    let mut m1 = connect_tls(port, "M1", &pki.ca(), Some((&m1_cert, &m1_key)))
+        .await
+        .unwrap();
+    m1.publish("gas/D1/M1/up", &uplink("M1", 1, 2.0)).await;
+
+    let store = svc.running().store.clone();
+    crate::support::wait_for("M1's two readings", Duration::from_secs(20), || async {
+        let n = store
+            .readings(
+                &leakwatch_core::MeterId::parse("M1").unwrap(),
+                None,
+                None,
+                100,
+            )
+            .await
+            .unwrap()
+            .len();
+        (n == 2).then_some(())
+    })
+    .await;
+    let dead = crate::support::wait_for("the dead letter", Duration::from_secs(20), || async {
+        let d = store.list_dead_letters(10).await.unwrap();
+        (!d.is_empty()).then_some(d)
+    })
+    .await;
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(
+        (dead[0].topic.as_str(), dead[0].reason.as_str()),
+        ("gas/D1/M1/up", "meter_mismatch")
+    );
+    assert!(dead[0].detail.contains("M2"), "{}", dead[0].detail);
+    assert_eq!(
+        store.count_readings().await.unwrap(),
+        2,
+        "nothing stored for M2"
+    );
+
+    // No certificate, or a certificate from another CA: no connection.
+    let e = connect_tls(port, "M1", &pki.ca(), None).await.err();
+    assert!(e.is_some(), "connected without a certificate");
+    let other_dir = dir.join("other");
+    std::fs::create_dir_all(&other_dir).unwrap();
+    let other = Pki::new(&other_dir);
+    let (fake_cert, fake_key) = other.issue("M1", &[]);
+    let e = connect_tls(port, "M1", &pki.ca(), Some((&fake_cert, &fake_key)))
+        .await
+        .err();
+    assert!(e.is_some(), "connected with another CA's certificate");
+
+    // `leakwatch sim` as the head-end HE, over TLS with its certificate: its fleet's
+    // meters are not in this registry, so what it publishes arrives as dead letters.
+    let (he_cert, he_key) = pki.issue("HE", &[]);
+    let out = Command::new(env!("CARGO_BIN_EXE_leakwatch"))
+        .args([
+            "sim",
+            "--mqtt",
+            &format!("mqtts://127.0.0.1:{port}"),
+            "--ca-file",
+        ])
+        .arg(pki.ca())
+        .arg("--client-cert")
+        .arg(&he_cert)
+        .arg("--client-key")
+        .arg(&he_key)
+        .args([
+            "--districts",
+            "1",
+            "--meters-per-district",
+            "2",
+            "--hours",
+            "2",
+        ])
+        .args(["--sim-hour-ms", "0", "--push-every-h", "1"])
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "leakwatch sim over TLS: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    crate::support::wait_for(
+        "the simulator's messages",
+        Duration::from_secs(20),
+        || async {
+            let d = store.list_dead_letters(100).await.unwrap();
+            d.iter().any(|d| d.reason == "unknown_meter").then_some(())
+        },
+    )
+    .await;
+    svc.stop().await;
+    drop(broker);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Whether the broker at `port` admits `user` with `secret` as client id `id`.
+async fn admitted(port: u16, id: &str, login: Option<(&str, &str)>) -> bool {
+    let mut opts = MqttOptions::new(id, "127.0.0.1", port);
+    if let Some((u, p)) = login {
+        opts.set_credentials(u, p);
+    }
+    let (_client, mut events) = AsyncClient::new(opts, 10);
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), events.poll())
+            .await
+            .expect("the broker answers")
+        {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => return true,
+            Ok(_) => {}
+            Err(_) => return false,
+        }
+    }
+}
+
+/// The embedded broker of `leakwatch run` (the default `mqtt.embedded_auth =
+/// registry`) admits the registry's devices, each as itself (client id = username),
+/// picks up issued and revoked credentials while running, and leakwatch's own
+/// sessions log in with the identity it minted. rumqttd has no per-topic rules: a meter
+/// publishing on another meter's topic is not refused there; leakwatch dead-letters
+/// it when the payload names the sender (and cannot tell when it does not: see
+/// deploy/README.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_broker_admits_registered_devices_as_themselves() {
+    use leakwatch_core::device::DeviceKind;
+    let Some(svc) =
+        crate::support::Service::start(crate::support::Backend::EmbeddedSqlite, |cfg| {
+            cfg.mqtt.embedded_auth = leakwatch::config::EmbeddedAuth::Registry;
+        })
+        .await
+    else {
+        return;
+    };
+    // Ready means the ingestor and the crews' channel logged in.
+    let r = svc.running();
+    let port = r.mqtt_port;
+    let store = r.store.clone();
+    let meters = serde_json::json!([
+        {"meter_id": "M1", "district_id": "D1", "kind": "customer", "lat": 43.77, "lon": 11.25},
+        {"meter_id": "M2", "district_id": "D1", "kind": "customer", "lat": 43.78, "lon": 11.26}
+    ]);
+    assert_eq!(svc.post("/api/v1/meters", &meters).await.0, 200);
+    let m1_secret = leakwatch::devices::new_secret().unwrap();
+    let now = chrono::Utc::now();
+    for (name, secret) in [
+        ("M1", &m1_secret),
+        ("M2", &leakwatch::devices::new_secret().unwrap()),
+    ] {
+        let hash = leakwatch::devices::hash_secret(secret).unwrap();
+        store
+            .put_device_credential(name, DeviceKind::Meter, &hash, now)
+            .await
+            .unwrap();
+    }
+    // Issued while running: admitted after the next reload.
+    crate::support::wait_for(
+        "M1 admitted",
+        leakwatch::app::LOGINS_REFRESH * 3,
+        || async {
+            admitted(port, "M1", Some(("M1", &m1_secret)))
+                .await
+                .then_some(())
+        },
+    )
+    .await;
+    assert!(!admitted(port, "M1", None).await, "anonymous");
+    assert!(
+        !admitted(port, "M1", Some(("M1", "wrong"))).await,
+        "wrong secret"
+    );
+    assert!(
+        !admitted(port, "M2", Some(("M1", &m1_secret))).await,
+        "M1's login with M2's client id"
+    );
+    assert!(!admitted(port, "X", Some(("X", "x"))).await, "unknown");
+
+    let mut opts = MqttOptions::new("M1", "127.0.0.1", port);
+    opts.set_credentials("M1", m1_secret.as_str());
+    let (client, events) = AsyncClient::new(opts, 10);
+    let mut m1 = Client { client, events };
+    let up = |meter: &str| format!("{}/D1/{meter}/up", svc.prefix);
+    m1.publish(&up("M1"), &uplink("M1", 0, 1.0)).await;
+    // No topic rules on rumqttd: M1 gets onto M2's topic; the payload gives it away.
+    m1.publish(&up("M2"), &uplink("M1", 1, 2.0)).await;
+    let dead = crate::support::wait_for("the dead letter", Duration::from_secs(20), || async {
+        let d = store.list_dead_letters(10).await.unwrap();
+        (!d.is_empty()).then_some(d)
+    })
+    .await;
+    assert_eq!(
+        (dead[0].topic.as_str(), dead[0].reason.as_str()),
+        (up("M2").as_str(), "meter_mismatch"),
+    );
+    let id = |m: &str| leakwatch_core::MeterId::parse(m).unwrap();
+    assert_eq!(
+        store
+            .readings(&id("M1"), None, None, 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(
+        store
+            .readings(&id("M2"), None, None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Revoked while running: no new connection after the next reload.
+    store
+        .revoke_device_credential("M1", chrono::Utc::now())
+        .await
+        .unwrap();
+    crate::support::wait_for("M1 refused", leakwatch::app::LOGINS_REFRESH * 3, || async {
+        (!admitted(port, "M1", Some(("M1", &m1_secret))).await).then_some(())
+    })
+    .await;
+    svc.stop().await;
 }

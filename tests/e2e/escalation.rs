@@ -39,6 +39,8 @@ impl Proc {
             .arg("run")
             .env("LEAKWATCH__DATABASE__URL", db)
             .env("LEAKWATCH__MQTT__URL", "")
+            .env("LEAKWATCH__MQTT__EMBEDDED_AUTH", "anonymous")
+            .env("LEAKWATCH__MQTT__EMBEDDED_AUTH", "anonymous")
             .env(
                 "LEAKWATCH__MQTT__EMBEDDED_LISTEN",
                 format!("127.0.0.1:{}", free_port()),
@@ -638,6 +640,7 @@ async fn start_up_repairs_half_done_escalations_and_the_outbox_escalates() {
         .arg("run")
         .env("LEAKWATCH__DATABASE__URL", &db)
         .env("LEAKWATCH__MQTT__URL", "")
+        .env("LEAKWATCH__MQTT__EMBEDDED_AUTH", "anonymous")
         .env(
             "LEAKWATCH__MQTT__EMBEDDED_LISTEN",
             format!("127.0.0.1:{}", free_port()),

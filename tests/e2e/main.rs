@@ -15,6 +15,7 @@ mod edges;
 mod escalation;
 mod flow;
 mod ingest;
+mod lifecycle;
 mod oversize;
 // Scale-out (issue 14): bridges, workers and a nats-server cluster under faults.
 mod scaleout;

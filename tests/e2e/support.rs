@@ -82,6 +82,9 @@ impl Service {
             Backend::EmbeddedSqlite => {
                 cfg.mqtt.url = None;
                 cfg.mqtt.embedded_listen = "127.0.0.1:0".parse().unwrap();
+                // These flows' publishers and phones connect anonymously; the logins
+                // of the embedded broker are tested in `devices`.
+                cfg.mqtt.embedded_auth = leakwatch::config::EmbeddedAuth::Anonymous;
                 let path = std::env::temp_dir().join(format!("{}.db", unique("leakwatch-e2e-")));
                 cfg.database.url = format!("sqlite://{}", path.display()).parse().unwrap();
                 sqlite_path = Some(path);

@@ -233,6 +233,7 @@ async fn security_headers(req: Request, next: Next) -> Response {
 }
 
 /// Serves `router(state)` on an already bound listener until `shutdown` resolves, so
+/// Serves `router(state)` on an already bound listener until `shutdown` resolves, so
 /// tests can bind port 0 and read the port back.
 pub async fn serve(
     listener: TcpListener,
@@ -240,23 +241,24 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let limits = state.limits;
-    axum::serve(
-        limits::Limited::new(listener, limits),
-        router(state).into_make_service_with_connect_info::<authn::PeerAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    serve_router(listener, router(state), limits, shutdown).await
 }
 
-/// Serves an application made with [`router_with`] until `shutdown` resolves.
+/// Serves an application built with [`router_with`] (the API with the console's
+/// pages), within the connection limits and timeouts, with each connection's peer
+/// address (the login throttle counts per address).
 pub async fn serve_router(
     listener: TcpListener,
     app: Router,
+    limits: limits::HttpLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(
+        limits::Limited::new(listener, limits),
+        app.into_make_service_with_connect_info::<authn::PeerAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }
 
 /// As [`serve`], over TLS with `tls` (see [`tls::server_config`]).
@@ -267,9 +269,20 @@ pub async fn serve_tls(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let limits = state.limits;
+    serve_router_tls(listener, tls, router(state), limits, shutdown).await
+}
+
+/// As [`serve_router`], over TLS with `tls`.
+pub async fn serve_router_tls(
+    listener: TcpListener,
+    tls: std::sync::Arc<tokio_rustls::rustls::ServerConfig>,
+    app: Router,
+    limits: limits::HttpLimits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     axum::serve(
         limits::Limited::new(tls::TlsListener::new(listener, tls)?, limits),
-        router(state).into_make_service_with_connect_info::<authn::PeerAddr>(),
+        app.into_make_service_with_connect_info::<authn::PeerAddr>(),
     )
     .with_graceful_shutdown(shutdown)
     .await
@@ -353,6 +366,22 @@ pub async fn serve_waiting(
     axum::serve(listener, waiting_router(waiting_for))
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+/// As [`serve_waiting`], over TLS with `tls` (a listener configured for HTTPS answers
+/// HTTPS from its first second).
+pub async fn serve_waiting_tls(
+    listener: TcpListener,
+    tls: std::sync::Arc<tokio_rustls::rustls::ServerConfig>,
+    waiting_for: Arc<std::sync::Mutex<String>>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(
+        tls::TlsListener::new(listener, tls)?,
+        waiting_router(waiting_for),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }
 
 #[cfg(test)]

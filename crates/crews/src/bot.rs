@@ -25,6 +25,8 @@ pub struct CrewBotConfig {
     pub leaks: HashMap<MeterId, f64>,
     /// Pause between two steps of a job.
     pub pace: Duration,
+    /// The login (and TLS) of the simulated phones' connection.
+    pub security: leakwatch_mqtt::Security,
 }
 
 /// What a simulated crew finds at a job on `meter`: the ground truth, classed as A2
@@ -71,6 +73,7 @@ pub async fn run(
             manual_acks: false,
             inflight: 10,
             subscriptions: vec![format!("{}/+/jobs", cfg.prefix)],
+            security: cfg.security.clone(),
         },
         SessionHealth::new("demo-crews"),
     );

@@ -27,6 +27,8 @@ pub struct CrewChannelConfig {
     pub client_id: String,
     pub prefix: String,
     pub keep_alive: Duration,
+    /// The login and TLS of the connection.
+    pub security: leakwatch_mqtt::Security,
 }
 
 /// The job message for a dispatcher's notice, sent at `now`.
@@ -60,6 +62,7 @@ pub async fn run(
             manual_acks: false,
             inflight: 100,
             subscriptions: vec![crew::location_filter(&cfg.prefix)],
+            security: cfg.security.clone(),
         },
         health,
     );

@@ -103,6 +103,8 @@ pub struct BrokerConfig {
     pub keep_alive: Duration,
     /// Broker-side unacknowledged messages we allow (client receive window).
     pub inflight: u16,
+    /// The login and TLS of the connection.
+    pub security: leakwatch_mqtt::Security,
 }
 
 /// What a batch committed, for the detectors: readings in the order received
@@ -190,6 +192,7 @@ pub async fn run(
             manual_acks: true,
             inflight: broker.inflight,
             subscriptions: vec![leakwatch_wire::uplink_filter(&broker.prefix)],
+            security: broker.security.clone(),
         },
         health,
     );

@@ -9,14 +9,15 @@
 //! closes the store only after every task has ended, aborting what overruns its
 //! deadline.
 
-use crate::config::{Config, DatabaseConfig};
+use crate::config::{Config, DatabaseConfig, EmbeddedAuth};
 use crate::{broker, detection, telemetry};
 use anyhow::{Context, bail};
 use leakwatch_api::AppState;
+use leakwatch_core::device::DeviceKind;
 use leakwatch_crews::CrewChannelConfig;
 use leakwatch_dispatch::Dispatcher;
 use leakwatch_ingest::BrokerConfig;
-use leakwatch_mqtt::SessionHealth;
+use leakwatch_mqtt::{Login, Security, SessionHealth};
 use leakwatch_store::Store;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -32,6 +33,13 @@ use tokio_util::task::TaskTracker;
 const INTAKE_DEADLINE: Duration = Duration::from_secs(15);
 /// How long the crews' channel may take to send the jobs it holds.
 const OUTBOUND_DEADLINE: Duration = Duration::from_secs(5);
+/// How often the embedded broker reloads the registry's credentials: an issued
+/// credential starts working, a revoked one stops admitting new connections, within
+/// this time.
+pub const LOGINS_REFRESH: Duration = Duration::from_secs(10);
+/// The identity leakwatch mints for its own sessions on the embedded broker (valid
+/// for this process only; a registry identity of the same name is shadowed).
+pub const INTERNAL_USER: &str = "leakwatch-internal";
 
 /// How to start.
 #[derive(Debug, Clone, Copy, Default)]
@@ -47,6 +55,11 @@ pub struct Running {
     pub mqtt_host: String,
     pub mqtt_port: u16,
     pub embedded_broker: bool,
+    /// Who may log in to the embedded broker (`mqtt.embedded_auth = registry`): the
+    /// demo mints its simulated devices' identities here.
+    pub logins: Option<broker::Logins>,
+    /// The login and TLS leakwatch's own sessions use on the broker.
+    pub security: Security,
     pub store: Store,
     pub dispatcher: Dispatcher,
     intake: Group,
@@ -126,6 +139,18 @@ fn bind_http(addr: SocketAddr, pick_free: bool) -> anyhow::Result<std::net::TcpL
 pub async fn start(cfg: &Config, opts: StartOptions) -> anyhow::Result<Running> {
     let metrics = telemetry::prometheus();
     leakwatch_dispatch::failpoints_from_env();
+    // Files named by the configuration are read before anything starts.
+    let external_security = match &cfg.mqtt.url {
+        Some(_) => Some(cfg.mqtt.security()?),
+        None => None,
+    };
+    let https = match (&cfg.http.tls.cert, &cfg.http.tls.key) {
+        (Some(cert), Some(key)) => Some(
+            leakwatch_api::tls::server_config(cert, key)
+                .map_err(|e| anyhow::anyhow!("http.tls: {e}"))?,
+        ),
+        _ => None,
+    };
     let std_listener = bind_http(cfg.http.listen, opts.pick_free_ports)?;
     std_listener.set_nonblocking(true)?;
     let http_addr = std_listener.local_addr()?;
@@ -134,11 +159,20 @@ pub async fn start(cfg: &Config, opts: StartOptions) -> anyhow::Result<Running> 
         cfg.database.url
     )));
     let (stop_waiting, stop_waiting_rx) = watch::channel(false);
-    let waiting_server = tokio::spawn(leakwatch_api::serve_waiting(
-        tokio::net::TcpListener::from_std(std_listener.try_clone()?)?,
-        waiting_for.clone(),
-        stopped(stop_waiting_rx),
-    ));
+    let waiting_listener = tokio::net::TcpListener::from_std(std_listener.try_clone()?)?;
+    let waiting_server = match &https {
+        Some(tls) => tokio::spawn(leakwatch_api::serve_waiting_tls(
+            waiting_listener,
+            tls.clone(),
+            waiting_for.clone(),
+            stopped(stop_waiting_rx),
+        )),
+        None => tokio::spawn(leakwatch_api::serve_waiting(
+            waiting_listener,
+            waiting_for.clone(),
+            stopped(stop_waiting_rx),
+        )),
+    };
     let store = wait_for_store(&cfg.database, &waiting_for).await;
     let _ = stop_waiting.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), waiting_server).await;
@@ -147,17 +181,35 @@ pub async fn start(cfg: &Config, opts: StartOptions) -> anyhow::Result<Running> 
     // A fresh deployment's first admin, from the environment (issue 12).
     crate::accounts::bootstrap_admin(&store).await?;
 
-    let (mqtt_host, mqtt_port, embedded) = if let Some(url) = &cfg.mqtt.url {
-        (url.host.clone(), url.port, false)
+    let mut logins = None;
+    let (mqtt_host, mqtt_port, embedded, security) = if let Some(url) = &cfg.mqtt.url {
+        let security = external_security.unwrap_or_default();
+        (url.host.clone(), url.port, false, security)
     } else {
         let wanted = cfg.mqtt.embedded_listen;
         let listen = broker::choose_listen(wanted, opts.pick_free_ports)?;
         if listen != wanted {
             tracing::warn!(%wanted, chosen = %listen, "MQTT port taken; the embedded broker uses another");
         }
-        broker::start(listen, leakwatch_mqtt::BROKER_MAX_PACKET)?;
-        tracing::info!(%listen, "embedded MQTT broker started");
-        (listen.ip().to_string(), listen.port(), true)
+        let mut security = Security::default();
+        if cfg.mqtt.embedded_auth == EmbeddedAuth::Registry {
+            let l = broker::Logins::new();
+            let creds = store
+                .device_credentials()
+                .await
+                .context("cannot read the device credentials for the embedded broker")?;
+            l.set_registry(&creds);
+            let secret = l.mint(INTERNAL_USER, DeviceKind::Service)?;
+            security.login = Some(Login::new(INTERNAL_USER, secret));
+            logins = Some(l);
+        } else {
+            tracing::warn!(
+                "mqtt.embedded_auth = anonymous: anyone reaching {listen} may publish and read anything"
+            );
+        }
+        broker::start_with_logins(listen, leakwatch_mqtt::BROKER_MAX_PACKET, logins.clone())?;
+        tracing::info!(%listen, auth = ?cfg.mqtt.embedded_auth, "embedded MQTT broker started");
+        (listen.ip().to_string(), listen.port(), true, security)
     };
 
     let listener = tokio::net::TcpListener::from_std(std_listener)?;
@@ -178,6 +230,7 @@ pub async fn start(cfg: &Config, opts: StartOptions) -> anyhow::Result<Running> 
             prefix: cfg.mqtt.prefix.clone(),
             keep_alive: Duration::from_secs(cfg.mqtt.keep_alive_s.max(5)),
             inflight: cfg.mqtt.inflight,
+            security: security.clone(),
         };
         let (ingest_cfg, store, health) =
             (cfg.ingest.clone(), store.clone(), ingest_health.clone());
@@ -199,10 +252,17 @@ pub async fn start(cfg: &Config, opts: StartOptions) -> anyhow::Result<Running> 
             client_id: format!("{}-crews", cfg.mqtt.client_id),
             prefix: cfg.mqtt.crew_prefix.clone(),
             keep_alive: Duration::from_secs(cfg.mqtt.keep_alive_s.max(5)),
+            security: security.clone(),
         };
         let (d, store, health) = (dispatcher.clone(), store.clone(), crews_health.clone());
         outbound.spawn(move |stop| {
             leakwatch_crews::run(channel, d, store, notice_rx, health, stop.cancelled_owned())
+        });
+    }
+    if let Some(l) = &logins {
+        let (store, l) = (store.clone(), l.clone());
+        intake.spawn(move |stop| {
+            broker::refresh_logins(store, l, LOGINS_REFRESH, stop.cancelled_owned())
         });
     }
     {
@@ -265,19 +325,32 @@ pub async fn start(cfg: &Config, opts: StartOptions) -> anyhow::Result<Running> 
             leakwatch_console::board::run_daily_plan(d, c, stop.cancelled_owned())
         });
     }
+    let limits = state.limits;
     let app = leakwatch_api::router_with(state, pages);
+    let tls_on = https.is_some();
     intake.spawn(move |stop| async move {
-        if let Err(e) = leakwatch_api::serve_router(listener, app, stop.cancelled_owned()).await {
+        let served = match https {
+            Some(tls) => {
+                leakwatch_api::serve_router_tls(listener, tls, app, limits, stop.cancelled_owned())
+                    .await
+            }
+            None => {
+                leakwatch_api::serve_router(listener, app, limits, stop.cancelled_owned()).await
+            }
+        };
+        if let Err(e) = served {
             tracing::error!(error = %e, "HTTP server stopped");
         }
     });
-    tracing::info!(%http_addr, "HTTP API listening");
+    tracing::info!(%http_addr, tls = tls_on, "HTTP API listening");
 
     Ok(Running {
         http_addr,
         mqtt_host,
         mqtt_port,
         embedded_broker: embedded,
+        logins,
+        security,
         store,
         dispatcher,
         intake,

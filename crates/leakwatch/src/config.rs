@@ -14,7 +14,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 /// The environment variables' prefix; `__` separates sections and keys.
@@ -118,6 +118,10 @@ pub struct MqttConfig {
     /// Where the embedded broker listens.
     #[serde(deserialize_with = "socket_addr")]
     pub embedded_listen: SocketAddr,
+    /// Who may log in to the embedded broker: `registry` (the device registry's
+    /// active credentials, client id = username for meters and crews) or `anonymous`
+    /// (anyone who reaches the port, as anyone: only for a throwaway laptop or tests).
+    pub embedded_auth: EmbeddedAuth,
     /// The ingestor's client id (persistent session: keep it stable per process).
     pub client_id: String,
     /// Meters publish on `{prefix}/{district_id}/{meter_id}/up`.
@@ -127,6 +131,57 @@ pub struct MqttConfig {
     pub keep_alive_s: u64,
     /// Messages the broker may send before we acknowledge (our receive window).
     pub inflight: u16,
+    /// leakwatch's login on an external broker (the ingestor and the crews' channel
+    /// both use it); empty: none. With the embedded broker leakwatch mints its own.
+    pub username: String,
+    /// The password of `username`; a secret that never prints.
+    #[serde(with = "optional_secret")]
+    pub password: Option<Secret>,
+    /// PEM file of the CA(s) that signed an `mqtts://` broker's certificate (only
+    /// these are trusted; a public CA's broker: the system bundle, e.g.
+    /// /etc/ssl/certs/ca-certificates.crt).
+    #[serde(with = "optional_path")]
+    pub ca_file: Option<PathBuf>,
+    /// A client certificate (PEM chain) for `mqtts://`, for brokers that take its CN
+    /// as the username (Mosquitto's `use_identity_as_username`); with `client_key`.
+    #[serde(with = "optional_path")]
+    pub client_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[serde(with = "optional_path")]
+    pub client_key: Option<PathBuf>,
+}
+
+impl MqttConfig {
+    /// The login and TLS for leakwatch's sessions on the external broker, the files
+    /// read now; errors name the key. Nothing for the embedded broker.
+    pub fn security(&self) -> Result<leakwatch_mqtt::Security, ConfigError> {
+        let mut s = leakwatch_mqtt::Security::default();
+        if !self.username.is_empty() {
+            let password = self.password.as_ref().map(|p| p.expose()).unwrap_or("");
+            s.login = Some(leakwatch_mqtt::Login::new(&self.username, password));
+        }
+        if self.url.as_ref().is_some_and(|u| u.tls) {
+            let ca = self.ca_file.as_deref().ok_or_else(|| {
+                ConfigError(
+                    "mqtt.ca_file: mqtts:// needs the CA file that signed the broker's certificate"
+                        .into(),
+                )
+            })?;
+            let client = self.client_cert.as_deref().zip(self.client_key.as_deref());
+            let tls = leakwatch_mqtt::Tls::from_files(ca, client).map_err(|e| {
+                let key = match e {
+                    leakwatch_mqtt::TlsError::Ca { .. } => "mqtt.ca_file",
+                    leakwatch_mqtt::TlsError::Cert { .. } => "mqtt.client_cert",
+                    leakwatch_mqtt::TlsError::Key { .. } | leakwatch_mqtt::TlsError::Config(_) => {
+                        "mqtt.client_key"
+                    }
+                };
+                ConfigError(format!("{key}: {e}"))
+            })?;
+            s.tls = Some(tls);
+        }
+        Ok(s)
+    }
 }
 
 impl Default for MqttConfig {
@@ -134,11 +189,17 @@ impl Default for MqttConfig {
         Self {
             url: None,
             embedded_listen: SocketAddr::from(([127, 0, 0, 1], 1883)),
+            embedded_auth: EmbeddedAuth::Registry,
             client_id: "leakwatch-ingest".into(),
             prefix: "gas".into(),
             crew_prefix: "crews".into(),
             keep_alive_s: 30,
             inflight: 100,
+            username: String::new(),
+            password: None,
+            ca_file: None,
+            client_cert: None,
+            client_key: None,
         }
     }
 }
@@ -160,6 +221,8 @@ pub struct HttpConfig {
     pub idle_timeout_s: u64,
     /// A request not answered within this is cut off with 503.
     pub request_timeout_s: u64,
+    /// HTTPS: with a certificate and its key, the listener serves TLS only.
+    pub tls: HttpTlsConfig,
 }
 
 impl Default for HttpConfig {
@@ -170,6 +233,7 @@ impl Default for HttpConfig {
             max_connections: 1024,
             idle_timeout_s: 60,
             request_timeout_s: 30,
+            tls: HttpTlsConfig::default(),
         }
     }
 }
@@ -220,10 +284,30 @@ impl AuthConfig {
             api_token: http.api_token.as_ref().map(|t| t.expose().to_owned()),
             session_ttl: std::time::Duration::from_secs(self.session_ttl_h.max(1) * 3600),
             session_idle: std::time::Duration::from_secs(self.session_idle_min.max(1) * 60),
-            secure_cookies: self.secure_cookies,
+            // Secure whenever leakwatch itself serves HTTPS.
+            secure_cookies: self.secure_cookies || http.tls_enabled(),
             metrics_token: self.metrics_token.as_ref().map(|t| t.expose().to_owned()),
         }
     }
+}
+
+impl HttpConfig {
+    /// Whether the listener serves HTTPS (cookies are then `Secure`).
+    pub fn tls_enabled(&self) -> bool {
+        self.tls.cert.is_some()
+    }
+}
+
+/// The HTTP listener's certificate: both files, or neither (plain HTTP).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpTlsConfig {
+    /// PEM certificate chain, the server's certificate first.
+    #[serde(with = "optional_path")]
+    pub cert: Option<PathBuf>,
+    /// Its PEM private key (PKCS#8, PKCS#1 or SEC1).
+    #[serde(with = "optional_path")]
+    pub key: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -241,6 +325,17 @@ impl Default for LogConfig {
             level: "info,rumqttd=warn".into(),
         }
     }
+}
+
+/// Who may log in to the embedded broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EmbeddedAuth {
+    /// The device registry's credentials (and those leakwatch mints for itself).
+    #[default]
+    Registry,
+    /// Anyone, without a login.
+    Anonymous,
 }
 
 /// How logs are written.
@@ -344,11 +439,14 @@ impl<'de> Deserialize<'de> for DatabaseUrl {
     }
 }
 
-/// An external broker: `mqtt://host[:port]` (or `tcp://`), port 1883 when absent.
+/// An external broker: `mqtt://host[:port]` (or `tcp://`), port 1883 when absent, or
+/// `mqtts://host[:port]` (TLS), port 8883 when absent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MqttUrl {
     pub host: String,
     pub port: u16,
+    /// `mqtts://`: the link is TLS.
+    pub tls: bool,
 }
 
 /// The former name of [`MqttUrl`].
@@ -363,25 +461,28 @@ impl FromStr for MqttUrl {
 
 impl fmt::Display for MqttUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = if self.tls { "mqtts" } else { "mqtt" };
         if self.host.contains(':') {
-            write!(f, "mqtt://[{}]:{}", self.host, self.port)
+            write!(f, "{scheme}://[{}]:{}", self.host, self.port)
         } else {
-            write!(f, "mqtt://{}:{}", self.host, self.port)
+            write!(f, "{scheme}://{}:{}", self.host, self.port)
         }
     }
 }
 
-/// Parses `mqtt://host:port` (port 1883 when absent).
+/// Parses `mqtt://host:port` (port 1883 when absent) or `mqtts://host:port` (TLS, port
+/// 8883 when absent).
 pub fn parse_mqtt_url(url: &str) -> Result<MqttUrl, String> {
-    if url.starts_with("mqtts://") {
-        return Err(format!(
-            "{url:?}: mqtts:// (TLS) is not supported by this build yet; use mqtt://"
-        ));
-    }
-    let rest = url
-        .strip_prefix("mqtt://")
-        .or_else(|| url.strip_prefix("tcp://"))
-        .ok_or_else(|| format!("{url:?} does not start with mqtt://"))?;
+    let (tls, rest) = if let Some(rest) = url.strip_prefix("mqtts://") {
+        (true, rest)
+    } else {
+        let rest = url
+            .strip_prefix("mqtt://")
+            .or_else(|| url.strip_prefix("tcp://"))
+            .ok_or_else(|| format!("{url:?} does not start with mqtt:// or mqtts://"))?;
+        (false, rest)
+    };
+    let default_port = if tls { 8883 } else { 1883 };
     let rest = rest.trim_end_matches('/');
     let (host, port) = match rest.rsplit_once(':') {
         Some((h, p)) if !h.ends_with(':') => (
@@ -389,7 +490,7 @@ pub fn parse_mqtt_url(url: &str) -> Result<MqttUrl, String> {
             p.parse::<u16>()
                 .map_err(|_| format!("port {p:?} in {url:?} is not a number 1..65535"))?,
         ),
-        _ => (rest, 1883),
+        _ => (rest, default_port),
     };
     if host.is_empty() || host.contains('/') || host.contains('@') {
         return Err(format!("{url:?} has no usable host"));
@@ -400,6 +501,7 @@ pub fn parse_mqtt_url(url: &str) -> Result<MqttUrl, String> {
             .trim_end_matches(']')
             .to_owned(),
         port,
+        tls,
     })
 }
 
@@ -428,6 +530,24 @@ mod optional_mqtt_url {
             return Ok(None);
         }
         s.parse().map(Some).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A path; `""` or absent: `None`.
+mod optional_path {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::path::PathBuf;
+
+    pub fn serialize<S: Serializer>(v: &Option<PathBuf>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(p) => s.collect_str(&p.display()),
+            None => s.serialize_str(""),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
+        let s = String::deserialize(d)?;
+        Ok((!s.trim().is_empty()).then(|| PathBuf::from(s)))
     }
 }
 
@@ -503,6 +623,7 @@ impl Config {
         if self.mqtt.client_id.is_empty() {
             return bad("mqtt.client_id", "must not be empty".into());
         }
+        self.validate_links()?;
         if self.mqtt.inflight == 0 {
             return bad("mqtt.inflight", "0 must be at least 1".into());
         }
@@ -532,6 +653,83 @@ impl Config {
             );
         }
         Ok(())
+    }
+}
+
+impl Config {
+    /// The logins and TLS settings: what goes together, and only where it is used.
+    fn validate_links(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, why: &str| Err(ConfigError(format!("{key}: {why}")));
+        let m = &self.mqtt;
+        let set = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
+        match &m.url {
+            None => {
+                for (key, on) in [
+                    ("mqtt.username", !m.username.is_empty()),
+                    ("mqtt.password", m.password.is_some()),
+                    ("mqtt.ca_file", m.ca_file.is_some()),
+                    ("mqtt.client_cert", m.client_cert.is_some()),
+                    ("mqtt.client_key", m.client_key.is_some()),
+                ] {
+                    if on {
+                        return bad(
+                            key,
+                            "is for an external broker (mqtt.url); the embedded broker's \
+                             logins come from the device registry and leakwatch mints its own",
+                        );
+                    }
+                }
+            }
+            Some(url) => {
+                if m.password.is_some() && m.username.is_empty() {
+                    return bad("mqtt.password", "is set but mqtt.username is not");
+                }
+                if !m.username.is_empty() && !leakwatch_core::device::valid_username(&m.username) {
+                    return Err(ConfigError(format!(
+                        "mqtt.username: {:?} is not 1-64 characters of A-Z a-z 0-9 . _ -",
+                        m.username
+                    )));
+                }
+                if !url.tls {
+                    for (key, v) in [
+                        ("mqtt.ca_file", set(&m.ca_file)),
+                        ("mqtt.client_cert", set(&m.client_cert)),
+                        ("mqtt.client_key", set(&m.client_key)),
+                    ] {
+                        if let Some(v) = v {
+                            return Err(ConfigError(format!(
+                                "{key}: {v:?} is for TLS, but mqtt.url {url} is not mqtts://"
+                            )));
+                        }
+                    }
+                } else if m.ca_file.is_none() {
+                    return bad(
+                        "mqtt.ca_file",
+                        "mqtts:// needs the CA file that signed the broker's certificate",
+                    );
+                }
+                match (&m.client_cert, &m.client_key) {
+                    (Some(_), None) => {
+                        return bad("mqtt.client_key", "mqtt.client_cert is set but not its key");
+                    }
+                    (None, Some(_)) => {
+                        return bad(
+                            "mqtt.client_cert",
+                            "mqtt.client_key is set but not its certificate",
+                        );
+                    }
+                    _ => {}
+                }
+            }
+        }
+        match (&self.http.tls.cert, &self.http.tls.key) {
+            (Some(_), None) => bad("http.tls.key", "http.tls.cert is set but not its key"),
+            (None, Some(_)) => bad(
+                "http.tls.cert",
+                "http.tls.key is set but not its certificate",
+            ),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -662,7 +860,8 @@ mod tests {
             cfg.mqtt.url,
             Some(MqttUrl {
                 host: "broker".into(),
-                port: 1884
+                port: 1884,
+                tls: false,
             })
         );
         assert_eq!(cfg.log.format, LogFormat::Json);
@@ -843,17 +1042,101 @@ mod tests {
             parse_mqtt_url("mqtt://127.0.0.1:1884").unwrap(),
             MqttUrl {
                 host: "127.0.0.1".into(),
-                port: 1884
+                port: 1884,
+                tls: false,
             }
         );
         assert_eq!(parse_mqtt_url("mqtt://broker").unwrap().port, 1883);
         assert!(parse_mqtt_url("mqtt://h:x").is_err());
-        assert!(parse_mqtt_url("mqtts://h:8883").is_err());
+        let tls = parse_mqtt_url("mqtts://broker.example").unwrap();
+        assert_eq!((tls.port, tls.tls), (8883, true));
+        assert_eq!(
+            parse_mqtt_url("mqtts://h:18883").unwrap().to_string(),
+            "mqtts://h:18883"
+        );
+        assert!(parse_mqtt_url("ssl://h").is_err());
         assert!(parse_mqtt_url("h:1883").is_err());
         assert_eq!(
             parse_mqtt_url("mqtt://[::1]:1884").unwrap().to_string(),
             "mqtt://[::1]:1884"
         );
+    }
+
+    #[test]
+    fn broker_logins_and_tls_settings_go_together() {
+        // A login over TLS with a client certificate: accepted; files are read later.
+        let cfg = env_of(&[
+            ("LEAKWATCH__MQTT__URL", "mqtts://broker"),
+            ("LEAKWATCH__MQTT__USERNAME", "leakwatch"),
+            ("LEAKWATCH__MQTT__PASSWORD", "pw-s3cret"),
+            ("LEAKWATCH__MQTT__CA_FILE", "/etc/leakwatch/ca.pem"),
+            ("LEAKWATCH__MQTT__CLIENT_CERT", "/etc/leakwatch/lw.pem"),
+            ("LEAKWATCH__MQTT__CLIENT_KEY", "/etc/leakwatch/lw.key"),
+            ("LEAKWATCH__HTTP__TLS__CERT", "/etc/leakwatch/https.pem"),
+            ("LEAKWATCH__HTTP__TLS__KEY", "/etc/leakwatch/https.key"),
+        ])
+        .unwrap();
+        assert_eq!(cfg.mqtt.url.as_ref().unwrap().port, 8883);
+        assert!(cfg.http.tls_enabled());
+        for shown in [format!("{cfg:?}"), serde_json::to_string(&cfg).unwrap()] {
+            assert!(!shown.contains("s3cret"), "{shown}");
+        }
+        // The file that cannot be read is named with its key.
+        let e = cfg.mqtt.security().unwrap_err().to_string();
+        assert!(
+            e.contains("mqtt.ca_file") && e.contains("/etc/leakwatch/ca.pem"),
+            "{e}"
+        );
+        assert!(!env_of(&[]).unwrap().http.tls_enabled());
+
+        for (vars, key) in [
+            (vec![("LEAKWATCH__MQTT__USERNAME", "lw")], "mqtt.username"),
+            (
+                vec![("LEAKWATCH__MQTT__CA_FILE", "/ca.pem")],
+                "mqtt.ca_file",
+            ),
+            (
+                vec![
+                    ("LEAKWATCH__MQTT__URL", "mqtt://b"),
+                    ("LEAKWATCH__MQTT__PASSWORD", "x"),
+                ],
+                "mqtt.password",
+            ),
+            (
+                vec![
+                    ("LEAKWATCH__MQTT__URL", "mqtt://b"),
+                    ("LEAKWATCH__MQTT__USERNAME", "a/b"),
+                ],
+                "mqtt.username",
+            ),
+            (
+                vec![
+                    ("LEAKWATCH__MQTT__URL", "mqtt://b"),
+                    ("LEAKWATCH__MQTT__CA_FILE", "/ca.pem"),
+                ],
+                "mqtt.ca_file",
+            ),
+            (vec![("LEAKWATCH__MQTT__URL", "mqtts://b")], "mqtt.ca_file"),
+            (
+                vec![
+                    ("LEAKWATCH__MQTT__URL", "mqtts://b"),
+                    ("LEAKWATCH__MQTT__CA_FILE", "/ca.pem"),
+                    ("LEAKWATCH__MQTT__CLIENT_CERT", "/c.pem"),
+                ],
+                "mqtt.client_key",
+            ),
+            (
+                vec![("LEAKWATCH__HTTP__TLS__CERT", "/c.pem")],
+                "http.tls.key",
+            ),
+            (
+                vec![("LEAKWATCH__HTTP__TLS__KEY", "/k.pem")],
+                "http.tls.cert",
+            ),
+        ] {
+            let e = env_of(&vars).unwrap_err().to_string();
+            assert!(e.contains(key), "{vars:?}: {e}");
+        }
     }
 
     #[test]

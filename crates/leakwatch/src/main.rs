@@ -196,6 +196,19 @@ struct SimArgs {
     /// Topic prefix.
     #[arg(long, default_value = "gas")]
     prefix: String,
+    /// Log in as this broker user (a head-end identity: `leakwatch devices issue
+    /// --kind headend NAME`); its password is read from LEAKWATCH_SIM_PASSWORD, never
+    /// from the command line.
+    #[arg(long)]
+    username: Option<String>,
+    /// With an mqtts:// broker: the PEM file of the CA that signed its certificate.
+    #[arg(long, value_name = "FILE")]
+    ca_file: Option<PathBuf>,
+    /// With an mqtts:// broker: a client certificate (PEM) and its key (--client-key).
+    #[arg(long, value_name = "FILE", requires = "client_key")]
+    client_cert: Option<PathBuf>,
+    #[arg(long, value_name = "FILE", requires = "client_cert")]
+    client_key: Option<PathBuf>,
     #[command(flatten)]
     fleet: FleetArgs,
     /// Write the fleet's registry as CSV (for `meters import`) and exit.
@@ -359,10 +372,44 @@ async fn terminate() {
     ctrl_c().await
 }
 
+/// SIGTERM or SIGINT, handled from the moment this is called (not from the first
+/// poll): a signal during start-up (waiting for the database, say) also ends the
+/// process cleanly with status 0 instead of killing it.
+fn termination() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            return Box::pin(async move {
+                tokio::select! {
+                    _ = term.recv() => {},
+                    _ = int.recv() => {},
+                }
+            });
+        }
+    }
+    Box::pin(ctrl_c())
+}
+
 async fn run(cfg: Config) -> anyhow::Result<()> {
-    let running = app::start(&cfg, StartOptions::default()).await?;
+    let mut stop = termination();
+    let running = tokio::select! {
+        r = app::start(&cfg, StartOptions::default()) => r?,
+        _ = &mut stop => {
+            tracing::info!("stopped during start-up");
+            return Ok(());
+        }
+    };
+    let scheme = if cfg.http.tls_enabled() {
+        "https"
+    } else {
+        "http"
+    };
     println!(
-        "leakwatch is running: API http://{}/api/v1, console http://{}/, MQTT {}:{} ({})",
+        "leakwatch is running: API {scheme}://{}/api/v1, console {scheme}://{}/, MQTT {}:{} ({})",
         running.http_addr,
         running.http_addr,
         running.mqtt_host,
@@ -373,7 +420,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
             "external broker"
         }
     );
-    terminate().await;
+    stop.await;
     tracing::info!("shutting down");
     running.shutdown().await;
     Ok(())
@@ -395,13 +442,11 @@ async fn demo(mut cfg: Config, args: DemoArgs, own_db: bool) -> anyhow::Result<(
             .map_err(anyhow::Error::msg)?;
     }
     let started = Instant::now();
-    let running = app::start(
-        &cfg,
-        StartOptions {
-            pick_free_ports: true,
-        },
-    )
-    .await?;
+    let mut stop = termination();
+    let running = tokio::select! {
+        r = app::start(&cfg, StartOptions { pick_free_ports: true }) => r?,
+        _ = &mut stop => return Ok(()),
+    };
     if cfg.http.listen.port() != running.http_addr.port() {
         println!(
             "  note: {} was taken, the console uses port {} instead (set LEAKWATCH__HTTP__LISTEN to choose)",
@@ -424,7 +469,12 @@ async fn demo(mut cfg: Config, args: DemoArgs, own_db: bool) -> anyhow::Result<(
         Some(c) => leakwatch::accounts::demo_accounts(&running.store, c).await?,
         None => Vec::new(),
     };
-    let url = format!("http://{}", running.http_addr);
+    let scheme = if cfg.http.tls_enabled() {
+        "https"
+    } else {
+        "http"
+    };
+    let url = format!("{scheme}://{}", running.http_addr);
     println!();
     println!("  leakwatch demo is running");
     println!("  console:   {url}/   log in at {url}/login as (new passwords at each start):");
@@ -482,6 +532,26 @@ async fn demo(mut cfg: Config, args: DemoArgs, own_db: bool) -> anyhow::Result<(
     println!("  Stop with Ctrl-C.");
     println!();
     let mut running = running;
+    // The simulated devices log in like real ones: identities minted for this process
+    // (the simulated fleet speaks for every meter, as a head-end does; the simulated
+    // phones share one identity). With an external broker, leakwatch's own login.
+    let device_security = |name: &str, kind| -> anyhow::Result<leakwatch_mqtt::Security> {
+        Ok(match &running.logins {
+            Some(l) => leakwatch_mqtt::Security {
+                login: Some(leakwatch_mqtt::Login::new(name, l.mint(name, kind)?)),
+                tls: None,
+            },
+            None => running.security.clone(),
+        })
+    };
+    let sim_security = device_security(
+        "leakwatch-demo-sim",
+        leakwatch_core::device::DeviceKind::Headend,
+    )?;
+    let crews_security = device_security(
+        "leakwatch-demo-crews",
+        leakwatch_core::device::DeviceKind::Service,
+    )?;
     if !args.manual_crews {
         let bot = leakwatch_crews::bot::CrewBotConfig {
             host: running.mqtt_host.clone(),
@@ -494,16 +564,18 @@ async fn demo(mut cfg: Config, args: DemoArgs, own_db: bool) -> anyhow::Result<(
                 .map(|l| (l.meter.clone(), l.rate_l_per_h))
                 .collect(),
             pace: Duration::from_secs(2),
+            security: crews_security,
         };
         let dispatcher = running.dispatcher.clone();
         running
             .spawn(move |stop| leakwatch_crews::bot::run(bot, dispatcher, stop.cancelled_owned()));
     }
 
-    let publisher = Publisher::connect(
+    let publisher = Publisher::connect_with(
         &running.mqtt_host,
         running.mqtt_port,
         &format!("leakwatch-demo-sim-{}", std::process::id()),
+        &sim_security,
     )
     .await
     .context("the simulator cannot reach the broker")?;
@@ -568,7 +640,7 @@ async fn demo(mut cfg: Config, args: DemoArgs, own_db: bool) -> anyhow::Result<(
     });
 
     let sim_ended = tokio::select! {
-        _ = terminate() => false,
+        _ = &mut stop => false,
         r = sim => {
             match r {
                 Ok(Ok(stats)) => println!("  simulator finished: {} messages, {} readings; still serving, Ctrl-C to stop", stats.messages, stats.readings),
@@ -581,7 +653,7 @@ async fn demo(mut cfg: Config, args: DemoArgs, own_db: bool) -> anyhow::Result<(
     let _ = stop_tx.send(true);
     if sim_ended {
         // Keep serving after the simulator ends, until asked to stop.
-        terminate().await;
+        stop.await;
     }
     progress.abort();
     running.shutdown().await;
@@ -668,12 +740,30 @@ async fn sim(args: SimArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let addr = parse_mqtt_url(&args.mqtt).map_err(|e| anyhow::anyhow!("--mqtt: {e}"))?;
-    let publisher = Publisher::connect(
-        &addr.host,
-        addr.port,
-        &format!("leakwatch-sim-{}", std::process::id()),
-    )
-    .await?;
+    let mut security = leakwatch_mqtt::Security::default();
+    if let Some(user) = &args.username {
+        let password = std::env::var("LEAKWATCH_SIM_PASSWORD")
+            .context("--username needs the password in LEAKWATCH_SIM_PASSWORD")?;
+        security.login = Some(leakwatch_mqtt::Login::new(user, password));
+    }
+    match (addr.tls, &args.ca_file) {
+        (true, Some(ca)) => {
+            let client = args.client_cert.as_deref().zip(args.client_key.as_deref());
+            security.tls = Some(leakwatch_mqtt::Tls::from_files(ca, client)?);
+        }
+        (true, None) => bail!("--mqtt {}: mqtts:// needs --ca-file", args.mqtt),
+        (false, Some(_)) => bail!("--ca-file is for an mqtts:// broker, not {}", args.mqtt),
+        (false, None) if args.client_cert.is_some() => {
+            bail!("--client-cert is for an mqtts:// broker, not {}", args.mqtt)
+        }
+        (false, None) => {}
+    }
+    // A broker that checks client id = username for devices gets the username.
+    let client_id = args
+        .username
+        .clone()
+        .unwrap_or_else(|| format!("leakwatch-sim-{}", std::process::id()));
+    let publisher = Publisher::connect_with(&addr.host, addr.port, &client_id, &security).await?;
     let pcfg = args.fleet.publish_config(&args.prefix);
     println!(
         "publishing {} meters to {}:{} ({} ms per simulated hour); Ctrl-C to stop",

@@ -20,10 +20,19 @@
 //! embedded broker), which bounds what a session ever holds. Outgoing packets are
 //! limited to [`MAX_OUTGOING_PACKET`]; [`Session::publish`] refuses a larger one
 //! before it reaches the connection (where it would fail and be retried forever).
+//!
+//! # Logins and TLS
+//!
+//! [`Security`] says how a session proves who it is ([`Login`]: a username and a
+//! password that never prints) and whether the link is encrypted ([`Tls`]: rustls with
+//! the ring provider, the broker checked against a CA file, optionally a client
+//! certificate for brokers that take the certificate's CN as the username).
 
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, SubscribeReasonCode};
+use secrecy::{ExposeSecret, SecretString};
 use std::collections::VecDeque;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -66,6 +75,133 @@ pub struct SessionConfig {
     pub inflight: u16,
     /// Topic filters subscribed at QoS 1 on every connection.
     pub subscriptions: Vec<String>,
+    /// The login and TLS of the connection (none by default).
+    pub security: Security,
+}
+
+/// How a session logs in and whether its link is encrypted.
+#[derive(Debug, Clone, Default)]
+pub struct Security {
+    pub login: Option<Login>,
+    pub tls: Option<Tls>,
+}
+
+impl Security {
+    /// Sets the login and the TLS transport on rumqttc options (for clients that do
+    /// not use [`Session`], like the simulator's publisher).
+    pub fn apply(&self, opts: &mut MqttOptions) {
+        if let Some(login) = &self.login {
+            opts.set_credentials(login.username.clone(), login.password.expose_secret());
+        }
+        if let Some(tls) = &self.tls {
+            opts.set_transport(rumqttc::Transport::Tls(rumqttc::TlsConfiguration::Rustls(
+                tls.0.clone(),
+            )));
+        }
+    }
+}
+
+/// A broker login: the password never prints (`Debug` shows `***`).
+#[derive(Clone)]
+pub struct Login {
+    pub username: String,
+    pub password: SecretString,
+}
+
+impl Login {
+    pub fn new(username: impl Into<String>, password: impl Into<String>) -> Login {
+        Login {
+            username: username.into(),
+            password: SecretString::from(password.into()),
+        }
+    }
+}
+
+impl std::fmt::Debug for Login {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Login")
+            .field("username", &self.username)
+            .field("password", &"***")
+            .finish()
+    }
+}
+
+/// A TLS client configuration (rustls, ring provider) for `mqtts://`.
+#[derive(Clone)]
+pub struct Tls(Arc<tokio_rustls::rustls::ClientConfig>);
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Tls(..)")
+    }
+}
+
+/// Why a TLS client configuration cannot be made; names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read the CA certificates {path}: {reason}")]
+    Ca { path: String, reason: String },
+    #[error("cannot read the client certificate {path}: {reason}")]
+    Cert { path: String, reason: String },
+    #[error("cannot read the client key {path}: {reason}")]
+    Key { path: String, reason: String },
+    #[error("the client certificate and key do not go together: {0}")]
+    Config(String),
+}
+
+impl Tls {
+    /// Trusts the PEM certificates in `ca` (and only those: a private CA, as brokers of
+    /// a gas network use); with `client`, presents that PEM certificate chain and key.
+    pub fn from_files(ca: &Path, client: Option<(&Path, &Path)>) -> Result<Tls, TlsError> {
+        use tokio_rustls::rustls::pki_types::pem::PemObject;
+        use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        use tokio_rustls::rustls::{ClientConfig, RootCertStore};
+        let shown = |p: &Path| p.display().to_string();
+        let certs = |p: &Path| {
+            CertificateDer::pem_file_iter(p)
+                .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| e.to_string())
+                .and_then(|c| {
+                    if c.is_empty() {
+                        Err("no CERTIFICATE block in it".to_owned())
+                    } else {
+                        Ok(c)
+                    }
+                })
+        };
+        let mut roots = RootCertStore::empty();
+        for c in certs(ca).map_err(|reason| TlsError::Ca {
+            path: shown(ca),
+            reason,
+        })? {
+            roots.add(c).map_err(|e| TlsError::Ca {
+                path: shown(ca),
+                reason: e.to_string(),
+            })?;
+        }
+        let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+        let builder = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| TlsError::Config(e.to_string()))?
+            .with_root_certificates(roots);
+        let config = match client {
+            None => builder.with_no_client_auth(),
+            Some((cert, key)) => {
+                let chain = certs(cert).map_err(|reason| TlsError::Cert {
+                    path: shown(cert),
+                    reason,
+                })?;
+                let k = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::Key {
+                    path: shown(key),
+                    reason: e.to_string(),
+                })?;
+                builder
+                    .with_client_auth_cert(chain, k)
+                    .map_err(|e| TlsError::Config(e.to_string()))?
+            }
+        };
+        Ok(Tls(Arc::new(config)))
+    }
 }
 
 /// Whether a session is connected with all its subscriptions granted; `/readyz`
@@ -157,6 +293,7 @@ impl Session {
             .set_inflight(cfg.inflight.max(1))
             .set_max_packet_size(MAX_INCOMING_PACKET, MAX_OUTGOING_PACKET)
             .set_request_channel_capacity(queue);
+        cfg.security.apply(&mut opts);
         let (client, events) = AsyncClient::new(opts, queue);
         health.set(false);
         Session {
@@ -192,6 +329,8 @@ impl Session {
                     self.connected = true;
                     tracing::info!(
                         session = self.cfg.name, host = %self.cfg.host, port = self.cfg.port,
+                        tls = self.cfg.security.tls.is_some(),
+                        username = self.cfg.security.login.as_ref().map(|l| l.username.as_str()),
                         session_present = ack.session_present, "connected to the MQTT broker"
                     );
                     // Subscribing again is harmless when the broker kept the session.
@@ -226,7 +365,13 @@ impl Session {
                 Ok(Event::Incoming(Packet::Publish(p))) => return p,
                 Ok(_) => {}
                 Err(e) => {
-                    if self.connected {
+                    if let rumqttc::ConnectionError::ConnectionRefused(code) = &e {
+                        tracing::error!(
+                            session = self.cfg.name, host = %self.cfg.host, port = self.cfg.port,
+                            username = self.cfg.security.login.as_ref().map(|l| l.username.as_str()),
+                            refused = ?code, "the MQTT broker refused the login; retrying"
+                        );
+                    } else if self.connected {
                         tracing::warn!(session = self.cfg.name, error = %e, "MQTT connection lost; reconnecting");
                     } else {
                         tracing::debug!(session = self.cfg.name, error = %e, "MQTT broker still unreachable");
@@ -352,6 +497,7 @@ mod tests {
                 manual_acks: false,
                 inflight: 10,
                 subscriptions: vec![],
+                security: Security::default(),
             },
             SessionHealth::new("test"),
         );
@@ -362,5 +508,59 @@ mod tests {
         s.publish("t/jobs".into(), vec![0; MAX_OUTGOING_PACKET - 64])
             .unwrap();
         assert!(!s.health().is_up());
+    }
+
+    /// A CA and a certificate for `name` signed by it, as PEM files in `dir`.
+    fn pki(dir: &Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = rcgen::Issuer::new(ca_params, ca_key);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec![name.to_owned()])
+            .unwrap()
+            .signed_by(&key, &issuer)
+            .unwrap();
+        let paths = (dir.join("ca.pem"), dir.join("c.pem"), dir.join("k.pem"));
+        std::fs::write(&paths.0, ca.pem()).unwrap();
+        std::fs::write(&paths.1, cert.pem()).unwrap();
+        std::fs::write(&paths.2, key.serialize_pem()).unwrap();
+        paths
+    }
+
+    #[test]
+    fn tls_files_load_and_bad_ones_are_named() {
+        let dir = std::env::temp_dir().join(format!("lw-mqtt-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (ca, cert, key) = pki(&dir, "leakwatch");
+        Tls::from_files(&ca, None).unwrap();
+        Tls::from_files(&ca, Some((&cert, &key))).unwrap();
+        let missing = dir.join("missing.pem");
+        let e = Tls::from_files(&missing, None).unwrap_err();
+        assert!(
+            matches!(e, TlsError::Ca { .. }) && e.to_string().contains("missing.pem"),
+            "{e}"
+        );
+        let e = Tls::from_files(&key, None).unwrap_err();
+        assert!(e.to_string().contains("no CERTIFICATE"), "{e}");
+        let e = Tls::from_files(&ca, Some((&key, &key))).unwrap_err();
+        assert!(matches!(e, TlsError::Cert { .. }), "{e}");
+        let e = Tls::from_files(&ca, Some((&cert, &cert))).unwrap_err();
+        assert!(matches!(e, TlsError::Key { .. }), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_login_never_prints_its_password() {
+        let s = Security {
+            login: Some(Login::new("leakwatch", "pw-s3cret")),
+            tls: None,
+        };
+        let shown = format!("{s:?}");
+        assert!(
+            shown.contains("leakwatch") && !shown.contains("s3cret"),
+            "{shown}"
+        );
     }
 }

@@ -109,6 +109,16 @@ impl Publisher {
     /// [`CONNECT_TIMEOUT`] for its ConnAck. Fails with a clear error if the broker is
     /// unreachable or refuses the connection.
     pub async fn connect(host: &str, port: u16, client_id: &str) -> Result<Publisher, SimError> {
+        Self::connect_with(host, port, client_id, &leakwatch_mqtt::Security::default()).await
+    }
+
+    /// As [`Publisher::connect`], logging in and encrypting as `security` says.
+    pub async fn connect_with(
+        host: &str,
+        port: u16,
+        client_id: &str,
+        security: &leakwatch_mqtt::Security,
+    ) -> Result<Publisher, SimError> {
         let addr = format!("{host}:{port}");
         if client_id.is_empty() {
             return Err(SimError::Config("the MQTT client id is empty".into()));
@@ -120,6 +130,7 @@ impl Publisher {
             .set_inflight(INFLIGHT)
             .set_request_channel_capacity(REQUEST_CAPACITY)
             .set_max_packet_size(MAX_PACKET_BYTES, MAX_PACKET_BYTES);
+        security.apply(&mut options);
         let (client, mut eventloop) = AsyncClient::new(options, REQUEST_CAPACITY);
 
         let connack = tokio::time::timeout(CONNECT_TIMEOUT, async {
