@@ -16,8 +16,8 @@ pub mod openapi;
 mod page;
 mod routes;
 pub mod secret;
-pub mod throttle;
 pub mod survey;
+pub mod throttle;
 pub mod tls;
 
 use axum::Router;

@@ -36,7 +36,6 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 
-
 /// Everything the survey's answers are computed from.
 pub struct Snapshot {
     pub segments: Vec<Segment>,
@@ -135,7 +134,7 @@ fn date_param(v: &Option<String>, name: &str) -> Result<Option<NaiveDate>, ApiEr
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct SegmentList {
+pub(crate) struct SegmentList {
     district: Option<String>,
 }
 
@@ -176,7 +175,7 @@ pub(crate) async fn segments(
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ProgramQuery {
+pub(crate) struct ProgramQuery {
     from: Option<String>,
     days: Option<u32>,
 }
@@ -202,7 +201,7 @@ pub(crate) async fn program(
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct CoverageQuery {
+pub(crate) struct CoverageQuery {
     on: Option<String>,
 }
 
@@ -246,7 +245,7 @@ pub(crate) async fn coverage_csv(
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RateQuery {
+pub(crate) struct RateQuery {
     from: Option<String>,
     to: Option<String>,
 }
@@ -265,7 +264,7 @@ pub(crate) async fn leak_rates(
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct PlanOrders {
+pub(crate) struct PlanOrders {
     date: Option<String>,
 }
 
@@ -388,7 +387,7 @@ pub(crate) async fn order_segments(
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct CoveredSegment {
+pub(crate) struct CoveredSegment {
     id: String,
     /// Metres covered; the whole segment when absent.
     covered_m: Option<f64>,
@@ -396,7 +395,7 @@ struct CoveredSegment {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct FoundLeak {
+pub(crate) struct FoundLeak {
     segment: String,
     class: String,
     #[serde(default)]
@@ -405,7 +404,7 @@ struct FoundLeak {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct SurveyReport {
+pub(crate) struct SurveyReport {
     date: String,
     crew_id: Option<String>,
     instrument: Option<String>,

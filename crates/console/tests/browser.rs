@@ -249,6 +249,8 @@ impl World {
             auth: Arc::new(leakwatch_api::authn::Auth::new(
                 leakwatch_api::authn::AuthSettings::default(),
             )),
+            limits: Default::default(),
+            survey: Arc::new(Default::default()),
         };
         let pages = leakwatch_console::routes(leakwatch_console::ConsoleConfig::default());
         let app: Router = leakwatch_api::router_with(state, pages);

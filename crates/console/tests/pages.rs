@@ -56,6 +56,8 @@ async fn start() -> (String, Store, Dispatcher) {
         crews_up: Arc::new(|| true),
         detection: Arc::new(Default::default()),
         auth: Arc::new(leakwatch_api::authn::Auth::new(Default::default())),
+        limits: Default::default(),
+        survey: Arc::new(Default::default()),
     };
     let app = leakwatch_api::router_with(
         state,

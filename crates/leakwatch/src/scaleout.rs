@@ -128,6 +128,7 @@ pub async fn bridge(cfg: Config, args: BridgeArgs) -> anyhow::Result<()> {
             inflight: args.inflight,
             partitions: args.log.partitions,
             shared_group: (!args.shared_group.is_empty()).then(|| args.shared_group.clone()),
+            security: cfg.mqtt.security()?,
         },
         log,
         leakwatch_mqtt::SessionHealth::new("bridge"),

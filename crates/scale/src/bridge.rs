@@ -25,6 +25,8 @@ pub struct BridgeConfig {
     pub partitions: u32,
     /// MQTT shared-subscription group (`$share/{group}/...`), if the bridges share.
     pub shared_group: Option<String>,
+    /// The bridge's broker login and TLS (`mqtt.username`, `mqtt.ca_file`, ...).
+    pub security: leakwatch_mqtt::Security,
 }
 
 /// The deduplication id of a message: `{meter}:{first reading time in ms}` when it
@@ -85,6 +87,7 @@ pub async fn run<L: Log + Clone + 'static>(
                 Some(g) => format!("$share/{g}/{}", leakwatch_wire::uplink_filter(&cfg.prefix)),
                 None => leakwatch_wire::uplink_filter(&cfg.prefix),
             }],
+            security: cfg.security.clone(),
         },
         health,
     );
