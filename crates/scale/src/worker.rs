@@ -436,22 +436,20 @@ async fn own_partition<L: Log>(
             .await
             .map_err(|e| e.to_string())?;
         }
-        // Detection in the order received, readings and events interleaved as
-        // single-process ingest hands them over (`Stored::in_order`).
-        let stored = prepared.stored();
+        // Detection, in the order single-process ingest hands batches over.
+        let mut stored = prepared.stored();
+        stored
+            .readings
+            .sort_by(|a, b| a.1.t.cmp(&b.1.t).then(a.1.meter.cmp(&b.1.meter)));
         let mut findings: Vec<Finding> = std::mem::take(&mut carried);
         let mut ticks = std::mem::take(&mut carried_ticks);
-        for item in stored.in_order() {
-            match item {
-                leakwatch_ingest::Item::Reading(meter, reading) => {
-                    let info = info_for(&mut last_info, meter);
-                    engine.observe(info, reading, &mut findings);
-                }
-                leakwatch_ingest::Item::Event(meter, event) => {
-                    let info = info_for(&mut last_info, meter);
-                    engine.observe_event(info, event, &mut findings);
-                }
-            }
+        for (meter, reading) in &stored.readings {
+            let info = info_for(&mut last_info, meter);
+            engine.observe(info, reading, &mut findings);
+        }
+        for (meter, event) in &stored.events {
+            let info = info_for(&mut last_info, meter);
+            engine.observe_event(info, event, &mut findings);
         }
         ticks.extend(engine.take_ticks());
         let alerts = alert_steps(findings, ticks, cfg.detect.resolve_after_h);
