@@ -60,25 +60,103 @@ fn compose_manifests_and_dockerfile_pass_their_validators() {
     tool(&bin, "hadolint", &["deploy/Dockerfile"]);
 }
 
-/// `LEAKWATCH__SECTION__KEY: value` lines of the compose file and `- name:
-/// LEAKWATCH__...` entries of the manifests, with a literal value where one is given.
-fn env_settings() -> Vec<(String, Option<String>)> {
-    let mut out = Vec::new();
-    for line in read("deploy/compose.yaml").lines() {
-        let t = line.trim();
-        if let Some((k, v)) = t.split_once(':')
-            && k.starts_with("LEAKWATCH__")
-        {
-            out.push((k.to_owned(), Some(interpolate(v.trim()))));
+/// A leakwatch process the deployment files start: where it is declared, its command
+/// line after the image's entrypoint, and its environment (a literal value where the
+/// file gives one; `None` for a Secret's).
+#[derive(Debug)]
+struct Launch {
+    place: String,
+    args: Vec<String>,
+    env: Vec<(String, Option<String>)>,
+}
+
+fn yaml_str(y: &yaml_rust2::Yaml) -> Option<String> {
+    use yaml_rust2::Yaml;
+    match y {
+        Yaml::String(s) => Some(s.clone()),
+        Yaml::Integer(i) => Some(i.to_string()),
+        Yaml::Real(r) => Some(r.clone()),
+        Yaml::Boolean(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+fn yaml_list(y: &yaml_rust2::Yaml) -> Vec<String> {
+    y.as_vec()
+        .map(|v| v.iter().filter_map(yaml_str).collect())
+        .unwrap_or_default()
+}
+
+/// A compose `environment:` mapping, with `<<:` merges (the anchors are resolved by
+/// the parser, the merge key is not).
+fn compose_env(y: &yaml_rust2::Yaml, out: &mut Vec<(String, Option<String>)>) {
+    let Some(h) = y.as_hash() else { return };
+    for (k, v) in h {
+        let k = yaml_str(k).unwrap_or_default();
+        if k == "<<" {
+            compose_env(v, out);
+        } else {
+            out.retain(|(n, _)| n != &k);
+            out.push((k, yaml_str(v).map(|v| interpolate(&v))));
         }
     }
+}
+
+/// Every leakwatch process of the compose file and the Kubernetes manifests.
+fn launches() -> Vec<Launch> {
+    use yaml_rust2::YamlLoader;
+    let mut out = Vec::new();
+    let compose = YamlLoader::load_from_str(&read("deploy/compose.yaml")).unwrap();
+    let services = compose[0]["services"].as_hash().expect("services");
+    for (name, svc) in services {
+        let image = yaml_str(&svc["image"]).unwrap_or_default();
+        if !image.starts_with("leakwatch:") {
+            continue;
+        }
+        let mut env = Vec::new();
+        compose_env(&svc["environment"], &mut env);
+        out.push(Launch {
+            place: format!("compose.yaml service {}", yaml_str(name).unwrap()),
+            args: yaml_list(&svc["command"]),
+            env,
+        });
+    }
     for entry in std::fs::read_dir(repo().join("deploy/k8s")).unwrap() {
-        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
-        for line in text.lines() {
-            if let Some(k) = line.trim().strip_prefix("- name: ")
-                && k.starts_with("LEAKWATCH__")
-            {
-                out.push((k.to_owned(), None));
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        for doc in YamlLoader::load_from_str(&text).unwrap() {
+            let pod = &doc["spec"]["template"]["spec"];
+            let Some(containers) = pod["containers"].as_vec() else {
+                continue;
+            };
+            for c in containers {
+                if !yaml_str(&c["image"])
+                    .unwrap_or_default()
+                    .contains("leakwatch")
+                {
+                    continue;
+                }
+                assert!(
+                    c["command"].is_badvalue(),
+                    "{path:?}: the image's entrypoint is leakwatch"
+                );
+                let env = c["env"]
+                    .as_vec()
+                    .map(|v| {
+                        v.iter()
+                            .map(|e| (yaml_str(&e["name"]).unwrap(), yaml_str(&e["value"])))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                out.push(Launch {
+                    place: format!(
+                        "{} {}",
+                        path.file_name().unwrap().to_string_lossy(),
+                        yaml_str(&doc["metadata"]["name"]).unwrap_or_default()
+                    ),
+                    args: yaml_list(&c["args"]),
+                    env,
+                });
             }
         }
     }
@@ -95,10 +173,44 @@ fn interpolate(v: &str) -> String {
     s
 }
 
+/// The subcommand of a command line (after the global `--config FILE`).
+fn subcommand(args: &[String]) -> (String, Vec<String>) {
+    let mut rest = args.to_vec();
+    while rest.first().is_some_and(|a| a == "--config") {
+        rest.drain(..2);
+    }
+    assert!(!rest.is_empty(), "no subcommand in {args:?}");
+    let sub = rest.remove(0);
+    (sub, rest)
+}
+
+/// What `leakwatch {sub} --help` lists: its `--flags` and the environment variables
+/// it reads (`[env: NAME=...]`, or named in its text, as `sim`'s password is).
+fn help_of(sub: &str) -> (Vec<String>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_leakwatch"))
+        .args([sub, "--help"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "leakwatch {sub} --help");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let flags = text
+        .split(|c: char| c.is_whitespace() || c == ',' || c == '=' || c == '[' || c == '<')
+        .filter(|w| w.starts_with("--") && w.len() > 2)
+        .map(str::to_owned)
+        .collect();
+    (flags, text)
+}
+
 #[test]
-fn every_setting_the_deployment_files_make_is_one_leakwatch_knows() {
-    let settings = env_settings();
-    assert!(settings.len() >= 4, "{settings:?}");
+fn every_setting_the_deployment_files_make_is_one_leakwatch_reads() {
+    let launches = launches();
+    let subs: Vec<String> = launches.iter().map(|l| subcommand(&l.args).0).collect();
+    for must in ["run", "bridge", "worker", "broker-config", "sim"] {
+        assert!(
+            subs.iter().any(|s| s == must),
+            "no `{must}` in {launches:#?}"
+        );
+    }
     let dir = std::env::temp_dir().join(crate::support::unique("lw-deploy-"));
     std::fs::create_dir_all(&dir).unwrap();
     // The ConfigMap's file is a valid configuration.
@@ -114,21 +226,43 @@ fn every_setting_the_deployment_files_make_is_one_leakwatch_knows() {
     let file = dir.join("leakwatch.toml");
     std::fs::write(&file, &toml).unwrap();
 
-    // The scaled-out shape's `nats.*` keys come with `leakwatch bridge` / `worker`
-    // (issue 14, built on another branch): checked like the others once this binary
-    // knows a `nats` section, and only then.
-    let known = Command::new(env!("CARGO_BIN_EXE_leakwatch"))
-        .arg("config")
-        .output()
-        .unwrap();
-    let known: serde_json::Value = serde_json::from_slice(&known.stdout).unwrap();
-    let settings: Vec<_> = settings
-        .into_iter()
-        .filter(|(k, _)| known.get("nats").is_some() || !k.starts_with("LEAKWATCH__NATS__"))
-        .collect();
+    let mut config_keys: Vec<(String, Option<String>)> = Vec::new();
+    let mut helps = std::collections::HashMap::new();
+    for l in &launches {
+        let (sub, rest) = subcommand(&l.args);
+        let (flags, help) = helps.entry(sub.clone()).or_insert_with(|| help_of(&sub));
+        for a in rest.iter().filter(|a| a.starts_with("--")) {
+            let flag = a.split('=').next().unwrap();
+            assert!(
+                flags.iter().any(|f| f == flag),
+                "{}: `leakwatch {sub}` has no {flag}",
+                l.place
+            );
+        }
+        for (name, value) in &l.env {
+            if name.starts_with("LEAKWATCH__") {
+                config_keys.push((name.clone(), value.clone()));
+            } else if name.starts_with("LEAKWATCH_") {
+                assert!(
+                    help.contains(&format!("[env: {name}=")) || help.contains(name.as_str()),
+                    "{}: `leakwatch {sub}` does not read {name}",
+                    l.place
+                );
+            }
+        }
+        if sub == "worker" {
+            // The lease owner must differ per replica: an explicit id, or the host
+            // name (a pod's or a container's name) the worker falls back to.
+            let explicit = rest.iter().any(|a| a.starts_with("--id"))
+                || l.env.iter().any(|(n, _)| n == "LEAKWATCH_WORKER_ID");
+            assert!(explicit || help.contains("HOSTNAME"), "{}", l.place);
+        }
+    }
+    assert!(config_keys.len() >= 4, "{config_keys:?}");
+
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_leakwatch"));
     cmd.arg("--config").arg(&file).arg("config");
-    for (k, v) in &settings {
+    for (k, v) in &config_keys {
         if let Some(v) = v {
             cmd.env(k, v);
         }
@@ -136,11 +270,11 @@ fn every_setting_the_deployment_files_make_is_one_leakwatch_knows() {
     let out = cmd.output().unwrap();
     assert!(
         out.status.success(),
-        "leakwatch refuses the deployment's settings {settings:?}: {}",
+        "leakwatch refuses the deployment's settings {config_keys:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     let effective: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    for (k, _) in &settings {
+    for (k, _) in &config_keys {
         let path: Vec<String> = k
             .trim_start_matches("LEAKWATCH__")
             .split("__")

@@ -353,10 +353,12 @@ async fn credentials_live_in_postgres_too() {
 }
 
 /// Test certificates made with rcgen: one CA, a server certificate for 127.0.0.1 and
-/// localhost, and client certificates whose CN is a broker identity.
+/// localhost, and client certificates whose CN is a broker identity; each certificate
+/// gets the next serial number, so that [`Pki::crl`] can revoke it by name.
 pub struct Pki {
     pub dir: std::path::PathBuf,
     issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+    serials: std::sync::Mutex<HashMap<String, u64>>,
 }
 
 impl Pki {
@@ -372,6 +374,7 @@ impl Pki {
         Pki {
             dir: dir.to_owned(),
             issuer: rcgen::Issuer::new(params, key),
+            serials: std::sync::Mutex::new(HashMap::new()),
         }
     }
 
@@ -388,6 +391,13 @@ impl Pki {
         params
             .distinguished_name
             .push(rcgen::DnType::CommonName, cn);
+        let serial = {
+            let mut serials = self.serials.lock().unwrap();
+            let next = 1000 + serials.len() as u64;
+            serials.insert(cn.to_owned(), next);
+            next
+        };
+        params.serial_number = Some(serial.into());
         let cert = params.signed_by(&key, &self.issuer).unwrap();
         let (c, k) = (
             self.dir.join(format!("{cn}.pem")),
@@ -396,6 +406,32 @@ impl Pki {
         std::fs::write(&c, cert.pem()).unwrap();
         std::fs::write(&k, key.serialize_pem()).unwrap();
         (c, k)
+    }
+
+    /// Writes the CA's certificate revocation list (PEM, `crl.pem`) revoking the
+    /// certificates issued to `revoked`; returns its path.
+    pub fn crl(&self, number: u64, revoked: &[&str]) -> std::path::PathBuf {
+        let serials = self.serials.lock().unwrap();
+        let params = rcgen::CertificateRevocationListParams {
+            this_update: rcgen::date_time_ymd(2000, 1, 1),
+            next_update: rcgen::date_time_ymd(2999, 1, 1),
+            crl_number: number.into(),
+            issuing_distribution_point: None,
+            revoked_certs: revoked
+                .iter()
+                .map(|cn| rcgen::RevokedCertParams {
+                    serial_number: serials[*cn].into(),
+                    revocation_time: rcgen::date_time_ymd(2000, 1, 1),
+                    reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        };
+        let crl = params.signed_by(&self.issuer).unwrap();
+        let path = self.dir.join("crl.pem");
+        std::fs::write(&path, crl.pem().unwrap()).unwrap();
+        path
     }
 }
 
@@ -587,6 +623,97 @@ async fn leakwatch_ingests_over_tls_with_a_client_certificate() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Revoking a client-certificate identity on Mosquitto (TLS listener,
+/// `use_identity_as_username`, the generated ACL, a `crlfile`): `devices revoke` plus
+/// `broker-config` and a reload take the identity out of the ACL (its still valid
+/// certificate connects but delivers nothing); the CA's revocation list (made here
+/// with rcgen) and a reload refuse the connection itself, while other meters go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_client_certificate_no_longer_connects() {
+    let dir = tempdir();
+    let db = format!("sqlite://{}/lw.db", dir.display());
+    let (meters, _) = write_registry(&dir);
+    leakwatch(&db, &["meters", "import", &meters]);
+    leakwatch(&db, &["devices", "issue", "--all-meters"]);
+    leakwatch(&db, &["devices", "issue", "--kind", "service", "leakwatch"]);
+    let conf = dir.join("broker");
+    let conf_s = conf.to_string_lossy().into_owned();
+    leakwatch(&db, &["broker-config", "--out", &conf_s]);
+
+    let pki = Pki::new(&dir);
+    let (server_cert, server_key) = pki.issue("broker", &["127.0.0.1", "localhost"]);
+    let (lw_cert, lw_key) = pki.issue("leakwatch", &[]);
+    let (m1_cert, m1_key) = pki.issue("M1", &[]);
+    let (m2_cert, m2_key) = pki.issue("M2", &[]);
+    let crl = pki.crl(1, &[]);
+    let broker = OwnMosquitto::start_with(|_| {
+        format!(
+            "cafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate true\n\
+             use_identity_as_username true\ncrlfile {}\nallow_anonymous false\nacl_file {}/acl\n",
+            pki.ca().display(),
+            server_cert.display(),
+            server_key.display(),
+            crl.display(),
+            conf.display()
+        )
+    })
+    .expect("mosquitto");
+    let port = broker.port;
+    let ca = pki.ca();
+    let m1 = (m1_cert.as_path(), m1_key.as_path());
+    let m2 = (m2_cert.as_path(), m2_key.as_path());
+
+    let mut service = connect_tls(port, "lw", &ca, Some((&lw_cert, &lw_key)))
+        .await
+        .expect("leakwatch connects with its certificate");
+    service.subscribe("gas/+/+/up").await;
+    let mut c2 = connect_tls(port, "M2", &ca, Some(m2)).await.unwrap();
+    c2.publish("gas/D1/M2/up", "M2 before").await;
+    service.received_until("M2 before").await;
+
+    // Revoked in the registry: out of the ACL at the reload. Its certificate is still
+    // good, so it connects, but what it publishes reaches no one.
+    leakwatch(&db, &["devices", "revoke", "M2"]);
+    leakwatch(&db, &["broker-config", "--out", &conf_s]);
+    broker.reload();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let c2 = connect_tls(port, "M2", &ca, Some(m2))
+        .await
+        .expect("a valid certificate still connects");
+    c2.publish_refused("gas/D1/M2/up", "M2 out of the ACL")
+        .await;
+    let mut c1 = connect_tls(port, "M1", &ca, Some(m1)).await.unwrap();
+    c1.publish("gas/D1/M1/up", "M1 marker").await;
+    assert_eq!(
+        service.received_until("M1 marker").await,
+        vec![("gas/D1/M1/up".to_owned(), "M1 marker".to_owned())],
+        "a meter revoked in the registry still delivers"
+    );
+
+    // Revoked by the CA: the connection itself is refused after the reload.
+    pki.crl(2, &["M2"]);
+    broker.reload();
+    let mut refused = None;
+    for _ in 0..50 {
+        if let Err(e) = connect_tls(port, "M2", &ca, Some(m2)).await {
+            refused = Some(e);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let refused = refused.expect("a revoked certificate still connects after the reload");
+    // The broker says why (TLS alert certificate_revoked), not some other failure.
+    assert!(refused.contains("CertificateRevoked"), "{refused}");
+    // The others are not affected.
+    let mut c1 = connect_tls(port, "M1", &ca, Some(m1))
+        .await
+        .expect("M1 still connects");
+    c1.publish("gas/D1/M1/up", "M1 after").await;
+    service.received_until("M1 after").await;
+    drop(broker);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Whether the broker at `port` admits `user` with `secret` as client id `id`.
 async fn admitted(port: u16, id: &str, login: Option<(&str, &str)>) -> bool {
     let mut opts = MqttOptions::new(id, "127.0.0.1", port);
@@ -708,6 +835,143 @@ async fn the_embedded_broker_admits_registered_devices_as_themselves() {
         .unwrap();
     crate::support::wait_for("M1 refused", leakwatch::app::LOGINS_REFRESH * 3, || async {
         (!admitted(port, "M1", Some(("M1", &m1_secret))).await).then_some(())
+    })
+    .await;
+    svc.stop().await;
+}
+
+/// Crews' phones on the embedded broker (registry logins, the default): each logs in
+/// as itself only; leakwatch uses a position only for a registered crew and a valid
+/// fix (dead letters otherwise). What rumqttd cannot enforce is asserted too, so that
+/// deploy/README.md's list of it stays true: a logged-in phone can read another
+/// crew's jobs, push a job message to another phone, and move another crew.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_broker_admits_crews_as_themselves_and_what_it_cannot_stop() {
+    use leakwatch_core::device::DeviceKind;
+    let Some(svc) =
+        crate::support::Service::start(crate::support::Backend::EmbeddedSqlite, |cfg| {
+            cfg.mqtt.embedded_auth = leakwatch::config::EmbeddedAuth::Registry;
+        })
+        .await
+    else {
+        return;
+    };
+    let r = svc.running();
+    let port = r.mqtt_port;
+    let store = r.store.clone();
+    let crew = |id: &str, lat: f64| {
+        serde_json::json!({"id": id, "name": id, "skills": ["emergency"],
+                           "home": {"lat": lat, "lon": 11.25}, "on_shift": true})
+    };
+    let (status, body) = svc
+        .post(
+            "/api/v1/crews",
+            &serde_json::json!([crew("C1", 43.70), crew("C2", 43.80)]),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let now = chrono::Utc::now();
+    let mut secret = HashMap::new();
+    for name in ["C1", "C2"] {
+        let s = leakwatch::devices::new_secret().unwrap();
+        let hash = leakwatch::devices::hash_secret(&s).unwrap();
+        store
+            .put_device_credential(name, DeviceKind::Crew, &hash, now)
+            .await
+            .unwrap();
+        secret.insert(name, s);
+    }
+    crate::support::wait_for(
+        "C1 admitted",
+        leakwatch::app::LOGINS_REFRESH * 3,
+        || async {
+            admitted(port, "C1", Some(("C1", &secret["C1"])))
+                .await
+                .then_some(())
+        },
+    )
+    .await;
+    assert!(!admitted(port, "C1", None).await, "anonymous");
+    assert!(
+        !admitted(port, "C2", Some(("C1", &secret["C1"]))).await,
+        "C1's login as client id C2"
+    );
+    assert!(
+        !admitted(port, "C2", Some(("C2", &secret["C1"]))).await,
+        "C2 with C1's secret"
+    );
+
+    let phone = |id: &'static str| {
+        let mut opts = MqttOptions::new(id, "127.0.0.1", port);
+        opts.set_credentials(id, secret[id].as_str())
+            .set_keep_alive(Duration::from_secs(5));
+        let (client, events) = AsyncClient::new(opts, 10);
+        Client { client, events }
+    };
+    // The crews' prefix of `Service::start` (support.rs).
+    let cp = format!("{}-crews", svc.prefix);
+    let mut c1 = phone("C1");
+    let mut c2 = phone("C2");
+    c1.subscribe(&format!("{cp}/C1/jobs")).await;
+    c2.subscribe(&format!("{cp}/C2/jobs")).await;
+
+    let position = |id: &'static str| {
+        let svc = &svc;
+        async move {
+            let (_, crews) = svc.get("/api/v1/crews").await;
+            crews["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["id"] == id)
+                .and_then(|c| c["position"]["lat"].as_f64())
+        }
+    };
+    // Its own position: used.
+    c1.publish(&format!("{cp}/C1/location"), r#"{"lat":43.71,"lon":11.25}"#)
+        .await;
+    crate::support::wait_for("C1's position", Duration::from_secs(15), || async {
+        (position("C1").await == Some(43.71)).then_some(())
+    })
+    .await;
+    // A crew leakwatch does not know, and a fix that is not one: dead letters.
+    c1.publish(&format!("{cp}/C9/location"), r#"{"lat":43.72,"lon":11.25}"#)
+        .await;
+    c1.publish(&format!("{cp}/C1/location"), r#"{"lat":"north"}"#)
+        .await;
+    let reasons = crate::support::wait_for(
+        "the crews' dead letters",
+        Duration::from_secs(15),
+        || async {
+            let d = store.list_dead_letters(10).await.unwrap();
+            let mut reasons: Vec<(String, String)> =
+                d.into_iter().map(|d| (d.topic, d.reason)).collect();
+            reasons.sort();
+            (reasons.len() >= 2).then_some(reasons)
+        },
+    )
+    .await;
+    assert_eq!(
+        reasons,
+        vec![
+            (format!("{cp}/C1/location"), "bad_location".to_owned()),
+            (format!("{cp}/C9/location"), "unknown_crew".to_owned()),
+        ]
+    );
+
+    // NOT ENFORCED by rumqttd (no per-topic rules; deploy/README.md says so): C1 reads
+    // C2's jobs, C2 pushes a message to C1's phone, and C1 moves C2.
+    c1.subscribe(&format!("{cp}/C2/jobs")).await;
+    c2.publish(&format!("{cp}/C1/jobs"), "not a job from leakwatch")
+        .await;
+    let got = c1.received_until("not a job from leakwatch").await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    c2.publish(&format!("{cp}/C2/jobs"), "C2's topic").await;
+    c1.received_until("C2's topic").await;
+    c1.publish(&format!("{cp}/C2/location"), r#"{"lat":43.99,"lon":11.25}"#)
+        .await;
+    crate::support::wait_for("C2 moved by C1", Duration::from_secs(15), || async {
+        (position("C2").await == Some(43.99)).then_some(())
     })
     .await;
     svc.stop().await;

@@ -19,5 +19,7 @@ mod lifecycle;
 mod oversize;
 // Scale-out (issue 14): bridges, workers and a nats-server cluster under faults.
 mod scaleout;
+// The scaled-out processes over NATS TLS, stopped by SIGTERM (issue 15).
+mod scaled_lifecycle;
 mod support;
 mod survey;

@@ -8,14 +8,15 @@
 use crate::config::Config;
 use anyhow::Context;
 use clap::Args;
-use leakwatch_log::{JetStreamLog, LeaseConfig, Leases, LogConfig};
+use leakwatch_log::{JetStreamLog, LeaseConfig, Leases, LogConfig, NatsTls};
 use leakwatch_store::Store;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Where the log is and how it is cut (the same for every bridge and worker).
 #[derive(Args, Clone, Debug)]
 pub struct LogArgs {
-    /// NATS servers, comma-separated.
+    /// NATS servers, comma-separated (`tls://host:4222` requires TLS).
     #[arg(
         long,
         env = "LEAKWATCH_NATS_URL",
@@ -40,6 +41,16 @@ pub struct LogArgs {
     /// How long the stream keeps messages, hours.
     #[arg(long, default_value_t = 168)]
     pub retention_h: u64,
+    /// The CA (PEM) the NATS servers' certificates must chain to; the connection is
+    /// then TLS only.
+    #[arg(long, env = "LEAKWATCH_NATS_CA_FILE")]
+    pub nats_ca_file: Option<PathBuf>,
+    /// A client certificate (PEM) for servers that verify clients (with its key).
+    #[arg(long, env = "LEAKWATCH_NATS_CLIENT_CERT", requires = "nats_client_key")]
+    pub nats_client_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, env = "LEAKWATCH_NATS_CLIENT_KEY", requires = "nats_client_cert")]
+    pub nats_client_key: Option<PathBuf>,
 }
 
 impl LogArgs {
@@ -52,6 +63,11 @@ impl LogArgs {
             replicas: self.replicas,
             dedupe_window: Duration::from_secs(self.dedupe_window_s),
             max_age: Duration::from_secs(self.retention_h * 3600),
+            tls: NatsTls {
+                ca_file: self.nats_ca_file.clone(),
+                client_cert: self.nats_client_cert.clone(),
+                client_key: self.nats_client_key.clone(),
+            },
             ..LogConfig::default()
         }
     }
@@ -78,9 +94,10 @@ pub struct BridgeArgs {
 pub struct WorkerArgs {
     #[command(flatten)]
     pub log: LogArgs,
-    /// The worker's name (lease owner; unique per process).
+    /// The worker's name (lease owner; unique per process). Default: the host name
+    /// (`HOSTNAME`: a container's or a pod's name, unique per replica).
     #[arg(long, env = "LEAKWATCH_WORKER_ID")]
-    pub id: String,
+    pub id: Option<String>,
     /// Lease TTL, milliseconds (renewed every third of it).
     #[arg(long, default_value_t = 10_000)]
     pub lease_ttl_ms: u64,
@@ -139,7 +156,8 @@ pub async fn bridge(cfg: Config, args: BridgeArgs) -> anyhow::Result<()> {
 }
 
 /// `leakwatch worker`.
-pub async fn worker(cfg: Config, args: WorkerArgs) -> anyhow::Result<()> {
+pub async fn worker(cfg: Config, mut args: WorkerArgs) -> anyhow::Result<()> {
+    let id = worker_id(args.id.take(), std::env::var("HOSTNAME").ok())?;
     leakwatch_scale::failpoints_from_env();
     let store = Store::connect(cfg.database.url.expose())
         .await
@@ -148,7 +166,7 @@ pub async fn worker(cfg: Config, args: WorkerArgs) -> anyhow::Result<()> {
         store.backend() == "postgres",
         "the worker needs PostgreSQL (database.url)"
     );
-    let log = JetStreamLog::connect(args.log.log_config(), &args.id)
+    let log = JetStreamLog::connect(args.log.log_config(), &id)
         .await
         .context("cannot reach the log")?;
     let leases = Leases::open(
@@ -158,14 +176,14 @@ pub async fn worker(cfg: Config, args: WorkerArgs) -> anyhow::Result<()> {
             replicas: args.log.replicas,
             ttl: Duration::from_millis(args.lease_ttl_ms),
         },
-        &args.id,
+        &id,
     )
     .await
     .context("cannot open the leases")?;
-    tracing::info!(id = %args.id, partitions = args.log.partitions, "worker running");
+    tracing::info!(id = %id, partitions = args.log.partitions, "worker running");
     leakwatch_scale::worker::run(
         leakwatch_scale::worker::WorkerConfig {
-            owner: args.id.clone(),
+            owner: id.clone(),
             partitions: args.log.partitions,
             prefix: cfg.mqtt.prefix.clone(),
             batch_max: args.batch_max,
@@ -181,4 +199,79 @@ pub async fn worker(cfg: Config, args: WorkerArgs) -> anyhow::Result<()> {
     .await;
     store.close().await;
     Ok(())
+}
+
+/// The worker's lease owner name: `--id`, else the host name; never empty.
+fn worker_id(id: Option<String>, hostname: Option<String>) -> anyhow::Result<String> {
+    id.or(hostname)
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .context("the worker needs --id (LEAKWATCH_WORKER_ID) or a HOSTNAME")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        cmd: Cmd,
+    }
+
+    #[derive(clap::Subcommand)]
+    enum Cmd {
+        Bridge(BridgeArgs),
+        Worker(WorkerArgs),
+    }
+
+    #[test]
+    fn the_worker_id_defaults_to_the_host_name() {
+        assert_eq!(
+            worker_id(Some("w1".into()), Some("h".into())).unwrap(),
+            "w1"
+        );
+        assert_eq!(worker_id(None, Some("pod-7".into())).unwrap(), "pod-7");
+        assert!(worker_id(None, None).is_err());
+        assert!(worker_id(Some(" ".into()), None).is_err());
+    }
+
+    #[test]
+    fn nats_tls_settings_reach_the_log_config() {
+        let cli = Cli::try_parse_from([
+            "lw",
+            "bridge",
+            "--nats",
+            "tls://a:4222,tls://b:4222",
+            "--nats-ca-file",
+            "/ca.pem",
+            "--nats-client-cert",
+            "/c.pem",
+            "--nats-client-key",
+            "/c.key",
+        ])
+        .unwrap();
+        let Cmd::Bridge(b) = cli.cmd else {
+            panic!("bridge")
+        };
+        let cfg = b.log.log_config();
+        assert_eq!(cfg.servers, "tls://a:4222,tls://b:4222");
+        assert_eq!(
+            cfg.tls.ca_file.as_deref(),
+            Some(std::path::Path::new("/ca.pem"))
+        );
+        assert_eq!(
+            cfg.tls.client_key.as_deref(),
+            Some(std::path::Path::new("/c.key"))
+        );
+        assert!(cfg.tls.required(&cfg.servers));
+        // A certificate without its key is refused by the parser.
+        assert!(Cli::try_parse_from(["lw", "worker", "--nats-client-cert", "/c.pem"]).is_err());
+        let Cmd::Worker(w) = Cli::try_parse_from(["lw", "worker"]).unwrap().cmd else {
+            panic!("worker")
+        };
+        assert_eq!(w.log.log_config().tls, NatsTls::default());
+        assert!(!w.log.log_config().tls.required("nats://a:4222"));
+    }
 }

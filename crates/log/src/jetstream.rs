@@ -25,6 +25,53 @@ pub struct LogConfig {
     /// How long the stream's acknowledgement of a publish may take before the publish
     /// counts as failed (and is retried with the same id).
     pub ack_timeout: Duration,
+    /// TLS to the servers (`tls://` URLs, a CA file, a client certificate).
+    pub tls: NatsTls,
+}
+
+/// TLS to the NATS servers (rustls, ring). With a CA file the connection must be TLS
+/// and trusts only that CA's certificates; `tls://` URLs require TLS too (trusting the
+/// system's roots when no CA file is given). A client certificate is presented when
+/// the server asks for one (`tls { verify: true }`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NatsTls {
+    pub ca_file: Option<std::path::PathBuf>,
+    pub client_cert: Option<std::path::PathBuf>,
+    pub client_key: Option<std::path::PathBuf>,
+}
+
+impl NatsTls {
+    /// Refuses a certificate without its key (or a key without its certificate).
+    pub fn check(&self) -> Result<(), LogError> {
+        match (&self.client_cert, &self.client_key) {
+            (Some(_), None) => Err(LogError("a NATS client certificate needs its key".into())),
+            (None, Some(_)) => Err(LogError("a NATS client key needs its certificate".into())),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether the connection must be TLS.
+    pub fn required(&self, servers: &str) -> bool {
+        self.ca_file.is_some()
+            || self.client_cert.is_some()
+            || servers
+                .split(',')
+                .any(|s| s.trim().to_ascii_lowercase().starts_with("tls://"))
+    }
+
+    fn apply(
+        &self,
+        mut opts: async_nats::ConnectOptions,
+        servers: &str,
+    ) -> async_nats::ConnectOptions {
+        if let Some(ca) = &self.ca_file {
+            opts = opts.add_root_certificates(ca.clone());
+        }
+        if let (Some(cert), Some(key)) = (&self.client_cert, &self.client_key) {
+            opts = opts.add_client_certificate(cert.clone(), key.clone());
+        }
+        opts.require_tls(self.required(servers))
+    }
 }
 
 impl Default for LogConfig {
@@ -38,6 +85,7 @@ impl Default for LogConfig {
             dedupe_window: Duration::from_secs(10 * 60),
             max_age: Duration::from_secs(7 * 24 * 3600),
             ack_timeout: Duration::from_secs(5),
+            tls: NatsTls::default(),
         }
     }
 }
@@ -61,7 +109,7 @@ impl std::fmt::Debug for JetStreamLog {
 impl JetStreamLog {
     /// Connects (retrying until a server answers) and creates the stream if missing.
     pub async fn connect(cfg: LogConfig, name: &str) -> Result<JetStreamLog, LogError> {
-        let client = connect(&cfg.servers, name).await?;
+        let client = connect_with(&cfg.servers, name, &cfg.tls).await?;
         let mut js = jetstream::new(client.clone());
         js.set_timeout(cfg.ack_timeout);
         let log = JetStreamLog { cfg, js, client };
@@ -127,8 +175,18 @@ impl JetStreamLog {
 
 /// Connects to a comma-separated list of servers, retrying the first connection.
 pub async fn connect(servers: &str, name: &str) -> Result<async_nats::Client, LogError> {
+    connect_with(servers, name, &NatsTls::default()).await
+}
+
+/// [`connect`] with TLS settings.
+pub async fn connect_with(
+    servers: &str,
+    name: &str,
+    tls: &NatsTls,
+) -> Result<async_nats::Client, LogError> {
+    tls.check()?;
     let addrs: Vec<&str> = servers.split(',').map(str::trim).collect();
-    async_nats::ConnectOptions::new()
+    tls.apply(async_nats::ConnectOptions::new(), servers)
         .name(name)
         .retry_on_initial_connect()
         .connection_timeout(Duration::from_secs(2))

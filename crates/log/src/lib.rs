@@ -28,7 +28,7 @@ pub mod testkit;
 use std::future::Future;
 use std::time::Duration;
 
-pub use jetstream::{JetStreamLog, LogConfig};
+pub use jetstream::{JetStreamLog, LogConfig, NatsTls};
 pub use lease::{Lease, LeaseConfig, Leases};
 
 /// Header carrying when the bridge received the message (milliseconds since the epoch),
