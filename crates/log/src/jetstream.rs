@@ -366,4 +366,27 @@ mod tests {
         assert_eq!(subject_token("a.b*c>d e"), "a_b_c_d_e");
         assert_eq!(subject_token(""), "_");
     }
+
+    #[test]
+    fn tls_is_required_by_a_tls_url_or_a_ca_and_a_certificate_needs_its_key() {
+        let none = NatsTls::default();
+        assert!(none.check().is_ok());
+        assert!(!none.required("nats://a:4222,nats://b:4222"));
+        assert!(none.required("nats://a:4222, TLS://b:4222"));
+        let ca = NatsTls {
+            ca_file: Some("/ca.pem".into()),
+            ..NatsTls::default()
+        };
+        assert!(ca.required("nats://a:4222"));
+        let cert_only = NatsTls {
+            client_cert: Some("/c.pem".into()),
+            ..NatsTls::default()
+        };
+        assert!(cert_only.check().is_err());
+        let key_only = NatsTls {
+            client_key: Some("/c.key".into()),
+            ..NatsTls::default()
+        };
+        assert!(key_only.check().is_err());
+    }
 }
