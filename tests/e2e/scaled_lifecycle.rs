@@ -308,3 +308,46 @@ async fn bridge_and_worker_use_nats_over_tls_and_stop_on_sigterm_losing_nothing(
     drop(mosq);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// SIGTERM while the log cannot be reached (start-up: the bridge and the worker retry
+/// NATS until it answers) ends both with status 0 at once; before, the signal killed
+/// them (status 143), since its handler was installed only once they ran.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_while_the_log_is_unreachable_ends_bridge_and_worker_cleanly() {
+    let Some(admin) = required_env(PG_ENV) else {
+        return;
+    };
+    let dir = tempdir();
+    let db = fresh_pg_database(&admin).await.unwrap();
+    // Nothing listens there.
+    let nats = format!("nats://127.0.0.1:{}", free_port());
+    for what in ["bridge", "worker"] {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_leakwatch"));
+        cmd.arg(what)
+            .env("LEAKWATCH__DATABASE__URL", &db)
+            .env("LEAKWATCH__MQTT__URL", "mqtt://127.0.0.1:1")
+            .env("LEAKWATCH_NATS_URL", &nats)
+            .env("LEAKWATCH_WORKER_ID", "w-unreachable")
+            .env("RUST_LOG", "info,async_nats=warn");
+        let mut p = Proc::spawn(what, &mut cmd, &dir);
+        p.wait_line("starting: connecting to", 1).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let (status, took) = p.terminate(Duration::from_secs(10));
+        assert!(
+            status.success(),
+            "{what} exited with {status}:\n{}",
+            p.text()
+        );
+        assert!(
+            !p.text().contains("running"),
+            "{what} reached the log?\n{}",
+            p.text()
+        );
+        println!(
+            "{what}: SIGTERM in start-up, exit 0 after {:.2}s",
+            took.as_secs_f64()
+        );
+    }
+    drop_pg_database(&admin, &db).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -12,6 +12,7 @@ use leakwatch_log::{JetStreamLog, LeaseConfig, Leases, LogConfig, NatsTls};
 use leakwatch_store::Store;
 use std::path::PathBuf;
 use std::time::Duration;
+use tokio::sync::watch;
 
 /// Where the log is and how it is cut (the same for every bridge and worker).
 #[derive(Args, Clone, Debug)]
@@ -109,19 +110,33 @@ pub struct WorkerArgs {
     pub batch_max: usize,
 }
 
-async fn terminate() {
+/// SIGTERM or Ctrl-C, listened for from the call on (not from the first poll): a
+/// signal during start-up, while the log or the store is still unreachable, ends the
+/// command cleanly instead of killing it.
+fn stop_signal() -> watch::Receiver<bool> {
     use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {},
-                _ = term.recv() => {},
+    let (tx, rx) = watch::channel(false);
+    let term = signal(SignalKind::terminate());
+    tokio::spawn(async move {
+        match term {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {},
+                    _ = term.recv() => {},
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
             }
         }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
+        let _ = tx.send(true);
+    });
+    rx
+}
+
+/// Resolves once [`stop_signal`] fired.
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
 }
 
 /// `leakwatch bridge`.
@@ -131,9 +146,17 @@ pub async fn bridge(cfg: Config, args: BridgeArgs) -> anyhow::Result<()> {
         .url
         .clone()
         .context("the bridge needs mqtt.url (an external broker)")?;
-    let log = JetStreamLog::connect(args.log.log_config(), &args.id)
-        .await
-        .context("cannot reach the log")?;
+    let stop = stop_signal();
+    tracing::info!(id = %args.id, servers = %args.log.nats, "bridge starting: connecting to the log");
+    let log = tokio::select! {
+        _ = stopped(stop.clone()) => {
+            tracing::info!("bridge stopped before it reached the log");
+            return Ok(());
+        }
+        log = JetStreamLog::connect(args.log.log_config(), &args.id) => {
+            log.context("cannot reach the log")?
+        }
+    };
     tracing::info!(id = %args.id, "bridge running");
     leakwatch_scale::bridge::run(
         leakwatch_scale::bridge::BridgeConfig {
@@ -149,7 +172,7 @@ pub async fn bridge(cfg: Config, args: BridgeArgs) -> anyhow::Result<()> {
         },
         log,
         leakwatch_mqtt::SessionHealth::new("bridge"),
-        terminate(),
+        stopped(stop),
     )
     .await;
     Ok(())
@@ -159,27 +182,39 @@ pub async fn bridge(cfg: Config, args: BridgeArgs) -> anyhow::Result<()> {
 pub async fn worker(cfg: Config, mut args: WorkerArgs) -> anyhow::Result<()> {
     let id = worker_id(args.id.take(), std::env::var("HOSTNAME").ok())?;
     leakwatch_scale::failpoints_from_env();
-    let store = Store::connect(cfg.database.url.expose())
+    let stop = stop_signal();
+    tracing::info!(id = %id, servers = %args.log.nats, "worker starting: connecting to the store and the log");
+    let start = async {
+        let store = Store::connect(cfg.database.url.expose())
+            .await
+            .context("cannot open the store")?;
+        anyhow::ensure!(
+            store.backend() == "postgres",
+            "the worker needs PostgreSQL (database.url)"
+        );
+        let log = JetStreamLog::connect(args.log.log_config(), &id)
+            .await
+            .context("cannot reach the log")?;
+        let leases = Leases::open(
+            log.context(),
+            &LeaseConfig {
+                bucket: args.lease_bucket.clone(),
+                replicas: args.log.replicas,
+                ttl: Duration::from_millis(args.lease_ttl_ms),
+            },
+            &id,
+        )
         .await
-        .context("cannot open the store")?;
-    anyhow::ensure!(
-        store.backend() == "postgres",
-        "the worker needs PostgreSQL (database.url)"
-    );
-    let log = JetStreamLog::connect(args.log.log_config(), &id)
-        .await
-        .context("cannot reach the log")?;
-    let leases = Leases::open(
-        log.context(),
-        &LeaseConfig {
-            bucket: args.lease_bucket.clone(),
-            replicas: args.log.replicas,
-            ttl: Duration::from_millis(args.lease_ttl_ms),
-        },
-        &id,
-    )
-    .await
-    .context("cannot open the leases")?;
+        .context("cannot open the leases")?;
+        anyhow::Ok((store, log, leases))
+    };
+    let (store, log, leases) = tokio::select! {
+        _ = stopped(stop.clone()) => {
+            tracing::info!("worker stopped before it reached the store and the log");
+            return Ok(());
+        }
+        started = start => started?,
+    };
     tracing::info!(id = %id, partitions = args.log.partitions, "worker running");
     leakwatch_scale::worker::run(
         leakwatch_scale::worker::WorkerConfig {
@@ -194,7 +229,7 @@ pub async fn worker(cfg: Config, mut args: WorkerArgs) -> anyhow::Result<()> {
         log,
         leases,
         store.clone(),
-        terminate(),
+        stopped(stop),
     )
     .await;
     store.close().await;
