@@ -14,7 +14,7 @@ use std::time::Duration;
 
 /// Runs the leakwatch binary on `db` and returns its stdout; panics with its stderr
 /// when it fails.
-fn leakwatch(db: &str, args: &[&str]) -> String {
+pub(crate) fn leakwatch(db: &str, args: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_leakwatch"))
         .args(args)
         .env("LEAKWATCH__DATABASE__URL", db)
@@ -30,7 +30,7 @@ fn leakwatch(db: &str, args: &[&str]) -> String {
 }
 
 /// `username,secret` lines printed by `devices issue|rotate`.
-fn secrets(out: &str) -> HashMap<String, String> {
+pub(crate) fn secrets(out: &str) -> HashMap<String, String> {
     let mut lines = out.lines();
     assert_eq!(lines.next(), Some("username,secret"), "{out}");
     lines

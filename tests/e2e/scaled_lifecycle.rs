@@ -1,7 +1,9 @@
 //! The scaled-out shape's processes as an operator runs them (issue 15): `leakwatch
 //! bridge` and `leakwatch worker` connect to a nats-server of the test's own that takes
 //! TLS only and verifies client certificates (as `deploy/nats/nats-server.conf`
-//! configures the cluster), and SIGTERM ends each with status 0 within a deadline
+//! configures the cluster), the bridge logs in to a Mosquitto holding the generated
+//! password file and ACL as leakwatch's service identity, and SIGTERM ends each with
+//! status 0 within a deadline
 //! without losing a reading the broker acknowledged: restarted, they end with every
 //! reading stored exactly once. One node (replicas 1): the three-node cluster under
 //! faults is `scaleout.rs`.
@@ -169,28 +171,49 @@ async fn bridge_and_worker_use_nats_over_tls_and_stop_on_sigterm_losing_nothing(
     assert!(client.server_info().tls_required, "the server requires TLS");
     drop(client);
 
-    let mosq = OwnMosquitto::start().expect("mosquitto");
+    // Mosquitto with the files `broker-config` writes: the bridge logs in as
+    // leakwatch's service identity, the fleet as a head-end, under the generated ACL.
     let db = fresh_pg_database(&admin).await.unwrap();
     let pool = sqlx::PgPool::connect(&db).await.unwrap();
-    {
-        let (meters, _) = crate::devices::write_registry(&dir);
-        let out = Command::new(env!("CARGO_BIN_EXE_leakwatch"))
-            .args(["meters", "import", &meters])
-            .env("LEAKWATCH__DATABASE__URL", &db)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
     let prefix = unique("lwtls");
+    let (meters, _) = crate::devices::write_registry(&dir);
+    crate::devices::leakwatch(&db, &["meters", "import", &meters]);
+    let mut s = crate::devices::secrets(&crate::devices::leakwatch(
+        &db,
+        &["devices", "issue", "--kind", "service", "leakwatch"],
+    ));
+    s.extend(crate::devices::secrets(&crate::devices::leakwatch(
+        &db,
+        &["devices", "issue", "--kind", "headend", "HE"],
+    )));
+    let auth = dir.join("broker");
+    let out = Command::new(env!("CARGO_BIN_EXE_leakwatch"))
+        .args(["broker-config", "--out"])
+        .arg(&auth)
+        .env("LEAKWATCH__DATABASE__URL", &db)
+        .env("LEAKWATCH__MQTT__PREFIX", &prefix)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mosq = OwnMosquitto::start_with(|_| {
+        format!(
+            "allow_anonymous false\npassword_file {}/passwords\nacl_file {}/acl\n",
+            auth.display(),
+            auth.display()
+        )
+    })
+    .expect("mosquitto");
     let bridge_id = unique("lw-bridge-");
     let env: Vec<(&str, String)> = vec![
         ("LEAKWATCH__DATABASE__URL", db.clone()),
         ("LEAKWATCH__MQTT__URL", mosq.url()),
         ("LEAKWATCH__MQTT__PREFIX", prefix.clone()),
+        ("LEAKWATCH__MQTT__USERNAME", "leakwatch".into()),
+        ("LEAKWATCH__MQTT__PASSWORD", s["leakwatch"].clone()),
         ("LEAKWATCH_NATS_URL", url.clone()),
         ("LEAKWATCH_NATS_CA_FILE", pki.ca().to_string_lossy().into()),
         (
@@ -222,9 +245,17 @@ async fn bridge_and_worker_use_nats_over_tls_and_stop_on_sigterm_losing_nothing(
     bridge.wait_line("bridge running", 1).await;
     worker.wait_line("worker running", 1).await;
 
-    let p = leakwatch_sim::Publisher::connect("127.0.0.1", mosq.port, &unique("lw-pub-"))
-        .await
-        .unwrap();
+    let p = leakwatch_sim::Publisher::connect_with(
+        "127.0.0.1",
+        mosq.port,
+        &unique("lw-pub-"),
+        &leakwatch_mqtt::Security {
+            login: Some(leakwatch_mqtt::Login::new("HE", s["HE"].clone())),
+            tls: None,
+        },
+    )
+    .await
+    .unwrap();
     // One reading through the whole path first: the bridge's subscription is in place
     // (its persistent session keeps what comes while it is away from then on).
     p.publish_raw(
