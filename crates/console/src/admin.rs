@@ -304,7 +304,14 @@ async fn create_token(
     match accounts::create_token(&s.store, b, &p).await {
         Ok(created) => {
             let q = AdminQuery::default();
-            let markup = body(&c, &p, &s, &q, Some((&created.token.name, &created.secret))).await?;
+            let markup = body(
+                &c,
+                &p,
+                &s,
+                &q,
+                Some((created.token.name.as_str(), created.secret.as_str())),
+            )
+            .await?;
             Ok((
                 StatusCode::CREATED,
                 [(header::CACHE_CONTROL, "no-store")],

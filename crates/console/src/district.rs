@@ -227,7 +227,9 @@ async fn district_page(
     let started = std::time::Instant::now();
     for m in meters.iter().filter(|m| m.kind == MeterKind::Customer) {
         if started.elapsed() > LEARNING_BUDGET {
-            unanswered.get_or_insert_with(|| "detection is busy; not every meter was asked".into());
+            if unanswered.is_none() {
+                unanswered = Some("detection is busy; not every meter was asked".into());
+            }
             break;
         }
         match s

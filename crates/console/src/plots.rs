@@ -86,7 +86,7 @@ pub fn sum(series: &[Vec<(Timestamp, Option<f64>)>]) -> Vec<(Timestamp, Option<f
         .enumerate()
         .map(|(i, (t, _))| {
             let known: Vec<f64> = series.iter().filter_map(|s| s.get(i)?.1).collect();
-            let total = (known.len() == series.len()).then(|| known.iter().sum());
+            let total = (known.len() == series.len()).then(|| known.iter().sum::<f64>());
             (*t, total, known.len())
         })
         .collect()
@@ -99,7 +99,7 @@ pub fn regroup(hourly: &[(Timestamp, Option<f64>)], hours: usize) -> Vec<(Timest
         .chunks(hours.max(1))
         .map(|c| {
             let all: Option<Vec<f64>> = c.iter().map(|p| p.1).collect();
-            (c[0].0, all.map(|v| v.iter().sum()))
+            (c[0].0, all.map(|v| v.iter().sum::<f64>()))
         })
         .collect()
 }

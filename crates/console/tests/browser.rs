@@ -952,7 +952,11 @@ async fn meters_districts_map_and_accounts_in_a_real_browser() {
     let (eng, adm) = tokio::join!(driver.session(false), driver.session(false));
     assert_eq!(login(&eng, &base, "eva").await, "/console/alerts");
     // From the inbox to the meter.
-    click(&eng, &format!("tr[data-alert-id='{alert}'] a[href='/console/meters/M-1']")).await;
+    click(
+        &eng,
+        &format!("tr[data-alert-id='{alert}'] a[href='/console/meters/M-1']"),
+    )
+    .await;
     assert_eq!(text(&eng, "#meter-id").await, "M-1");
     eng.wait()
         .at_most(Duration::from_secs(10))
@@ -974,7 +978,11 @@ async fn meters_districts_map_and_accounts_in_a_real_browser() {
         .parse()
         .unwrap();
     assert!(total > 3.0, "a week of M-1's gas: {total}");
-    assert!(text(&eng, "#meter-alerts").await.contains("continuous_flow"));
+    assert!(
+        text(&eng, "#meter-alerts")
+            .await
+            .contains("continuous_flow")
+    );
     shots.both(&eng, "engineer-meter").await;
     // The meter's district.
     click(&eng, "#registry a[href='/console/districts/D1']").await;
@@ -1013,7 +1021,11 @@ async fn meters_districts_map_and_accounts_in_a_real_browser() {
     )
     .await;
     click(&adm, "#add-account-button").await;
-    assert!(text(&adm, "#flash").await.contains("account nora created (dispatcher)"));
+    assert!(
+        text(&adm, "#flash")
+            .await
+            .contains("account nora created (dispatcher)")
+    );
     assert!(text(&adm, "#account-nora").await.contains("dispatcher"));
     adm.find(Locator::Css("#token-name"))
         .await
