@@ -933,6 +933,35 @@ async fn meters_districts_map_and_accounts_in_a_real_browser() {
     let w = World::start().await;
     w.seed().await;
     let alert = w.raise("M-1", 2).await;
+    // D1's station: 1.1 times what M-1 (the only customer with readings) takes.
+    let station = MeterRecord {
+        meter_id: "S-1".into(),
+        district_id: "D1".into(),
+        kind: "station".into(),
+        lat: 43.765,
+        lon: 11.24,
+        report_every_h: Some(1),
+        status: None,
+        installed_at: None,
+        max_flow_m3h: None,
+    }
+    .to_meter()
+    .unwrap();
+    w.store.upsert_meters(&[station]).await.unwrap();
+    let m1 = w
+        .store
+        .readings(&MeterId::parse("M-1").unwrap(), None, None, 1000)
+        .await
+        .unwrap();
+    let inflow: Vec<Reading> = m1
+        .iter()
+        .map(|r| Reading {
+            meter: MeterId::parse("S-1").unwrap(),
+            vol: 2000.0 + 1.1 * (r.vol - m1[0].vol),
+            ..r.clone()
+        })
+        .collect();
+    w.store.insert_readings(&inflow).await.unwrap();
     let hash = leakwatch_api::secret::hash_password(PASSWORD).unwrap();
     w.store
         .account_store()
@@ -992,6 +1021,8 @@ async fn meters_districts_map_and_accounts_in_a_real_browser() {
         .await
         .expect("the district's balance");
     assert!(text(&eng, "#silent-meters").await.contains("M-2"));
+    // 10 % more gas in than the customers took: 1 - 1/1.1 = 9.1 % unaccounted for.
+    assert_eq!(text(&eng, "#ufg-total").await, "9.1 %");
     shots.both(&eng, "engineer-district").await;
     // The map: the alert's meter and both crews (at home).
     eng.goto(&w.url("/console/map")).await.unwrap();
@@ -1003,10 +1034,7 @@ async fn meters_districts_map_and_accounts_in_a_real_browser() {
     // The admin adds an account and a token.
     assert_eq!(login(&adm, &base, "ada").await, "/console/alerts");
     adm.goto(&w.url("/console/admin")).await.unwrap();
-    for (css, value) in [
-        ("#new-name", "nora"),
-        ("#new-password", "nora's long password"),
-    ] {
+    for (css, value) in [("#new-name", "nora"), ("#new-password", PASSWORD)] {
         adm.find(Locator::Css(css))
             .await
             .unwrap()
