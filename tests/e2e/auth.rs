@@ -619,7 +619,8 @@ async fn every_route_for_every_role() {
         let path = template
             .replace("/crews/{id}", "/crews/C-A")
             .replace("/meters/{id}", "/meters/M-1")
-            .replace("{id}", "999999");
+            .replace("{id}", "999999")
+            .replace("{name}", "nobody");
         for method in *methods {
             let rule = leakwatch_api::authz::allowed(
                 &reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap(),
@@ -835,5 +836,172 @@ async fn unknown_fields_refused_and_security_headers_set() {
         assert_eq!(h[header::X_CONTENT_TYPE_OPTIONS], "nosniff", "{path}");
         assert_eq!(h[header::REFERRER_POLICY], "same-origin", "{path}");
     }
+    svc.stop().await;
+}
+
+/// Accounts and tokens over the API, for admins: add, log in, reset the password
+/// (sessions end), disable / enable, tokens created with the secret once and
+/// revoked; the audit's actor is the caller's credential (never `X-Actor`); the
+/// admins cannot lock themselves out. Other roles: 403 on every one of these routes
+/// (`every_route_for_every_role` covers them too).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accounts_and_tokens_over_http_for_admins() {
+    let svc = Service::start(Backend::EmbeddedSqlite, |_| {})
+        .await
+        .unwrap();
+    let store = svc.running().store.clone();
+    store.upsert_crews(&[crew_of("C-A")]).await.unwrap();
+    let admin_secret = role_token(&store, "root-token", Role::Admin, None).await;
+    let engineer_secret = role_token(&store, "eng-token", Role::Engineer, None).await;
+    let (admin, engineer) = (admin_secret.as_str(), engineer_secret.as_str());
+    let call = |method: &str, path: &str, token: &str, body: Option<Value>| {
+        let r = match method {
+            "get" => bare().get(svc.url(path)),
+            _ => bare().post(svc.url(path)).json(&body.unwrap_or(json!({}))),
+        };
+        r.bearer_auth(token).header("x-actor", "mallory")
+    };
+    let new = json!({"name": "olga", "role": "engineer", "password": PASSWORD});
+    // Not for engineers.
+    for (m, p) in [
+        ("get", "/api/v1/accounts"),
+        ("post", "/api/v1/accounts"),
+        ("get", "/api/v1/tokens"),
+        ("get", "/api/v1/auth-audit"),
+        ("post", "/api/v1/accounts/olga/disable"),
+    ] {
+        let (s, _) = status_of(call(m, p, engineer, Some(new.clone()))).await;
+        assert_eq!(s, 403, "{m} {p}");
+    }
+    let (s, b) = status_of(call("post", "/api/v1/accounts", admin, Some(new.clone()))).await;
+    assert_eq!(s, 201, "{b}");
+    assert_eq!(
+        (b["name"].as_str(), b["role"].as_str()),
+        (Some("olga"), Some("engineer"))
+    );
+    assert!(b.get("password_hash").is_none() && b["disabled"] == json!(false));
+    // Refusals: taken name (409), unknown field, short password, a crew on an
+    // engineer, an unknown crew.
+    for (body, want) in [
+        (new.clone(), 409),
+        (
+            json!({"name": "x1", "role": "engineer", "password": PASSWORD, "admin": true}),
+            422,
+        ),
+        (
+            json!({"name": "x2", "role": "engineer", "password": "short"}),
+            422,
+        ),
+        (
+            json!({"name": "x3", "role": "engineer", "crew": "C-A", "password": PASSWORD}),
+            422,
+        ),
+        (
+            json!({"name": "x4", "role": "crew", "crew": "C-NOPE", "password": PASSWORD}),
+            404,
+        ),
+        (
+            json!({"name": "bad name", "role": "engineer", "password": PASSWORD}),
+            422,
+        ),
+    ] {
+        let (s, b) = status_of(call("post", "/api/v1/accounts", admin, Some(body.clone()))).await;
+        assert_eq!(s, want, "{body}: {b}");
+    }
+    let (s, b) = status_of(call("get", "/api/v1/accounts", admin, None)).await;
+    assert_eq!(s, 200);
+    assert!(
+        b["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["name"] == "olga")
+    );
+    assert!(b["next_cursor"].is_null());
+    // Olga logs in; a password reset ends her session.
+    let (cookie, _) = json_login(&svc, "olga").await;
+    let me = || {
+        bare()
+            .get(svc.url("/api/v1/me"))
+            .header(header::COOKIE, cookie.clone())
+    };
+    assert_eq!(status_of(me()).await.0, 200);
+    let (s, _) = status_of(call(
+        "post",
+        "/api/v1/accounts/olga/password",
+        admin,
+        Some(json!({"password": "olga's second password"})),
+    ))
+    .await;
+    assert_eq!(s, 204);
+    assert_eq!(status_of(me()).await.0, 401);
+    let (s, _) = status_of(call(
+        "post",
+        "/api/v1/accounts/nobody/password",
+        admin,
+        Some(json!({"password": "olga's second password"})),
+    ))
+    .await;
+    assert_eq!(s, 404);
+    // Disable / enable.
+    let (s, b) = status_of(call("post", "/api/v1/accounts/olga/disable", admin, None)).await;
+    assert_eq!((s, b["disabled"].clone()), (200, json!(true)));
+    let (s, b) = status_of(call("post", "/api/v1/accounts/olga/enable", admin, None)).await;
+    assert_eq!((s, b["disabled"].clone()), (200, json!(false)));
+    // The last enabled admin stays.
+    add_account(&store, "boss", Role::Admin, None).await;
+    let (s, _) = status_of(call("post", "/api/v1/accounts/boss/disable", admin, None)).await;
+    assert_eq!(s, 409, "boss is the last enabled admin account");
+    // Tokens: the secret once, no-store; a crew device's token names its crew.
+    let r = call(
+        "post",
+        "/api/v1/tokens",
+        admin,
+        Some(json!({"name": "phone-a", "role": "crew", "crew": "C-A"})),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(r.headers()[header::CACHE_CONTROL], "no-store");
+    let created: Value = r.json().await.unwrap();
+    let secret = created["secret"].as_str().unwrap().to_owned();
+    assert_eq!(created["token"]["crew"], "C-A");
+    let (s, b) = status_of(bare().get(svc.url("/api/v1/me")).bearer_auth(&secret)).await;
+    assert_eq!((s, b["crew"].as_str()), (200, Some("C-A")));
+    let (_, list) = status_of(call("get", "/api/v1/tokens", admin, None)).await;
+    assert!(!list.to_string().contains(&secret), "no secret in the list");
+    assert!(list.to_string().contains("phone-a"));
+    let (s, b) = status_of(call("post", "/api/v1/tokens/phone-a/revoke", admin, None)).await;
+    assert_eq!(s, 200);
+    assert!(b["revoked_at"].is_string());
+    assert_eq!(
+        status_of(bare().get(svc.url("/api/v1/me")).bearer_auth(&secret))
+            .await
+            .0,
+        401
+    );
+    let (s, _) = status_of(call("post", "/api/v1/tokens/phone-a/revoke", admin, None)).await;
+    assert_eq!(s, 404, "revoked already");
+    // The audit: every change by the admin's token, none by the header's name.
+    let (s, audit) = status_of(call("get", "/api/v1/auth-audit?limit=50", admin, None)).await;
+    assert_eq!(s, 200);
+    let items = audit["items"].as_array().unwrap();
+    for action in [
+        "account_created",
+        "password_changed",
+        "account_disabled",
+        "account_enabled",
+        "token_created",
+        "token_revoked",
+    ] {
+        assert!(
+            items
+                .iter()
+                .any(|r| r["action"] == action && r["actor"] == "root-token"),
+            "{action}: {audit}"
+        );
+    }
+    assert!(!audit.to_string().contains("mallory"));
     svc.stop().await;
 }

@@ -75,6 +75,16 @@ pub const RULES: &[(&str, &str, &[Role])] = &[
     ("POST", "/api/v1/survey/orders", DISPATCH),
     ("GET", "/api/v1/survey/orders/{id}", STAFF),
     ("POST", "/api/v1/survey/orders/{id}/report", DISPATCH),
+    // Accounts and API tokens, and their audit: admins only.
+    ("GET", "/api/v1/accounts", ADMIN),
+    ("POST", "/api/v1/accounts", ADMIN),
+    ("POST", "/api/v1/accounts/{name}/password", ADMIN),
+    ("POST", "/api/v1/accounts/{name}/disable", ADMIN),
+    ("POST", "/api/v1/accounts/{name}/enable", ADMIN),
+    ("GET", "/api/v1/tokens", ADMIN),
+    ("POST", "/api/v1/tokens", ADMIN),
+    ("POST", "/api/v1/tokens/{name}/revoke", ADMIN),
+    ("GET", "/api/v1/auth-audit", ADMIN),
 ];
 
 /// The roles allowed to call `method` on `route` (a template); `None` when there is

@@ -6,6 +6,7 @@
 //! dispatcher, and map every failure to a JSON error in one place ([`error`]). This
 //! crate owns no rule and no SQL.
 
+pub mod accounts;
 pub mod auth;
 pub mod authn;
 pub mod authz;

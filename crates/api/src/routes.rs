@@ -76,6 +76,13 @@ api_routes! {
     "/api/v1/survey/orders/{id}" => get(crate::survey::order_segments);
     "/api/v1/survey/orders/{id}/report" => post(crate::survey::report_order);
     "/api/v1/openapi.json" => get(openapi);
+    "/api/v1/accounts" => get(crate::accounts::get_accounts).post(crate::accounts::post_account);
+    "/api/v1/accounts/{name}/password" => post(crate::accounts::post_password);
+    "/api/v1/accounts/{name}/disable" => post(crate::accounts::post_disable);
+    "/api/v1/accounts/{name}/enable" => post(crate::accounts::post_enable);
+    "/api/v1/tokens" => get(crate::accounts::get_tokens).post(crate::accounts::post_token);
+    "/api/v1/tokens/{name}/revoke" => post(crate::accounts::post_revoke);
+    "/api/v1/auth-audit" => get(crate::accounts::get_audit);
 }
 
 /// The OpenAPI document, made from this list ([`crate::openapi`]).
@@ -354,7 +361,7 @@ async fn acknowledge(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Reason {
+pub(crate) struct Reason {
     reason: String,
 }
 
@@ -452,7 +459,7 @@ async fn list_work_orders(
 /// by phone.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct NewOrderBody {
+pub(crate) struct NewOrderBody {
     kind: WorkOrderKind,
     priority: Priority,
     location: GeoPoint,
@@ -530,7 +537,7 @@ async fn crew_location(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct PlanBody {
+pub(crate) struct PlanBody {
     /// The local date to plan.
     date: chrono::NaiveDate,
     /// Assign the planned orders to their crews.
@@ -617,7 +624,7 @@ async fn get_work_order(
 
 /// A lifecycle step: the action (`{"action":"arrive"}`...) and, from the field app,
 /// where the crew is. Unknown fields are refused (the action's own, and `position`).
-struct TransitionBody {
+pub(crate) struct TransitionBody {
     action: OrderAction,
     position: Option<GeoPoint>,
 }

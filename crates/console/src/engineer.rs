@@ -134,7 +134,7 @@ fn rows_markup(c: &crate::Console, alerts: &[Alert], counts: &[(AlertStatus, i64
                         td { a href={"/console/alerts/" (a.id)} { (a.id) } }
                         td { span class={"badge " (a.severity.as_str())} { (a.severity.as_str()) } }
                         td { (a.kind.as_str()) }
-                        td { (subject(a)) }
+                        td { @if let Some(m) = &a.meter_id { a href=(crate::meter::href(m)) { (subject(a)) } } @else { (subject(a)) } }
                         td { (a.district_id.as_ref().map(|d| d.to_string()).unwrap_or_default()) }
                         td { (local(c, a.detected_at)) }
                         td { (a.status.as_str()) @if a.count > 1 { " ×" (a.count) } }
@@ -318,6 +318,7 @@ async fn detail(
     let body = html! {
         p { a href="/console/alerts" { "← inbox" } }
         h1 { "Alert " (a.id) ": " (a.kind.as_str()) " on " (subject(&a)) }
+        @if let Some(m) = &a.meter_id { p { a #meter-link href=(crate::meter::href(m)) { "Meter " (m) ": its page (readings, events, alerts, orders)" } } }
         p class="meta" {
             span class={"badge " (a.severity.as_str())} { (a.severity.as_str()) } " "
             "status " strong #alert-status { (a.status.as_str()) }

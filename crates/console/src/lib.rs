@@ -5,16 +5,27 @@
 //! - Dispatchers: the board of work orders and crews, by hand and by day plan —
 //!   [`board`].
 //! - Crews: the phone app, installable and working offline — [`crew`].
+//! - Meters, districts and the map (engineers and dispatchers): a meter's registry
+//!   data, state, consumption, alerts and orders — [`meter`]; a district's inflow
+//!   against its customers, unaccounted-for gas, silent and learning meters —
+//!   [`district`]; alerts, orders and crews on a map — [`map`]. Charts from
+//!   [`plots`].
+//! - Admins: accounts and API tokens — [`admin`].
 //!
 //! Server-rendered HTML (maud); the little script there is lives in files under
 //! `assets/` embedded in the binary (no inline script, no CDN, no Node build); charts
 //! are SVG drawn on the server. [`routes`] is mounted by the API inside its
 //! authenticated part, so every handler gets the caller's [`Principal`].
 
+pub mod admin;
 pub mod board;
 pub mod chart;
 pub mod crew;
+pub mod district;
 pub mod engineer;
+pub mod map;
+pub mod meter;
+pub mod plots;
 
 use axum::Router;
 use axum::extract::{Path, Request};
@@ -69,6 +80,10 @@ pub fn routes(cfg: ConsoleConfig) -> Router<AppState> {
         .merge(engineer::routes())
         .merge(board::routes())
         .merge(crew::routes())
+        .merge(meter::routes())
+        .merge(district::routes())
+        .merge(map::routes())
+        .merge(admin::routes())
         .layer(axum::Extension(Arc::new(Console { cfg })))
         .layer(middleware::from_fn(security_headers))
 }
@@ -376,6 +391,13 @@ pub(crate) fn page(p: &Principal, title: &str, section: &str, body: Markup) -> M
             &[Role::Dispatcher, Role::Engineer],
         ),
         ("crew app", "/crew", &[Role::Crew]),
+        (
+            "districts",
+            "/console/districts",
+            &[Role::Engineer, Role::Dispatcher],
+        ),
+        ("map", "/console/map", &[Role::Engineer, Role::Dispatcher]),
+        ("accounts", "/console/admin", &[]),
     ];
     html! {
         (DOCTYPE)

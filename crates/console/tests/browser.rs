@@ -63,6 +63,9 @@ async fn login(c: &Client, base: &str, user: &str) -> String {
 /// The whole browser suite must stay within this on 2 cores.
 const BUDGET: Duration = Duration::from_secs(600);
 
+/// The browser tests run one at a time (2 cores: one Chromium at a time).
+static BROWSERS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn chromedriver_binary() -> Option<PathBuf> {
     ["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"]
         .iter()
@@ -492,6 +495,7 @@ async fn exec(c: &Client, js: &str, args: Vec<Value>) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_proof_flow_in_a_real_browser() {
+    let _one_at_a_time = BROWSERS.lock().await;
     let Some(driver) = Driver::start() else {
         return;
     };
@@ -912,4 +916,161 @@ async fn the_proof_flow_in_a_real_browser() {
         took < BUDGET,
         "the browser suite took {took:?}, over {BUDGET:?}"
     );
+}
+
+/// The meter, district, map and admin pages in the browser: the engineer follows
+/// the inbox's link to the meter, switches the chart to a week, opens the district
+/// and the map; an admin adds an account (which then logs in) and creates a token
+/// whose secret is shown once. Screenshots of each page, desktop and phone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn meters_districts_map_and_accounts_in_a_real_browser() {
+    let _one_at_a_time = BROWSERS.lock().await;
+    let Some(driver) = Driver::start() else {
+        return;
+    };
+    let started = Instant::now();
+    let shots = Shots::new();
+    let w = World::start().await;
+    w.seed().await;
+    let alert = w.raise("M-1", 2).await;
+    // D1's station: 1.1 times what M-1 (the only customer with readings) takes.
+    let station = MeterRecord {
+        meter_id: "S-1".into(),
+        district_id: "D1".into(),
+        kind: "station".into(),
+        lat: 43.765,
+        lon: 11.24,
+        report_every_h: Some(1),
+        status: None,
+        installed_at: None,
+        max_flow_m3h: None,
+    }
+    .to_meter()
+    .unwrap();
+    w.store.upsert_meters(&[station]).await.unwrap();
+    let m1 = w
+        .store
+        .readings(&MeterId::parse("M-1").unwrap(), None, None, 1000)
+        .await
+        .unwrap();
+    let inflow: Vec<Reading> = m1
+        .iter()
+        .map(|r| Reading {
+            meter: MeterId::parse("S-1").unwrap(),
+            vol: 2000.0 + 1.1 * (r.vol - m1[0].vol),
+            ..r.clone()
+        })
+        .collect();
+    w.store.insert_readings(&inflow).await.unwrap();
+    let hash = leakwatch_api::secret::hash_password(PASSWORD).unwrap();
+    w.store
+        .account_store()
+        .create_account(
+            &NewAccount {
+                name: "ada",
+                role: Role::Admin,
+                crew: None,
+                password_hash: &hash,
+            },
+            "test",
+            chrono::Utc::now(),
+        )
+        .await
+        .unwrap();
+    let base = w.url("");
+    let (eng, adm) = tokio::join!(driver.session(false), driver.session(false));
+    assert_eq!(login(&eng, &base, "eva").await, "/console/alerts");
+    // From the inbox to the meter.
+    click(
+        &eng,
+        &format!("tr[data-alert-id='{alert}'] a[href='/console/meters/M-1']"),
+    )
+    .await;
+    assert_eq!(text(&eng, "#meter-id").await, "M-1");
+    eng.wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css("#meter-chart rect.bar"))
+        .await
+        .expect("the day's bars");
+    click(&eng, "#range-week").await;
+    wait_until("the week's chart", Duration::from_secs(10), || async {
+        eng.current_url()
+            .await
+            .is_ok_and(|u| u.query() == Some("range=week"))
+    })
+    .await;
+    let total: f64 = text(&eng, "#range-total")
+        .await
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(total > 3.0, "a week of M-1's gas: {total}");
+    assert!(
+        text(&eng, "#meter-alerts")
+            .await
+            .contains("continuous_flow")
+    );
+    shots.both(&eng, "engineer-meter").await;
+    // The meter's district.
+    click(&eng, "#registry a[href='/console/districts/D1']").await;
+    eng.wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css("#balance-chart"))
+        .await
+        .expect("the district's balance");
+    assert!(text(&eng, "#silent-meters").await.contains("M-2"));
+    // 10 % more gas in than the customers took: 1 - 1/1.1 = 9.1 % unaccounted for.
+    assert_eq!(text(&eng, "#ufg-total").await, "9.1 %");
+    shots.both(&eng, "engineer-district").await;
+    // The map: the alert's meter and both crews (at home).
+    eng.goto(&w.url("/console/map")).await.unwrap();
+    let counts = text(&eng, "#map-counts").await;
+    assert!(counts.contains("1 places with open alerts"), "{counts}");
+    assert!(counts.contains("2 crews"), "{counts}");
+    shots.both(&eng, "map").await;
+
+    // The admin adds an account and a token.
+    assert_eq!(login(&adm, &base, "ada").await, "/console/alerts");
+    adm.goto(&w.url("/console/admin")).await.unwrap();
+    for (css, value) in [("#new-name", "nora"), ("#new-password", PASSWORD)] {
+        adm.find(Locator::Css(css))
+            .await
+            .unwrap()
+            .send_keys(value)
+            .await
+            .unwrap();
+    }
+    exec(
+        &adm,
+        "document.querySelector('#add-account select[name=role]').value = 'dispatcher'; return true;",
+        vec![],
+    )
+    .await;
+    click(&adm, "#add-account-button").await;
+    assert!(
+        text(&adm, "#flash")
+            .await
+            .contains("account nora created (dispatcher)")
+    );
+    assert!(text(&adm, "#account-nora").await.contains("dispatcher"));
+    adm.find(Locator::Css("#token-name"))
+        .await
+        .unwrap()
+        .send_keys("scada")
+        .await
+        .unwrap();
+    click(&adm, "#create-token-button").await;
+    let secret = text(&adm, "#token-secret").await;
+    assert!(secret.starts_with("lw_"), "{secret}");
+    shots.both(&adm, "admin-accounts").await;
+    let nora = driver.session(true).await;
+    assert_eq!(login(&nora, &base, "nora").await, "/console/board");
+    for c in [eng, adm, nora] {
+        let _ = c.close().await;
+    }
+    let took = started.elapsed();
+    eprintln!("browser pages flow: {took:?}");
+    assert!(took < Duration::from_secs(180), "took {took:?}");
 }
