@@ -15,6 +15,7 @@ pub mod board;
 pub mod chart;
 pub mod crew;
 pub mod engineer;
+pub mod review;
 
 use axum::Router;
 use axum::extract::{Path, Request};

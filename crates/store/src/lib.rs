@@ -73,6 +73,8 @@ pub mod partitions;
 mod readings;
 mod registry_feed;
 mod sqlite;
+// Dismissals that stick (issue 12): suppressions made with a dismissal.
+mod suppressions;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod unit_of_work;
@@ -87,6 +89,7 @@ pub use accounts::{
 };
 pub use alerts::{AlertQuery, AlertStore, Alerts, OutcomeStat};
 pub use console::{AlertHistoryEntry, ClientAction};
+pub use suppressions::FindingRecorded;
 pub use dead_letters::{DeadLetter, DeadLetterStore, DeadLetters, NewDeadLetter};
 pub use detector_state::{DetectorState, DetectorStateStore};
 pub use devices::{DeviceCredentialStore, DeviceCredentials};
