@@ -417,8 +417,9 @@ async fn detail(
         }
         section {
             h2 { "History (who did what)" }
+            p class="hint" { "Wall-clock times of the actions, in " (c.cfg.time_zone.name()) "; the detection above is event time." }
             ul #history {
-                li { (local(&c, a.created_at)) " · detector · raised" }
+                li { (local(&c, a.created_at)) " · detector · raised (stored; detected " (local(&c, a.detected_at)) " event time)" }
                 @for h in &history {
                     li { (local(&c, h.at)) " · " (h.actor) " · " (h.action)
                         @if let Some(n) = &h.note { ": " (n) } }
@@ -435,7 +436,7 @@ async fn detail(
         @if !earlier.is_empty() {
             section { h2 { "Other alerts on this meter" } ul {
                 @for o in &earlier { li { a href={"/console/alerts/" (o.id)} { "#" (o.id) } " " (o.kind.as_str()) " · " (o.status.as_str())
-                    " · " (local(&c, o.detected_at)) @if let Some(r) = &o.status_reason { " · " (r) } } }
+                    " · detected " (local(&c, o.detected_at)) " (event time)" @if let Some(r) = &o.status_reason { " · " (r) } } }
             } }
         }
         @if !recent_events.is_empty() {
@@ -498,10 +499,7 @@ fn unprocessable(m: impl Into<String>) -> PageError {
 }
 
 /// The suppression the dismissal form asks for, if any.
-fn suppress_request(
-    c: &crate::Console,
-    f: &ActForm,
-) -> Result<Option<SuppressRequest>, PageError> {
+fn suppress_request(c: &crate::Console, f: &ActForm) -> Result<Option<SuppressRequest>, PageError> {
     if f.suppress != "on" {
         return Ok(None);
     }

@@ -307,7 +307,10 @@ mod tests {
             .text()
             .await
             .unwrap();
-        assert!(page.contains("pilot light") && page.contains("holding"), "{page}");
+        assert!(
+            page.contains("pilot light") && page.contains("holding"),
+            "{page}"
+        );
 
         let revoke = |c: &reqwest::Client, csrf: Option<&str>| {
             let mut form = vec![];
@@ -334,7 +337,14 @@ mod tests {
         // revoked (and a second time is a conflict).
         assert_eq!(revoke(&disp, Some(&disp_csrf)).await, 403);
         assert_eq!(revoke(&eng, None).await, 403);
-        assert!(store.get_suppression(sup.id).await.unwrap().unwrap().is_active());
+        assert!(
+            store
+                .get_suppression(sup.id)
+                .await
+                .unwrap()
+                .unwrap()
+                .is_active()
+        );
         assert_eq!(revoke(&eng, Some(&eng_csrf)).await, 303);
         let ended = store.get_suppression(sup.id).await.unwrap().unwrap();
         assert_eq!(

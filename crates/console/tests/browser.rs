@@ -933,7 +933,9 @@ async fn detect_flow(w: &World, meter: &str, observed: f64) -> Option<i64> {
             unit: "m3/h".into(),
             window_start: detected - chrono::Duration::hours(24),
             window_end: detected,
-            explanation: format!("Gas flowed every hour for 24 h; the lowest hour was {observed} m3"),
+            explanation: format!(
+                "Gas flowed every hour for 24 h; the lowest hour was {observed} m3"
+            ),
             known: None,
         },
     };
@@ -974,7 +976,9 @@ async fn a_dismissal_with_a_suppression_keeps_a_meter_quiet_until_it_changes() {
         .await
         .unwrap();
     click(&eng, "#suppress").await;
-    shots.take(&eng, "engineer-dismiss-with-suppression-desktop").await;
+    shots
+        .take(&eng, "engineer-dismiss-with-suppression-desktop")
+        .await;
     click(&eng, "#dismiss").await;
     assert_eq!(text(&eng, "#alert-status").await, "dismissed");
     assert!(text(&eng, "#history").await.contains("eva · dismiss"));
@@ -1014,14 +1018,23 @@ async fn a_dismissal_with_a_suppression_keeps_a_meter_quiet_until_it_changes() {
         "M-1 stays out of the inbox: {rows}"
     );
     assert_eq!(
-        w.store.get_suppression(sup).await.unwrap().unwrap().suppressed,
+        w.store
+            .get_suppression(sup)
+            .await
+            .unwrap()
+            .unwrap()
+            .suppressed,
         1
     );
 
     // The suppressions page: holding, one finding kept quiet.
     eng.goto(&w.url("/console/suppressions")).await.unwrap();
     let row = format!("tr[data-suppression-id=\"{sup}\"]");
-    assert!(text(&eng, &format!("{row} .state")).await.contains("holding"));
+    assert!(
+        text(&eng, &format!("{row} .state"))
+            .await
+            .contains("holding")
+    );
     shots.both(&eng, "engineer-suppressions").await;
 
     // Beyond the dismissed evidence by more than the margin: M-1 reopens, live.
@@ -1051,7 +1064,9 @@ async fn a_dismissal_with_a_suppression_keeps_a_meter_quiet_until_it_changes() {
     assert!(earlier.contains("pilot light of the boiler"), "{earlier}");
     assert!(earlier.contains("by eva"), "{earlier}");
     assert!(
-        text(&eng, "#history").await.contains("exceeds the dismissed"),
+        text(&eng, "#history")
+            .await
+            .contains("exceeds the dismissed"),
         "the history says why it reopened"
     );
     shots.both(&eng, "engineer-alert-earlier-dismissals").await;
@@ -1081,9 +1096,12 @@ async fn a_dismissal_with_a_suppression_keeps_a_meter_quiet_until_it_changes() {
     )
     .await;
     assert!(
-        text(&eng, &format!("tr[data-suppression-id=\"{second}\"] .state"))
-            .await
-            .contains("revoked by eva")
+        text(
+            &eng,
+            &format!("tr[data-suppression-id=\"{second}\"] .state")
+        )
+        .await
+        .contains("revoked by eva")
     );
     assert!(detect_flow(&w, "M-2", 0.05).await.is_some());
 

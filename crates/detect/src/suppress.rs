@@ -115,9 +115,15 @@ mod tests {
     fn a_suppression_keeps_its_kind_on_its_meter_quiet() {
         let s = [suppression(7, meter("M1"), None)];
         let cf = AlertKind::ContinuousFlow;
-        assert_eq!(judge(&s, &finding(cf, "M1", 5, 0.04)), Verdict::Suppressed { id: 7 });
+        assert_eq!(
+            judge(&s, &finding(cf, "M1", 5, 0.04)),
+            Verdict::Suppressed { id: 7 }
+        );
         // Within the margin: still quiet.
-        assert_eq!(judge(&s, &finding(cf, "M1", 5, 0.049)), Verdict::Suppressed { id: 7 });
+        assert_eq!(
+            judge(&s, &finding(cf, "M1", 5, 0.049)),
+            Verdict::Suppressed { id: 7 }
+        );
         // Another meter, another kind: not covered.
         assert_eq!(judge(&s, &finding(cf, "M2", 5, 0.04)), Verdict::Raise);
         assert_eq!(
@@ -134,14 +140,20 @@ mod tests {
             panic!("{v:?}")
         };
         assert_eq!(id, 7);
-        assert!(reason.contains("0.051") && reason.contains("25 %"), "{reason}");
+        assert!(
+            reason.contains("0.051") && reason.contains("25 %"),
+            "{reason}"
+        );
     }
 
     #[test]
     fn a_suppression_lapses_at_its_date_and_when_ended() {
         let cf = AlertKind::ContinuousFlow;
         let s = [suppression(7, meter("M1"), Some(10))];
-        assert_eq!(judge(&s, &finding(cf, "M1", 9, 0.04)), Verdict::Suppressed { id: 7 });
+        assert_eq!(
+            judge(&s, &finding(cf, "M1", 9, 0.04)),
+            Verdict::Suppressed { id: 7 }
+        );
         assert_eq!(judge(&s, &finding(cf, "M1", 10, 0.04)), Verdict::Raise);
         let mut ended = suppression(7, meter("M1"), None);
         ended.ended_at = Some(t(1));
@@ -156,7 +168,10 @@ mod tests {
             SuppressionScope::District(DistrictId::parse("D1").unwrap()),
             None,
         )];
-        assert_eq!(judge(&s, &finding(cf, "M9", 5, 0.01)), Verdict::Suppressed { id: 3 });
+        assert_eq!(
+            judge(&s, &finding(cf, "M9", 5, 0.01)),
+            Verdict::Suppressed { id: 3 }
+        );
         let mut elsewhere = finding(cf, "M9", 5, 0.01);
         elsewhere.district_id = Some(DistrictId::parse("D2").unwrap());
         assert_eq!(judge(&s, &elsewhere), Verdict::Raise);

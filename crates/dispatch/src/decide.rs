@@ -38,8 +38,7 @@ use leakwatch_core::workorder::next_status;
 use leakwatch_core::{
     Alert, AlertAction, AlertOutcome, AlertStatus, CrewId, DistrictId, GeoPoint, LeakClassTable,
     MeterId, NewSuppression, OrderAction, PositionSource, Priority, SiteFinding, SuppressRequest,
-    SuppressionScope, Timestamp, WorkOrder,
-    WorkOrderKind, WorkOrderStatus,
+    SuppressionScope, Timestamp, WorkOrder, WorkOrderKind, WorkOrderStatus,
 };
 
 /// What happened to a crew's job.
@@ -277,7 +276,11 @@ pub fn suppression_for(
     req: &SuppressRequest,
 ) -> Result<NewSuppression, String> {
     use leakwatch_core::suppression::{DEFAULT_MARGIN, MARGIN_MAX};
-    let scope = match (req.scope.as_deref().unwrap_or(""), &a.meter_id, &a.district_id) {
+    let scope = match (
+        req.scope.as_deref().unwrap_or(""),
+        &a.meter_id,
+        &a.district_id,
+    ) {
         ("" | "meter", Some(m), _) => SuppressionScope::Meter(m.clone()),
         ("" | "district", None, Some(d)) | ("district", _, Some(d)) => {
             SuppressionScope::District(d.clone())
@@ -1393,7 +1396,11 @@ mod tests {
         };
         assert_eq!(run(&critical_only, &s, Event::AutoEscalate), Ok(vec![]));
         s.alert = Some(alert(4, "M-1", AlertKind::Burst, Severity::Critical));
-        assert!(!run(&critical_only, &s, Event::AutoEscalate).unwrap().is_empty());
+        assert!(
+            !run(&critical_only, &s, Event::AutoEscalate)
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]
@@ -1416,11 +1423,20 @@ mod tests {
             suppress: r,
         };
         let cmds = run(&cfg, &s, ev(req(None, None, None))).unwrap();
-        assert!(matches!(&cmds[0], Command::SetAlert { to: AlertStatus::Dismissed, .. }));
+        assert!(matches!(
+            &cmds[0],
+            Command::SetAlert {
+                to: AlertStatus::Dismissed,
+                ..
+            }
+        ));
         let Command::Suppress(n) = &cmds[1] else {
             panic!("{cmds:?}")
         };
-        assert_eq!(n.scope, SuppressionScope::Meter(MeterId::parse("M-1").unwrap()));
+        assert_eq!(
+            n.scope,
+            SuppressionScope::Meter(MeterId::parse("M-1").unwrap())
+        );
         assert_eq!((n.observed, n.margin, n.alert_id), (0.04, 0.25, 2));
         let cmds = run(&cfg, &s, ev(req(Some("district"), Some(1.0), None))).unwrap();
         assert!(matches!(&cmds[1], Command::Suppress(n)

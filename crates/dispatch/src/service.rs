@@ -19,7 +19,8 @@ use leakwatch_core::{
     SuppressRequest, Suppression, Timestamp, TransitionRecord, WorkOrder, WorkOrderStatus,
 };
 use leakwatch_store::{
-    AlertHistoryEntry, ClientAction, NewWorkOrder, OrderChange, OutcomeStat, StepCause, Store, UnitOfWork,
+    AlertHistoryEntry, ClientAction, NewWorkOrder, OrderChange, OutcomeStat, StepCause, Store,
+    UnitOfWork,
 };
 use serde::Serialize;
 use std::sync::Arc;
@@ -546,8 +547,7 @@ impl Dispatcher {
                 } => notices.push((crew, change, id_of(order, new_id)?)),
                 Command::KnownLeak { alert_id } => {
                     uow.mark_known_leak(alert_id, now).await?;
-                    metrics::counter!("leakwatch_alerts_folded_into_known_leak_total")
-                        .increment(1);
+                    metrics::counter!("leakwatch_alerts_folded_into_known_leak_total").increment(1);
                 }
                 Command::Suppress(new) => {
                     let actor = subject.reviewer.as_deref().unwrap_or(DISPATCHER_ACTOR);
@@ -701,7 +701,9 @@ impl Dispatcher {
             .await?;
         let alert = applied.alert.ok_or_else(|| not_found_alert(alert_id))?;
         let made = applied.suppression.ok_or_else(|| {
-            DispatchError::Rejected(format!("alert {alert_id} was dismissed without a suppression"))
+            DispatchError::Rejected(format!(
+                "alert {alert_id} was dismissed without a suppression"
+            ))
         })?;
         Ok((alert, made))
     }
@@ -1571,6 +1573,25 @@ mod tests {
         );
         assert_eq!(joined_alert.outcome, Some(AlertOutcome::ConfirmedLeak));
         assert_eq!(store.active_work_orders().await.unwrap().len(), 1);
+        // Quality counts what was found on site: one leak investigated, one confirmed;
+        // the folded alert is already known, not a second confirmation (issue 12:
+        // "10 confirmed where 5 leaks were investigated").
+        let rows = d.outcomes().await.unwrap();
+        let cf = rows
+            .iter()
+            .find(|r| r.kind == AlertKind::ContinuousFlow)
+            .unwrap();
+        assert_eq!(
+            (
+                cf.raised,
+                cf.escalated,
+                cf.confirmed,
+                cf.known_leak,
+                cf.pending
+            ),
+            (2, 2, 1, 1, 0)
+        );
+        assert_eq!(cf.precision, Some(1.0));
         // A critical alert there makes the repair an emergency.
         let burst = alert(&store, "M-1", AlertKind::Burst, Severity::Critical).await;
         let (_, upgraded) = d.escalate(burst, "test").await.unwrap();

@@ -774,8 +774,17 @@ mod tests {
         // transaction.
         let history = store.alert_history(reopened[0].id).await.unwrap();
         assert_eq!(history.len(), 1, "{history:?}");
-        assert_eq!((history[0].actor.as_str(), history[0].action.as_str()), ("eng", "dismiss"));
-        assert!(history[0].note.as_deref().unwrap().contains(&format!("suppression #{}", sup.id)));
+        assert_eq!(
+            (history[0].actor.as_str(), history[0].action.as_str()),
+            ("eng", "dismiss")
+        );
+        assert!(
+            history[0]
+                .note
+                .as_deref()
+                .unwrap()
+                .contains(&format!("suppression #{}", sup.id))
+        );
 
         // Another meter of the same district still raises.
         record(&store, &flow_finding("M-2", "D1", 6, 0.040)).await;
@@ -789,6 +798,13 @@ mod tests {
         assert_eq!(ended.ended_by.as_deref(), Some("detector"));
         assert_eq!(ended.broken_by_alert, Some(back[0].id));
         let why = store.alert_history(back[0].id).await.unwrap();
-        assert!(why[0].note.as_deref().unwrap().contains("exceeds the dismissed"), "{why:?}");
+        assert!(
+            why[0]
+                .note
+                .as_deref()
+                .unwrap()
+                .contains("exceeds the dismissed"),
+            "{why:?}"
+        );
     }
 }

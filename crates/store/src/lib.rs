@@ -89,13 +89,13 @@ pub use accounts::{
 };
 pub use alerts::{AlertQuery, AlertStore, Alerts, OutcomeStat};
 pub use console::{AlertHistoryEntry, ClientAction};
-pub use suppressions::FindingRecorded;
 pub use dead_letters::{DeadLetter, DeadLetterStore, DeadLetters, NewDeadLetter};
 pub use detector_state::{DetectorState, DetectorStateStore};
 pub use devices::{DeviceCredentialStore, DeviceCredentials};
 /// Decided by the ingestor, kept with each reading; re-exported from `leakwatch-core`.
 pub use leakwatch_core::ReadingFlags;
 pub use meters::{MeterStore, Meters};
+pub use suppressions::FindingRecorded;
 // Programmed leak survey: the network's segments and their survey and leak history.
 pub use network::{ImportOutcome, LeakEntry, Network, NetworkStore, SurveyEntry};
 pub use readings::{

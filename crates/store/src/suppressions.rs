@@ -6,12 +6,10 @@
 
 use crate::db::{Arg, Exec, Row, args, sql};
 use crate::{
-    Result, Store, StoreError, UnitOfWork, alerts, parse_district_id, parse_meter_id,
-    parse_text,
+    Result, Store, StoreError, UnitOfWork, alerts, parse_district_id, parse_meter_id, parse_text,
 };
 use leakwatch_core::{
-    Alert, Finding, MeterId, NewSuppression, Suppression,
-    SuppressionScope, Timestamp, Verdict,
+    Alert, Finding, MeterId, NewSuppression, Suppression, SuppressionScope, Timestamp, Verdict,
 };
 
 /// What became of a finding ([`Store::record_finding_judged`]).
@@ -206,7 +204,11 @@ impl Store {
     }
 
     /// Suppressions, newest first: the active ones only, or all (at most `limit`).
-    pub async fn list_suppressions(&self, active_only: bool, limit: u32) -> Result<Vec<Suppression>> {
+    pub async fn list_suppressions(
+        &self,
+        active_only: bool,
+        limit: u32,
+    ) -> Result<Vec<Suppression>> {
         let rows = self
             .exec()
             .fetch_all(
@@ -310,7 +312,11 @@ impl UnitOfWork {
                     Arg::from(actor),
                     Arg::from(at),
                     Arg::from(s.until),
-                    Arg::from(if s.observed.is_finite() { s.observed } else { 0.0 }),
+                    Arg::from(if s.observed.is_finite() {
+                        s.observed
+                    } else {
+                        0.0
+                    }),
                     Arg::from(s.unit.as_str()),
                     Arg::from(s.margin),
                 ],

@@ -701,7 +701,13 @@ async fn case_suppressions_hold_count_break_and_revoke(store: &Store) {
         .await
         .unwrap();
     store
-        .set_alert_status(a.id, AlertStatus::Open, AlertStatus::Dismissed, Some("pilot"), None)
+        .set_alert_status(
+            a.id,
+            AlertStatus::Open,
+            AlertStatus::Dismissed,
+            Some("pilot"),
+            None,
+        )
         .await
         .unwrap();
     let mut uow = store.begin_dispatch().await.unwrap();
@@ -724,7 +730,10 @@ async fn case_suppressions_hold_count_break_and_revoke(store: &Store) {
         .unwrap();
     uow.commit().await.unwrap();
     assert_eq!(s.created_by, "eng");
-    assert_eq!((s.until, s.suppressed, s.is_active()), (Some(t(90_000)), 0, true));
+    assert_eq!(
+        (s.until, s.suppressed, s.is_active()),
+        (Some(t(90_000)), 0, true)
+    );
     assert_eq!(store.get_suppression(s.id).await.unwrap(), Some(s.clone()));
 
     // The judge sees exactly the suppression covering the finding; kept quiet twice.
@@ -739,7 +748,10 @@ async fn case_suppressions_hold_count_break_and_revoke(store: &Store) {
         assert_eq!((r.alert, r.created), (None, false));
     }
     let held = store.get_suppression(s.id).await.unwrap().unwrap();
-    assert_eq!((held.suppressed, held.last_suppressed_at), (2, Some(t(2000))));
+    assert_eq!(
+        (held.suppressed, held.last_suppressed_at),
+        (2, Some(t(2000)))
+    );
     // Another meter: no suppression covers it, the judge is not asked.
     let r = store
         .record_finding_judged(&finding("M2", 2000, Severity::Warning), |_| {
@@ -762,7 +774,11 @@ async fn case_suppressions_hold_count_break_and_revoke(store: &Store) {
     assert!(r.created && opened.id != a.id);
     let ended = store.get_suppression(s.id).await.unwrap().unwrap();
     assert_eq!(
-        (ended.ended_by.as_deref(), ended.end_reason.as_deref(), ended.broken_by_alert),
+        (
+            ended.ended_by.as_deref(),
+            ended.end_reason.as_deref(),
+            ended.broken_by_alert
+        ),
         (Some("detector"), Some("grew"), Some(opened.id))
     );
     assert!(ended.ended_at.is_some());
@@ -776,7 +792,10 @@ async fn case_suppressions_hold_count_break_and_revoke(store: &Store) {
         .unwrap();
     assert_eq!(store.list_suppressions(true, 10).await.unwrap(), vec![]);
     assert_eq!(store.list_suppressions(false, 10).await.unwrap().len(), 1);
-    assert_eq!(store.suppressions_of_meter(&mid("M1")).await.unwrap().len(), 1);
+    assert_eq!(
+        store.suppressions_of_meter(&mid("M1")).await.unwrap().len(),
+        1
+    );
     assert!(matches!(
         store.revoke_suppression(s.id, "eng", t(4000)).await,
         Err(StoreError::Conflict(_))
@@ -812,7 +831,10 @@ async fn case_suppressions_hold_count_break_and_revoke(store: &Store) {
         })
         .await
         .unwrap();
-    let r = store.revoke_suppression(d.id, "boss", t(6000)).await.unwrap();
+    let r = store
+        .revoke_suppression(d.id, "boss", t(6000))
+        .await
+        .unwrap();
     assert_eq!(
         (r.ended_by.as_deref(), r.end_reason.as_deref(), r.ended_at),
         (Some("boss"), Some("revoked"), Some(t(6000)))
