@@ -21,3 +21,5 @@ mod oversize;
 mod scaleout;
 mod support;
 mod survey;
+// Dismissals that stick (issue 12).
+mod suppress;
