@@ -23,3 +23,5 @@ mod scaleout;
 mod scaled_lifecycle;
 mod support;
 mod survey;
+// Dismissals that stick (issue 12).
+mod suppress;

@@ -39,6 +39,9 @@ pub const RULES: &[(&str, &str, &[Role])] = &[
     ("POST", "/api/v1/alerts/{id}/resolve", REVIEW),
     ("POST", "/api/v1/alerts/{id}/escalate", REVIEW),
     ("GET", "/api/v1/alerts/outcomes", STAFF),
+    // Dismissals that stick: engineers (and admins) list and revoke suppressions.
+    ("GET", "/api/v1/suppressions", REVIEW),
+    ("POST", "/api/v1/suppressions/{id}/revoke", REVIEW),
     ("GET", "/api/v1/work-orders", STAFF),
     ("POST", "/api/v1/work-orders", DISPATCH),
     // Crew members: their own crew's orders only (404 otherwise), in the handler.

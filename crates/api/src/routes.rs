@@ -56,6 +56,8 @@ api_routes! {
     "/api/v1/alerts/{id}/resolve" => post(resolve);
     "/api/v1/alerts/{id}/escalate" => post(escalate);
     "/api/v1/alerts/outcomes" => get(alert_outcomes);
+    "/api/v1/suppressions" => get(list_suppressions);
+    "/api/v1/suppressions/{id}/revoke" => post(revoke_suppression);
     "/api/v1/work-orders" => get(list_work_orders).post(create_work_order);
     "/api/v1/work-orders/{id}" => get(get_work_order);
     "/api/v1/work-orders/{id}/transition" => post(transition);
@@ -363,17 +365,72 @@ async fn acknowledge(
 #[serde(deny_unknown_fields)]
 pub(crate) struct Reason {
     reason: String,
+    /// Also suppress new alerts of this kind on this meter (or district): see
+    /// [`leakwatch_core::SuppressRequest`].
+    #[serde(default)]
+    suppress: Option<leakwatch_core::SuppressRequest>,
 }
 
+/// Dismisses an alert; with `suppress`, also makes a suppression in the same
+/// transaction and answers `{"alert", "suppression"}` (the alert alone otherwise).
 async fn dismiss(
     State(s): State<AppState>,
     who: Principal,
     PathOf(id): PathOf<i64>,
     Body(r): Body<Reason>,
-) -> Result<Json<Alert>, ApiError> {
-    let action = AlertAction::Dismiss { reason: r.reason };
+) -> Result<Json<Value>, ApiError> {
+    let action = AlertAction::Dismiss {
+        reason: r.reason.clone(),
+    };
     limits::check_alert_action(&action).map_err(too_long)?;
-    Ok(Json(s.dispatcher.review(id, &action, who.actor()).await?))
+    match &r.suppress {
+        None => Ok(Json(json!(
+            s.dispatcher.review(id, &action, who.actor()).await?
+        ))),
+        Some(req) => {
+            let (alert, suppression) = s
+                .dispatcher
+                .dismiss_suppressing(id, &r.reason, req, who.actor())
+                .await?;
+            Ok(Json(json!({ "alert": alert, "suppression": suppression })))
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SuppressionList {
+    /// `true` (default): only those still holding; `false`: all.
+    active: Option<bool>,
+    limit: Option<u32>,
+}
+
+/// Suppressions, newest first: `{"items", "next_cursor": null}`.
+async fn list_suppressions(
+    State(s): State<AppState>,
+    Params(q): Params<SuppressionList>,
+) -> Result<Json<Page<leakwatch_core::Suppression>>, ApiError> {
+    let items = s
+        .store
+        .list_suppressions(q.active.unwrap_or(true), limit(q.limit)?)
+        .await?;
+    Ok(Json(Page {
+        items,
+        next_cursor: None,
+    }))
+}
+
+/// Ends a suppression by hand (409 when it has ended already).
+async fn revoke_suppression(
+    State(s): State<AppState>,
+    who: Principal,
+    PathOf(id): PathOf<i64>,
+) -> Result<Json<leakwatch_core::Suppression>, ApiError> {
+    Ok(Json(
+        s.store
+            .revoke_suppression(id, who.actor(), chrono::Utc::now())
+            .await?,
+    ))
 }
 
 async fn resolve(

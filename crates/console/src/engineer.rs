@@ -13,7 +13,9 @@ use axum::routing::{get, post};
 use chrono::Duration;
 use leakwatch_api::AppState;
 use leakwatch_api::auth::Role;
-use leakwatch_core::{Alert, AlertAction, AlertKind, AlertStatus, Severity, limits};
+use leakwatch_core::{
+    Alert, AlertAction, AlertKind, AlertStatus, Severity, SuppressRequest, limits,
+};
 use leakwatch_store::{AlertHistoryEntry, AlertQuery, WorkOrderQuery};
 use maud::{Markup, html};
 use serde::Deserialize;
@@ -27,6 +29,7 @@ pub fn routes() -> Router<AppState> {
         .route("/console/alerts/events", get(events))
         .route("/console/alerts/{id}", get(detail))
         .route("/console/alerts/{id}/act", post(act))
+        .merge(crate::review::routes())
 }
 
 const VIEW: &[Role] = &[Role::Engineer, Role::Dispatcher];
@@ -161,6 +164,10 @@ async fn inbox(
     };
     let body = html! {
         h1 { "Alert inbox" }
+        p class="links" {
+            @if p.role == Role::Admin || REVIEW.contains(&p.role) { a #suppressions-link href="/console/suppressions" { "Suppressions" } " · " }
+            a #quality-link href="/console/quality" { "Detector quality" }
+        }
         form #filters method="get" action="/console/alerts" class="filters" {
             label { "District " input name="district" value=(f.district) size="8"; }
             label { "Kind " select name="kind" {
@@ -286,6 +293,10 @@ async fn detail(
         }
         None => None,
     };
+    let suppressions = match &a.meter_id {
+        Some(m) => s.store.suppressions_of_meter(m).await?,
+        None => Vec::new(),
+    };
     let recent_events = match &a.meter_id {
         Some(m) => s.store.meter_events(m, 10).await?,
         None => Vec::new(),
@@ -327,6 +338,24 @@ async fn detail(
             " · detected " (local(&c, a.detected_at)) " (event time) · last seen " (local(&c, a.last_seen))
             " · reported " (a.count) " time(s)"
         }
+        @if earlier.iter().any(|o: &Alert| o.status == AlertStatus::Dismissed) || !suppressions.is_empty() {
+            section #earlier-dismissals class="dismissals" {
+                h2 { "Earlier dismissals on this meter" }
+                ul {
+                    @for o in earlier.iter().filter(|o| o.status == AlertStatus::Dismissed) {
+                        li { a href={"/console/alerts/" (o.id)} { "#" (o.id) } " " (o.kind.as_str())
+                            " · detected " (local(&c, o.detected_at)) " (event time)"
+                            " · dismissed"
+                            @if let Some(by) = &o.dismissed_by { " by " (by) }
+                            @if let Some(at) = o.dismissed_at { " at " (local(&c, at)) " (review time)" }
+                            @if let Some(r) = &o.status_reason { ": " i { (r) } } }
+                    }
+                }
+                @if !suppressions.is_empty() {
+                    (crate::review::table(&c, &suppressions, None))
+                }
+            }
+        }
         section class="evidence" {
             h2 { "Evidence" }
             p #evidence-words { (evidence_words(&c, &a)) }
@@ -359,10 +388,22 @@ async fn detail(
                         button #acknowledge type="submit" { "Acknowledge" }
                     }
                 }
-                form method="post" action={"/console/alerts/" (a.id) "/act"} class="inline" {
+                form method="post" action={"/console/alerts/" (a.id) "/act"} class="dismiss" {
                     input type="hidden" name="_csrf" value=(csrf);
                     input type="hidden" name="action" value="dismiss";
                     input #dismiss-reason name="reason" required placeholder="why it is not a leak" size="28";
+                    fieldset class="suppress" {
+                        label { input #suppress type="checkbox" name="suppress" value="on";
+                            " and keep " (a.kind.as_str()) " quiet on " }
+                        select #suppress-scope name="scope" {
+                            @if let Some(m) = &a.meter_id { option value="meter" selected { "this meter (" (m) ")" } }
+                            @if let Some(d) = &a.district_id { option value="district" { "district " (d) } }
+                        }
+                        label { " until " input #suppress-until type="date" name="until"; }
+                        " (empty: until revoked) "
+                        label { "unless the evidence exceeds " (format!("{:.3} {}", ev.observed, ev.unit)) " by more than "
+                            input #suppress-margin type="number" name="margin" value="25" min="0" max="1000" step="1" size="4"; " %" }
+                    }
                     button #dismiss type="submit" { "Dismiss" }
                 }
             }
@@ -377,8 +418,9 @@ async fn detail(
         }
         section {
             h2 { "History (who did what)" }
+            p class="hint" { "Wall-clock times of the actions, in " (c.cfg.time_zone.name()) "; the detection above is event time." }
             ul #history {
-                li { (local(&c, a.created_at)) " · detector · raised" }
+                li { (local(&c, a.created_at)) " · detector · raised (stored; detected " (local(&c, a.detected_at)) " event time)" }
                 @for h in &history {
                     li { (local(&c, h.at)) " · " (h.actor) " · " (h.action)
                         @if let Some(n) = &h.note { ": " (n) } }
@@ -395,7 +437,7 @@ async fn detail(
         @if !earlier.is_empty() {
             section { h2 { "Other alerts on this meter" } ul {
                 @for o in &earlier { li { a href={"/console/alerts/" (o.id)} { "#" (o.id) } " " (o.kind.as_str()) " · " (o.status.as_str())
-                    " · " (local(&c, o.detected_at)) @if let Some(r) = &o.status_reason { " · " (r) } } }
+                    " · detected " (local(&c, o.detected_at)) " (event time)" @if let Some(r) = &o.status_reason { " · " (r) } } }
             } }
         }
         @if !recent_events.is_empty() {
@@ -439,20 +481,76 @@ struct ActForm {
     reason: String,
     #[serde(default)]
     note: String,
+    /// `on`: the dismissal also makes a suppression.
+    #[serde(default)]
+    suppress: String,
+    /// `meter` or `district`.
+    #[serde(default)]
+    scope: String,
+    /// A local date (utility zone): quiet until the end of that day (event time).
+    #[serde(default)]
+    until: String,
+    /// Percent.
+    #[serde(default)]
+    margin: String,
 }
 
-/// acknowledge / dismiss (with reason) / escalate / note; back to the detail.
+fn unprocessable(m: impl Into<String>) -> PageError {
+    PageError::new(axum::http::StatusCode::UNPROCESSABLE_ENTITY, m)
+}
+
+/// The suppression the dismissal form asks for, if any.
+fn suppress_request(c: &crate::Console, f: &ActForm) -> Result<Option<SuppressRequest>, PageError> {
+    if f.suppress != "on" {
+        return Ok(None);
+    }
+    let until = match f.until.trim() {
+        "" => None,
+        d => {
+            let date = chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d")
+                .map_err(|_| unprocessable(format!("{d:?} is not a date (YYYY-MM-DD)")))?;
+            // To the end of that day in the utility's zone.
+            let next = date
+                .succ_opt()
+                .and_then(|n| n.and_hms_opt(0, 0, 0))
+                .ok_or_else(|| unprocessable(format!("{d:?} is out of range")))?;
+            let local = next
+                .and_local_timezone(c.cfg.time_zone)
+                .earliest()
+                .ok_or_else(|| unprocessable(format!("{d:?} has no midnight here")))?;
+            Some(local.to_utc())
+        }
+    };
+    let margin = match f.margin.trim() {
+        "" => None,
+        m => Some(
+            m.parse::<f64>()
+                .ok()
+                .filter(|x| x.is_finite())
+                .ok_or_else(|| unprocessable(format!("the margin {m:?} is not a number")))?
+                / 100.0,
+        ),
+    };
+    Ok(Some(SuppressRequest {
+        scope: (!f.scope.is_empty()).then(|| f.scope.clone()),
+        until,
+        margin,
+    }))
+}
+
+/// acknowledge / dismiss (with reason, and optionally a suppression) / escalate /
+/// note; back to the detail. The history entry is written in the transaction of the
+/// action (a note is its own).
 async fn act(
     Viewer(p): Viewer,
     State(s): State<AppState>,
+    axum::Extension(c): Shared,
     headers: HeaderMap,
     Path(id): Path<i64>,
     Form(f): Form<ActForm>,
 ) -> Result<Response, PageError> {
     require(&p, REVIEW, "review alerts")?;
     check_csrf(&p, &headers, Some(&f._csrf))?;
-    let now = chrono::Utc::now();
-    let mut note = None;
     match f.action.as_str() {
         "acknowledge" => {
             s.dispatcher
@@ -463,31 +561,40 @@ async fn act(
             let action = AlertAction::Dismiss {
                 reason: f.reason.clone(),
             };
-            limits::check_alert_action(&action).map_err(|e| {
-                PageError::new(axum::http::StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
-            })?;
-            s.dispatcher.review(id, &action, p.actor()).await?;
-            note = Some(f.reason.clone());
+            limits::check_alert_action(&action).map_err(|e| unprocessable(e.to_string()))?;
+            match suppress_request(&c, &f)? {
+                None => {
+                    s.dispatcher.review(id, &action, p.actor()).await?;
+                }
+                Some(req) => {
+                    s.dispatcher
+                        .dismiss_suppressing(id, &f.reason, &req, p.actor())
+                        .await?;
+                }
+            }
         }
         "escalate" => {
-            let (_, order) = s.dispatcher.escalate(id, p.actor()).await?;
-            note = Some(format!("work order #{}", order.id));
+            s.dispatcher.escalate(id, p.actor()).await?;
         }
         "note" => {
             if f.note.trim().is_empty() {
-                return Err(PageError::new(
-                    axum::http::StatusCode::UNPROCESSABLE_ENTITY,
-                    "the note is empty",
-                ));
+                return Err(unprocessable("the note is empty"));
             }
-            limits::check("note", &f.note, limits::SUMMARY_MAX).map_err(|e| {
-                PageError::new(axum::http::StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
-            })?;
+            limits::check("note", &f.note, limits::SUMMARY_MAX)
+                .map_err(|e| unprocessable(e.to_string()))?;
             s.store
                 .get_alert(id)
                 .await?
                 .ok_or_else(|| PageError::not_found(format!("alert {id} does not exist")))?;
-            note = Some(f.note.trim().to_owned());
+            s.store
+                .add_alert_history(&AlertHistoryEntry {
+                    alert_id: id,
+                    at: chrono::Utc::now(),
+                    actor: p.actor().to_owned(),
+                    action: "note".into(),
+                    note: Some(f.note.trim().to_owned()),
+                })
+                .await?;
         }
         other => {
             return Err(PageError::new(
@@ -496,14 +603,5 @@ async fn act(
             ));
         }
     }
-    s.store
-        .add_alert_history(&AlertHistoryEntry {
-            alert_id: id,
-            at: now,
-            actor: p.actor().to_owned(),
-            action: f.action.clone(),
-            note,
-        })
-        .await?;
     Ok(Redirect::to(&format!("/console/alerts/{id}")).into_response())
 }

@@ -26,6 +26,7 @@ pub mod engineer;
 pub mod map;
 pub mod meter;
 pub mod plots;
+pub mod review;
 
 use axum::Router;
 use axum::extract::{Path, Request};

@@ -1074,3 +1074,210 @@ async fn meters_districts_map_and_accounts_in_a_real_browser() {
     eprintln!("browser pages flow: {took:?}");
     assert!(took < Duration::from_secs(180), "took {took:?}");
 }
+
+
+/// A continuous-flow finding on `meter` as the detection service records it: judged
+/// against the suppressions (the pure verdict of `leakwatch_detect::suppress`) in one
+/// transaction. Returns the alert it opened or repeated, `None` when kept quiet.
+async fn detect_flow(w: &World, meter: &str, observed: f64) -> Option<i64> {
+    let detected = chrono::Utc::now() - chrono::Duration::minutes(5);
+    let f = Finding {
+        kind: AlertKind::ContinuousFlow,
+        severity: Severity::Warning,
+        meter_id: Some(MeterId::parse(meter).unwrap()),
+        district_id: Some(DistrictId::parse("D1").unwrap()),
+        detected_at: detected,
+        evidence: Evidence {
+            rule: "no zero-flow hour in 24 h".into(),
+            observed,
+            expected: Some(0.0),
+            threshold: 0.02,
+            unit: "m3/h".into(),
+            window_start: detected - chrono::Duration::hours(24),
+            window_end: detected,
+            explanation: format!(
+                "Gas flowed every hour for 24 h; the lowest hour was {observed} m3"
+            ),
+            known: None,
+        },
+    };
+    w.store
+        .record_finding_judged(&f, |active| leakwatch_detect::suppress::judge(active, &f))
+        .await
+        .unwrap()
+        .alert
+        .map(|a| a.id)
+}
+
+/// Issue 12: "A dismissal with a suppression keeps that meter quiet while another
+/// meter's alert still arrives, and a change beyond the dismissed evidence reopens
+/// it." Also: the new alert shows the earlier dismissal, the suppressions page lists
+/// and revokes, the quality page answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dismissal_with_a_suppression_keeps_a_meter_quiet_until_it_changes() {
+    let _one_at_a_time = BROWSERS.lock().await;
+    let Some(driver) = Driver::start() else {
+        return;
+    };
+    let started = Instant::now();
+    let shots = Shots::new();
+    let w = World::start().await;
+    w.seed().await;
+    let eng = driver.session(false).await;
+    let base = w.url("");
+    assert_eq!(login(&eng, &base, "eva").await, "/console/alerts");
+
+    // An alert on M-1, dismissed with a suppression on this meter (25 % margin).
+    let first = detect_flow(&w, "M-1", 0.05).await.expect("an alert");
+    eng.goto(&w.url(&format!("/console/alerts/{first}")))
+        .await
+        .unwrap();
+    eng.find(Locator::Css("#dismiss-reason"))
+        .await
+        .unwrap()
+        .send_keys("pilot light of the boiler, known to the customer")
+        .await
+        .unwrap();
+    click(&eng, "#suppress").await;
+    shots
+        .take(&eng, "engineer-dismiss-with-suppression-desktop")
+        .await;
+    click(&eng, "#dismiss").await;
+    assert_eq!(text(&eng, "#alert-status").await, "dismissed");
+    assert!(text(&eng, "#history").await.contains("eva · dismiss"));
+    let sup = w.store.list_suppressions(true, 10).await.unwrap();
+    assert_eq!(sup.len(), 1);
+    let sup = sup[0].id;
+
+    // The inbox, live: the same meter again (within the margin) stays quiet; another
+    // meter's alert arrives without reloading.
+    eng.goto(&w.url("/console/alerts")).await.unwrap();
+    wait_until("the live stream", Duration::from_secs(10), || async {
+        exec(
+            &eng,
+            "return document.getElementById('live').className",
+            vec![],
+        )
+        .await
+        .as_str()
+        .is_some_and(|c| c.contains("on"))
+    })
+    .await;
+    assert_eq!(detect_flow(&w, "M-1", 0.055).await, None, "kept quiet");
+    let other = detect_flow(&w, "M-2", 0.05).await.expect("M-2 raises");
+    eng.wait()
+        .at_most(Duration::from_secs(15))
+        .for_element(Locator::Css(&format!("tr[data-alert-id=\"{other}\"]")))
+        .await
+        .expect("the other meter's alert arrives");
+    let rows = exec(
+        &eng,
+        "return Array.from(document.querySelectorAll('#inbox-body tr[data-alert-id]')).map(r => r.innerText);",
+        vec![],
+    )
+    .await;
+    assert!(
+        !rows.to_string().contains("meter M-1"),
+        "M-1 stays out of the inbox: {rows}"
+    );
+    assert_eq!(
+        w.store
+            .get_suppression(sup)
+            .await
+            .unwrap()
+            .unwrap()
+            .suppressed,
+        1
+    );
+
+    // The suppressions page: holding, one finding kept quiet.
+    eng.goto(&w.url("/console/suppressions")).await.unwrap();
+    let row = format!("tr[data-suppression-id=\"{sup}\"]");
+    assert!(
+        text(&eng, &format!("{row} .state"))
+            .await
+            .contains("holding")
+    );
+    shots.both(&eng, "engineer-suppressions").await;
+
+    // Beyond the dismissed evidence by more than the margin: M-1 reopens, live.
+    eng.goto(&w.url("/console/alerts")).await.unwrap();
+    wait_until("the live stream", Duration::from_secs(10), || async {
+        exec(
+            &eng,
+            "return document.getElementById('live').className",
+            vec![],
+        )
+        .await
+        .as_str()
+        .is_some_and(|c| c.contains("on"))
+    })
+    .await;
+    let reopened = detect_flow(&w, "M-1", 0.09).await.expect("reopens");
+    assert_ne!(reopened, first);
+    eng.wait()
+        .at_most(Duration::from_secs(15))
+        .for_element(Locator::Css(&format!("tr[data-alert-id=\"{reopened}\"]")))
+        .await
+        .expect("the reopened alert arrives");
+    // The new alert shows the earlier dismissal and why it came back.
+    click(&eng, &format!("tr[data-alert-id=\"{reopened}\"] a")).await;
+    let earlier = text(&eng, "#earlier-dismissals").await;
+    assert!(earlier.contains(&format!("#{first}")), "{earlier}");
+    assert!(earlier.contains("pilot light of the boiler"), "{earlier}");
+    assert!(earlier.contains("by eva"), "{earlier}");
+    assert!(
+        text(&eng, "#history")
+            .await
+            .contains("exceeds the dismissed"),
+        "the history says why it reopened"
+    );
+    shots.both(&eng, "engineer-alert-earlier-dismissals").await;
+    let ended = w.store.get_suppression(sup).await.unwrap().unwrap();
+    assert_eq!(ended.ended_by.as_deref(), Some("detector"));
+    assert_eq!(ended.broken_by_alert, Some(reopened));
+
+    // A suppression revoked from the list: the meter raises again.
+    eng.goto(&w.url(&format!("/console/alerts/{other}")))
+        .await
+        .unwrap();
+    eng.find(Locator::Css("#dismiss-reason"))
+        .await
+        .unwrap()
+        .send_keys("meter test bench")
+        .await
+        .unwrap();
+    click(&eng, "#suppress").await;
+    click(&eng, "#dismiss").await;
+    assert_eq!(text(&eng, "#alert-status").await, "dismissed");
+    assert_eq!(detect_flow(&w, "M-2", 0.05).await, None);
+    let second = w.store.list_suppressions(true, 10).await.unwrap()[0].id;
+    eng.goto(&w.url("/console/suppressions")).await.unwrap();
+    click(
+        &eng,
+        &format!("tr[data-suppression-id=\"{second}\"] button.revoke"),
+    )
+    .await;
+    assert!(
+        text(
+            &eng,
+            &format!("tr[data-suppression-id=\"{second}\"] .state")
+        )
+        .await
+        .contains("revoked by eva")
+    );
+    assert!(detect_flow(&w, "M-2", 0.05).await.is_some());
+
+    // The detector quality page answers per kind.
+    eng.goto(&w.url("/console/quality")).await.unwrap();
+    assert_eq!(
+        text(&eng, "tr[data-kind=\"continuous_flow\"] .raised").await,
+        "4"
+    );
+    shots.both(&eng, "engineer-quality").await;
+
+    let _ = eng.close().await;
+    let took = started.elapsed();
+    eprintln!("browser suppression flow: {took:?}");
+    assert!(took < BUDGET, "took {took:?}, over {BUDGET:?}");
+}

@@ -19,6 +19,7 @@ pub mod names;
 pub mod reading;
 pub mod shift;
 pub mod site;
+pub mod suppression;
 pub mod workorder;
 
 pub use account::Role;
@@ -34,6 +35,7 @@ pub use meter::{Meter, MeterKind, MeterRecord, MeterStatus};
 pub use reading::{EventCode, MeterEvent, Reading, ReadingFlags};
 pub use shift::{ShiftException, WeeklyShifts};
 pub use site::{AlertOutcome, GasReading, SiteFinding};
+pub use suppression::{NewSuppression, SuppressRequest, Suppression, SuppressionScope, Verdict};
 pub use workorder::{
     DeadlineView, IllegalTransition, OrderAction, Priority, TransitionRecord, WorkOrder,
     WorkOrderKind, WorkOrderStatus,

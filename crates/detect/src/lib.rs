@@ -29,6 +29,7 @@ pub mod level;
 pub mod night;
 pub mod pressure;
 pub mod quiet;
+pub mod suppress;
 pub mod usage;
 pub mod watermark;
 

@@ -37,8 +37,8 @@ use chrono::Duration;
 use leakwatch_core::workorder::next_status;
 use leakwatch_core::{
     Alert, AlertAction, AlertOutcome, AlertStatus, CrewId, DistrictId, GeoPoint, LeakClassTable,
-    MeterId, OrderAction, PositionSource, Priority, SiteFinding, Timestamp, WorkOrder,
-    WorkOrderKind, WorkOrderStatus,
+    MeterId, NewSuppression, OrderAction, PositionSource, Priority, SiteFinding, SuppressRequest,
+    SuppressionScope, Timestamp, WorkOrder, WorkOrderKind, WorkOrderStatus,
 };
 
 /// What happened to a crew's job.
@@ -142,6 +142,13 @@ pub enum Command {
         crew: CrewId,
         place: GeoPoint,
     },
+    /// The alert is folded into the open repair of a leak already found: its outcome
+    /// is `confirmed_leak`, marked as a known leak (not a finding made on site).
+    KnownLeak {
+        alert_id: i64,
+    },
+    /// Store a suppression made with a dismissal (same transaction).
+    Suppress(NewSuppression),
     /// No crew can take the order now (it stays waiting): counted and logged, no
     /// write.
     NoCrew {
@@ -220,6 +227,12 @@ pub struct PlanStop {
 pub enum Event {
     /// An engineer's review (acknowledge, dismiss, resolve) of `snapshot.alert`.
     Review(AlertAction),
+    /// A dismissal of `snapshot.alert` that also suppresses new alerts of its kind on
+    /// its meter or district (see [`suppression_for`]).
+    DismissSuppressing {
+        reason: String,
+        suppress: SuppressRequest,
+    },
     /// Escalate `snapshot.alert` to a work order.
     Escalate { actor: String },
     /// A new alert came out of the outbox: escalate it if the rules say so.
@@ -252,6 +265,61 @@ pub struct Rules<'a> {
     pub leak_table: &'a LeakClassTable,
 }
 
+/// The suppression a dismissal of `a` with `req` makes: scope `meter` (the default
+/// when the alert has a meter) or `district`; the dismissed evidence's observed value
+/// and the margin (default [`leakwatch_core::suppression::DEFAULT_MARGIN`]) by which new
+/// evidence must exceed it to raise an alert again; `until` (event time) after the
+/// detection. Why not, in words.
+pub fn suppression_for(
+    a: &Alert,
+    reason: &str,
+    req: &SuppressRequest,
+) -> Result<NewSuppression, String> {
+    use leakwatch_core::suppression::{DEFAULT_MARGIN, MARGIN_MAX};
+    let scope = match (
+        req.scope.as_deref().unwrap_or(""),
+        &a.meter_id,
+        &a.district_id,
+    ) {
+        ("" | "meter", Some(m), _) => SuppressionScope::Meter(m.clone()),
+        ("" | "district", None, Some(d)) | ("district", _, Some(d)) => {
+            SuppressionScope::District(d.clone())
+        }
+        ("", None, None) => return Err(format!("alert {} has neither meter nor district", a.id)),
+        ("meter", None, _) => return Err(format!("alert {} has no meter", a.id)),
+        ("district", _, None) => return Err(format!("alert {} has no district", a.id)),
+        (other, _, _) => {
+            return Err(format!(
+                "unknown suppression scope {other:?}; expected meter or district"
+            ));
+        }
+    };
+    let margin = req.margin.unwrap_or(DEFAULT_MARGIN);
+    if !(0.0..=MARGIN_MAX).contains(&margin) {
+        return Err(format!(
+            "the margin {margin} is not a fraction between 0 and {MARGIN_MAX}"
+        ));
+    }
+    if let Some(u) = req.until
+        && u <= a.detected_at
+    {
+        return Err(format!(
+            "a suppression until {u} would end before the alert's detection ({})",
+            a.detected_at
+        ));
+    }
+    Ok(NewSuppression {
+        kind: a.kind,
+        scope,
+        alert_id: a.id,
+        reason: reason.to_owned(),
+        until: req.until,
+        observed: a.evidence.observed,
+        unit: a.evidence.unit.clone(),
+        margin,
+    })
+}
+
 /// The commands for `event` at `now` over `snapshot`, or why none.
 pub fn decide(
     rules: Rules<'_>,
@@ -267,6 +335,14 @@ pub fn decide(
     };
     match event {
         Event::Review(action) => d.review(action)?,
+        Event::DismissSuppressing { reason, suppress } => {
+            let a = d.alert()?.clone();
+            let new = suppression_for(&a, reason, suppress).map_err(Refusal::Invalid)?;
+            d.review(&AlertAction::Dismiss {
+                reason: reason.clone(),
+            })?;
+            d.out.push(Command::Suppress(new));
+        }
         Event::Escalate { actor } => d.escalate(actor, true)?,
         Event::AutoEscalate => d.auto_escalate()?,
         Event::Create(new) => d.create(new)?,
@@ -343,6 +419,7 @@ impl Decision<'_> {
         let cfg = self.rules.cfg;
         if !cfg.auto_escalate
             || !a.kind.is_leak()
+            || a.severity < cfg.auto_escalate_min_severity
             || a.status.apply(&AlertAction::Escalate).is_err()
         {
             return Ok(());
@@ -403,11 +480,9 @@ impl Decision<'_> {
                 .then_some(Priority::Emergency);
             let reason = format!("the leak is known: repair work order {} is open", repair.id);
             self.join(&a, repair, upgrade, due, reason)?;
-            // The crew confirmed this leak on site already.
-            self.out.push(Command::SetOutcome {
-                order: OrderRef::Id(repair.id),
-                outcome: AlertOutcome::ConfirmedLeak,
-            });
+            // A crew confirmed this leak on site already: the alert points at a real
+            // leak, but nobody goes out for it (it is not a finding of its own).
+            self.out.push(Command::KnownLeak { alert_id: a.id });
             return Ok(());
         }
         let open: Vec<OpenOrder> = self
@@ -1207,10 +1282,10 @@ mod tests {
         );
         assert!(cmds.iter().any(|c| matches!(c,
             Command::SetAlert { order: Some(OrderRef::Id(7)), reason: Some(r), .. } if r.contains("the leak is known"))));
-        assert!(cmds.contains(&Command::SetOutcome {
-            order: OrderRef::Id(7),
-            outcome: AlertOutcome::ConfirmedLeak
-        }));
+        // Folded, not confirmed by a visit of its own: a known leak, and the repair's
+        // other alerts are left as they are.
+        assert!(cmds.contains(&Command::KnownLeak { alert_id: 2 }));
+        assert!(!cmds.iter().any(|c| matches!(c, Command::SetOutcome { .. })));
         // A burst there: the repair becomes an emergency (and, waiting, needs a crew).
         s.alert = Some(alert(3, "M-1", AlertKind::Burst, Severity::Critical));
         assert_eq!(run(&cfg, &s, escalate()), Err(Refusal::NeedTravel(here)));
@@ -1314,6 +1389,71 @@ mod tests {
             run(&DispatchConfig::default(), &s, Event::AutoEscalate),
             Ok(vec![])
         );
+        // Below the minimum severity (the demo's `critical`): left to the engineer.
+        let critical_only = DispatchConfig {
+            auto_escalate_min_severity: Severity::Critical,
+            ..cfg.clone()
+        };
+        assert_eq!(run(&critical_only, &s, Event::AutoEscalate), Ok(vec![]));
+        s.alert = Some(alert(4, "M-1", AlertKind::Burst, Severity::Critical));
+        assert!(
+            !run(&critical_only, &s, Event::AutoEscalate)
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_dismissal_can_make_a_suppression_in_the_same_decision() {
+        let cfg = DispatchConfig::default();
+        let mut a = alert(2, "M-1", AlertKind::ContinuousFlow, Severity::Warning);
+        a.district_id = Some(DistrictId::parse("D1").unwrap());
+        a.evidence.observed = 0.04;
+        let s = Snapshot {
+            alert: Some(a.clone()),
+            ..Default::default()
+        };
+        let req = |scope: Option<&str>, margin: Option<f64>, until| SuppressRequest {
+            scope: scope.map(str::to_owned),
+            until,
+            margin,
+        };
+        let ev = |r| Event::DismissSuppressing {
+            reason: "pilot light".into(),
+            suppress: r,
+        };
+        let cmds = run(&cfg, &s, ev(req(None, None, None))).unwrap();
+        assert!(matches!(
+            &cmds[0],
+            Command::SetAlert {
+                to: AlertStatus::Dismissed,
+                ..
+            }
+        ));
+        let Command::Suppress(n) = &cmds[1] else {
+            panic!("{cmds:?}")
+        };
+        assert_eq!(
+            n.scope,
+            SuppressionScope::Meter(MeterId::parse("M-1").unwrap())
+        );
+        assert_eq!((n.observed, n.margin, n.alert_id), (0.04, 0.25, 2));
+        let cmds = run(&cfg, &s, ev(req(Some("district"), Some(1.0), None))).unwrap();
+        assert!(matches!(&cmds[1], Command::Suppress(n)
+            if n.scope == SuppressionScope::District(DistrictId::parse("D1").unwrap()) && n.margin == 1.0));
+        // Refused, nothing written: a bad scope, margin, or a date before the detection.
+        for bad in [
+            req(Some("street"), None, None),
+            req(None, Some(-0.1), None),
+            req(None, Some(f64::NAN), None),
+            req(None, None, Some(a.detected_at - Duration::hours(1))),
+        ] {
+            assert!(matches!(run(&cfg, &s, ev(bad)), Err(Refusal::Invalid(_))));
+        }
+        // An alert dismissed already cannot be dismissed again.
+        let mut done = s.clone();
+        done.alert.as_mut().unwrap().status = AlertStatus::Dismissed;
+        assert!(run(&cfg, &done, ev(req(None, None, None))).is_err());
     }
 
     fn complete(finding: Option<SiteFinding>) -> Event {

@@ -66,6 +66,9 @@ pub struct DispatchConfig {
     /// ... except where a crew found no leak for an alert of the same kind on the same
     /// meter within this many days (an engineer decides then).
     pub auto_escalate_quiet_days: u32,
+    /// ... and only alerts of this severity or above (`info`: all; the demo escalates
+    /// `critical` ones itself and leaves the rest to the engineer's review).
+    pub auto_escalate_min_severity: leakwatch_core::Severity,
     /// Assign new emergency and high-priority orders to the nearest crew at once
     /// (normal and low priority work waits for the day plan).
     pub auto_assign: bool,
@@ -125,6 +128,7 @@ impl Default for DispatchConfig {
         Self {
             auto_escalate: false,
             auto_escalate_quiet_days: 14,
+            auto_escalate_min_severity: leakwatch_core::Severity::Info,
             auto_assign: true,
             accept_within_s: 300,
             check_every_s: 15,

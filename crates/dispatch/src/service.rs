@@ -16,10 +16,11 @@ use crate::{DispatchConfig, DispatchError};
 use chrono::{Duration, NaiveDate};
 use leakwatch_core::{
     Alert, AlertAction, AlertKind, CrewId, GeoPoint, LeakClassTable, OrderAction, Priority,
-    Timestamp, TransitionRecord, WorkOrder, WorkOrderStatus,
+    SuppressRequest, Suppression, Timestamp, TransitionRecord, WorkOrder, WorkOrderStatus,
 };
 use leakwatch_store::{
-    ClientAction, NewWorkOrder, OrderChange, OutcomeStat, StepCause, Store, UnitOfWork,
+    AlertHistoryEntry, ClientAction, NewWorkOrder, OrderChange, OutcomeStat, StepCause, Store,
+    UnitOfWork,
 };
 use serde::Serialize;
 use std::sync::Arc;
@@ -37,12 +38,19 @@ pub struct JobNotice {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct OutcomeRow {
     pub kind: AlertKind,
+    /// Alerts raised.
+    pub raised: i64,
     pub escalated: i64,
+    /// Confirmed by a crew's finding on site.
     pub confirmed: i64,
     pub false_positive: i64,
+    /// Folded into the open repair of a leak already known (not counted as
+    /// confirmed: nobody went out for them).
+    pub known_leak: i64,
     /// Escalated, no finding yet.
     pub pending: i64,
-    /// Confirmed share of the alerts with a finding; absent without findings.
+    /// Confirmed share of the alerts with a finding made on site; absent without
+    /// findings.
     pub precision: Option<f64>,
 }
 
@@ -89,12 +97,26 @@ struct Subject {
     /// Who reviewed the alert: recorded with its new status (acknowledged, dismissed,
     /// resolved) in the same transaction.
     reviewer: Option<String>,
+    /// What a person did to the alert, for its history (`alert_history`): written in
+    /// the transaction that does it.
+    history: Option<History>,
+}
+
+/// An entry of an alert's history to write with the decision.
+#[derive(Debug, Clone)]
+struct History {
+    actor: String,
+    /// `acknowledge`, `dismiss`, `resolve`, `escalate`.
+    action: String,
+    note: Option<String>,
 }
 
 /// What an applied decision wrote.
 #[derive(Debug, Default)]
 struct Applied {
     alert: Option<Alert>,
+    /// The suppression made with a dismissal.
+    suppression: Option<Suppression>,
     /// The subject order (or the order created) as committed.
     order: Option<WorkOrder>,
     created: Option<WorkOrder>,
@@ -523,6 +545,22 @@ impl Dispatcher {
                     change,
                     order,
                 } => notices.push((crew, change, id_of(order, new_id)?)),
+                Command::KnownLeak { alert_id } => {
+                    uow.mark_known_leak(alert_id, now).await?;
+                    metrics::counter!("leakwatch_alerts_folded_into_known_leak_total").increment(1);
+                }
+                Command::Suppress(new) => {
+                    let actor = subject.reviewer.as_deref().unwrap_or(DISPATCHER_ACTOR);
+                    let made = uow.add_suppression(&new, actor, now).await?;
+                    tracing::info!(
+                        suppression_id = made.id,
+                        alert_id = new.alert_id,
+                        kind = new.kind.as_str(),
+                        scope = %new.scope,
+                        "suppression made with a dismissal"
+                    );
+                    applied.suppression = Some(made);
+                }
                 Command::NoCrew { order } => {
                     metrics::counter!("leakwatch_dispatch_no_crew_total").increment(1);
                     tracing::warn!(order_id = id_of(order, new_id)?, "no crew available");
@@ -532,6 +570,37 @@ impl Dispatcher {
         // The records as committed, for the caller and the crews' phones.
         if let Some(a) = subject.alert {
             applied.alert = uow.alert(a).await?;
+        }
+        // Who did what to the alert, in the same transaction as what they did.
+        if let (Some(h), Some(a)) = (&subject.history, &applied.alert)
+            && applied.commands > 0
+        {
+            let note = match (h.action.as_str(), a.work_order_id) {
+                ("escalate", Some(o)) => Some(format!("work order #{o}")),
+                _ => h.note.clone(),
+            };
+            let note = match (&applied.suppression, note) {
+                (Some(sup), n) => Some(format!(
+                    "{}{}suppression #{} made: {} on {}{}, new evidence above {:.3} {} reopens",
+                    n.as_deref().unwrap_or(""),
+                    if n.is_some() { " · " } else { "" },
+                    sup.id,
+                    sup.kind.as_str(),
+                    sup.scope,
+                    sup.until.map(|u| format!(" until {u}")).unwrap_or_default(),
+                    sup.break_above(),
+                    sup.unit,
+                )),
+                (None, n) => n,
+            };
+            uow.add_alert_history(&AlertHistoryEntry {
+                alert_id: a.id,
+                at: now,
+                actor: h.actor.clone(),
+                action: h.action.clone(),
+                note,
+            })
+            .await?;
         }
         let order_id = subject
             .order
@@ -554,6 +623,25 @@ impl Dispatcher {
             }
         }
         Ok((applied, out))
+    }
+}
+
+/// Who made a suppression when no reviewer is named (not reached: suppressions come
+/// with a person's dismissal).
+const DISPATCHER_ACTOR: &str = "dispatcher";
+
+/// The subject of a person's review of an alert: who, recorded with the new status
+/// and in the alert's history.
+fn review_subject(alert_id: i64, actor: &str, action: &str, note: Option<String>) -> Subject {
+    Subject {
+        alert: Some(alert_id),
+        reviewer: Some(actor.to_owned()),
+        history: Some(History {
+            actor: actor.to_owned(),
+            action: action.to_owned(),
+            note,
+        }),
+        ..Default::default()
     }
 }
 
@@ -581,13 +669,43 @@ impl Dispatcher {
         if matches!(action, AlertAction::Escalate) {
             return self.escalate(alert_id, actor).await.map(|(a, _)| a);
         }
-        let subject = Subject {
-            alert: Some(alert_id),
-            reviewer: Some(actor.to_owned()),
-            ..Default::default()
+        let note = match action {
+            AlertAction::Dismiss { reason } => Some(reason.clone()),
+            _ => None,
         };
+        let subject = review_subject(alert_id, actor, action.verb(), note);
         let applied = self.run(subject, Event::Review(action.clone())).await?;
         applied.alert.ok_or_else(|| not_found_alert(alert_id))
+    }
+
+    /// Dismisses an alert and, in the same transaction, makes a suppression: no new
+    /// alert of its kind on its meter (or district) while it holds, unless the
+    /// detector's evidence exceeds the dismissed one by the margin
+    /// ([`decide::suppression_for`]). Returns the alert and the suppression.
+    pub async fn dismiss_suppressing(
+        &self,
+        alert_id: i64,
+        reason: &str,
+        suppress: &SuppressRequest,
+        actor: &str,
+    ) -> Result<(Alert, Suppression), DispatchError> {
+        let subject = review_subject(alert_id, actor, "dismiss", Some(reason.to_owned()));
+        let applied = self
+            .run(
+                subject,
+                Event::DismissSuppressing {
+                    reason: reason.to_owned(),
+                    suppress: suppress.clone(),
+                },
+            )
+            .await?;
+        let alert = applied.alert.ok_or_else(|| not_found_alert(alert_id))?;
+        let made = applied.suppression.ok_or_else(|| {
+            DispatchError::Rejected(format!(
+                "alert {alert_id} was dismissed without a suppression"
+            ))
+        })?;
+        Ok((alert, made))
     }
 
     /// Escalates an alert in one transaction: claims it, joins it to an open order
@@ -602,6 +720,11 @@ impl Dispatcher {
     ) -> Result<(Alert, WorkOrder), DispatchError> {
         let subject = Subject {
             alert: Some(alert_id),
+            history: Some(History {
+                actor: actor.to_owned(),
+                action: "escalate".into(),
+                note: None,
+            }),
             ..Default::default()
         };
         let applied = self
@@ -863,10 +986,12 @@ impl Dispatcher {
                 let judged = s.confirmed + s.false_positive;
                 OutcomeRow {
                     kind: s.kind,
+                    raised: s.raised,
                     escalated: s.escalated,
                     confirmed: s.confirmed,
                     false_positive: s.false_positive,
-                    pending: s.escalated - judged,
+                    known_leak: s.known,
+                    pending: s.pending,
                     precision: (judged > 0).then(|| s.confirmed as f64 / judged as f64),
                 }
             })
@@ -1448,6 +1573,25 @@ mod tests {
         );
         assert_eq!(joined_alert.outcome, Some(AlertOutcome::ConfirmedLeak));
         assert_eq!(store.active_work_orders().await.unwrap().len(), 1);
+        // Quality counts what was found on site: one leak investigated, one confirmed;
+        // the folded alert is already known, not a second confirmation (issue 12:
+        // "10 confirmed where 5 leaks were investigated").
+        let rows = d.outcomes().await.unwrap();
+        let cf = rows
+            .iter()
+            .find(|r| r.kind == AlertKind::ContinuousFlow)
+            .unwrap();
+        assert_eq!(
+            (
+                cf.raised,
+                cf.escalated,
+                cf.confirmed,
+                cf.known_leak,
+                cf.pending
+            ),
+            (2, 2, 1, 1, 0)
+        );
+        assert_eq!(cf.precision, Some(1.0));
         // A critical alert there makes the repair an emergency.
         let burst = alert(&store, "M-1", AlertKind::Burst, Severity::Critical).await;
         let (_, upgraded) = d.escalate(burst, "test").await.unwrap();

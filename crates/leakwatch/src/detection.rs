@@ -10,7 +10,7 @@
 //! findings, so the alerts do not depend on how ingest cut the stream into batches.
 
 use leakwatch_api::DetectionStatus;
-use leakwatch_core::{Finding, Meter, MeterId};
+use leakwatch_core::{Finding, Meter, MeterId, Verdict};
 use leakwatch_detect::{DetectConfig, Engine, MeterInfo, Saved, Tick};
 use leakwatch_ingest::{Item, Stored};
 use leakwatch_store::{Store, StoreError};
@@ -342,10 +342,16 @@ async fn flush(store: &Store, engine: &mut Engine, findings: &mut Vec<Finding>) 
     }
 }
 
+/// Records a finding: a repeat updates its alert; one that would open a new alert is
+/// judged against the engineers' suppressions (`leakwatch_detect::suppress::judge`,
+/// pure) and the verdict applied in one transaction by the store.
 async fn record(store: &Store, f: &Finding) {
     let mut backoff = Duration::from_millis(200);
-    let (alert, created) = loop {
-        match store.record_finding(f).await {
+    let recorded = loop {
+        match store
+            .record_finding_judged(f, |active| leakwatch_detect::suppress::judge(active, f))
+            .await
+        {
             Ok(r) => break r,
             Err(e) if e.is_retryable() => {
                 tracing::warn!(error = %e, "store unavailable; retrying the finding");
@@ -358,9 +364,26 @@ async fn record(store: &Store, f: &Finding) {
             }
         }
     };
-    if !created {
-        return;
+    match &recorded.verdict {
+        Verdict::Suppressed { id } => {
+            metrics::counter!("leakwatch_alerts_suppressed_total", "kind" => f.kind.as_str())
+                .increment(1);
+            tracing::debug!(
+                suppression_id = id,
+                kind = f.kind.as_str(),
+                "finding kept quiet by a suppression"
+            );
+        }
+        Verdict::BreaksThrough { id, reason } => tracing::info!(
+            suppression_id = id,
+            kind = f.kind.as_str(),
+            "suppression ended: {reason}"
+        ),
+        Verdict::Raise => {}
     }
+    let (Some(alert), true) = (recorded.alert, recorded.created) else {
+        return;
+    };
     metrics::counter!("leakwatch_alerts_raised_total", "kind" => f.kind.as_str()).increment(1);
     tracing::info!(
         alert_id = alert.id,
@@ -656,5 +679,132 @@ mod tests {
         drop(second.tx);
         second.task.await.unwrap();
         assert_eq!(alerts(&store).await, expected);
+    }
+
+    fn flow_finding(meter: &str, district: &str, minutes: i64, observed: f64) -> Finding {
+        let t = chrono::DateTime::parse_from_rfc3339("2026-11-02T03:00:00Z")
+            .unwrap()
+            .to_utc()
+            + chrono::TimeDelta::minutes(minutes);
+        Finding {
+            kind: AlertKind::ContinuousFlow,
+            severity: leakwatch_core::Severity::Warning,
+            meter_id: Some(MeterId::parse(meter).unwrap()),
+            district_id: Some(leakwatch_core::DistrictId::parse(district).unwrap()),
+            detected_at: t,
+            evidence: leakwatch_core::Evidence {
+                rule: "no zero-flow hour in 24 h".into(),
+                observed,
+                expected: None,
+                threshold: 0.0,
+                unit: "m3/h".into(),
+                window_start: t - chrono::TimeDelta::hours(24),
+                window_end: t,
+                explanation: "gas flowed every hour for 24 h".into(),
+                known: None,
+            },
+        }
+    }
+
+    async fn active_of(store: &Store, meter: &str) -> Vec<leakwatch_core::Alert> {
+        store
+            .list_alerts(&AlertQuery {
+                meter_id: Some(MeterId::parse(meter).unwrap()),
+                ..AlertQuery::default()
+            })
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|a| a.status == leakwatch_core::AlertStatus::Open)
+            .collect()
+    }
+
+    /// Issue 12: a dismissed continuous-flow alert came back with the next finding
+    /// (18 s later in the demo). A dismissal with a suppression keeps that meter
+    /// quiet, another meter's alert still arrives, and evidence beyond the dismissed
+    /// one by the margin reopens it (ending the suppression, saying why).
+    #[tokio::test]
+    async fn a_dismissal_with_a_suppression_sticks_until_the_evidence_grows() {
+        let store = Store::connect("sqlite::memory:").await.unwrap();
+        let dispatcher = leakwatch_dispatch::Dispatcher::new(
+            store.clone(),
+            leakwatch_dispatch::DispatchConfig::default(),
+        );
+        record(&store, &flow_finding("M-1", "D1", 0, 0.040)).await;
+        let first = active_of(&store, "M-1").await;
+        assert_eq!(first.len(), 1);
+
+        // A plain dismissal: the next finding opens a new alert (what the demo showed).
+        dispatcher
+            .review(
+                first[0].id,
+                &leakwatch_core::AlertAction::Dismiss {
+                    reason: "pilot light".into(),
+                },
+                "eng",
+            )
+            .await
+            .unwrap();
+        record(&store, &flow_finding("M-1", "D1", 1, 0.040)).await;
+        let reopened = active_of(&store, "M-1").await;
+        assert_eq!(reopened.len(), 1, "a plain dismissal does not stick");
+
+        // Dismissed with a suppression: quiet while the evidence stays within 25 %.
+        let (_, sup) = dispatcher
+            .dismiss_suppressing(
+                reopened[0].id,
+                "pilot light, known to the customer",
+                &leakwatch_core::SuppressRequest {
+                    scope: None,
+                    until: None,
+                    margin: None,
+                },
+                "eng",
+            )
+            .await
+            .unwrap();
+        for m in 2..6 {
+            record(&store, &flow_finding("M-1", "D1", m, 0.048)).await;
+        }
+        assert!(active_of(&store, "M-1").await.is_empty());
+        let held = store.get_suppression(sup.id).await.unwrap().unwrap();
+        assert_eq!(held.suppressed, 4);
+        assert!(held.is_active());
+        // The history of the dismissed alert says who made it, in the dismissal's
+        // transaction.
+        let history = store.alert_history(reopened[0].id).await.unwrap();
+        assert_eq!(history.len(), 1, "{history:?}");
+        assert_eq!(
+            (history[0].actor.as_str(), history[0].action.as_str()),
+            ("eng", "dismiss")
+        );
+        assert!(
+            history[0]
+                .note
+                .as_deref()
+                .unwrap()
+                .contains(&format!("suppression #{}", sup.id))
+        );
+
+        // Another meter of the same district still raises.
+        record(&store, &flow_finding("M-2", "D1", 6, 0.040)).await;
+        assert_eq!(active_of(&store, "M-2").await.len(), 1);
+
+        // Beyond the margin: a new alert, the suppression ended by the detector.
+        record(&store, &flow_finding("M-1", "D1", 7, 0.060)).await;
+        let back = active_of(&store, "M-1").await;
+        assert_eq!(back.len(), 1);
+        let ended = store.get_suppression(sup.id).await.unwrap().unwrap();
+        assert_eq!(ended.ended_by.as_deref(), Some("detector"));
+        assert_eq!(ended.broken_by_alert, Some(back[0].id));
+        let why = store.alert_history(back[0].id).await.unwrap();
+        assert!(
+            why[0]
+                .note
+                .as_deref()
+                .unwrap()
+                .contains("exceeds the dismissed"),
+            "{why:?}"
+        );
     }
 }

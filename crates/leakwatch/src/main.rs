@@ -431,8 +431,36 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
 /// default): then the demo uses that one, as it is, and says so.
 const DEMO_DB: &str = "data/demo.db";
 
+/// What the demo escalates itself and what it leaves to the engineer, in words.
+fn review_words(d: &leakwatch_dispatch::DispatchConfig, url: &str) -> String {
+    use leakwatch_core::Severity;
+    let inbox = format!("{url}/console/alerts");
+    match (d.auto_escalate, d.auto_escalate_min_severity) {
+        (false, _) => format!(
+            "nothing is escalated automatically: every alert waits for the engineer at {inbox}"
+        ),
+        (true, Severity::Info) => format!(
+            "every new leak alert is escalated to a crew automatically (dispatch.auto_escalate); \
+             the engineer sees them at {inbox}"
+        ),
+        (true, min) => format!(
+            "the demo escalates leak alerts of severity {min} and above itself (critical: \
+             bursts, a valve closed on a leak; dispatch.auto_escalate with auto_escalate_min_severity = \
+             \"{min}\"), because they cannot wait; the others (continuous flow, night flow, level \
+             shift, the meter's own leak alarm...) wait for the engineer's review at {inbox}: escalate, acknowledge or \
+             dismiss (optionally keeping that meter quiet)"
+        ),
+    }
+}
+
 async fn demo(mut cfg: Config, args: DemoArgs, own_db: bool) -> anyhow::Result<()> {
-    cfg.dispatch.auto_escalate = true;
+    // The review step is part of the demo: unless the configuration turned
+    // auto-escalation on itself, the demo escalates only critical leak alerts (said
+    // at start) and leaves the rest in the engineer's inbox.
+    if !cfg.dispatch.auto_escalate {
+        cfg.dispatch.auto_escalate = true;
+        cfg.dispatch.auto_escalate_min_severity = leakwatch_core::Severity::Critical;
+    }
     if own_db {
         for suffix in ["", "-wal", "-shm"] {
             let _ = std::fs::remove_file(format!("{DEMO_DB}{suffix}"));
@@ -520,6 +548,7 @@ async fn demo(mut cfg: Config, args: DemoArgs, own_db: bool) -> anyhow::Result<(
         fleet.truth().leaks.len(),
         args.fleet.sim_hour_ms
     );
+    println!("  review:    {}", review_words(&cfg.dispatch, &url));
     if args.manual_crews {
         println!("  crews:     yours to drive: POST /api/v1/work-orders/{{id}}/transition");
     } else {

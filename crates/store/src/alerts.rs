@@ -38,16 +38,25 @@ impl Default for AlertQuery {
     }
 }
 
-/// How the escalated alerts of one kind turned out on site.
+/// How the alerts of one kind turned out: raised, escalated, and what crews found on
+/// site.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct OutcomeStat {
     pub kind: AlertKind,
+    /// Alerts of this kind raised (any status).
+    pub raised: i64,
     /// Alerts of this kind that have a work order.
     pub escalated: i64,
-    /// Of those, the ones whose outcome is `confirmed_leak`.
+    /// Of those, the ones a crew's finding on site marked `confirmed_leak` (alerts
+    /// folded into the open repair of a leak already found are not counted: nobody
+    /// went out for them).
     pub confirmed: i64,
-    /// Of those, the ones whose outcome is `false_positive`.
+    /// Of those, the ones a crew's finding marked `false_positive`.
     pub false_positive: i64,
+    /// Alerts folded into the open repair of a leak already known.
+    pub known: i64,
+    /// Escalated, no finding yet (and not folded into a known leak).
+    pub pending: i64,
 }
 
 /// Alerts: one active alert per subject and kind, compare-and-set status changes.
@@ -99,9 +108,11 @@ pub trait AlertStore: Send + Sync {
         at: Timestamp,
     ) -> impl Future<Output = Result<u64>> + Send;
 
-    /// Per alert kind, among the alerts that have a work order (`work_order_id` set):
-    /// how many there are, and how many turned out confirmed leaks and false positives.
-    /// Sorted by the kind's text; kinds without such alerts are absent.
+    /// Per alert kind: how many were raised, how many have a work order
+    /// (`work_order_id` set), and of those how many a crew's finding on site
+    /// confirmed or found false, how many were folded into a known leak's repair, and
+    /// how many wait for a finding. Sorted by the kind's text; kinds never raised are
+    /// absent.
     fn outcome_stats(&self) -> impl Future<Output = Result<Vec<OutcomeStat>>> + Send;
 
     /// The alerts whose `work_order_id` is `order_id`, by id.
@@ -321,42 +332,45 @@ pub(crate) async fn set_outcome_for_order(
     .await
 }
 
+/// See [`AlertStore::record_finding`]; runs in the caller's transaction too.
+pub(crate) async fn upsert_finding(exec: Exec<'_>, f: &Finding) -> Result<(Alert, bool)> {
+    let subject = f.subject().key();
+    let row = exec
+        .fetch_one(
+            sql!(
+                "INSERT INTO alerts (subject, kind, severity, status, meter_id, district_id,
+                                     detected_at, last_seen, count, evidence, created_at)
+                 VALUES ($1, $2, $3, 'open', $4, $5, $6, $6, 1, $7, $8)
+                 ON CONFLICT (subject, kind)
+                     WHERE status IN ('open', 'acknowledged', 'escalated')
+                 DO UPDATE SET count = alerts.count + 1,
+                               last_seen = GREATEST(alerts.last_seen, excluded.last_seen),
+                               evidence = excluded.evidence,
+                               severity = ",
+                severity_max!(),
+                " RETURNING ",
+                alert_cols!()
+            ),
+            vec![
+                Arg::from(subject.as_str()),
+                Arg::from(f.kind.as_str()),
+                Arg::from(f.severity.as_str()),
+                Arg::from(f.meter_id.as_ref().map(|m| m.as_str())),
+                Arg::from(f.district_id.as_ref().map(|d| d.as_str())),
+                Arg::from(f.detected_at),
+                Arg::json(Some(&f.evidence))?,
+                Arg::from(chrono::Utc::now()),
+            ],
+        )
+        .await?;
+    let alert = alert_from_row(&row)?;
+    let created = alert.count == 1;
+    Ok((alert, created))
+}
+
 impl AlertStore for Alerts {
     async fn record_finding(&self, f: &Finding) -> Result<(Alert, bool)> {
-        let subject = f.subject().key();
-        let row = self
-            .0
-            .exec()
-            .fetch_one(
-                sql!(
-                    "INSERT INTO alerts (subject, kind, severity, status, meter_id, district_id,
-                                         detected_at, last_seen, count, evidence, created_at)
-                     VALUES ($1, $2, $3, 'open', $4, $5, $6, $6, 1, $7, $8)
-                     ON CONFLICT (subject, kind)
-                         WHERE status IN ('open', 'acknowledged', 'escalated')
-                     DO UPDATE SET count = alerts.count + 1,
-                                   last_seen = GREATEST(alerts.last_seen, excluded.last_seen),
-                                   evidence = excluded.evidence,
-                                   severity = ",
-                    severity_max!(),
-                    " RETURNING ",
-                    alert_cols!()
-                ),
-                vec![
-                    Arg::from(subject.as_str()),
-                    Arg::from(f.kind.as_str()),
-                    Arg::from(f.severity.as_str()),
-                    Arg::from(f.meter_id.as_ref().map(|m| m.as_str())),
-                    Arg::from(f.district_id.as_ref().map(|d| d.as_str())),
-                    Arg::from(f.detected_at),
-                    Arg::json(Some(&f.evidence))?,
-                    Arg::from(chrono::Utc::now()),
-                ],
-            )
-            .await?;
-        let alert = alert_from_row(&row)?;
-        let created = alert.count == 1;
-        Ok((alert, created))
+        upsert_finding(self.0.exec(), f).await
     }
 
     async fn get_alert(&self, id: i64) -> Result<Option<Alert>> {
@@ -437,10 +451,16 @@ impl AlertStore for Alerts {
             .exec()
             .fetch_all(
                 sql!(
-                    "SELECT kind, count(*) AS escalated,
-                            count(*) FILTER (WHERE outcome = 'confirmed_leak') AS confirmed,
-                            count(*) FILTER (WHERE outcome = 'false_positive') AS false_positive
-                     FROM alerts WHERE work_order_id IS NOT NULL GROUP BY kind"
+                    "SELECT kind, count(*) AS raised,
+                            count(*) FILTER (WHERE work_order_id IS NOT NULL) AS escalated,
+                            count(*) FILTER (WHERE work_order_id IS NOT NULL AND NOT known_leak
+                                             AND outcome = 'confirmed_leak') AS confirmed,
+                            count(*) FILTER (WHERE work_order_id IS NOT NULL AND NOT known_leak
+                                             AND outcome = 'false_positive') AS false_positive,
+                            count(*) FILTER (WHERE work_order_id IS NOT NULL AND known_leak) AS known,
+                            count(*) FILTER (WHERE work_order_id IS NOT NULL AND NOT known_leak
+                                             AND outcome IS NULL) AS pending
+                     FROM alerts GROUP BY kind"
                 ),
                 args![],
             )
@@ -450,9 +470,12 @@ impl AlertStore for Alerts {
             .map(|row| {
                 Ok(OutcomeStat {
                     kind: parse_text(&row.text("kind")?, "alert kind")?,
+                    raised: row.int("raised")?,
                     escalated: row.int("escalated")?,
                     confirmed: row.int("confirmed")?,
                     false_positive: row.int("false_positive")?,
+                    known: row.int("known")?,
+                    pending: row.int("pending")?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;

@@ -3,7 +3,7 @@
 //! same action sent twice (a lost answer, an offline queue replayed) is applied once
 //! and answered with its first answer.
 
-use crate::db::{Arg, Row, args, sql};
+use crate::db::{Arg, Exec, Row, args, sql};
 use crate::{Result, Store, UnitOfWork};
 use leakwatch_core::Timestamp;
 use serde::Serialize;
@@ -43,19 +43,23 @@ fn history_entry(r: &Row) -> Result<AlertHistoryEntry> {
     })
 }
 
+/// Inserts one history entry; runs in the caller's transaction too.
+pub(crate) async fn insert_history(exec: Exec<'_>, e: &AlertHistoryEntry) -> Result<()> {
+    exec.execute(
+        sql!(
+            "INSERT INTO alert_history (alert_id, at, actor, action, note)
+             VALUES ($1, $2, $3, $4, $5)"
+        ),
+        args![e.alert_id, e.at, &e.actor, &e.action, e.note.as_deref()],
+    )
+    .await?;
+    Ok(())
+}
+
 impl Store {
     /// Records that `actor` did `action` to alert `alert_id` at `at`.
     pub async fn add_alert_history(&self, e: &AlertHistoryEntry) -> Result<()> {
-        self.exec()
-            .execute(
-                sql!(
-                    "INSERT INTO alert_history (alert_id, at, actor, action, note)
-                     VALUES ($1, $2, $3, $4, $5)"
-                ),
-                args![e.alert_id, e.at, &e.actor, &e.action, e.note.as_deref()],
-            )
-            .await?;
-        Ok(())
+        insert_history(self.exec(), e).await
     }
 
     /// What people did to alert `alert_id`, oldest first.

@@ -73,6 +73,8 @@ pub mod partitions;
 mod readings;
 mod registry_feed;
 mod sqlite;
+// Dismissals that stick (issue 12): suppressions made with a dismissal.
+mod suppressions;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod unit_of_work;
@@ -93,6 +95,7 @@ pub use devices::{DeviceCredentialStore, DeviceCredentials};
 /// Decided by the ingestor, kept with each reading; re-exported from `leakwatch-core`.
 pub use leakwatch_core::ReadingFlags;
 pub use meters::{MeterStore, Meters};
+pub use suppressions::FindingRecorded;
 // Programmed leak survey: the network's segments and their survey and leak history.
 pub use network::{ImportOutcome, LeakEntry, Network, NetworkStore, SurveyEntry};
 pub use readings::{

@@ -11,6 +11,7 @@ conformance!(
     case_quiet_alerts_resolve,
     case_quiet_alerts_resolve_per_district,
     case_alert_outcomes_and_stats,
+    case_suppressions_hold_count_break_and_revoke,
 );
 
 async fn case_record_finding_creates_then_updates(store: &Store) {
@@ -554,16 +555,25 @@ async fn case_alert_outcomes_and_stats(store: &Store) {
     );
     assert!(store.alerts_of_order(9_999).await.unwrap().is_empty());
 
-    let stat = |kind, escalated, confirmed, false_positive| OutcomeStat {
+    // Raised: burst 2, continuous_flow 3, tamper 1, battery_low 1 (never escalated).
+    let stat = |kind, escalated: i64, confirmed: i64, false_positive: i64| OutcomeStat {
         kind,
+        raised: escalated,
         escalated,
         confirmed,
         false_positive,
+        known: 0,
+        pending: escalated - confirmed - false_positive,
+    };
+    let battery = OutcomeStat {
+        raised: 1,
+        ..stat(AlertKind::BatteryLow, 0, 0, 0)
     };
     // Escalated, no outcome yet. Sorted by kind text: burst, continuous_flow, tamper.
     assert_eq!(
         store.outcome_stats().await.unwrap(),
         vec![
+            battery,
             stat(AlertKind::Burst, 2, 0, 0),
             stat(AlertKind::ContinuousFlow, 3, 0, 0),
             stat(AlertKind::Tamper, 1, 0, 0),
@@ -617,6 +627,7 @@ async fn case_alert_outcomes_and_stats(store: &Store) {
     assert_eq!(
         store.outcome_stats().await.unwrap(),
         vec![
+            battery,
             stat(AlertKind::Burst, 2, 1, 1),
             stat(AlertKind::ContinuousFlow, 3, 2, 1),
             stat(AlertKind::Tamper, 1, 0, 0),
@@ -630,6 +641,7 @@ async fn case_alert_outcomes_and_stats(store: &Store) {
     assert_eq!(
         store.outcome_stats().await.unwrap(),
         vec![
+            battery,
             stat(AlertKind::Burst, 2, 0, 2),
             stat(AlertKind::ContinuousFlow, 3, 0, 3),
             stat(AlertKind::Tamper, 1, 0, 0),
@@ -637,8 +649,195 @@ async fn case_alert_outcomes_and_stats(store: &Store) {
     );
     let json = serde_json::to_value(store.outcome_stats().await.unwrap()).unwrap();
     assert_eq!(
-        json[0],
-        serde_json::json!({"kind": "burst", "escalated": 2, "confirmed": 0, "false_positive": 2})
+        json[1],
+        serde_json::json!({"kind": "burst", "raised": 2, "escalated": 2, "confirmed": 0,
+                           "false_positive": 2, "known": 0, "pending": 0})
+    );
+
+    // An alert folded into the open repair of a known leak: escalated, its outcome
+    // confirmed_leak, but not counted as confirmed on site.
+    let (folded, _) = store
+        .record_finding(&finding_of(AlertKind::Tamper, "M9", 400))
+        .await
+        .unwrap();
+    let mut uow = store.begin_dispatch().await.unwrap();
+    uow.set_alert_status(
+        folded.id,
+        AlertStatus::Open,
+        AlertStatus::Escalated,
+        None,
+        Some(o3.id),
+    )
+    .await
+    .unwrap();
+    uow.mark_known_leak(folded.id, t(410)).await.unwrap();
+    uow.commit().await.unwrap();
+    let folded = store.get_alert(folded.id).await.unwrap().unwrap();
+    assert_eq!(folded.outcome, Some(AlertOutcome::ConfirmedLeak));
+    let tamper = store
+        .outcome_stats()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|s| s.kind == AlertKind::Tamper)
+        .unwrap();
+    assert_eq!(
+        tamper,
+        OutcomeStat {
+            raised: 2,
+            escalated: 2,
+            known: 1,
+            ..stat(AlertKind::Tamper, 1, 0, 0)
+        }
+    );
+}
+
+/// Suppressions (migration 0015): made in a unit of work, consulted when a finding
+/// would open a new alert, counted, broken through, revoked.
+async fn case_suppressions_hold_count_break_and_revoke(store: &Store) {
+    use leakwatch_core::{NewSuppression, SuppressionScope, Verdict};
+    let (a, _) = store
+        .record_finding(&finding("M1", 1000, Severity::Warning))
+        .await
+        .unwrap();
+    store
+        .set_alert_status(
+            a.id,
+            AlertStatus::Open,
+            AlertStatus::Dismissed,
+            Some("pilot"),
+            None,
+        )
+        .await
+        .unwrap();
+    let mut uow = store.begin_dispatch().await.unwrap();
+    let s = uow
+        .add_suppression(
+            &NewSuppression {
+                kind: AlertKind::ContinuousFlow,
+                scope: SuppressionScope::Meter(mid("M1")),
+                alert_id: a.id,
+                reason: "pilot".into(),
+                until: Some(t(90_000)),
+                observed: 0.05,
+                unit: "m3/h".into(),
+                margin: 0.25,
+            },
+            "eng",
+            t(1100),
+        )
+        .await
+        .unwrap();
+    uow.commit().await.unwrap();
+    assert_eq!(s.created_by, "eng");
+    assert_eq!(
+        (s.until, s.suppressed, s.is_active()),
+        (Some(t(90_000)), 0, true)
+    );
+    assert_eq!(store.get_suppression(s.id).await.unwrap(), Some(s.clone()));
+
+    // The judge sees exactly the suppression covering the finding; kept quiet twice.
+    for at in [2000, 1500] {
+        let r = store
+            .record_finding_judged(&finding("M1", at, Severity::Warning), |active| {
+                assert_eq!(active.iter().map(|x| x.id).collect::<Vec<_>>(), [s.id]);
+                Verdict::Suppressed { id: active[0].id }
+            })
+            .await
+            .unwrap();
+        assert_eq!((r.alert, r.created), (None, false));
+    }
+    let held = store.get_suppression(s.id).await.unwrap().unwrap();
+    assert_eq!(
+        (held.suppressed, held.last_suppressed_at),
+        (2, Some(t(2000)))
+    );
+    // Another meter: no suppression covers it, the judge is not asked.
+    let r = store
+        .record_finding_judged(&finding("M2", 2000, Severity::Warning), |_| {
+            panic!("not asked")
+        })
+        .await
+        .unwrap();
+    assert!(r.created);
+    // Broken through: the alert opens, the suppression ends, the history says why.
+    let r = store
+        .record_finding_judged(&finding("M1", 3000, Severity::Warning), |active| {
+            Verdict::BreaksThrough {
+                id: active[0].id,
+                reason: "grew".into(),
+            }
+        })
+        .await
+        .unwrap();
+    let opened = r.alert.unwrap();
+    assert!(r.created && opened.id != a.id);
+    let ended = store.get_suppression(s.id).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            ended.ended_by.as_deref(),
+            ended.end_reason.as_deref(),
+            ended.broken_by_alert
+        ),
+        (Some("detector"), Some("grew"), Some(opened.id))
+    );
+    assert!(ended.ended_at.is_some());
+    let h = store.alert_history(opened.id).await.unwrap();
+    assert_eq!(h.len(), 1);
+    assert_eq!(h[0].action, "suppression_broken");
+    // While that alert is open, findings repeat it without asking the judge.
+    store
+        .record_finding_judged(&finding("M1", 3500, Severity::Warning), |_| panic!("open"))
+        .await
+        .unwrap();
+    assert_eq!(store.list_suppressions(true, 10).await.unwrap(), vec![]);
+    assert_eq!(store.list_suppressions(false, 10).await.unwrap().len(), 1);
+    assert_eq!(
+        store.suppressions_of_meter(&mid("M1")).await.unwrap().len(),
+        1
+    );
+    assert!(matches!(
+        store.revoke_suppression(s.id, "eng", t(4000)).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        store.revoke_suppression(9_999, "eng", t(4000)).await,
+        Err(StoreError::NotFound(_))
+    ));
+    // A district suppression, revoked by hand.
+    let mut uow = store.begin_dispatch().await.unwrap();
+    let d = uow
+        .add_suppression(
+            &NewSuppression {
+                kind: AlertKind::Burst,
+                scope: SuppressionScope::District(did("D1")),
+                alert_id: a.id,
+                reason: "works".into(),
+                until: None,
+                observed: 1.0,
+                unit: "m3/h".into(),
+                margin: 0.0,
+            },
+            "eng",
+            t(5000),
+        )
+        .await
+        .unwrap();
+    uow.commit().await.unwrap();
+    store
+        .record_finding_judged(&finding_of(AlertKind::Burst, "M7", 5100), |active| {
+            assert_eq!(active.iter().map(|x| x.id).collect::<Vec<_>>(), [d.id]);
+            Verdict::Suppressed { id: d.id }
+        })
+        .await
+        .unwrap();
+    let r = store
+        .revoke_suppression(d.id, "boss", t(6000))
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.ended_by.as_deref(), r.end_reason.as_deref(), r.ended_at),
+        (Some("boss"), Some("revoked"), Some(t(6000)))
     );
 }
 
