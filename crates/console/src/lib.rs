@@ -15,6 +15,7 @@ pub mod board;
 pub mod chart;
 pub mod crew;
 pub mod engineer;
+pub mod survey;
 
 use axum::Router;
 use axum::extract::{Path, Request};
@@ -69,6 +70,7 @@ pub fn routes(cfg: ConsoleConfig) -> Router<AppState> {
         .merge(engineer::routes())
         .merge(board::routes())
         .merge(crew::routes())
+        .merge(survey::routes())
         .layer(axum::Extension(Arc::new(Console { cfg })))
         .layer(middleware::from_fn(security_headers))
 }
@@ -375,6 +377,7 @@ pub(crate) fn page(p: &Principal, title: &str, section: &str, body: Markup) -> M
             "/console/board",
             &[Role::Dispatcher, Role::Engineer],
         ),
+        ("survey", "/console/survey", &[Role::Engineer, Role::Dispatcher]),
         ("crew app", "/crew", &[Role::Crew]),
     ];
     html! {

@@ -5,6 +5,9 @@ use crate::obligation::ObligationTable;
 use crate::risk::RiskWeights;
 use serde::{Deserialize, Serialize};
 
+/// The default of `survey.pace_lag_days` (see docs/survey.md for how it was chosen).
+pub const PACE_LAG_DAYS: u32 = 20;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SurveyConfig {
@@ -17,6 +20,11 @@ pub struct SurveyConfig {
     pub capacity_m_per_day: f64,
     /// A survey order holds at most this many metres (one crew's day).
     pub order_max_m: f64,
+    /// The risk-based program keeps pace with the calendar order (oldest survey
+    /// first) from the start of each year: every segment surveyed at least as often,
+    /// at most this many working days later (`Program::keep_pace`); absent: no pace,
+    /// all the capacity left after the obligations goes by risk.
+    pub pace_lag_days: Option<u32>,
     pub risk: RiskWeights,
 }
 
@@ -27,6 +35,7 @@ impl Default for SurveyConfig {
             obligation_table: None,
             capacity_m_per_day: 4000.0,
             order_max_m: 4000.0,
+            pace_lag_days: Some(PACE_LAG_DAYS),
             risk: RiskWeights::default(),
         }
     }

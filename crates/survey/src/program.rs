@@ -53,6 +53,11 @@ pub enum Reason {
     Oldest {
         since: NaiveDate,
     },
+    /// Keeps pace with the calendar order: it surveyed this segment (once more) by
+    /// `due` minus the allowed lag ([`Program::keep_pace`]).
+    Pace {
+        due: NaiveDate,
+    },
 }
 
 /// One segment to survey on one day.
@@ -77,6 +82,21 @@ struct Item {
     deadline: Option<NaiveDate>,
 }
 
+/// Keeping pace with the calendar order ([`Program::keep_pace`]).
+#[derive(Debug, Clone)]
+struct Pace {
+    /// The calendar order run alongside, from the anchor.
+    shadow: Box<Program>,
+    /// Working days a visit may come after the calendar order's.
+    lag_days: usize,
+    /// Visits of each segment (by index) since the anchor: the calendar order's and
+    /// this program's.
+    shadow_count: Vec<u32>,
+    own_count: Vec<u32>,
+    /// (segment, k, due): this program's k-th visit of the segment is due by then.
+    pending: Vec<(usize, u32, NaiveDate)>,
+}
+
 /// The survey program over a network, with what has been surveyed so far.
 #[derive(Debug, Clone)]
 pub struct Program {
@@ -93,6 +113,7 @@ pub struct Program {
     /// ... unless its risk is at least this (a district alert raised after its last
     /// survey makes it worth walking again).
     pub revisit_above: f64,
+    pace: Option<Pace>,
 }
 
 impl Program {
@@ -141,7 +162,85 @@ impl Program {
             policy,
             min_revisit_days: 180,
             revisit_above: f64::INFINITY,
+            pace: None,
         }
+    }
+
+    /// Makes this program keep pace with the calendar order: `shadow` is the calendar
+    /// order ([`Policy::Calendar`], over the same segments, in the same order) as it
+    /// stood at an anchor date (the start of the year, of a simulation); it is run
+    /// alongside, day by day, with the same capacity, and each time it surveys a
+    /// segment for the k-th time since the anchor, this program must have surveyed
+    /// that segment k times within `lag_days` working days. Those visits are
+    /// obligations like the regulator's (earliest deadline first), so only the
+    /// capacity left once they are safe goes by risk: every segment is surveyed at
+    /// least as often as the calendar order would, never more than `lag_days` working
+    /// days later, and what the risk order pulls forward is given back later (a
+    /// segment surveyed early is not due again when the calendar order reaches it).
+    pub fn keep_pace(&mut self, mut shadow: Program, lag_days: usize) {
+        shadow.pace = None;
+        let n = self.items.len();
+        self.pace = Some(Pace {
+            shadow: Box::new(shadow),
+            lag_days,
+            shadow_count: vec![0; n],
+            own_count: vec![0; n],
+            pending: Vec::new(),
+        });
+    }
+
+    /// Runs the calendar order of [`Program::keep_pace`] over a past working day
+    /// (`days[0]`, with the working days left in its plan), without planning this
+    /// program: to bring the pace up to date from its anchor. Then record this
+    /// program's own surveys since the anchor with [`Program::count_visit`].
+    pub fn pace_past_day(&mut self, days: &[NaiveDate], capacity_m: f64) {
+        self.step_shadow(days, capacity_m);
+    }
+
+    /// Counts a whole survey of `segment` done since the pace's anchor (history).
+    pub fn count_visit(&mut self, segment: &str) {
+        if let Some(i) = self.items.iter().position(|i| i.id == segment) {
+            self.count_own(i);
+        }
+    }
+
+    fn count_own(&mut self, i: usize) {
+        if let Some(p) = &mut self.pace {
+            p.own_count[i] += 1;
+            let own = &p.own_count;
+            p.pending.retain(|(j, k, _)| own[*j] < *k);
+        }
+    }
+
+    /// Steps the calendar order one day and records what it makes due.
+    fn step_shadow(&mut self, days: &[NaiveDate], capacity_m: f64) {
+        let Some(p) = &mut self.pace else {
+            return;
+        };
+        let Some(due) = days.get(p.lag_days).or(days.last()).copied() else {
+            return;
+        };
+        for v in p.shadow.day(days, capacity_m, &HashMap::new()) {
+            if let Some(i) = self.items.iter().position(|it| it.id == v.segment) {
+                p.shadow_count[i] += 1;
+                let k = p.shadow_count[i];
+                if p.own_count[i] < k {
+                    p.pending.push((i, k, due));
+                }
+            }
+        }
+    }
+
+    /// Visits owed to the calendar order's pace: (segment, due), earliest first.
+    pub fn pace_due(&self) -> Vec<(&str, NaiveDate)> {
+        let mut out: Vec<(&str, NaiveDate)> = self
+            .pace
+            .iter()
+            .flat_map(|p| p.pending.iter())
+            .map(|(i, _, due)| (self.items[*i].id.as_str(), *due))
+            .collect();
+        out.sort_by_key(|x| x.1);
+        out
     }
 
     /// Each segment's deadline under the obligations (none for share-only classes).
@@ -176,6 +275,9 @@ impl Program {
                 .obligations
                 .get(&item.class)
                 .and_then(|o| o.deadline(date));
+            if let Some(i) = self.items.iter().position(|i| i.id == segment) {
+                self.count_own(i);
+            }
         }
     }
 
@@ -214,10 +316,12 @@ impl Program {
         let Some(&today) = days.first() else {
             return Vec::new();
         };
+        self.step_shadow(days, capacity_m);
         // Demands with a deadline: (deadline, metres, what).
         enum Demand {
             Segment(usize),
             Share(String, i32),
+            Pace(usize),
         }
         let mut demands: Vec<(NaiveDate, f64, Demand)> = self
             .items
@@ -231,6 +335,23 @@ impl Program {
             .collect();
         for (class, year, metres, by) in self.share_demands(days) {
             demands.push((by, metres, Demand::Share(class, year)));
+        }
+        if let Some(p) = &self.pace {
+            let mut seen = vec![false; self.items.len()];
+            for (i, _, due) in &p.pending {
+                // One visit a day per segment: its earliest pending visit.
+                if !seen[*i] {
+                    seen[*i] = true;
+                    let d = p
+                        .pending
+                        .iter()
+                        .filter(|(j, ..)| j == i)
+                        .map(|x| x.2)
+                        .min()
+                        .unwrap_or(*due);
+                    demands.push((d, self.items[*i].length_m, Demand::Pace(*i)));
+                }
+            }
         }
         demands.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
 
@@ -270,6 +391,16 @@ impl Program {
                         Reason::Deadline { due: *by }
                     };
                     visits.push(self.visit(today, *i, reason));
+                }
+                Demand::Pace(i) => {
+                    let it = &self.items[*i];
+                    if taken[*i] || !fits(left, it.length_m, visits.is_empty()) {
+                        continue;
+                    }
+                    taken[*i] = true;
+                    left -= it.length_m;
+                    planned += it.length_m;
+                    visits.push(self.visit(today, *i, Reason::Pace { due: *by }));
                 }
                 Demand::Share(class, year) => {
                     for i in self.order(risk, today, false) {
