@@ -364,6 +364,21 @@ impl Program {
             let later_days = days[1..].iter().filter(|d| *d <= by).count() as f64;
             must = must.max(cum - later_days * capacity_m);
         }
+        // Keeping pace: the calendar order will make about a day's capacity due every
+        // day from tomorrow, each `lag` days later, so what is owed now must never
+        // exceed `lag` days of capacity (else tomorrow's would be late).
+        let mut pace_due: Vec<(NaiveDate, usize)> = Vec::new();
+        if let Some(p) = &self.pace {
+            for (i, _, due) in &p.pending {
+                match pace_due.iter_mut().find(|x| x.1 == *i) {
+                    Some(x) => x.0 = x.0.min(*due),
+                    None => pace_due.push((*due, *i)),
+                }
+            }
+            pace_due.sort();
+            let owed: f64 = pace_due.iter().map(|(_, i)| self.items[*i].length_m).sum();
+            must = must.max(owed - p.lag_days as f64 * capacity_m);
+        }
 
         let mut left = capacity_m;
         let mut visits: Vec<Visit> = Vec::new();
@@ -430,8 +445,25 @@ impl Program {
             }
         }
 
-        // 2. The rest of the day by the policy.
-        for i in self.order(risk, today, true) {
+        // 2. The rest of the day by the policy. Keeping pace, what the slack is kept
+        //    for: the segments a district's alert or a leak nearby calls for
+        //    (`revisit_above`), then what the calendar order has made due, then risk.
+        let mut fill = self.order(risk, today, true);
+        if self.pace.is_some() && self.policy == Policy::Risk {
+            let signal: Vec<usize> = fill
+                .iter()
+                .copied()
+                .filter(|&i| {
+                    risk.get(&self.items[i].id)
+                        .is_some_and(|r| *r >= self.revisit_above)
+                })
+                .collect();
+            let mut ordered = signal;
+            ordered.extend(pace_due.iter().map(|x| x.1));
+            ordered.extend(fill.iter().copied());
+            fill = ordered;
+        }
+        for i in fill {
             if left <= 1e-6 {
                 break;
             }
@@ -441,11 +473,12 @@ impl Program {
             }
             taken[i] = true;
             left -= it.length_m;
-            let reason = match self.policy {
-                Policy::Risk => Reason::Risk {
-                    score: risk.get(&it.id).copied().unwrap_or(0.0),
-                },
-                Policy::Calendar => Reason::Oldest { since: it.since },
+            let score = risk.get(&it.id).copied().unwrap_or(0.0);
+            let owed = pace_due.iter().find(|x| x.1 == i).map(|x| x.0);
+            let reason = match (self.policy, owed) {
+                (Policy::Risk, Some(due)) if score < self.revisit_above => Reason::Pace { due },
+                (Policy::Risk, _) => Reason::Risk { score },
+                (Policy::Calendar, _) => Reason::Oldest { since: it.since },
             };
             visits.push(self.visit(today, i, reason));
         }
@@ -734,6 +767,76 @@ mod tests {
                 .any(|v| matches!(v.reason, Reason::Share { .. })),
             "{window:?}"
         );
+    }
+
+    #[test]
+    fn keeping_pace_no_segment_is_later_than_the_calendar_order_by_more_than_the_lag() {
+        // 60 low-pressure segments of 100 m, last surveyed on successive days a few
+        // years ago; 300 m a day. The risk program is told each day that the ten
+        // newest-surveyed (the calendar's last) are risky.
+        let segs: Vec<Segment> = (0..60)
+            .map(|i| seg(&format!("B{i:03}"), "it_bp", 100.0, d(2015, 1, 1)))
+            .collect();
+        let recs: Vec<SurveyRecord> = (0..60)
+            .map(|i| {
+                rec(
+                    &format!("B{i:03}"),
+                    d(2022, 1, 3) + chrono::Duration::days(i),
+                    100.0,
+                )
+            })
+            .collect();
+        let t = ObligationTable::it();
+        let days = working_days(d(2026, 1, 5), d(2026, 6, 30));
+        let risk: HashMap<String, f64> =
+            (50..60).map(|i| (format!("B{i:03}"), 1000.0)).collect();
+        let lag = 3;
+        let mut cal = Program::new(&segs, &recs, &t, Policy::Calendar);
+        cal.min_revisit_days = 30;
+        let mut paced = Program::new(&segs, &recs, &t, Policy::Risk);
+        paced.min_revisit_days = 30;
+        paced.revisit_above = 500.0;
+        paced.keep_pace(cal.clone(), lag);
+        let mut free = paced.clone();
+        free.pace = None;
+        let (mut cal_v, mut paced_v, mut free_v) = (Vec::new(), Vec::new(), Vec::new());
+        for k in 0..days.len() {
+            cal_v.extend(cal.day(&days[k..], 300.0, &HashMap::new()));
+            paced_v.extend(paced.day(&days[k..], 300.0, &risk));
+            free_v.extend(free.day(&days[k..], 300.0, &risk));
+        }
+        // The risky segments go first either way.
+        assert!(paced_v[..3].iter().all(|v| risk.contains_key(&v.segment)));
+        let nth = |vs: &[Visit], id: &str, k: usize| {
+            vs.iter().filter(|v| v.segment == id).nth(k).map(|v| v.date)
+        };
+        let index = |day: NaiveDate| days.iter().position(|x| *x == day).unwrap();
+        let mut worst_free = 0i64;
+        for s in &segs {
+            for k in 0.. {
+                let Some(c) = nth(&cal_v, &s.id, k) else { break };
+                if index(c) + lag >= days.len() {
+                    // Due after the horizon.
+                    break;
+                }
+                let p = nth(&paced_v, &s.id, k).unwrap_or_else(|| {
+                    panic!("{} visit {k} (calendar {c}) missing", s.id)
+                });
+                assert!(
+                    index(p) <= index(c) + lag,
+                    "{} visit {k}: calendar {c}, paced {p}",
+                    s.id
+                );
+                if let Some(f) = nth(&free_v, &s.id, k) {
+                    worst_free = worst_free.max(index(f) as i64 - index(c) as i64);
+                } else {
+                    worst_free = i64::MAX;
+                }
+            }
+        }
+        // Without the pace, some segment comes later than that (or not at all).
+        assert!(worst_free > lag as i64, "{worst_free}");
+        assert!(paced_v.iter().any(|v| matches!(v.reason, Reason::Pace { .. })));
     }
 
     #[test]

@@ -355,7 +355,7 @@ mod tests {
         let (dirs, dh) = orient(&refs, &[0, 1, 2], None);
         assert_eq!(dirs, vec![false, true, false]);
         assert!(dh < 1.0, "{dh}");
-        assert!((deadhead_as_stored(&refs, &[0, 1, 2]) - 800.0).abs() < 5.0);
+        assert!((deadhead_as_stored(&refs, &[0, 1, 2]) - 400.0).abs() < 5.0);
         let r = route(&refs, None);
         assert!(r.deadhead_m < 1.0, "{r:?}");
         assert!((r.survey_m - 600.0).abs() < 5.0);
