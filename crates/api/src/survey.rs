@@ -139,7 +139,10 @@ impl Snapshot {
                 .iter()
                 .map(|s| (s.id.as_str(), s.length_m()))
                 .collect();
-            for r in records.iter().filter(|r| r.date >= anchor && r.date < today) {
+            for r in records
+                .iter()
+                .filter(|r| r.date >= anchor && r.date < today)
+            {
                 if lengths
                     .get(r.segment.as_str())
                     .is_some_and(|l| r.covered_m >= l * leakwatch_survey::network::FULL_COVERAGE)

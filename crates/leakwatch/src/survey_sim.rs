@@ -66,13 +66,10 @@ pub struct SimSurveyArgs {
     pub days: u32,
     /// The risk-based program keeps pace with the calendar order: every segment
     /// surveyed at least as often, at most this many working days later
-    /// (`Program::keep_pace`).
-    #[arg(long, default_value_t = leakwatch_survey::config::PACE_LAG_DAYS as usize)]
-    pub pace_lag_days: usize,
-    /// The risk-based program without the pace (all the capacity left after the
-    /// obligations by risk), as before.
+    /// (`Program::keep_pace`); without it (the default) all the capacity left after
+    /// the obligations goes by risk.
     #[arg(long)]
-    pub no_pace: bool,
+    pub pace_lag_days: Option<usize>,
     /// Write the per-leak results as JSON.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -496,7 +493,7 @@ pub fn run_seed(
                 &table,
                 Policy::Risk,
                 args.capacity_m,
-                (!args.no_pace).then_some(args.pace_lag_days),
+                args.pace_lag_days,
                 detect,
                 weights,
             )
@@ -667,10 +664,9 @@ pub fn command(
         args.days,
         args.capacity_m,
         args.obligations,
-        if args.no_pace {
-            "off".to_owned()
-        } else {
-            format!("{} working days", args.pace_lag_days)
+        match args.pace_lag_days {
+            None => "off".to_owned(),
+            Some(d) => format!("{d} working days"),
         }
     );
     let mut results = Vec::new();

@@ -788,8 +788,7 @@ mod tests {
             .collect();
         let t = ObligationTable::it();
         let days = working_days(d(2026, 1, 5), d(2026, 6, 30));
-        let risk: HashMap<String, f64> =
-            (50..60).map(|i| (format!("B{i:03}"), 1000.0)).collect();
+        let risk: HashMap<String, f64> = (50..60).map(|i| (format!("B{i:03}"), 1000.0)).collect();
         let lag = 3;
         let mut cal = Program::new(&segs, &recs, &t, Policy::Calendar);
         cal.min_revisit_days = 30;
@@ -814,14 +813,15 @@ mod tests {
         let mut worst_free = 0i64;
         for s in &segs {
             for k in 0.. {
-                let Some(c) = nth(&cal_v, &s.id, k) else { break };
+                let Some(c) = nth(&cal_v, &s.id, k) else {
+                    break;
+                };
                 if index(c) + lag >= days.len() {
                     // Due after the horizon.
                     break;
                 }
-                let p = nth(&paced_v, &s.id, k).unwrap_or_else(|| {
-                    panic!("{} visit {k} (calendar {c}) missing", s.id)
-                });
+                let p = nth(&paced_v, &s.id, k)
+                    .unwrap_or_else(|| panic!("{} visit {k} (calendar {c}) missing", s.id));
                 assert!(
                     index(p) <= index(c) + lag,
                     "{} visit {k}: calendar {c}, paced {p}",
@@ -836,7 +836,11 @@ mod tests {
         }
         // Without the pace, some segment comes later than that (or not at all).
         assert!(worst_free > lag as i64, "{worst_free}");
-        assert!(paced_v.iter().any(|v| matches!(v.reason, Reason::Pace { .. })));
+        assert!(
+            paced_v
+                .iter()
+                .any(|v| matches!(v.reason, Reason::Pace { .. }))
+        );
     }
 
     #[test]
