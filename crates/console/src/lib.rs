@@ -377,7 +377,11 @@ pub(crate) fn page(p: &Principal, title: &str, section: &str, body: Markup) -> M
             "/console/board",
             &[Role::Dispatcher, Role::Engineer],
         ),
-        ("survey", "/console/survey", &[Role::Engineer, Role::Dispatcher]),
+        (
+            "survey",
+            "/console/survey",
+            &[Role::Engineer, Role::Dispatcher],
+        ),
         ("crew app", "/crew", &[Role::Crew]),
     ];
     html! {
