@@ -1,7 +1,9 @@
 //! Programmed leak survey, end to end through the service's API on a real store: a
-//! district balance alert raises its segments' priority, a survey order is planned on
-//! them, the crew reports coverage and a class B leak, the repair order appears with
-//! its deadline, the alert is confirmed, and coverage reflects the survey.
+//! district balance alert raises its segments' priority, a survey order (kind
+//! `leak_survey`) is planned on them and routed along them, it reaches a survey crew
+//! (assigned, on the crew's phone with its segments in walking order), the crew
+//! reports coverage and a class B leak, the repair order appears with its deadline,
+//! the alert is confirmed, and coverage reflects the survey.
 
 use crate::support::{Backend, Service};
 use chrono::{Duration as ChronoDuration, Utc};
@@ -78,7 +80,7 @@ async fn survey_flow(backend: Backend) {
     assert!(!orders.is_empty(), "{planned}");
     let first = &orders[0];
     let order_id = first["order"]["id"].as_i64().unwrap();
-    assert_eq!(first["order"]["kind"], "planned_inspection");
+    assert_eq!(first["order"]["kind"], "leak_survey");
     assert_eq!(first["order"]["district_id"], "D02");
     let segments: Vec<String> = first["segments"]
         .as_array()
@@ -88,6 +90,73 @@ async fn survey_flow(backend: Backend) {
         .collect();
     let (st, got) = svc.get(&format!("/api/v1/survey/orders/{order_id}")).await;
     assert_eq!((st, got["segments"].clone()), (200, json!(segments)));
+    // Routed: each segment with its direction, the way between them no longer than
+    // with the order as first planned (nearest next by midpoint).
+    let legs = got["legs"].as_array().unwrap();
+    assert_eq!(legs.len(), segments.len());
+    let route = &first["route"];
+    assert!(
+        (route["deadhead_m"].as_f64().unwrap() - got["deadhead_m"].as_f64().unwrap()).abs() < 1.0,
+        "{route} vs {got}"
+    );
+    let by_id: std::collections::HashMap<&str, &leakwatch_survey::Segment> = net
+        .iter()
+        .map(|i| (i.segment.id.as_str(), &i.segment))
+        .collect();
+    let refs: Vec<&leakwatch_survey::Segment> =
+        segments.iter().map(|s| by_id[s.as_str()]).collect();
+    let old = leakwatch_survey::route::nearest_midpoint_order(&refs);
+    let old_dh = leakwatch_survey::route::orient(&refs, &old, None).1;
+    assert!(
+        got["deadhead_m"].as_f64().unwrap() <= old_dh + 1.0,
+        "{} vs {old_dh}",
+        got["deadhead_m"]
+    );
+
+    // It reaches a survey crew by the usual channel: assigned, it is on the crew's
+    // job list (the phone app) with its segments in walking order.
+    let (st, b) = svc
+        .post(
+            "/api/v1/crews",
+            &json!([{"id": "SURVEY-1", "name": "survey one", "skills": ["survey"],
+                     "home": {"lat": 43.77, "lon": 11.25}, "on_shift": true}]),
+        )
+        .await;
+    assert_eq!(st, 200, "{b}");
+    let (st, b) = svc
+        .post(
+            &format!("/api/v1/work-orders/{order_id}/transition"),
+            &json!({"action": "assign", "crew_id": "SURVEY-1"}),
+        )
+        .await;
+    assert_eq!(st, 200, "{b}");
+    let token = svc.crew_token("SURVEY-1").await;
+    let r = svc
+        .http
+        .get(svc.url("/crew/api/jobs"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let jobs: Value = r.json().await.unwrap();
+    let job = jobs["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["id"] == order_id)
+        .unwrap_or_else(|| panic!("{jobs}"));
+    assert_eq!(job["kind"], "leak_survey");
+    let shown: Vec<&str> = job["survey"]["legs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["segment"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        shown,
+        segments.iter().map(String::as_str).collect::<Vec<_>>()
+    );
 
     // The crew walked the whole order and found a class B leak on its first street.
     let report = json!({

@@ -10,8 +10,9 @@
 //! - `GET /api/v1/survey/coverage?on=YYYY-MM-DD` and `GET /api/v1/survey/coverage.csv`;
 //! - `GET /api/v1/survey/leak-rates?from=&to=`;
 //! - `POST /api/v1/survey/orders` (`{"date"}`): plans the day's program into survey
-//!   work orders (kind `planned_inspection`, one district and at most
-//!   `survey.order_max_m` each, the segments in walking order);
+//!   work orders (kind `leak_survey`, one district and at most
+//!   `survey.order_max_m` each, the segments in walking order and direction from
+//!   `leakwatch_survey::route`);
 //!   `GET /api/v1/survey/orders/{id}`: an order's segments;
 //! - `POST /api/v1/survey/orders/{id}/report`: the crew's coverage (segments, metres,
 //!   instrument, day) and findings (a leak on a segment with its class): each leak
@@ -109,11 +110,47 @@ impl Snapshot {
             .collect()
     }
 
-    /// The risk-based program over the survey history.
-    pub fn program(&self, cfg: &SurveyConfig) -> Result<Program, ApiError> {
+    /// The risk-based program over the survey history, on `today`: keeping pace
+    /// with the calendar order from the start of `today`'s year when
+    /// `survey.pace_lag_days` is set (the calendar order is replayed from the
+    /// network's state on 1 January, and this year's surveys are counted against it).
+    pub fn program(&self, cfg: &SurveyConfig, today: NaiveDate) -> Result<Program, ApiError> {
         let table = cfg.table().map_err(ApiError::bad_request)?;
-        let mut p = Program::new(&self.segments, &self.records(), &table, Policy::Risk);
+        let records = self.records();
+        let mut p = Program::new(&self.segments, &records, &table, Policy::Risk);
         p.revisit_above = cfg.risk.district_alert;
+        if let Some(lag) = cfg.pace_lag_days {
+            let anchor = NaiveDate::from_ymd_opt(today.year(), 1, 1).unwrap_or(today);
+            let before: Vec<SurveyRecord> = records
+                .iter()
+                .filter(|r| r.date < anchor)
+                .cloned()
+                .collect();
+            let mut shadow = Program::new(&self.segments, &before, &table, Policy::Calendar);
+            shadow.min_revisit_days = p.min_revisit_days;
+            p.keep_pace(shadow, lag as usize);
+            let year_end = NaiveDate::from_ymd_opt(today.year(), 12, 31).unwrap_or(today);
+            let days = leakwatch_survey::working_days(anchor, year_end);
+            for k in 0..days.iter().take_while(|d| **d < today).count() {
+                p.pace_past_day(&days[k..], cfg.capacity_m_per_day);
+            }
+            let lengths: HashMap<&str, f64> = self
+                .segments
+                .iter()
+                .map(|s| (s.id.as_str(), s.length_m()))
+                .collect();
+            for r in records
+                .iter()
+                .filter(|r| r.date >= anchor && r.date < today)
+            {
+                if lengths
+                    .get(r.segment.as_str())
+                    .is_some_and(|l| r.covered_m >= l * leakwatch_survey::network::FULL_COVERAGE)
+                {
+                    p.count_visit(&r.segment);
+                }
+            }
+        }
         Ok(p)
     }
 }
@@ -148,7 +185,7 @@ pub(crate) async fn segments(
         .transpose()
         .map_err(|e| ApiError::bad_request(format!("district: {e}")))?;
     let snap = Snapshot::load(&s.store).await?;
-    let program = snap.program(&s.survey)?;
+    let program = snap.program(&s.survey, today())?;
     let deadlines: HashMap<&str, Option<NaiveDate>> = program.deadlines().collect();
     let items: Vec<Value> = snap
         .segments
@@ -188,7 +225,7 @@ pub(crate) async fn program(
     let n = q.days.unwrap_or(7).clamp(1, 400);
     let snap = Snapshot::load(&s.store).await?;
     let prio = snap.priorities(&s.survey, from);
-    let program = snap.program(&s.survey)?;
+    let program = snap.program(&s.survey, from)?;
     let to = from + chrono::Days::new(u64::from(n) - 1);
     let visits = program.plan_window(from, to, s.survey.capacity_m_per_day, &prio);
     Ok(Json(json!({
@@ -268,56 +305,6 @@ pub(crate) struct PlanOrders {
     date: Option<String>,
 }
 
-/// Orders the day's visits: by district, then along the streets (nearest next from
-/// the first), cut at `order_max_m`.
-fn cut_orders(
-    visits: &[leakwatch_survey::Visit],
-    segs: &HashMap<&str, &Segment>,
-    max_m: f64,
-) -> Vec<(DistrictId, Vec<String>, f64)> {
-    let mut by_district: std::collections::BTreeMap<String, Vec<&Segment>> = Default::default();
-    for v in visits {
-        if let Some(s) = segs.get(v.segment.as_str()) {
-            by_district
-                .entry(s.district.as_str().to_owned())
-                .or_default()
-                .push(s);
-        }
-    }
-    let mut out = Vec::new();
-    for (_, mut left) in by_district {
-        // Nearest neighbour along the segments' midpoints.
-        let mut route: Vec<&Segment> = vec![left.remove(0)];
-        while !left.is_empty() {
-            let here = route
-                .last()
-                .map(|s| s.midpoint())
-                .unwrap_or(left[0].midpoint());
-            let (i, _) = left
-                .iter()
-                .enumerate()
-                .map(|(i, s)| (i, s.midpoint().distance_km(&here)))
-                .min_by(|a, b| a.1.total_cmp(&b.1))
-                .unwrap_or((0, 0.0));
-            route.push(left.remove(i));
-        }
-        let mut cur: Vec<String> = Vec::new();
-        let mut m = 0.0;
-        for s in route {
-            if !cur.is_empty() && m + s.length_m() > max_m {
-                out.push((s.district.clone(), std::mem::take(&mut cur), m));
-                m = 0.0;
-            }
-            m += s.length_m();
-            cur.push(s.id.clone());
-        }
-        if let Some(first) = cur.first().and_then(|id| segs.get(id.as_str())) {
-            out.push((first.district.clone(), cur, m));
-        }
-    }
-    out
-}
-
 pub(crate) async fn plan_orders(
     State(s): State<AppState>,
     principal: Option<axum::Extension<crate::auth::Principal>>,
@@ -326,7 +313,7 @@ pub(crate) async fn plan_orders(
     let date = date_param(&q.date, "date")?.unwrap_or_else(today);
     let snap = Snapshot::load(&s.store).await?;
     let prio = snap.priorities(&s.survey, date);
-    let program = snap.program(&s.survey)?;
+    let program = snap.program(&s.survey, date)?;
     let visits = program.plan_window(date, date, s.survey.capacity_m_per_day, &prio);
     let segs: HashMap<&str, &Segment> = snap.segments.iter().map(|x| (x.id.as_str(), x)).collect();
     let actor = principal
@@ -337,8 +324,18 @@ pub(crate) async fn plan_orders(
         .map(|t| t.and_utc())
         .ok_or_else(|| ApiError::bad_request("date out of range"))?;
     let mut orders = Vec::new();
-    for (district, ids, metres) in cut_orders(&visits, &segs, s.survey.order_max_m) {
-        let first = segs[ids[0].as_str()];
+    for plan in leakwatch_survey::route::cut_orders(&visits, &segs, s.survey.order_max_m) {
+        let ids: Vec<String> = plan.route.legs.iter().map(|l| l.segment.clone()).collect();
+        let Some(first_leg) = plan.route.legs.first() else {
+            continue;
+        };
+        let first = segs[first_leg.segment.as_str()];
+        let start = if first_leg.reversed {
+            *first.geometry.last().unwrap_or(&first.geometry[0])
+        } else {
+            first.geometry[0]
+        };
+        let district = plan.district.clone();
         let why: Vec<Value> = visits
             .iter()
             .filter(|v| ids.contains(&v.segment))
@@ -346,28 +343,31 @@ pub(crate) async fn plan_orders(
             .collect();
         let order = s
             .dispatcher
-            .create(&leakwatch_store::NewWorkOrder {
-                kind: leakwatch_core::WorkOrderKind::PlannedInspection,
+            .create_survey(&leakwatch_store::NewWorkOrder {
+                kind: leakwatch_core::WorkOrderKind::LeakSurvey,
                 priority: leakwatch_core::Priority::Normal,
                 alert_id: None,
                 meter_id: None,
                 district_id: Some(district.clone()),
-                location: first.geometry[0],
+                location: start,
                 summary: format!(
-                    "leak survey {date}: {} segments, {:.0} m in {district}",
+                    "leak survey {date}: {} segments, {:.0} m in {district} ({:.0} m between them)",
                     ids.len(),
-                    metres
+                    plan.route.survey_m,
+                    plan.route.deadhead_m
                 ),
                 due_at: Some(end_of_day),
                 parent_id: None,
                 actor: actor.clone(),
-            })
+            }, ids.clone())
             .await?;
-        s.store
-            .network_store()
-            .set_order_segments(order.id, &ids)
-            .await?;
-        orders.push(json!({ "order": order, "segments": ids, "length_m": metres, "visits": why }));
+        orders.push(json!({
+            "order": order,
+            "segments": ids,
+            "length_m": plan.route.survey_m,
+            "route": plan.route,
+            "visits": why,
+        }));
     }
     Ok(Json(json!({ "date": date, "orders": orders })))
 }
@@ -382,7 +382,49 @@ pub(crate) async fn order_segments(
             "work order {id} is not a survey order"
         )));
     }
-    Ok(Json(json!({ "order_id": id, "segments": ids })))
+    Ok(Json(order_route_json(&s.store, id, ids).await?))
+}
+
+/// A survey order's segments in walking order, with the direction to walk each (the
+/// best for that order, `leakwatch_survey::route::orient`) and the distance between
+/// them.
+pub async fn order_route_json(store: &Store, id: i64, ids: Vec<String>) -> Result<Value, ApiError> {
+    let net = store.network_store();
+    let mut segs = Vec::new();
+    for sid in &ids {
+        if let Some(seg) = net.get_segment(sid).await? {
+            segs.push(seg);
+        }
+    }
+    let refs: Vec<&Segment> = segs.iter().collect();
+    let order: Vec<usize> = (0..refs.len()).collect();
+    let (dirs, deadhead_m) = leakwatch_survey::route::orient(&refs, &order, None);
+    let legs: Vec<Value> = refs
+        .iter()
+        .zip(&dirs)
+        .map(|(seg, rev)| {
+            let mut pts: Vec<[f64; 2]> = seg.geometry.iter().map(|p| [p.lon, p.lat]).collect();
+            if *rev {
+                pts.reverse();
+            }
+            json!({
+                "segment": seg.id,
+                "reversed": rev,
+                "length_m": seg.length_m(),
+                "pressure_class": seg.pressure_class,
+                "material": seg.material,
+                "from": pts.first(),
+                "to": pts.last(),
+            })
+        })
+        .collect();
+    Ok(json!({
+        "order_id": id,
+        "segments": ids,
+        "legs": legs,
+        "survey_m": refs.iter().map(|s| s.length_m()).sum::<f64>(),
+        "deadhead_m": deadhead_m,
+    }))
 }
 
 #[derive(Debug, Deserialize)]
@@ -426,14 +468,10 @@ pub(crate) async fn report_order(
             "work order {id} is not a survey order"
         )));
     }
-    let order = s
-        .store
-        .get_work_order(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("work order {id} does not exist")))?;
-    // Check everything before writing anything.
+    // Check everything before writing anything; the writes are one transaction
+    // (the dispatcher's unit of work).
     let table = s.dispatcher.leak_classes().clone();
-    let mut entries = Vec::new();
+    let mut covered = Vec::new();
     for c in &r.segments {
         let seg = net
             .get_segment(&c.id)
@@ -446,127 +484,48 @@ pub(crate) async fn report_order(
                 c.id
             )));
         }
-        entries.push(SurveyEntry {
+        covered.push(leakwatch_dispatch::decide::SurveyCovered {
             segment: c.id.clone(),
             date,
             crew: r.crew_id.clone(),
             instrument: r.instrument.clone(),
             covered_m,
-            work_order_id: Some(id),
-            source_key: Some(format!("wo:{id}:{}", c.id)),
         });
     }
-    let mut leak_segments = Vec::new();
-    for l in &r.leaks {
+    let mut leaks = Vec::new();
+    for (i, l) in r.leaks.iter().enumerate() {
         let seg = net.get_segment(&l.segment).await?.ok_or_else(|| {
             ApiError::bad_request(format!("leaks: {} is not a segment", l.segment))
         })?;
         table.get(&l.class).ok_or_else(|| {
             ApiError::bad_request(format!("leaks: unknown leak class {:?}", l.class))
         })?;
-        leak_segments.push(seg);
+        leaks.push(leakwatch_dispatch::decide::SurveyLeak {
+            key: format!("wo:{id}:leak:{i}"),
+            segment: l.segment.clone(),
+            date,
+            class: l.class.clone(),
+            notes: l.notes.clone(),
+            district: seg.district.clone(),
+            location: seg.midpoint(),
+        });
     }
-    let now = chrono::Utc::now();
-    let recorded = net.record_surveys(&entries, now).await?;
-    let mut leaks_out = Vec::new();
-    let mut confirmed = Vec::new();
-    for (i, (l, seg)) in r.leaks.iter().zip(&leak_segments).enumerate() {
-        let key = format!("wo:{id}:leak:{i}");
-        // A resent report: the leak and its repair order exist already.
-        if let Some((lid, e)) = net
-            .leaks(Some(&l.segment))
-            .await?
-            .into_iter()
-            .find(|(_, e)| e.source_key.as_deref() == Some(key.as_str()))
-        {
-            leaks_out.push(json!({ "leak_id": lid, "repair_order_id": e.repair_order_id }));
-            continue;
-        }
-        // The district's network-leak alerts not yet dealt with.
-        let mut alerts = Vec::new();
-        for status in [AlertStatus::Open, AlertStatus::Acknowledged] {
-            for kind in NETWORK_KINDS {
-                alerts.extend(
-                    s.store
-                        .list_alerts(&AlertQuery {
-                            status: Some(status),
-                            kind: Some(kind),
-                            limit: 1000,
-                            ..AlertQuery::default()
-                        })
-                        .await?
-                        .into_iter()
-                        .filter(|a| a.district_id.as_ref() == Some(&seg.district)),
-                );
-            }
-        }
-        let due = table
-            .repair_due(&l.class, now)
-            .map_err(ApiError::bad_request)?;
-        let priority = leakwatch_dispatch::decide::follow_up_priority(
-            table.get(&l.class).and_then(|c| c.repair_within_h),
-        );
-        let repair = s
-            .dispatcher
-            .create(&leakwatch_store::NewWorkOrder {
-                kind: leakwatch_core::WorkOrderKind::Repair,
-                priority,
-                alert_id: alerts.first().map(|a| a.id),
-                meter_id: None,
-                district_id: Some(seg.district.clone()),
-                location: seg.midpoint(),
-                summary: format!(
-                    "repair: class {} leak found by leak survey (work order {id}) on segment {}{}",
-                    l.class,
-                    l.segment,
-                    if l.notes.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" ({})", l.notes)
-                    }
-                ),
-                due_at: due,
-                parent_id: Some(order.id),
+    let out = s
+        .dispatcher
+        .survey_report(
+            id,
+            leakwatch_dispatch::decide::SurveyReport {
                 actor: r.crew_id.clone().unwrap_or_else(|| "survey".into()),
-            })
-            .await?;
-        let (leak_id, _) = net
-            .record_leak(
-                &leakwatch_store::LeakEntry {
-                    segment: l.segment.clone(),
-                    date,
-                    class: Some(l.class.clone()),
-                    source: "survey".into(),
-                    work_order_id: Some(id),
-                    repair_order_id: Some(repair.id),
-                    source_key: Some(key),
-                },
-                now,
-            )
-            .await?;
-        for a in &alerts {
-            s.store
-                .set_alert_status(
-                    a.id,
-                    a.status,
-                    AlertStatus::Escalated,
-                    Some("confirmed: leak found by survey"),
-                    Some(repair.id),
-                )
-                .await?;
-            confirmed.push(a.id);
-        }
-        if !alerts.is_empty() {
-            s.store
-                .set_outcome_for_order(repair.id, leakwatch_core::AlertOutcome::ConfirmedLeak, now)
-                .await?;
-        }
-        leaks_out.push(json!({ "leak_id": leak_id, "repair_order": repair }));
-    }
+                covered,
+                leaks,
+            },
+            &NETWORK_KINDS,
+        )
+        .await?;
     Ok(Json(json!({
         "order_id": id,
-        "surveys_recorded": recorded,
-        "leaks": leaks_out,
-        "confirmed_alerts": confirmed,
+        "surveys_recorded": out.surveys_recorded,
+        "leaks": out.leaks,
+        "confirmed_alerts": out.confirmed_alerts,
     })))
 }

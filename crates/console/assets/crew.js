@@ -76,6 +76,7 @@
       el('p', { class: 'suspicion' }, job.suspicion),
       el('p', {}, job.place, ' · ', el('a', { href: job.geo, class: 'geo' }, 'Navigate (' + job.lat.toFixed(5) + ', ' + job.lon.toFixed(5) + ')')),
       job.due ? el('p', { class: 'due' }, job.due) : null,
+      job.survey ? surveyList(job) : null,
       el('p', { class: 'state' }, 'Status: ', el('strong', { class: 'status' }, status.replace('_', ' '))),
       pending.length ? el('p', { class: 'pending', id: 'pending-' + job.id },
         'Pending: ' + pending.map((q) => STEP_WORDS[q.action]).join(', ') + (online ? ' (sending…)' : ' (will be sent when back online)')) : null);
@@ -83,6 +84,17 @@
     else if (next) c.append(el('button', { type: 'button', class: 'big step', id: 'step-' + job.id, 'data-action': next,
       onclick: () => take(job.id, next, {}) }, BUTTON[next]));
     return c;
+  }
+
+  // A leak survey's streets in walking order, each with its direction.
+  function surveyList(job) {
+    const legs = job.survey.legs || [];
+    const at = (p) => p ? p[1].toFixed(5) + ', ' + p[0].toFixed(5) : '?';
+    return el('div', { class: 'survey', id: 'survey-' + job.id },
+      el('p', {}, 'Survey ' + legs.length + ' segments, ' + Math.round(job.survey.survey_m) + ' m (' +
+        Math.round(job.survey.deadhead_m) + ' m between them):'),
+      el('ol', { class: 'survey-legs' }, ...legs.map((l) => el('li', { 'data-segment': l.segment },
+        l.segment + ' · ' + Math.round(l.length_m) + ' m · from ' + at(l.from) + ' to ' + at(l.to)))));
   }
 
   function findingForm(job) {

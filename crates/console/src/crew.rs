@@ -138,6 +138,10 @@ struct JobView {
     /// The deadline as a clock time in the utility's zone, with what it measures.
     due: Option<String>,
     needs_finding: bool,
+    /// A leak survey: the segments to walk, in order, with their direction
+    /// (`leakwatch_api::survey::order_route_json`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    survey: Option<Value>,
     /// The steps the crew may take now.
     next: Vec<&'static str>,
 }
@@ -186,7 +190,15 @@ async fn view(s: &AppState, c: &crate::Console, o: WorkOrder) -> Result<JobView,
             if d.breached { " (late)" } else { "" }
         )
     });
+    let survey = if o.kind == leakwatch_core::WorkOrderKind::LeakSurvey {
+        use leakwatch_store::NetworkStore;
+        let ids = s.store.network_store().order_segments(o.id).await?;
+        Some(leakwatch_api::survey::order_route_json(&s.store, o.id, ids).await?)
+    } else {
+        None
+    };
     Ok(JobView {
+        survey,
         id: o.id,
         kind: o.kind.as_str(),
         priority: o.priority.as_str(),

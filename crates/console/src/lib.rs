@@ -27,6 +27,7 @@ pub mod map;
 pub mod meter;
 pub mod plots;
 pub mod review;
+pub mod survey;
 
 use axum::Router;
 use axum::extract::{Path, Request};
@@ -85,6 +86,7 @@ pub fn routes(cfg: ConsoleConfig) -> Router<AppState> {
         .merge(district::routes())
         .merge(map::routes())
         .merge(admin::routes())
+        .merge(survey::routes())
         .layer(axum::Extension(Arc::new(Console { cfg })))
         .layer(middleware::from_fn(security_headers))
 }
@@ -390,6 +392,11 @@ pub(crate) fn page(p: &Principal, title: &str, section: &str, body: Markup) -> M
             "board",
             "/console/board",
             &[Role::Dispatcher, Role::Engineer],
+        ),
+        (
+            "survey",
+            "/console/survey",
+            &[Role::Engineer, Role::Dispatcher],
         ),
         ("crew app", "/crew", &[Role::Crew]),
         (

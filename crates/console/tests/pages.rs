@@ -193,3 +193,70 @@ async fn each_role_sees_its_pages_and_forms_need_the_csrf_token() {
         .unwrap();
     assert!(o.crew_id.is_none());
 }
+
+/// The leak survey page (issue 16): engineers and dispatchers see coverage per class,
+/// the program and the CSV link; a crew member may not; nobody logged in goes to the
+/// login page.
+#[tokio::test]
+async fn the_survey_page_shows_coverage_and_program_to_the_control_room_only() {
+    use leakwatch_store::NetworkStore;
+    let (base, store, _d) = start().await;
+    let items: Vec<leakwatch_survey::geojson::Imported> = (0..4)
+        .map(|i| leakwatch_survey::geojson::Imported {
+            segment: leakwatch_survey::Segment {
+                id: format!("D1-S{i}"),
+                district: leakwatch_core::DistrictId::parse("D1").unwrap(),
+                geometry: vec![
+                    GeoPoint::new(43.77 + f64::from(i) * 0.001, 11.25).unwrap(),
+                    GeoPoint::new(43.77 + f64::from(i) * 0.001, 11.252).unwrap(),
+                ],
+                pressure_class: "it_bp".into(),
+                material: leakwatch_survey::Material::CastIron,
+                diameter_mm: 100,
+                year_laid: 1950,
+                added_on: chrono::NaiveDate::from_ymd_opt(2000, 1, 1).unwrap(),
+            },
+            last_surveyed: None,
+        })
+        .collect();
+    store
+        .network_store()
+        .import_network(&items, chrono::Utc::now())
+        .await
+        .unwrap();
+    for user in ["eng", "disp"] {
+        let (c, _) = login(&base, user).await;
+        let r = c
+            .get(format!("{base}/console/survey?on=2026-11-02&days=2"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{user}");
+        let html = r.text().await.unwrap();
+        assert!(html.contains("id=\"coverage\""), "{html}");
+        assert!(html.contains("data-class=\"it_bp\""), "{html}");
+        assert!(
+            html.contains("/api/v1/survey/coverage.csv?on=2026-11-02"),
+            "{html}"
+        );
+        assert!(html.contains("data-segment=\"D1-S0\""), "{html}");
+        assert!(html.contains("unconfirmed"), "{html}");
+    }
+    let (crew, _) = login(&base, "crew1").await;
+    let r = crew
+        .get(format!("{base}/console/survey"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let anon = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = anon
+        .get(format!("{base}/console/survey"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+}

@@ -179,6 +179,10 @@ pub enum WorkOrderKind {
     Repair,
     MeterCheck,
     PlannedInspection,
+    /// Programmed leak search along a set of pipe segments (issue 16): a survey crew
+    /// walks or drives the segments with a methane detector and reports coverage and
+    /// findings (`POST /api/v1/survey/orders/{id}/report`).
+    LeakSurvey,
 }
 
 impl WorkOrderKind {
@@ -193,6 +197,7 @@ impl WorkOrderKind {
             WorkOrderKind::Repair => "repair",
             WorkOrderKind::MeterCheck => "meter",
             WorkOrderKind::PlannedInspection => "inspection",
+            WorkOrderKind::LeakSurvey => "survey",
         }
     }
 

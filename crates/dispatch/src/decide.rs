@@ -26,6 +26,12 @@
 //!   crew, never back to one that let it time out (a fact stored as the step's cause).
 //! - **Day plans**: applying a plan assigns only orders still waiting (`created`), so
 //!   applying it twice, or twice at once, assigns and notifies each job once.
+//! - **Survey reports** (issue 16): a survey crew's coverage and findings on a
+//!   survey order: the coverage is recorded; each leak found (once: a resent report
+//!   changes nothing) becomes a repair order due by its class's deadline (urgent ones
+//!   go to the nearest crew as any new order) and confirms the network-leak alerts of
+//!   its district still open or acknowledged: they are escalated to the repair and
+//!   their outcome is `confirmed_leak`. All in the one transaction.
 //! - **Reconciliation**: an escalated alert without an order (left by a crash in an
 //!   older version) is linked to the order made for it, or escalated again; an
 //!   escalated alert whose order has ended is resolved.
@@ -61,7 +67,8 @@ pub const NEW_ORDER_ID: &str = "{new_order}";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OrderRef {
     Id(i64),
-    /// The order this decision creates ([`Command::CreateOrder`], at most one).
+    /// The order this decision created last ([`Command::CreateOrder`]; a survey
+    /// report may create several, each referred to before the next is created).
     New,
 }
 
@@ -104,6 +111,39 @@ pub struct Step {
     pub position: Option<GeoPoint>,
     pub finding: Option<SiteFinding>,
     pub cause: Option<Cause>,
+}
+
+/// A segment (or part of one) a survey crew covered.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SurveyCovered {
+    pub segment: String,
+    pub date: chrono::NaiveDate,
+    pub crew: Option<String>,
+    pub instrument: Option<String>,
+    pub covered_m: f64,
+}
+
+/// A leak a survey crew found, checked by the caller (the segment exists, the class
+/// is in the leak-class table).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SurveyLeak {
+    /// Makes a resent report a no-op (`wo:<order>:leak:<n>`).
+    pub key: String,
+    pub segment: String,
+    pub date: chrono::NaiveDate,
+    pub class: String,
+    pub notes: String,
+    /// The segment's district and midpoint (where the repair is).
+    pub district: DistrictId,
+    pub location: GeoPoint,
+}
+
+/// A survey crew's report on a survey order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SurveyReport {
+    pub actor: String,
+    pub covered: Vec<SurveyCovered>,
+    pub leaks: Vec<SurveyLeak>,
 }
 
 /// A write the decision asks for, applied in order in one transaction.
@@ -153,6 +193,22 @@ pub enum Command {
     /// write.
     NoCrew {
         order: OrderRef,
+    },
+    /// The segments a survey order covers, in walking order.
+    SetSurveySegments {
+        order: OrderRef,
+        segments: Vec<String>,
+    },
+    /// Survey coverage done under survey order `order` (repeats skipped).
+    RecordCoverage {
+        order: i64,
+        covered: Vec<SurveyCovered>,
+    },
+    /// A leak found under survey order `order`, with its repair order.
+    RecordLeak {
+        order: i64,
+        leak: SurveyLeak,
+        repair: OrderRef,
     },
     /// Tell the crew's devices, after the commit, about the order as committed.
     Notify {
@@ -212,6 +268,11 @@ pub struct Snapshot {
     /// Crews that let `order` time out before.
     pub timed_out: Vec<CrewId>,
     pub travel: Vec<TravelTo>,
+    /// Survey reports: the network-leak alerts still open or acknowledged in the
+    /// districts of the leaks found.
+    pub district_alerts: Vec<Alert>,
+    /// Survey reports: the keys of the report's leaks already stored.
+    pub known_leaks: Vec<String>,
 }
 
 /// A stop of an applied day plan.
@@ -256,6 +317,10 @@ pub enum Event {
     /// Repair `snapshot.alert`, escalated, left without an order or with an ended
     /// one.
     Reconcile,
+    /// A survey crew's report on `snapshot.order`.
+    SurveyReport(SurveyReport),
+    /// A leak survey order created by the program, with its segments in walking order.
+    CreateSurvey(NewOrder, Vec<String>),
 }
 
 /// The rules' settings.
@@ -364,6 +429,14 @@ pub fn decide(
         }
         Event::ApplyPlan(stops) => d.apply_plan(stops)?,
         Event::Reconcile => d.reconcile()?,
+        Event::SurveyReport(r) => d.survey_report(r)?,
+        Event::CreateSurvey(new, segments) => {
+            d.create(new)?;
+            d.out.push(Command::SetSurveySegments {
+                order: OrderRef::New,
+                segments: segments.clone(),
+            });
+        }
     }
     Ok(d.out)
 }
@@ -858,6 +931,100 @@ impl Decision<'_> {
             actor: DISPATCHER.into(),
         };
         self.create(&new)
+    }
+
+    /// A survey crew's report: coverage, then each new leak's repair order, the
+    /// district's pending network alerts confirmed by it, and the leak's record.
+    fn survey_report(&mut self, r: &SurveyReport) -> Result<(), Refusal> {
+        let order = self.order()?.clone();
+        if !matches!(
+            order.kind,
+            WorkOrderKind::LeakSurvey | WorkOrderKind::PlannedInspection
+        ) {
+            return Err(Refusal::Rejected(format!(
+                "work order {} is a {} job, not a leak survey",
+                order.id,
+                order.kind.as_str()
+            )));
+        }
+        if order.status == WorkOrderStatus::Cancelled {
+            return Err(Refusal::Rejected(format!(
+                "work order {} was cancelled: its survey cannot be reported",
+                order.id
+            )));
+        }
+        self.out.push(Command::RecordCoverage {
+            order: order.id,
+            covered: r.covered.clone(),
+        });
+        let table = self.rules.leak_table;
+        let mut confirmed: Vec<i64> = Vec::new();
+        for leak in &r.leaks {
+            if self.s.known_leaks.contains(&leak.key) {
+                continue;
+            }
+            let due = table
+                .repair_due(&leak.class, self.now)
+                .map_err(Refusal::Invalid)?;
+            let alerts: Vec<Alert> = self
+                .s
+                .district_alerts
+                .iter()
+                .filter(|a| {
+                    a.district_id.as_ref() == Some(&leak.district) && !confirmed.contains(&a.id)
+                })
+                .cloned()
+                .collect();
+            let priority =
+                follow_up_priority(table.get(&leak.class).and_then(|c| c.repair_within_h));
+            self.create(&NewOrder {
+                kind: WorkOrderKind::Repair,
+                priority,
+                alert_id: alerts.first().map(|a| a.id),
+                meter_id: None,
+                district_id: Some(leak.district.clone()),
+                location: leak.location,
+                summary: format!(
+                    "repair: class {} leak found by leak survey (work order {}) on segment {}{}",
+                    leak.class,
+                    order.id,
+                    leak.segment,
+                    if leak.notes.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", leak.notes)
+                    }
+                ),
+                due_at: due,
+                parent_id: Some(order.id),
+                actor: r.actor.clone(),
+            })?;
+            for a in &alerts {
+                self.out.push(Command::SetAlert {
+                    alert_id: a.id,
+                    from: a.status,
+                    to: AlertStatus::Escalated,
+                    reason: Some(format!(
+                        "confirmed: leak found by survey (work order {}, repair {NEW_ORDER_ID})",
+                        order.id
+                    )),
+                    order: Some(OrderRef::New),
+                });
+                confirmed.push(a.id);
+            }
+            if !alerts.is_empty() {
+                self.out.push(Command::SetOutcome {
+                    order: OrderRef::New,
+                    outcome: AlertOutcome::ConfirmedLeak,
+                });
+            }
+            self.out.push(Command::RecordLeak {
+                order: order.id,
+                leak: leak.clone(),
+                repair: OrderRef::New,
+            });
+        }
+        Ok(())
     }
 
     /// Flags an order past its deadline, once.

@@ -25,7 +25,8 @@ pub mod travel;
 pub use decide::JobChange;
 #[cfg(feature = "service")]
 pub use service::{
-    Clock, Dispatcher, JobNotice, OnceOutcome, OutcomeRow, ReconcileReport, TickReport,
+    Clock, Dispatcher, JobNotice, OnceOutcome, OutcomeRow, ReconcileReport, SurveyLeakOutcome,
+    SurveyOutcome, TickReport,
 };
 
 use grouping::GroupingConfig;
@@ -106,6 +107,9 @@ pub struct PlanSettings {
     pub utc_offset_h: i32,
     /// Minutes on site per planned job when the order does not say.
     pub default_job_min: u32,
+    /// Leak survey orders: metres of main a survey crew covers a minute (segments
+    /// plus the way between them); a survey job lasts its route's length over this.
+    pub survey_m_per_min: f64,
     pub max_generations: usize,
     pub max_time_s: u64,
 }
@@ -117,6 +121,7 @@ impl Default for PlanSettings {
             default_shift_end_min: 17 * 60,
             utc_offset_h: 1,
             default_job_min: 45,
+            survey_m_per_min: 40.0,
             max_generations: plan::DEFAULT_MAX_GENERATIONS,
             max_time_s: plan::DEFAULT_MAX_TIME_S,
         }
@@ -181,6 +186,12 @@ impl DispatchConfig {
         }
         if p.default_job_min == 0 {
             return Err(key("plan.default_job_min", "must be at least 1".into()));
+        }
+        if !(p.survey_m_per_min.is_finite() && p.survey_m_per_min > 0.0) {
+            return Err(key(
+                "plan.survey_m_per_min",
+                "must be a positive number of metres a minute".into(),
+            ));
         }
         Ok(())
     }

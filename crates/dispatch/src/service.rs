@@ -8,7 +8,7 @@
 use crate::choose::{CrewState, CurrentJob};
 use crate::decide::{
     self, Cause, Command, CrewView, Event, JobChange, NEW_ORDER_ID, NewOrder, OrderRef, PlanStop,
-    Refusal, Rules, Snapshot, TravelTo,
+    Refusal, Rules, Snapshot, SurveyReport, TravelTo,
 };
 use crate::plan::{self, DayPlan, PlanCrew, PlanInput, PlanJob};
 use crate::travel::TravelTime;
@@ -100,6 +100,8 @@ struct Subject {
     /// What a person did to the alert, for its history (`alert_history`): written in
     /// the transaction that does it.
     history: Option<History>,
+    /// A survey report: what to load for it.
+    survey: Option<SurveyLoad>,
 }
 
 /// An entry of an alert's history to write with the decision.
@@ -109,6 +111,37 @@ struct History {
     /// `acknowledge`, `dismiss`, `resolve`, `escalate`.
     action: String,
     note: Option<String>,
+}
+
+/// What a survey report's decision needs loaded.
+#[derive(Debug, Clone, Default)]
+struct SurveyLoad {
+    /// The districts of the leaks found, and the alert kinds that say a district's
+    /// network is losing gas.
+    districts: Vec<leakwatch_core::DistrictId>,
+    kinds: Vec<AlertKind>,
+    /// The report's leak keys.
+    leak_keys: Vec<String>,
+}
+
+/// What a survey report wrote (see [`Dispatcher::survey_report`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SurveyOutcome {
+    /// Coverage records stored (a resent report stores none).
+    pub surveys_recorded: u64,
+    /// Per leak of the report, in its order: the leak's id and its repair order.
+    pub leaks: Vec<SurveyLeakOutcome>,
+    /// Alerts confirmed by the leaks found.
+    pub confirmed_alerts: Vec<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SurveyLeakOutcome {
+    pub leak_id: i64,
+    pub repair_order_id: Option<i64>,
+    /// The repair order as created (absent for a leak reported before).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repair_order: Option<WorkOrder>,
 }
 
 /// What an applied decision wrote.
@@ -123,6 +156,12 @@ struct Applied {
     steps: Vec<(WorkOrderStatus, Option<Cause>, i64)>,
     breaches: u32,
     commands: usize,
+    /// Survey reports: coverage stored, leaks stored (key, id, repair order), alerts
+    /// set (confirmed).
+    surveys_recorded: u64,
+    leaks: Vec<(String, i64, Option<i64>)>,
+    alerts_set: Vec<i64>,
+    created_all: Vec<i64>,
 }
 
 /// A keyed run: applied now, or a repeat of a recorded client action.
@@ -355,6 +394,20 @@ impl Dispatcher {
             s.order_alerts = uow.alerts_of_order(o.id).await?;
             s.timed_out = uow.timed_out_crews(o.id).await?;
         }
+        if let Some(sv) = &subject.survey {
+            for d in &sv.districts {
+                for a in uow.pending_district_alerts(d, &sv.kinds).await? {
+                    if !s.district_alerts.iter().any(|x| x.id == a.id) {
+                        s.district_alerts.push(a);
+                    }
+                }
+            }
+            for k in &sv.leak_keys {
+                if uow.leak_by_key(k).await?.is_some() {
+                    s.known_leaks.push(k.clone());
+                }
+            }
+        }
         s.active = uow.active_work_orders().await?;
         let max_age = Duration::minutes(i64::from(self.cfg.position_max_age_min));
         s.crews = uow
@@ -446,6 +499,7 @@ impl Dispatcher {
                     let mut a = uow
                         .set_alert_status(alert_id, from, to, reason.as_deref(), order)
                         .await?;
+                    applied.alerts_set.push(alert_id);
                     if subject.alert == Some(alert_id) {
                         if let Some(who) = &subject.reviewer
                             && let Some(reviewed) =
@@ -465,6 +519,7 @@ impl Dispatcher {
                         .increment(1);
                     tracing::info!(order_id = o.id, kind = o.kind.as_str(), alert_id = ?o.alert_id, "work order created");
                     new_id = Some(o.id);
+                    applied.created_all.push(o.id);
                     applied.created = Some(o);
                     fail::fail_point!("dispatch-after-create-order", |_| crash(
                         "dispatch-after-create-order"
@@ -560,6 +615,47 @@ impl Dispatcher {
                         "suppression made with a dismissal"
                     );
                     applied.suppression = Some(made);
+                }
+                Command::SetSurveySegments { order, segments } => {
+                    uow.set_survey_segments(id_of(order, new_id)?, &segments)
+                        .await?;
+                }
+                Command::RecordCoverage { order, covered } => {
+                    let entries: Vec<leakwatch_store::SurveyEntry> = covered
+                        .into_iter()
+                        .map(|c| leakwatch_store::SurveyEntry {
+                            source_key: Some(format!("wo:{order}:{}", c.segment)),
+                            segment: c.segment,
+                            date: c.date,
+                            crew: c.crew,
+                            instrument: c.instrument,
+                            covered_m: c.covered_m,
+                            work_order_id: Some(order),
+                        })
+                        .collect();
+                    applied.surveys_recorded += uow.record_surveys(&entries, now).await?;
+                }
+                Command::RecordLeak {
+                    order,
+                    leak,
+                    repair,
+                } => {
+                    let repair = id_of(repair, new_id)?;
+                    let (id, _) = uow
+                        .record_leak(
+                            &leakwatch_store::LeakEntry {
+                                segment: leak.segment,
+                                date: leak.date,
+                                class: Some(leak.class),
+                                source: "survey".into(),
+                                work_order_id: Some(order),
+                                repair_order_id: Some(repair),
+                                source_key: Some(leak.key.clone()),
+                            },
+                            now,
+                        )
+                        .await?;
+                    applied.leaks.push((leak.key, id, Some(repair)));
                 }
                 Command::NoCrew { order } => {
                     metrics::counter!("leakwatch_dispatch_no_crew_total").increment(1);
@@ -837,6 +933,99 @@ impl Dispatcher {
             .ok_or_else(|| DispatchError::Rejected("the order was not created".into()))
     }
 
+    /// Creates a leak survey order with its segments (in walking order), in one
+    /// transaction.
+    pub async fn create_survey(
+        &self,
+        new: &NewWorkOrder,
+        segments: Vec<String>,
+    ) -> Result<WorkOrder, DispatchError> {
+        let event = Event::CreateSurvey(
+            NewOrder {
+                kind: new.kind,
+                priority: new.priority,
+                alert_id: new.alert_id,
+                meter_id: new.meter_id.clone(),
+                district_id: new.district_id.clone(),
+                location: new.location,
+                summary: new.summary.clone(),
+                due_at: new.due_at,
+                parent_id: new.parent_id,
+                actor: new.actor.clone(),
+            },
+            segments,
+        );
+        let applied = self.run(Subject::default(), event).await?;
+        applied
+            .created
+            .ok_or_else(|| DispatchError::Rejected("the order was not created".into()))
+    }
+
+    /// Records a survey crew's report on survey order `order_id` in one transaction:
+    /// the coverage, and for each leak not reported before its repair order (due by
+    /// its class's deadline), the confirmation of its district's pending network-leak
+    /// alerts (`kinds`), and the leak's record. A resent report changes nothing and
+    /// answers with the leaks stored the first time.
+    pub async fn survey_report(
+        &self,
+        order_id: i64,
+        report: SurveyReport,
+        kinds: &[AlertKind],
+    ) -> Result<SurveyOutcome, DispatchError> {
+        let mut districts: Vec<leakwatch_core::DistrictId> = Vec::new();
+        for l in &report.leaks {
+            if !districts.contains(&l.district) {
+                districts.push(l.district.clone());
+            }
+        }
+        let keys: Vec<String> = report.leaks.iter().map(|l| l.key.clone()).collect();
+        let subject = Subject {
+            order: Some(order_id),
+            survey: Some(SurveyLoad {
+                districts,
+                kinds: kinds.to_vec(),
+                leak_keys: keys.clone(),
+            }),
+            ..Default::default()
+        };
+        let applied = self.run(subject, Event::SurveyReport(report)).await?;
+        let stored = if applied.leaks.len() < keys.len() {
+            use leakwatch_store::NetworkStore;
+            self.store.network_store().leaks(None).await?
+        } else {
+            Vec::new()
+        };
+        let mut leaks = Vec::new();
+        for k in &keys {
+            if let Some((_, id, repair)) = applied.leaks.iter().find(|(key, ..)| key == k) {
+                let repair_order = match repair {
+                    Some(r) => self.store.get_work_order(*r).await?,
+                    None => None,
+                };
+                leaks.push(SurveyLeakOutcome {
+                    leak_id: *id,
+                    repair_order_id: *repair,
+                    repair_order,
+                });
+            } else if let Some((id, e)) = stored
+                .iter()
+                .find(|(_, e)| e.source_key.as_deref() == Some(k.as_str()))
+                .cloned()
+            {
+                leaks.push(SurveyLeakOutcome {
+                    leak_id: id,
+                    repair_order_id: e.repair_order_id,
+                    repair_order: None,
+                });
+            }
+        }
+        Ok(SurveyOutcome {
+            surveys_recorded: applied.surveys_recorded,
+            leaks,
+            confirmed_alerts: applied.alerts_set,
+        })
+    }
+
     /// Offers a waiting urgent order to the nearest qualified crew (never one that let
     /// it time out). Returns the order when a crew took it.
     pub async fn assign_nearest(&self, order_id: i64) -> Result<Option<WorkOrder>, DispatchError> {
@@ -1040,21 +1229,31 @@ impl Dispatcher {
         }
         let day_start = crews.iter().map(|c| c.shift_start).min();
         let day_end = crews.iter().map(|c| c.shift_end).max();
-        let jobs: Vec<PlanJob> = self
+        let mut jobs: Vec<PlanJob> = Vec::new();
+        for o in self
             .store
             .active_work_orders()
             .await?
             .into_iter()
             .filter(|o| o.status == WorkOrderStatus::Created && o.priority != Priority::Emergency)
-            .map(|o| PlanJob {
+        {
+            // A leak survey lasts as long as its route takes to walk.
+            let duration_min = if o.kind == leakwatch_core::WorkOrderKind::LeakSurvey {
+                use leakwatch_store::NetworkStore;
+                let m = self.store.network_store().order_route_m(o.id).await?;
+                ((m / p.survey_m_per_min).ceil() as u32).clamp(1, 24 * 60)
+            } else {
+                p.default_job_min
+            };
+            jobs.push(PlanJob {
                 order_id: o.id,
                 location: o.location,
-                duration_min: p.default_job_min,
+                duration_min,
                 skill: o.kind.required_skill().to_owned(),
                 priority: o.priority,
-                window: job_window(o.due_at, p.default_job_min, day_start, day_end),
-            })
-            .collect();
+                window: job_window(o.due_at, duration_min, day_start, day_end),
+            });
+        }
         let places: Vec<GeoPoint> = crews
             .iter()
             .map(|c| c.home)
@@ -1278,6 +1477,182 @@ mod tests {
 
     fn crew_of(o: &WorkOrder) -> &str {
         o.crew_id.as_ref().map(|c| c.as_str()).unwrap_or("-")
+    }
+
+    /// Two segments of district D1 and a survey order on them.
+    async fn survey_setup(store: &Store, d: &Dispatcher) -> WorkOrder {
+        use leakwatch_store::NetworkStore;
+        let seg = |id: &str, lat: f64| leakwatch_survey::geojson::Imported {
+            segment: leakwatch_survey::Segment {
+                id: id.into(),
+                district: DistrictId::parse("D1").unwrap(),
+                geometry: vec![
+                    GeoPoint::new(lat, 11.25).unwrap(),
+                    GeoPoint::new(lat, 11.252).unwrap(),
+                ],
+                pressure_class: "it_bp".into(),
+                material: leakwatch_survey::Material::Steel,
+                diameter_mm: 100,
+                year_laid: 1980,
+                added_on: NaiveDate::from_ymd_opt(2000, 1, 1).unwrap(),
+            },
+            last_surveyed: None,
+        };
+        store
+            .network_store()
+            .import_network(&[seg("S1", 43.77), seg("S2", 43.771)], Utc::now())
+            .await
+            .unwrap();
+        let mut new = new_order(WorkOrderKind::LeakSurvey, Priority::Normal, 43.77, 11.25);
+        new.district_id = Some(DistrictId::parse("D1").unwrap());
+        d.create_survey(&new, vec!["S1".into(), "S2".into()])
+            .await
+            .unwrap()
+    }
+
+    fn survey_report(leaks: &[(&str, &str)]) -> SurveyReport {
+        let day = NaiveDate::from_ymd_opt(2026, 11, 2).unwrap();
+        SurveyReport {
+            actor: "SURVEY-1".into(),
+            covered: ["S1", "S2"]
+                .iter()
+                .map(|s| decide::SurveyCovered {
+                    segment: (*s).into(),
+                    date: day,
+                    crew: Some("SURVEY-1".into()),
+                    instrument: Some("walking_fid".into()),
+                    covered_m: 100.0,
+                })
+                .collect(),
+            leaks: leaks
+                .iter()
+                .map(|(key, seg)| decide::SurveyLeak {
+                    key: (*key).into(),
+                    segment: (*seg).into(),
+                    date: day,
+                    class: "B".into(),
+                    notes: String::new(),
+                    district: DistrictId::parse("D1").unwrap(),
+                    location: GeoPoint::new(43.77, 11.251).unwrap(),
+                })
+                .collect(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_survey_report_commits_whole_or_not_at_all_and_once() {
+        use leakwatch_store::NetworkStore;
+        let store = store().await;
+        let d = Dispatcher::new(store.clone(), DispatchConfig::default());
+        let order = survey_setup(&store, &d).await;
+        assert_eq!(order.kind, WorkOrderKind::LeakSurvey);
+        assert_eq!(
+            store
+                .network_store()
+                .order_segments(order.id)
+                .await
+                .unwrap(),
+            vec!["S1".to_owned(), "S2".to_owned()]
+        );
+        let now = Utc::now();
+        let (balance, _) = store
+            .record_finding(&Finding {
+                kind: AlertKind::DistrictBalance,
+                severity: Severity::Warning,
+                meter_id: None,
+                district_id: Some(DistrictId::parse("D1").unwrap()),
+                detected_at: now,
+                evidence: Evidence {
+                    rule: "test".into(),
+                    observed: 3.0,
+                    expected: Some(1.0),
+                    threshold: 2.0,
+                    unit: "%".into(),
+                    window_start: now,
+                    window_end: now,
+                    explanation: "test".into(),
+                    known: None,
+                },
+            })
+            .await
+            .unwrap();
+        let kinds = [AlertKind::DistrictBalance];
+        // The second leak names no stored segment: its record fails after the
+        // coverage, the first leak's repair order and the alert's confirmation were
+        // written in the transaction; none of it stays.
+        let bad = survey_report(&[("wo:1:leak:0", "S1"), ("wo:1:leak:1", "NOPE")]);
+        assert!(d.survey_report(order.id, bad, &kinds).await.is_err());
+        assert!(
+            store
+                .network_store()
+                .surveys(None)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert!(store.network_store().leaks(None).await.unwrap().is_empty());
+        assert_eq!(store.active_work_orders().await.unwrap().len(), 1);
+        let a = store.get_alert(balance.id).await.unwrap().unwrap();
+        assert_eq!((a.status, a.work_order_id), (AlertStatus::Open, None));
+
+        let good = survey_report(&[("wo:1:leak:0", "S1")]);
+        let out = d
+            .survey_report(order.id, good.clone(), &kinds)
+            .await
+            .unwrap();
+        assert_eq!(out.surveys_recorded, 2);
+        assert_eq!(out.confirmed_alerts, vec![balance.id]);
+        let repair = out.leaks[0].repair_order.clone().unwrap();
+        assert_eq!(repair.kind, WorkOrderKind::Repair);
+        assert_eq!(repair.parent_id, Some(order.id));
+        assert!(repair.due_at.is_some());
+        let a = store.get_alert(balance.id).await.unwrap().unwrap();
+        assert_eq!(a.status, AlertStatus::Escalated);
+        assert_eq!(a.work_order_id, Some(repair.id));
+        assert_eq!(a.outcome, Some(AlertOutcome::ConfirmedLeak));
+        // Resent: nothing new, the same leak and repair.
+        let again = d.survey_report(order.id, good, &kinds).await.unwrap();
+        assert_eq!(again.surveys_recorded, 0);
+        assert!(again.confirmed_alerts.is_empty());
+        assert_eq!(again.leaks[0].leak_id, out.leaks[0].leak_id);
+        assert_eq!(again.leaks[0].repair_order_id, Some(repair.id));
+        assert_eq!(store.network_store().leaks(None).await.unwrap().len(), 1);
+        // Another kind of order takes no survey report.
+        let other = d
+            .create(&new_order(
+                WorkOrderKind::Repair,
+                Priority::Normal,
+                43.7,
+                11.2,
+            ))
+            .await
+            .unwrap();
+        let refused = d.survey_report(other.id, survey_report(&[]), &kinds).await;
+        assert!(
+            matches!(refused, Err(DispatchError::Rejected(_))),
+            "{refused:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_survey_job_lasts_its_route() {
+        let store = store().await;
+        store
+            .upsert_crews(&[crew("SV", 43.7700, 11.2500, &["survey"])])
+            .await
+            .unwrap();
+        let mut cfg = DispatchConfig::default();
+        cfg.plan.survey_m_per_min = 4.0;
+        let d = Dispatcher::new(store.clone(), cfg);
+        let order = survey_setup(&store, &d).await;
+        let date = (Utc::now() + Duration::days(1)).date_naive();
+        let plan = d.plan_day(date, false).await.unwrap();
+        let stop = &plan.routes[0].stops[0];
+        assert_eq!(stop.order_id, order.id);
+        // Two segments of about 161 m, 111 m apart end to end: about 433 m at 4 m a
+        // minute is about 108 minutes on site.
+        let minutes = (stop.departure - stop.start).num_minutes();
+        assert!((100..=115).contains(&minutes), "{minutes} min");
     }
 
     #[tokio::test]

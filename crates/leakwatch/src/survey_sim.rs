@@ -64,6 +64,12 @@ pub struct SimSurveyArgs {
     /// Simulated days from 2026-01-01.
     #[arg(long, default_value_t = 365)]
     pub days: u32,
+    /// The risk-based program keeps pace with the calendar order: every segment
+    /// surveyed at least as often, at most this many working days later
+    /// (`Program::keep_pace`); without it (the default) all the capacity left after
+    /// the obligations goes by risk.
+    #[arg(long)]
+    pub pace_lag_days: Option<usize>,
     /// Write the per-leak results as JSON.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -95,6 +101,56 @@ pub struct RunResult {
     pub overdue_segment_days: u64,
     pub obligations_met: bool,
     pub network_alerts: usize,
+    /// Expected days to find a leak no detector signals: one placed as the simulated
+    /// leaks are (segment by length x material propensity, start uniform over the leak
+    /// window), found by this run's survey days, counted to the end of the run if not
+    /// found. Exact over every segment (not a sample of 12 leaks): see
+    /// [`hidden_leak_wait`].
+    pub hidden_leak_days: f64,
+    /// Metres surveyed for a district signal (visits whose priority carried a
+    /// district alert), and the rest.
+    pub signal_km: f64,
+    /// Day routes of the survey orders (one district each, at most a day's capacity):
+    /// metres walked between segments with the route of `leakwatch_survey::route`,
+    /// and with the nearest-midpoint order planned before (directions as stored; best
+    /// directions for that order).
+    pub deadhead_km: f64,
+    pub deadhead_midpoint_stored_km: f64,
+    pub deadhead_midpoint_oriented_km: f64,
+}
+
+/// The expected days to find a leak placed on segment `i` with probability
+/// `weight[i]` and starting uniformly in `[from_d, to_d]` (days from the run's start),
+/// when segment `i` is surveyed at `visits[i]` (days from the start; a visit finds a
+/// leak that started before it), counting to `end_d` for a leak not found.
+pub fn hidden_leak_wait(
+    visits: &[Vec<f64>],
+    weight: &[f64],
+    from_d: f64,
+    to_d: f64,
+    end_d: f64,
+) -> f64 {
+    let steps = 2000;
+    let total_w: f64 = weight.iter().sum();
+    if total_w <= 0.0 || to_d <= from_d {
+        return f64::NAN;
+    }
+    let mut acc = 0.0;
+    for (v, w) in visits.iter().zip(weight) {
+        if *w <= 0.0 {
+            continue;
+        }
+        let mut sorted = v.clone();
+        sorted.sort_by(f64::total_cmp);
+        let mut sum = 0.0;
+        for k in 0..steps {
+            let t = from_d + (to_d - from_d) * (k as f64 + 0.5) / steps as f64;
+            let found = sorted.iter().find(|&&d| d >= t).copied().unwrap_or(end_d);
+            sum += found.min(end_d) - t;
+        }
+        acc += w * sum / steps as f64;
+    }
+    acc / total_w
 }
 
 /// Both programs on one seed.
@@ -169,6 +225,7 @@ fn run(
     table: &ObligationTable,
     policy: Policy,
     capacity_m: f64,
+    pace_lag_days: Option<usize>,
     detect: &DetectConfig,
     weights: &RiskWeights,
 ) -> RunResult {
@@ -191,6 +248,12 @@ fn run(
     let mut program = Program::new(&segments, &records, table, policy);
     program.min_revisit_days = 60;
     program.revisit_above = weights.district_alert;
+    if let (Policy::Risk, Some(lag)) = (policy, pace_lag_days) {
+        // The calendar order as the calendar run plays it, from the same start.
+        let mut shadow = Program::new(&segments, &records, table, Policy::Calendar);
+        shadow.min_revisit_days = 60;
+        program.keep_pace(shadow, lag);
+    }
     let start = cfg.start;
     let end = start + TimeDelta::hours(i64::from(cfg.hours.unwrap_or(0)));
     let days = working_days(start.date_naive(), (end - TimeDelta::days(1)).date_naive());
@@ -203,6 +266,15 @@ fn run(
     let mut day_i = 0;
     let mut findings = Vec::new();
     let hours = cfg.hours.unwrap_or(0);
+    let index: HashMap<&str, usize> = segments
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.id.as_str(), i))
+        .collect();
+    let seg_map: HashMap<&str, &Segment> = segments.iter().map(|s| (s.id.as_str(), s)).collect();
+    let mut visit_days: Vec<Vec<f64>> = vec![Vec::new(); segments.len()];
+    let mut signal_m = 0.0;
+    let (mut dh_new, mut dh_old_stored, mut dh_old_oriented) = (0.0, 0.0, 0.0);
     for _ in 0..hours {
         let ups = fleet.step();
         let arrival = fleet.now();
@@ -251,8 +323,25 @@ fn run(
             })
             .collect();
         let visits = program.day(&days[day_i..], capacity_m, &prio);
+        let day_offset = (now - start).num_minutes() as f64 / 1440.0;
+        for o in leakwatch_survey::route::cut_orders(&visits, &seg_map, capacity_m) {
+            dh_new += o.route.deadhead_m;
+        }
+        let (a, b) =
+            leakwatch_survey::route::midpoint_orders_deadhead(&visits, &seg_map, capacity_m);
+        dh_old_stored += a;
+        dh_old_oriented += b;
         for v in &visits {
             surveyed_m += v.length_m;
+            if let Some(&i) = index.get(v.segment.as_str()) {
+                visit_days[i].push(day_offset);
+            }
+            if prio
+                .get(&v.segment)
+                .is_some_and(|p| *p >= weights.district_alert)
+            {
+                signal_m += v.length_m;
+            }
             for (li, &si) in leak_segment.iter().enumerate() {
                 if found[li].is_none()
                     && segments[si].id == v.segment
@@ -338,6 +427,17 @@ fn run(
         })
         .collect();
     let shares_met = !whole_year || shares.iter().all(|(_, done, need)| done + 1e-6 >= *need);
+    let weight: Vec<f64> = segments
+        .iter()
+        .map(|s| s.length_m() * s.material.propensity())
+        .collect();
+    let hidden_leak_days = hidden_leak_wait(
+        &visit_days,
+        &weight,
+        f64::from(cfg.leak.from_h) / 24.0,
+        f64::from(cfg.leak.to_h) / 24.0,
+        (end - start).num_minutes() as f64 / 1440.0,
+    );
     RunResult {
         policy,
         leaks,
@@ -346,6 +446,11 @@ fn run(
         overdue_segment_days: overdue,
         obligations_met: shares_met && overdue == 0,
         network_alerts: network_alerts.len(),
+        hidden_leak_days,
+        signal_km: signal_m / 1000.0,
+        deadhead_km: dh_new / 1000.0,
+        deadhead_midpoint_stored_km: dh_old_stored / 1000.0,
+        deadhead_midpoint_oriented_km: dh_old_oriented / 1000.0,
     }
 }
 
@@ -375,6 +480,7 @@ pub fn run_seed(
                 &table,
                 Policy::Calendar,
                 args.capacity_m,
+                None,
                 detect,
                 weights,
             )
@@ -387,6 +493,7 @@ pub fn run_seed(
                 &table,
                 Policy::Risk,
                 args.capacity_m,
+                args.pace_lag_days,
                 detect,
                 weights,
             )
@@ -446,6 +553,12 @@ pub struct Summary {
     pub risk_others_mean: f64,
     pub speedup_signalled: f64,
     pub all_obligations_met: bool,
+    pub calendar_hidden_mean: f64,
+    pub risk_hidden_mean: f64,
+    /// Over both programs' days: deadhead km with the route, with the midpoint order
+    /// as stored and with its best directions.
+    pub deadhead_km: [f64; 3],
+    pub survey_km: f64,
 }
 
 pub fn summarise(results: &[SeedResult]) -> Summary {
@@ -466,6 +579,32 @@ pub fn summarise(results: &[SeedResult]) -> Summary {
         all_obligations_met: results
             .iter()
             .all(|r| r.calendar.obligations_met && r.risk.obligations_met),
+        calendar_hidden_mean: mean(&pool(&|r| vec![r.calendar.hidden_leak_days])),
+        risk_hidden_mean: mean(&pool(&|r| vec![r.risk.hidden_leak_days])),
+        deadhead_km: [
+            pool(&|r| vec![r.calendar.deadhead_km, r.risk.deadhead_km])
+                .iter()
+                .sum(),
+            pool(&|r| {
+                vec![
+                    r.calendar.deadhead_midpoint_stored_km,
+                    r.risk.deadhead_midpoint_stored_km,
+                ]
+            })
+            .iter()
+            .sum(),
+            pool(&|r| {
+                vec![
+                    r.calendar.deadhead_midpoint_oriented_km,
+                    r.risk.deadhead_midpoint_oriented_km,
+                ]
+            })
+            .iter()
+            .sum(),
+        ],
+        survey_km: pool(&|r| vec![r.calendar.surveyed_km, r.risk.surveyed_km])
+            .iter()
+            .sum(),
     }
 }
 
@@ -480,7 +619,7 @@ fn row(r: &RunResult, signalled: &[bool]) -> String {
         .map(|(c, done, need)| format!("{c} {:.0}/{:.0} km", done / 1000.0, need / 1000.0))
         .collect();
     format!(
-        "| {:<8} | {:>2}/{:<2} | {:>6.1} | {:>6.1} | {:>2}/{:<2} | {:>6.1} | {:>6.1} | {:>6.1} | {:>6.4} | {} ({}; overdue segment-days {}) |",
+        "| {:<8} | {:>2}/{:<2} | {:>6.1} | {:>6.1} | {:>2}/{:<2} | {:>6.1} | {:>6.1} | {:>6.1} | {:>6.1} | {:>6.1} | {:>6.4} | {} ({}; overdue segment-days {}) |",
         match r.policy {
             Policy::Calendar => "calendar",
             Policy::Risk => "risk",
@@ -501,7 +640,9 @@ fn row(r: &RunResult, signalled: &[bool]) -> String {
         o.len(),
         mean(&o),
         median(&o),
+        r.hidden_leak_days,
         r.surveyed_km,
+        r.signal_km,
         per_km,
         if r.obligations_met { "met" } else { "NOT met" },
         shares.join(", "),
@@ -515,20 +656,24 @@ pub fn command(
     weights: RiskWeights,
 ) -> anyhow::Result<()> {
     eprintln!(
-        "leak survey: seeds {:?}, {} districts x {} meters, {} network leaks, {} days from 2026-01-01, {} m/day, obligations {:?}",
+        "leak survey: seeds {:?}, {} districts x {} meters, {} network leaks, {} days from 2026-01-01, {} m/day, obligations {:?}, pace {}",
         args.seeds,
         args.districts,
         args.meters_per_district,
         args.leaks,
         args.days,
         args.capacity_m,
-        args.obligations
+        args.obligations,
+        match args.pace_lag_days {
+            None => "off".to_owned(),
+            Some(d) => format!("{d} working days"),
+        }
     );
     let mut results = Vec::new();
     println!(
-        "| seed | program | signalled found | mean days | median | others found | mean days | median | km surveyed | leaks/km | obligations |"
+        "| seed | program | signalled found | mean days | median | others found | mean days | median | hidden leak, expected days | km surveyed | of which for a signal | leaks/km | obligations |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for &seed in &args.seeds {
         let started = std::time::Instant::now();
         let r = run_seed(&args, seed, &detect, &weights)?;
@@ -555,6 +700,14 @@ pub fn command(
         s.calendar_others_mean,
         s.risk_others_mean,
         s.all_obligations_met
+    );
+    println!(
+        "hidden leak (exact expectation over every segment): calendar {:.1} days, risk {:.1} days",
+        s.calendar_hidden_mean, s.risk_hidden_mean
+    );
+    println!(
+        "survey routes over {:.0} km of segments: walked between segments {:.1} km (route), {:.1} km (nearest midpoint, as stored), {:.1} km (nearest midpoint, best directions)",
+        s.survey_km, s.deadhead_km[0], s.deadhead_km[1], s.deadhead_km[2]
     );
     if let Some(p) = &args.json {
         std::fs::write(

@@ -222,6 +222,27 @@ pub(crate) async fn alerts_of_order(exec: Exec<'_>, order_id: i64) -> Result<Vec
     alerts_from_rows(rows)
 }
 
+/// The alerts of `kinds` in `district` not yet dealt with (open or acknowledged), by id.
+pub(crate) async fn pending_district_alerts(
+    exec: Exec<'_>,
+    district: &DistrictId,
+    kinds: &[AlertKind],
+) -> Result<Vec<Alert>> {
+    let kinds: Vec<String> = kinds.iter().map(|k| k.as_str().to_owned()).collect();
+    let rows = exec
+        .fetch_all(
+            sql!(
+                "SELECT ",
+                alert_cols!(),
+                " FROM alerts WHERE district_id = $1 AND kind = ANY($2)
+                   AND status IN ('open', 'acknowledged') ORDER BY id"
+            ),
+            args![district.as_str(), kinds],
+        )
+        .await?;
+    alerts_from_rows(rows)
+}
+
 /// Alerts of `kind` on `meter` created since `since` whose crew found no leak, by id.
 pub(crate) async fn false_positives(
     exec: Exec<'_>,

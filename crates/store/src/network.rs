@@ -123,6 +123,11 @@ pub trait NetworkStore: Send + Sync {
 
     /// The segments of a survey work order, in walking order (empty: not a survey).
     fn order_segments(&self, order_id: i64) -> impl Future<Output = Result<Vec<String>>> + Send;
+
+    /// Metres a survey order's crew covers: its segments, in walking order, plus the
+    /// way between them with the best direction for each
+    /// (`leakwatch_survey::route::orient`); 0 for an order without segments.
+    fn order_route_m(&self, order_id: i64) -> impl Future<Output = Result<f64>> + Send;
 }
 
 /// The network part of a [`Store`] ([`Store::network_store`]).
@@ -431,34 +436,21 @@ impl NetworkStore for Network {
 
     async fn set_order_segments(&self, order_id: i64, segments: &[String]) -> Result<()> {
         let mut tx = self.0.begin().await?;
-        tx.exec()
-            .execute(
-                sql!("DELETE FROM survey_order_segments WHERE work_order_id = $1"),
-                args![order_id],
-            )
-            .await?;
-        for (i, seg) in segments.iter().enumerate() {
-            let r = tx
-                .exec()
-                .try_fetch_optional(
-                    sql!(
-                        "INSERT INTO survey_order_segments (work_order_id, seq, segment_id)
-                         VALUES ($1, $2, $3) RETURNING seq"
-                    ),
-                    args![order_id, i as i64, seg],
-                )
-                .await;
-            match r {
-                Ok(_) => {}
-                Err(e) if is_foreign_key_violation(&e) => {
-                    return Err(StoreError::NotFound(format!(
-                        "work order {order_id} or segment {seg}"
-                    )));
-                }
-                Err(e) => return Err(e.into()),
+        set_segments(&mut tx, order_id, segments).await?;
+        tx.commit().await
+    }
+
+    async fn order_route_m(&self, order_id: i64) -> Result<f64> {
+        let mut segs = Vec::new();
+        for id in self.order_segments(order_id).await? {
+            if let Some(s) = self.get_segment(&id).await? {
+                segs.push(s);
             }
         }
-        tx.commit().await
+        let refs: Vec<&Segment> = segs.iter().collect();
+        let order: Vec<usize> = (0..refs.len()).collect();
+        let (_, deadhead) = leakwatch_survey::route::orient(&refs, &order, None);
+        Ok(refs.iter().map(|s| s.length_m()).sum::<f64>() + deadhead)
     }
 
     async fn order_segments(&self, order_id: i64) -> Result<Vec<String>> {
@@ -474,5 +466,86 @@ impl NetworkStore for Network {
             )
             .await?;
         rows.iter().map(|r| r.text("segment_id")).collect()
+    }
+}
+
+/// Replaces the segments of a survey order.
+async fn set_segments(tx: &mut crate::db::Tx, order_id: i64, segments: &[String]) -> Result<()> {
+    tx.exec()
+        .execute(
+            sql!("DELETE FROM survey_order_segments WHERE work_order_id = $1"),
+            args![order_id],
+        )
+        .await?;
+    for (i, seg) in segments.iter().enumerate() {
+        let r = tx
+            .exec()
+            .try_fetch_optional(
+                sql!(
+                    "INSERT INTO survey_order_segments (work_order_id, seq, segment_id)
+                     VALUES ($1, $2, $3) RETURNING seq"
+                ),
+                args![order_id, i as i64, seg],
+            )
+            .await;
+        match r {
+            Ok(_) => {}
+            Err(e) if is_foreign_key_violation(&e) => {
+                return Err(StoreError::NotFound(format!(
+                    "work order {order_id} or segment {seg}"
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// The survey statements in the dispatcher's unit of work: a crew's survey report
+/// (coverage, leaks, the repair orders and the alerts they confirm) commits as one.
+impl crate::UnitOfWork {
+    /// As [`NetworkStore::set_order_segments`], in this transaction.
+    pub async fn set_survey_segments(&mut self, order_id: i64, segments: &[String]) -> Result<()> {
+        set_segments(self.tx_mut(), order_id, segments).await
+    }
+
+    /// As [`NetworkStore::record_surveys`], in this transaction.
+    pub async fn record_surveys(&mut self, surveys: &[SurveyEntry], now: Timestamp) -> Result<u64> {
+        let mut n = 0;
+        for s in surveys {
+            n += u64::from(insert_survey(self.exec(), s, now).await?);
+        }
+        Ok(n)
+    }
+
+    /// As [`NetworkStore::record_leak`], in this transaction.
+    pub async fn record_leak(&mut self, leak: &LeakEntry, now: Timestamp) -> Result<(i64, bool)> {
+        insert_leak(self.exec(), leak, now).await
+    }
+
+    /// The leak stored with `source_key`, if any.
+    pub async fn leak_by_key(&mut self, source_key: &str) -> Result<Option<(i64, LeakEntry)>> {
+        self.exec()
+            .fetch_optional(
+                sql!(
+                    "SELECT id, segment_id, found_on, leak_class, source, work_order_id,
+                         repair_order_id, source_key
+                     FROM segment_leaks WHERE source_key = $1"
+                ),
+                args![source_key],
+            )
+            .await?
+            .as_ref()
+            .map(leak_from_row)
+            .transpose()
+    }
+
+    /// The alerts of `kinds` in `district` still open or acknowledged, by id.
+    pub async fn pending_district_alerts(
+        &mut self,
+        district: &DistrictId,
+        kinds: &[leakwatch_core::AlertKind],
+    ) -> Result<Vec<leakwatch_core::Alert>> {
+        crate::alerts::pending_district_alerts(self.exec(), district, kinds).await
     }
 }

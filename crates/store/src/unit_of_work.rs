@@ -141,6 +141,10 @@ impl UnitOfWork {
         self.tx.exec()
     }
 
+    pub(crate) fn tx_mut(&mut self) -> &mut Tx {
+        &mut self.tx
+    }
+
     /// Makes everything written durable and visible.
     pub async fn commit(self) -> Result<()> {
         self.tx.commit().await

@@ -17,6 +17,13 @@ pub struct SurveyConfig {
     pub capacity_m_per_day: f64,
     /// A survey order holds at most this many metres (one crew's day).
     pub order_max_m: f64,
+    /// The risk-based program keeps pace with the calendar order (oldest survey
+    /// first) from the start of each year: every segment surveyed at least as often,
+    /// at most this many working days later (`Program::keep_pace`); absent: no pace,
+    /// all the capacity left after the obligations goes by risk (the default: with a
+    /// lag of 20 days the simulation found signalled leaks more slowly and the others
+    /// no sooner, see docs/survey.md).
+    pub pace_lag_days: Option<u32>,
     pub risk: RiskWeights,
 }
 
@@ -27,6 +34,7 @@ impl Default for SurveyConfig {
             obligation_table: None,
             capacity_m_per_day: 4000.0,
             order_max_m: 4000.0,
+            pace_lag_days: None,
             risk: RiskWeights::default(),
         }
     }

@@ -5,7 +5,7 @@
 //! what leakwatch knows ([`risk`]: open network-leak alerts in the district, leak
 //! history, material, age), and the program that decides what to survey each working
 //! day so that every obligation is met and the riskiest segments go first
-//! ([`program`]).
+//! ([`program`]), and the crews' routes along their segments ([`route`]).
 //!
 //! Pure code: no I/O, no clock (every function takes the date). It must not touch the
 //! store, MQTT or HTTP.
@@ -17,6 +17,7 @@ pub mod obligation;
 pub mod program;
 pub mod report;
 pub mod risk;
+pub mod route;
 
 pub use config::SurveyConfig;
 pub use network::{Material, Segment, SurveyRecord};

@@ -53,6 +53,11 @@ pub enum Reason {
     Oldest {
         since: NaiveDate,
     },
+    /// Keeps pace with the calendar order: it surveyed this segment (once more) by
+    /// `due` minus the allowed lag ([`Program::keep_pace`]).
+    Pace {
+        due: NaiveDate,
+    },
 }
 
 /// One segment to survey on one day.
@@ -77,6 +82,21 @@ struct Item {
     deadline: Option<NaiveDate>,
 }
 
+/// Keeping pace with the calendar order ([`Program::keep_pace`]).
+#[derive(Debug, Clone)]
+struct Pace {
+    /// The calendar order run alongside, from the anchor.
+    shadow: Box<Program>,
+    /// Working days a visit may come after the calendar order's.
+    lag_days: usize,
+    /// Visits of each segment (by index) since the anchor: the calendar order's and
+    /// this program's.
+    shadow_count: Vec<u32>,
+    own_count: Vec<u32>,
+    /// (segment, k, due): this program's k-th visit of the segment is due by then.
+    pending: Vec<(usize, u32, NaiveDate)>,
+}
+
 /// The survey program over a network, with what has been surveyed so far.
 #[derive(Debug, Clone)]
 pub struct Program {
@@ -93,6 +113,7 @@ pub struct Program {
     /// ... unless its risk is at least this (a district alert raised after its last
     /// survey makes it worth walking again).
     pub revisit_above: f64,
+    pace: Option<Pace>,
 }
 
 impl Program {
@@ -141,7 +162,85 @@ impl Program {
             policy,
             min_revisit_days: 180,
             revisit_above: f64::INFINITY,
+            pace: None,
         }
+    }
+
+    /// Makes this program keep pace with the calendar order: `shadow` is the calendar
+    /// order ([`Policy::Calendar`], over the same segments, in the same order) as it
+    /// stood at an anchor date (the start of the year, of a simulation); it is run
+    /// alongside, day by day, with the same capacity, and each time it surveys a
+    /// segment for the k-th time since the anchor, this program must have surveyed
+    /// that segment k times within `lag_days` working days. Those visits are
+    /// obligations like the regulator's (earliest deadline first), so only the
+    /// capacity left once they are safe goes by risk: every segment is surveyed at
+    /// least as often as the calendar order would, never more than `lag_days` working
+    /// days later, and what the risk order pulls forward is given back later (a
+    /// segment surveyed early is not due again when the calendar order reaches it).
+    pub fn keep_pace(&mut self, mut shadow: Program, lag_days: usize) {
+        shadow.pace = None;
+        let n = self.items.len();
+        self.pace = Some(Pace {
+            shadow: Box::new(shadow),
+            lag_days,
+            shadow_count: vec![0; n],
+            own_count: vec![0; n],
+            pending: Vec::new(),
+        });
+    }
+
+    /// Runs the calendar order of [`Program::keep_pace`] over a past working day
+    /// (`days[0]`, with the working days left in its plan), without planning this
+    /// program: to bring the pace up to date from its anchor. Then record this
+    /// program's own surveys since the anchor with [`Program::count_visit`].
+    pub fn pace_past_day(&mut self, days: &[NaiveDate], capacity_m: f64) {
+        self.step_shadow(days, capacity_m);
+    }
+
+    /// Counts a whole survey of `segment` done since the pace's anchor (history).
+    pub fn count_visit(&mut self, segment: &str) {
+        if let Some(i) = self.items.iter().position(|i| i.id == segment) {
+            self.count_own(i);
+        }
+    }
+
+    fn count_own(&mut self, i: usize) {
+        if let Some(p) = &mut self.pace {
+            p.own_count[i] += 1;
+            let own = &p.own_count;
+            p.pending.retain(|(j, k, _)| own[*j] < *k);
+        }
+    }
+
+    /// Steps the calendar order one day and records what it makes due.
+    fn step_shadow(&mut self, days: &[NaiveDate], capacity_m: f64) {
+        let Some(p) = &mut self.pace else {
+            return;
+        };
+        let Some(due) = days.get(p.lag_days).or(days.last()).copied() else {
+            return;
+        };
+        for v in p.shadow.day(days, capacity_m, &HashMap::new()) {
+            if let Some(i) = self.items.iter().position(|it| it.id == v.segment) {
+                p.shadow_count[i] += 1;
+                let k = p.shadow_count[i];
+                if p.own_count[i] < k {
+                    p.pending.push((i, k, due));
+                }
+            }
+        }
+    }
+
+    /// Visits owed to the calendar order's pace: (segment, due), earliest first.
+    pub fn pace_due(&self) -> Vec<(&str, NaiveDate)> {
+        let mut out: Vec<(&str, NaiveDate)> = self
+            .pace
+            .iter()
+            .flat_map(|p| p.pending.iter())
+            .map(|(i, _, due)| (self.items[*i].id.as_str(), *due))
+            .collect();
+        out.sort_by_key(|x| x.1);
+        out
     }
 
     /// Each segment's deadline under the obligations (none for share-only classes).
@@ -176,6 +275,9 @@ impl Program {
                 .obligations
                 .get(&item.class)
                 .and_then(|o| o.deadline(date));
+            if let Some(i) = self.items.iter().position(|i| i.id == segment) {
+                self.count_own(i);
+            }
         }
     }
 
@@ -214,10 +316,12 @@ impl Program {
         let Some(&today) = days.first() else {
             return Vec::new();
         };
+        self.step_shadow(days, capacity_m);
         // Demands with a deadline: (deadline, metres, what).
         enum Demand {
             Segment(usize),
             Share(String, i32),
+            Pace(usize),
         }
         let mut demands: Vec<(NaiveDate, f64, Demand)> = self
             .items
@@ -232,6 +336,23 @@ impl Program {
         for (class, year, metres, by) in self.share_demands(days) {
             demands.push((by, metres, Demand::Share(class, year)));
         }
+        if let Some(p) = &self.pace {
+            let mut seen = vec![false; self.items.len()];
+            for (i, _, due) in &p.pending {
+                // One visit a day per segment: its earliest pending visit.
+                if !seen[*i] {
+                    seen[*i] = true;
+                    let d = p
+                        .pending
+                        .iter()
+                        .filter(|(j, ..)| j == i)
+                        .map(|x| x.2)
+                        .min()
+                        .unwrap_or(*due);
+                    demands.push((d, self.items[*i].length_m, Demand::Pace(*i)));
+                }
+            }
+        }
         demands.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
 
         // The length that must go today: max over deadlines T of (due by T) minus the
@@ -242,6 +363,21 @@ impl Program {
             cum += metres;
             let later_days = days[1..].iter().filter(|d| *d <= by).count() as f64;
             must = must.max(cum - later_days * capacity_m);
+        }
+        // Keeping pace: the calendar order will make about a day's capacity due every
+        // day from tomorrow, each `lag` days later, so what is owed now must never
+        // exceed `lag` days of capacity (else tomorrow's would be late).
+        let mut pace_due: Vec<(NaiveDate, usize)> = Vec::new();
+        if let Some(p) = &self.pace {
+            for (i, _, due) in &p.pending {
+                match pace_due.iter_mut().find(|x| x.1 == *i) {
+                    Some(x) => x.0 = x.0.min(*due),
+                    None => pace_due.push((*due, *i)),
+                }
+            }
+            pace_due.sort();
+            let owed: f64 = pace_due.iter().map(|(_, i)| self.items[*i].length_m).sum();
+            must = must.max(owed - p.lag_days as f64 * capacity_m);
         }
 
         let mut left = capacity_m;
@@ -271,6 +407,16 @@ impl Program {
                     };
                     visits.push(self.visit(today, *i, reason));
                 }
+                Demand::Pace(i) => {
+                    let it = &self.items[*i];
+                    if taken[*i] || !fits(left, it.length_m, visits.is_empty()) {
+                        continue;
+                    }
+                    taken[*i] = true;
+                    left -= it.length_m;
+                    planned += it.length_m;
+                    visits.push(self.visit(today, *i, Reason::Pace { due: *by }));
+                }
                 Demand::Share(class, year) => {
                     for i in self.order(risk, today, false) {
                         if planned >= must - 1e-6 || left <= 1e-6 {
@@ -299,8 +445,25 @@ impl Program {
             }
         }
 
-        // 2. The rest of the day by the policy.
-        for i in self.order(risk, today, true) {
+        // 2. The rest of the day by the policy. Keeping pace, what the slack is kept
+        //    for: the segments a district's alert or a leak nearby calls for
+        //    (`revisit_above`), then what the calendar order has made due, then risk.
+        let mut fill = self.order(risk, today, true);
+        if self.pace.is_some() && self.policy == Policy::Risk {
+            let signal: Vec<usize> = fill
+                .iter()
+                .copied()
+                .filter(|&i| {
+                    risk.get(&self.items[i].id)
+                        .is_some_and(|r| *r >= self.revisit_above)
+                })
+                .collect();
+            let mut ordered = signal;
+            ordered.extend(pace_due.iter().map(|x| x.1));
+            ordered.extend(fill.iter().copied());
+            fill = ordered;
+        }
+        for i in fill {
             if left <= 1e-6 {
                 break;
             }
@@ -310,11 +473,12 @@ impl Program {
             }
             taken[i] = true;
             left -= it.length_m;
-            let reason = match self.policy {
-                Policy::Risk => Reason::Risk {
-                    score: risk.get(&it.id).copied().unwrap_or(0.0),
-                },
-                Policy::Calendar => Reason::Oldest { since: it.since },
+            let score = risk.get(&it.id).copied().unwrap_or(0.0);
+            let owed = pace_due.iter().find(|x| x.1 == i).map(|x| x.0);
+            let reason = match (self.policy, owed) {
+                (Policy::Risk, Some(due)) if score < self.revisit_above => Reason::Pace { due },
+                (Policy::Risk, _) => Reason::Risk { score },
+                (Policy::Calendar, _) => Reason::Oldest { since: it.since },
             };
             visits.push(self.visit(today, i, reason));
         }
@@ -602,6 +766,80 @@ mod tests {
                 .iter()
                 .any(|v| matches!(v.reason, Reason::Share { .. })),
             "{window:?}"
+        );
+    }
+
+    #[test]
+    fn keeping_pace_no_segment_is_later_than_the_calendar_order_by_more_than_the_lag() {
+        // 60 low-pressure segments of 100 m, last surveyed on successive days a few
+        // years ago; 300 m a day. The risk program is told each day that the ten
+        // newest-surveyed (the calendar's last) are risky.
+        let segs: Vec<Segment> = (0..60)
+            .map(|i| seg(&format!("B{i:03}"), "it_bp", 100.0, d(2015, 1, 1)))
+            .collect();
+        let recs: Vec<SurveyRecord> = (0..60)
+            .map(|i| {
+                rec(
+                    &format!("B{i:03}"),
+                    d(2022, 1, 3) + chrono::Duration::days(i),
+                    100.0,
+                )
+            })
+            .collect();
+        let t = ObligationTable::it();
+        let days = working_days(d(2026, 1, 5), d(2026, 6, 30));
+        let risk: HashMap<String, f64> = (50..60).map(|i| (format!("B{i:03}"), 1000.0)).collect();
+        let lag = 3;
+        let mut cal = Program::new(&segs, &recs, &t, Policy::Calendar);
+        cal.min_revisit_days = 30;
+        let mut paced = Program::new(&segs, &recs, &t, Policy::Risk);
+        paced.min_revisit_days = 30;
+        paced.revisit_above = 500.0;
+        paced.keep_pace(cal.clone(), lag);
+        let mut free = paced.clone();
+        free.pace = None;
+        let (mut cal_v, mut paced_v, mut free_v) = (Vec::new(), Vec::new(), Vec::new());
+        for k in 0..days.len() {
+            cal_v.extend(cal.day(&days[k..], 300.0, &HashMap::new()));
+            paced_v.extend(paced.day(&days[k..], 300.0, &risk));
+            free_v.extend(free.day(&days[k..], 300.0, &risk));
+        }
+        // The risky segments go first either way.
+        assert!(paced_v[..3].iter().all(|v| risk.contains_key(&v.segment)));
+        let nth = |vs: &[Visit], id: &str, k: usize| {
+            vs.iter().filter(|v| v.segment == id).nth(k).map(|v| v.date)
+        };
+        let index = |day: NaiveDate| days.iter().position(|x| *x == day).unwrap();
+        let mut worst_free = 0i64;
+        for s in &segs {
+            for k in 0.. {
+                let Some(c) = nth(&cal_v, &s.id, k) else {
+                    break;
+                };
+                if index(c) + lag >= days.len() {
+                    // Due after the horizon.
+                    break;
+                }
+                let p = nth(&paced_v, &s.id, k)
+                    .unwrap_or_else(|| panic!("{} visit {k} (calendar {c}) missing", s.id));
+                assert!(
+                    index(p) <= index(c) + lag,
+                    "{} visit {k}: calendar {c}, paced {p}",
+                    s.id
+                );
+                if let Some(f) = nth(&free_v, &s.id, k) {
+                    worst_free = worst_free.max(index(f) as i64 - index(c) as i64);
+                } else {
+                    worst_free = i64::MAX;
+                }
+            }
+        }
+        // Without the pace, some segment comes later than that (or not at all).
+        assert!(worst_free > lag as i64, "{worst_free}");
+        assert!(
+            paced_v
+                .iter()
+                .any(|v| matches!(v.reason, Reason::Pace { .. }))
         );
     }
 
