@@ -27,7 +27,10 @@
 //! night's judged hours so far, but the one furthest above its expectation (one odd
 //! hour cannot make a finding alone), are over when, with at least `need_hours`
 //! judged, their mean is at least `min_excess_l` L/h and at least `z` times its σ (the hours of
-//! a night share the night's error: their correlation `hour_corr` widens it). The
+//! a night share the night's error: their correlation `hour_corr` widens it), and
+//! the hours judged against the floor, `steady_hours` of them at least, are steady
+//! (within `steady_l` / `steady_rel` of each other), as a leak is and heating that
+//! switched on is not. The
 //! bigger the excess, the fewer hours it takes. A finding is a `continuous_flow`
 //! (warning) repeated every further such hour. A night with a finding, or whose judged
 //! hours ran `learn_below_l` (and 2 σ) above their expectation on average, is not
@@ -93,6 +96,14 @@ pub struct NightExcessConfig {
     /// A night whose judged hours run above their expectation by this much on
     /// average, L/h (and 2 σ), is not learned (default 15).
     pub learn_below_l: f64,
+    /// Hours judged against the floor must lie within this many litres of each
+    /// other ... (default 4)
+    pub steady_l: f64,
+    /// ... or this share of the lowest, whichever is more (default 0.05).
+    pub steady_rel: f64,
+    /// Hours judged against the floor needed for a finding on them (default 4: three
+    /// hours of heating at ±20 % lie within 8 % of each other on one night in 15).
+    pub steady_hours: u32,
 }
 
 impl Default for NightExcessConfig {
@@ -115,6 +126,9 @@ impl Default for NightExcessConfig {
             need_hours: 3,
             max_hold_nights: 14,
             learn_below_l: 15.0,
+            steady_l: 4.0,
+            steady_rel: 0.05,
+            steady_hours: 4,
         }
     }
 }
@@ -158,6 +172,10 @@ pub struct NightExcess {
     n: u8,
     /// The largest residual of the night (left out of the mean).
     max_r: f32,
+    /// The night's hours judged against the floor: how many, lowest and highest, L.
+    floor_n: u8,
+    floor_lo: u16,
+    floor_hi: u16,
     /// The night has a finding.
     flagged: bool,
     /// Nights with a finding in a row.
@@ -168,6 +186,8 @@ pub struct NightExcess {
 struct Expect {
     litres: f64,
     sigma: f64,
+    /// From the floor (not the heating line).
+    floor: bool,
 }
 
 impl NightExcess {
@@ -200,6 +220,7 @@ impl NightExcess {
         }
         let floor = f64::from(self.floor);
         let mut litres = floor;
+        let mut on_floor = true;
         let mut sigma =
             (f64::from(self.floor_dev) * std::f64::consts::FRAC_PI_2.sqrt()).max(cfg.min_sigma_l);
         if f64::from(self.w) >= cfg.min_heating_hours
@@ -208,6 +229,7 @@ impl NightExcess {
             let on_line = a + b * x;
             if on_line > floor {
                 litres = on_line;
+                on_floor = false;
                 let rel = if self.rel_w > 0.0 {
                     f64::from(self.rel / self.rel_w)
                 } else {
@@ -216,7 +238,11 @@ impl NightExcess {
                 sigma = sigma.max(rel * std::f64::consts::FRAC_PI_2.sqrt() * on_line);
             }
         }
-        Some(Expect { litres, sigma })
+        Some(Expect {
+            litres,
+            sigma,
+            floor: on_floor,
+        })
     }
 
     pub fn on_hour(
@@ -255,6 +281,13 @@ impl NightExcess {
                     self.max_r.max(r as f32)
                 };
                 self.sum_r += r as f32;
+                if e.floor {
+                    let y = litres as u16;
+                    let first = self.floor_n == 0;
+                    self.floor_lo = if first { y } else { self.floor_lo.min(y) };
+                    self.floor_hi = if first { y } else { self.floor_hi.max(y) };
+                    self.floor_n = self.floor_n.saturating_add(1);
+                }
                 self.sum_s += e.sigma as f32;
                 self.n = self.n.saturating_add(1);
                 self.judge(cfg, ctx, h, e.litres, out);
@@ -273,6 +306,9 @@ impl NightExcess {
         self.sum_s = 0.0;
         self.n = 0;
         self.max_r = 0.0;
+        self.floor_n = 0;
+        self.floor_lo = 0;
+        self.floor_hi = 0;
         self.flagged = false;
     }
 
@@ -294,6 +330,15 @@ impl NightExcess {
         let mean_sigma = f64::from(self.sum_s) / f64::from(self.n);
         let spread = mean_sigma * ((1.0 + cfg.hour_corr * (n - 1.0)) / n).sqrt();
         if mean < cfg.min_excess_l || mean < cfg.z * spread {
+            return;
+        }
+        // Above the floor, a leak is steady; heating that switched on (at a
+        // temperature the meter did not heat at before) is not.
+        let (lo, hi) = (f64::from(self.floor_lo), f64::from(self.floor_hi));
+        if self.floor_n > 0
+            && (u32::from(self.floor_n) < cfg.steady_hours
+                || hi - lo > cfg.steady_l.max(cfg.steady_rel * lo))
+        {
             return;
         }
         self.flagged = true;
@@ -476,7 +521,7 @@ mod tests {
         let mut s = NightExcess::default();
         assert!(run(&mut s, 0..60, night_heating, temp).is_empty());
         assert!(s.nights() >= 50);
-        // 150 L/h from local noon of day 60: found in the first night, by 03:00.
+        // 150 L/h from local noon of day 60: found in the first night.
         let out = run(
             &mut s,
             60..62,
@@ -485,7 +530,7 @@ mod tests {
         );
         let f = out.first().expect("found");
         assert_eq!(f.kind, AlertKind::ContinuousFlow);
-        assert!(f.detected_at <= crate::common::testing::t(crate::common::testing::at(61, 3)));
+        assert!(f.detected_at <= crate::common::testing::t(crate::common::testing::at(61, 5)));
         assert!(f.evidence.observed > f.evidence.expected.unwrap());
         round_trip(&s);
         assert!(size(&s) <= 90, "{}", size(&s));
@@ -508,6 +553,27 @@ mod tests {
         let mut s = NightExcess::default();
         run(&mut s, 0..30, night_heating, temp);
         assert!(run(&mut s, 30..40, |d, l| night_heating(d, l) + 20.0, temp).is_empty());
+    }
+
+    #[test]
+    fn heating_that_switches_on_within_the_learned_temperatures_is_not_a_leak() {
+        let mut s = NightExcess::default();
+        let mild = |d: i64| Some((11.0 + wobble(d)) as f32);
+        run(&mut s, 0..30, |_, l| if l < 6 { 0.0 } else { 300.0 }, mild);
+        // Heating through the night at 10.5 °C gas (learned: 10-12 °C, never heated),
+        // 150 L/h ± 20 %: not steady, not a leak.
+        let heats = |d: i64, l: i64| 150.0 * (1.0 + 0.2 * wobble(d * 24 + l));
+        assert!(run(&mut s, 30..33, heats, |_| Some(10.5)).is_empty());
+        // A steady 80 L/h is.
+        assert!(
+            !run(
+                &mut s,
+                33..35,
+                |_, l| if l < 6 { 80.0 } else { 380.0 },
+                mild
+            )
+            .is_empty()
+        );
     }
 
     #[test]
