@@ -30,7 +30,10 @@
 //! a night share the night's error: their correlation `hour_corr` widens it), and
 //! the hours judged against the floor, `steady_hours` of them at least, are steady
 //! (within `steady_l` / `steady_rel` of each other), as a leak is and heating that
-//! switched on is not. The
+//! switched on is not. A meter with a heating line is not judged where the line is
+//! under half its mean heating hour: there heating turns on or off from one night to
+//! the next, and a σ from the line says nothing about it (its mild nights are
+//! continuous flow's and quiet hours' business). The
 //! bigger the excess, the fewer hours it takes. A finding is a `continuous_flow`
 //! (warning) repeated every further such hour. A night with a finding, or whose judged
 //! hours ran `learn_below_l` (and 2 σ) above their expectation on average, is not
@@ -227,6 +230,13 @@ impl NightExcess {
             && let Some((a, b)) = self.line()
         {
             let on_line = a + b * x;
+            // Where the line comes down to the floor (under half the meter's mean
+            // heating hour), heating turns on or off from one night to the next: a
+            // meter that heats at night is not judged there (continuous flow and
+            // quiet hours watch its mild nights).
+            if on_line < 0.5 * f64::from(self.sy / self.w) {
+                return None;
+            }
             if on_line > floor {
                 litres = on_line;
                 on_floor = false;
@@ -521,16 +531,21 @@ mod tests {
         let mut s = NightExcess::default();
         assert!(run(&mut s, 0..60, night_heating, temp).is_empty());
         assert!(s.nights() >= 50);
-        // 150 L/h from local noon of day 60: found in the first night.
-        let out = run(
-            &mut s,
-            60..62,
-            |d, l| night_heating(d, l) + if d > 60 || l >= 12 { 150.0 } else { 0.0 },
-            temp,
-        );
+        // 150 L/h from local noon of day 60: found in the first night cold enough to
+        // heat (mild nights are left to continuous flow), on the heating line.
+        let at_6 = |d: i64, l: i64| {
+            let home = if (0..6).contains(&l) {
+                160.0 * (1.0 + 0.2 * wobble(d * 24 + l))
+            } else {
+                night_heating(d, l)
+            };
+            home + if d > 60 || l >= 12 { 150.0 } else { 0.0 }
+        };
+        let out = run(&mut s, 60..62, at_6, |_| Some(6.0));
         let f = out.first().expect("found");
         assert_eq!(f.kind, AlertKind::ContinuousFlow);
         assert!(f.detected_at <= crate::common::testing::t(crate::common::testing::at(61, 5)));
+        assert!(f.evidence.expected.unwrap() > 0.1, "{:?}", f.evidence);
         assert!(f.evidence.observed > f.evidence.expected.unwrap());
         round_trip(&s);
         assert!(size(&s) <= 90, "{}", size(&s));
