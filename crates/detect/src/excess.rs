@@ -48,6 +48,9 @@
 //! snap); a meter whose nights are as noisy as the leak is large (a big business's
 //! base load: σ of the mean grows with it).
 //!
+//! Off by default (`enabled`): on the standard scenario it raised 24-88 false alarms
+//! per seed on homes heating at night (see docs/detection.md).
+//!
 //! State: about 70 bytes.
 
 use crate::MeterCtx;
@@ -60,7 +63,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NightExcessConfig {
-    /// Run it at all (default true).
+    /// Run it at all (default false: on the standard scenario it found big leaks
+    /// sooner but raised 24-88 false alarms per seed on homes heating at night, whose
+    /// cause is not understood yet; see docs/detection.md).
     pub enabled: bool,
     /// First local hour of the night window (default 0).
     pub start_h: u32,
@@ -112,7 +117,7 @@ pub struct NightExcessConfig {
 impl Default for NightExcessConfig {
     fn default() -> Self {
         Self {
-            enabled: true,
+            enabled: false,
             start_h: 0,
             end_h: 5,
             base_temp_c: 15.5,
@@ -495,7 +500,10 @@ mod tests {
         litres: impl Fn(i64, i64) -> f64,
         temp: impl Fn(i64) -> Option<f32>,
     ) -> Vec<Finding> {
-        let cfg = NightExcessConfig::default();
+        let cfg = NightExcessConfig {
+            enabled: true,
+            ..NightExcessConfig::default()
+        };
         feed_days(days, litres, temp, |ctx, h, out| {
             s.on_hour(&cfg, ctx, h, out)
         })
