@@ -48,7 +48,7 @@
 //! snap); a meter whose nights are as noisy as the leak is large (a big business's
 //! base load: σ of the mean grows with it).
 //!
-//! Off by default (`enabled`): on the standard scenario it raised 24-88 false alarms
+//! Off by default (`enabled`): on the standard scenario it raised 4-88 false alarms
 //! per seed on homes heating at night (see docs/detection.md).
 //!
 //! State: about 70 bytes.
@@ -64,7 +64,7 @@ use serde::{Deserialize, Serialize};
 #[serde(deny_unknown_fields, default)]
 pub struct NightExcessConfig {
     /// Run it at all (default false: on the standard scenario it found big leaks
-    /// sooner but raised 24-88 false alarms per seed on homes heating at night, whose
+    /// sooner but raised 4-88 false alarms per seed on homes heating at night, whose
     /// cause is not understood yet; see docs/detection.md).
     pub enabled: bool,
     /// First local hour of the night window (default 0).
