@@ -23,6 +23,7 @@ pub mod burst;
 mod common;
 pub mod continuous;
 pub mod district;
+pub mod excess;
 pub mod hours;
 pub mod integrity;
 pub mod level;
@@ -46,6 +47,7 @@ use std::collections::BTreeMap;
 pub use burst::{Burst, BurstConfig};
 pub use continuous::{ContinuousFlow, ContinuousFlowConfig};
 pub use district::{BalanceConfig, CustomerProfile, DistrictState, InflowNightConfig};
+pub use excess::{NightExcess, NightExcessConfig};
 pub use integrity::{Integrity, IntegrityConfig};
 pub use level::{LevelShift, LevelShiftConfig};
 pub use night::{NightFlow, NightFlowConfig};
@@ -91,6 +93,7 @@ pub struct DetectConfig {
     pub pressure: PressureConfig,
     pub usage: UsageConfig,
     pub quiet_hours: QuietHoursConfig,
+    pub night_excess: NightExcessConfig,
 }
 
 impl Default for DetectConfig {
@@ -113,6 +116,7 @@ impl Default for DetectConfig {
             pressure: PressureConfig::default(),
             usage: UsageConfig::default(),
             quiet_hours: QuietHoursConfig::default(),
+            night_excess: NightExcessConfig::default(),
         }
     }
 }
@@ -187,6 +191,8 @@ pub struct MeterState {
     pub usage: Usage,
     /// The hours this meter is reliably quiet in (big leaks within hours).
     pub quiet: QuietHours,
+    /// Night hours against the meter's floor and heating line (big leaks in a night).
+    pub excess: NightExcess,
     /// When silence was last reported (Unix seconds), while the meter is silent.
     pub silence_reported: Option<i64>,
     /// The meter's index among its district's customers: saved so a restart gives it
@@ -509,12 +515,25 @@ impl Engine {
                     st.night.on_hour(&cfg.night_flow, &ctx, learn, out);
                     st.level.on_hour(&cfg.level_shift, &ctx, learn, out);
                     st.quiet.on_hour(&cfg.quiet_hours, &ctx, learn, out);
+                    st.excess.on_hour(&cfg.night_excess, &ctx, learn, out);
                     st.burst.on_hour(&cfg.burst, &ctx, h, out);
-                    if st.usage.on_hour(&cfg.usage, &ctx, h, out) == usage::Change::Relearn {
-                        st.continuous = ContinuousFlow::default();
-                        st.night = NightFlow::default();
-                        st.level = LevelShift::default();
-                        st.quiet = QuietHours::default();
+                    match st.usage.on_hour(&cfg.usage, &ctx, h, out) {
+                        usage::Change::Relearn => {
+                            st.continuous = ContinuousFlow::default();
+                            st.night = NightFlow::default();
+                            st.level = LevelShift::default();
+                            st.quiet = QuietHours::default();
+                            st.excess = NightExcess::default();
+                        }
+                        usage::Change::Absent { day } => {
+                            // The absence's first day was learned before it was
+                            // known: its empty night is no baseline for the cold
+                            // nights after the return.
+                            st.continuous.forget_since(i64::from(day));
+                            st.night
+                                .forget_since(i64::from(day), cfg.local_utc_offset_h);
+                        }
+                        usage::Change::None => {}
                     }
                 }
                 if let (Some(member), Some(d)) =
@@ -919,7 +938,7 @@ pub struct RestoreStats {
 
 /// State format version: bump when a state struct changes shape; older state is then
 /// skipped (the detectors relearn) rather than misread.
-const STATE_VERSION: u8 = 5;
+const STATE_VERSION: u8 = 6;
 
 /// Format of the engine's own state (watermarks per district); the format before
 /// (version byte 3, one watermark) is still read.

@@ -85,6 +85,11 @@ pub enum Change {
     None,
     /// The detectors learning the meter's consumption start afresh.
     Relearn,
+    /// The first day of an absence was this local day: it was seen before it was
+    /// known, so what the detectors learned from it on should be forgotten.
+    Absent {
+        day: i32,
+    },
 }
 
 /// Per-meter state.
@@ -175,6 +180,9 @@ impl Usage {
             && (cfg.absent_excess_m3 <= 0.0 || excess <= cfg.absent_excess_m3)
         {
             self.absent = self.absent.saturating_add(1);
+            if self.absent == 1 {
+                return Change::Absent { day };
+            }
             if u32::from(self.absent) > cfg.max_absent_days {
                 let days = self.absent;
                 self.restart(cfg, used);
@@ -264,5 +272,32 @@ impl Usage {
                 known: None,
             },
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::common::testing::{at, ctx, hour};
+
+    #[test]
+    fn the_first_day_of_an_absence_is_named_once_when_it_is_known() {
+        let cfg = UsageConfig::default();
+        let mut u = Usage::default();
+        let mut out = vec![];
+        let mut changes = vec![];
+        for d in 0..20 {
+            // 2.4 m³ a day at home, 0.1 m³ away from day 12.
+            let litres = if d < 12 { 100.0 } else { 4.0 };
+            for l in 0..24 {
+                let c = u.on_hour(&cfg, &ctx(), &hour(at(d, l), litres, Some(8.0)), &mut out);
+                if c != Change::None {
+                    changes.push((d, c));
+                }
+            }
+        }
+        let day = crate::local_day(crate::common::testing::t(at(12, 0)), 1) as i32;
+        assert_eq!(changes, vec![(12, Change::Absent { day })]);
+        assert!(u.absent());
     }
 }
