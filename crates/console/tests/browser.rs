@@ -1075,7 +1075,6 @@ async fn meters_districts_map_and_accounts_in_a_real_browser() {
     assert!(took < Duration::from_secs(180), "took {took:?}");
 }
 
-
 /// A continuous-flow finding on `meter` as the detection service records it: judged
 /// against the suppressions (the pure verdict of `leakwatch_detect::suppress`) in one
 /// transaction. Returns the alert it opened or repeated, `None` when kept quiet.
