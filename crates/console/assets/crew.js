@@ -49,6 +49,11 @@
     return s;
   };
 
+  // The state the job cards were last drawn from.
+  let drawn = null;
+  // What was typed in each job's findings form, so that a redraw keeps it.
+  const drafts = {};
+
   function render() {
     const box = document.getElementById('jobs');
     const net = document.getElementById('net');
@@ -60,8 +65,13 @@
     const cf = document.getElementById('conflicts');
     cf.replaceChildren(...conflicts.map((c, i) => el('div', { class: 'conflict' }, c, ' ',
       el('button', { type: 'button', class: 'small', onclick: () => { conflicts.splice(i, 1); save(NOTES, conflicts); render(); } }, 'OK'))));
-    if (!data) { box.replaceChildren(el('p', {}, online ? 'Loading…' : 'Offline, and no job list saved on this phone yet.')); return; }
+    if (!data) { drawn = null; box.replaceChildren(el('p', {}, online ? 'Loading…' : 'Offline, and no job list saved on this phone yet.')); return; }
     document.getElementById('updated').textContent = 'Job list as of ' + data.as_of + (online ? '' : ' (saved on this phone)');
+    // Redraw the cards only when something they show changed: a redraw replaces the
+    // findings form the crew member may be typing in (its draft is kept, see below).
+    const sig = JSON.stringify([data.jobs, data.leak_classes, queue, online]);
+    if (sig === drawn) return;
+    drawn = sig;
     const jobs = data.jobs.filter((j) => statusOf(j) !== 'completed');
     if (!jobs.length) { box.replaceChildren(el('p', { id: 'no-jobs' }, 'No jobs for today.')); return; }
     box.replaceChildren(...jobs.map((job, i) => card(job, i + 1)));
@@ -110,8 +120,23 @@
       el('label', { class: 'check' }, el('input', { type: 'checkbox', name: 'repaired', id: 'repaired-' + job.id }), ' Repaired now'),
       el('label', {}, 'Notes ', el('textarea', { name: 'notes', id: 'notes-' + job.id, rows: 2 })),
       el('button', { type: 'submit', class: 'big step', id: 'step-' + job.id, 'data-action': 'complete' }, 'Complete with findings'));
+    const draft = drafts[job.id];
+    if (draft) {
+      for (const [name, value] of Object.entries(draft)) {
+        const field = form.elements.namedItem(name);
+        if (!field) continue;
+        if (field.type === 'checkbox') field.checked = value; else field.value = value;
+      }
+      sel.onchange();
+    }
+    form.addEventListener('input', () => {
+      const d = {};
+      for (const field of form.elements) if (field.name) d[field.name] = field.type === 'checkbox' ? field.checked : field.value;
+      drafts[job.id] = d;
+    });
     form.addEventListener('submit', (ev) => {
       ev.preventDefault();
+      delete drafts[job.id];
       const f = new FormData(form);
       const found = !!f.get('leak_found');
       const lel = String(f.get('lel') || '').split(/[ ,;]+/).filter((x) => x).map(Number).filter((x) => isFinite(x));

@@ -447,6 +447,46 @@ where
     }
 }
 
+/// Waits until the element `css` holds `needle` (the page may still be the one
+/// before the last click, or re-rendering).
+async fn wait_text(c: &Client, css: &str, needle: &str) {
+    let started = Instant::now();
+    loop {
+        let got = match c.find(Locator::Css(css)).await {
+            Ok(e) => e.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        if got.contains(needle) {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "{css} never showed {needle:?}; last: {got:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+}
+
+/// Types `keys` into the field `css`, again from empty when the page re-rendered the
+/// field in between (the phone app re-renders on each refresh).
+async fn type_into(c: &Client, css: &str, keys: &str) {
+    let started = Instant::now();
+    loop {
+        let got = match c.find(Locator::Css(css)).await {
+            Ok(e) => match e.clear().await {
+                Ok(()) => e.send_keys(keys).await,
+                Err(err) => Err(err),
+            },
+            Err(err) => Err(err),
+        };
+        match got {
+            Ok(()) => return,
+            Err(e) if started.elapsed() > Duration::from_secs(10) => panic!("type into {css}: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(150)).await,
+        }
+    }
+}
+
 /// The text of the element `css`, waiting for it; retried when the page re-rendered
 /// it in between (the phone app re-renders on each refresh).
 async fn text(c: &Client, css: &str) -> String {
@@ -607,14 +647,11 @@ async fn the_proof_flow_in_a_real_browser() {
         .await
         .unwrap();
     click(&eng, "#add-note").await;
-    assert!(
-        text(&eng, "#history")
-            .await
-            .contains("eva · note: night flow since Monday")
-    );
+    // Each action reloads the page: wait for the new one rather than read the old.
+    wait_text(&eng, "#history", "eva · note: night flow since Monday").await;
     click(&eng, "#escalate").await;
-    assert_eq!(text(&eng, "#alert-status").await, "escalated");
-    assert!(text(&eng, "#history").await.contains("eva · escalate"));
+    wait_text(&eng, "#alert-status", "escalated").await;
+    wait_text(&eng, "#history", "eva · escalate").await;
     let a = w.store.get_alert(alert).await.unwrap().unwrap();
     assert_eq!(a.status, AlertStatus::Escalated);
     let order = a.work_order_id.expect("an order for the escalated alert");
@@ -798,13 +835,7 @@ async fn the_proof_flow_in_a_real_browser() {
             .await
             .contains("repair")
     );
-    crew_b
-        .find(Locator::Css(&format!("#lel-{order}")))
-        .await
-        .unwrap()
-        .send_keys("12, 35")
-        .await
-        .unwrap();
+    type_into(&crew_b, &format!("#lel-{order}"), "12, 35").await;
     click(&crew_b, &format!("#repaired-{order}")).await;
     shots.take(&crew_b, "crew-findings-phone").await;
     click(&crew_b, &step).await;
