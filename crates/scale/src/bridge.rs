@@ -95,6 +95,7 @@ pub async fn run<L: Log + Clone + 'static>(
     );
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Publish>();
     let mut in_flight = 0usize;
+    status.in_flight(0);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
