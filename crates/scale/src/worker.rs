@@ -813,11 +813,19 @@ async fn replay(
         .await
         .map_err(|e| e.to_string())?;
     let mut events = events.into_iter().peekable();
-    let mut after: Option<(leakwatch_core::Timestamp, MeterId)> = None;
+    // The partition's own meters only (not the whole fleet's readings).
+    let mut meters: Vec<String> = infos.keys().map(|m| m.to_string()).collect();
+    meters.sort_unstable();
+    let mut after: Option<(leakwatch_core::Timestamp, String)> = None;
     let mut fed = 0u64;
     loop {
         let page = retry("replay readings", || {
-            store.readings_since(from, after.as_ref().map(|(t, m)| (*t, m)), PAGE)
+            store.meters_readings_since(
+                &meters,
+                from,
+                after.as_ref().map(|(t, m)| (*t, m.as_str())),
+                PAGE,
+            )
         })
         .await
         .map_err(|e| e.to_string())?;
@@ -833,7 +841,9 @@ async fn replay(
             }
         }
         match page.last() {
-            Some(last) if page.len() == PAGE as usize => after = Some((last.t, last.meter.clone())),
+            Some(last) if page.len() == PAGE as usize => {
+                after = Some((last.t, last.meter.to_string()))
+            }
             _ => break,
         }
     }
