@@ -81,11 +81,13 @@ impl WorkerStatus {
     }
 
     pub fn membership(&self, member: bool, live_workers: usize) {
-        self.with(|v| {
+        let held = self.with(|v| {
             v.member = member;
             v.live_workers = live_workers;
+            v.partitions.len()
         });
         metrics::gauge!("leakwatch_worker_member").set(if member { 1.0 } else { 0.0 });
+        metrics::gauge!("leakwatch_worker_partitions").set(held as f64);
     }
 
     /// A partition's lease taken (`from`: the former holder whose lease expired).
