@@ -255,6 +255,9 @@ async fn scaled_out_under_faults_loses_nothing_and_counts_nothing_twice() {
     })
     .await;
 
+    // Each bridge's and worker's health and metrics listener.
+    let bridge_http: Vec<u16> = (0..2).map(|_| free_port()).collect();
+    let worker_http: Vec<u16> = (0..3).map(|_| free_port()).collect();
     let bridge = |i: usize| {
         Proc::start(
             &format!("bridge{i}"),
@@ -264,6 +267,8 @@ async fn scaled_out_under_faults_loses_nothing_and_counts_nothing_twice() {
                 format!("{prefix}-bridge{i}"),
                 "--shared-group".into(),
                 prefix.clone(),
+                "--http-listen".into(),
+                format!("127.0.0.1:{}", bridge_http[i]),
             ],
             common(&db),
             &dir,
@@ -284,6 +289,8 @@ async fn scaled_out_under_faults_loses_nothing_and_counts_nothing_twice() {
                 format!("w{i}"),
                 "--lease-ttl-ms".into(),
                 LEASE_TTL_MS.to_string(),
+                "--http-listen".into(),
+                format!("127.0.0.1:{}", worker_http[i]),
             ],
             env,
             &dir,
@@ -493,6 +500,76 @@ async fn scaled_out_under_faults_loses_nothing_and_counts_nothing_twice() {
         },
     )
     .await;
+    // What the workers and bridges tell operators: every partition held once and
+    // committed up to the stream.
+    // (A partition may be changing hands after the rolling restart: wait until each is
+    // held and claimed by exactly one worker.)
+    let held = wait_for(
+        "every partition held and claimed by one worker",
+        Duration::from_secs(60),
+        || async {
+            let mut held = std::collections::BTreeMap::new();
+            for port in &worker_http {
+                let v: serde_json::Value = reqwest::get(format!("http://127.0.0.1:{port}/readyz"))
+                    .await
+                    .ok()?
+                    .json()
+                    .await
+                    .ok()?;
+                if v["ready"] != true {
+                    return None;
+                }
+                for (p, view) in v["worker"]["partitions"].as_object()? {
+                    if view["claimed"] != true {
+                        return None;
+                    }
+                    let seq = view["committed_seq"].as_u64()?;
+                    if held.insert(p.parse::<u32>().ok()?, seq).is_some() {
+                        return None;
+                    }
+                }
+            }
+            (held.len() == PARTITIONS as usize).then_some(held)
+        },
+    )
+    .await;
+    for (p, seq) in held {
+        assert_eq!(seq, log.last_seq(p).await.unwrap(), "partition {p}");
+    }
+    let mut all_metrics = String::new();
+    for port in &worker_http {
+        let m = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        for name in ["leakwatch_worker_partitions", "leakwatch_worker_member"] {
+            assert!(m.contains(name), "no {name} in {m}");
+        }
+        all_metrics.push_str(&m);
+    }
+    // Per partition, from the workers holding some (one may hold none yet).
+    for name in [
+        "leakwatch_worker_committed_seq{partition=",
+        "leakwatch_worker_lease_epoch{partition=",
+    ] {
+        assert!(all_metrics.contains(name), "no {name} in {all_metrics}");
+    }
+    for port in &bridge_http {
+        let r = reqwest::get(format!("http://127.0.0.1:{port}/readyz"))
+            .await
+            .unwrap();
+        let v: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(v["ready"], true, "{v}");
+        let m = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(m.contains("leakwatch_bridge_in_flight"), "{m}");
+    }
     // Detection of the last batch: give the reference a moment to record its alerts.
     tokio::time::sleep(Duration::from_secs(3)).await;
 
@@ -559,24 +636,34 @@ async fn scaled_out_under_faults_loses_nothing_and_counts_nothing_twice() {
     assert_eq!(duplicate_rows, 0);
     assert_eq!(duplicate_alerts, 0);
     assert!(!a_single.is_empty(), "the seeded leaks raise alerts");
-    // KNOWN DEFECT (issue 14, open): in the first hours of the stream the
-    // integrity detector's clock_error ("readings far ahead of the district's
-    // event time") depends on how the stream is cut into batches, and the workers'
-    // per-partition batches raise a few the single process does not (6 in the run
-    // after merging session 5's arrival-order change). Every other kind must match
-    // exactly; the clock_error sets are printed so the gap stays visible.
+    // KNOWN GAP (issue 14, open): the integrity detector's clock_error (a reading
+    // more than clock_tolerance_h ahead of its district's watermark, judged as it
+    // arrives) depends on the order a district's messages reach the detectors. The
+    // workers feed each batch in the order received as the single process does, so
+    // where a partition's stream is cut no longer matters (worker.rs test), but the
+    // stream's order is not the broker's: two bridges of a shared subscription
+    // interleave their halves, and at this test's pace (one simulated hour in 480
+    // ms) a few seconds of skew are hours of event time. Every other kind must match
+    // exactly; the clock_error differences are printed so the gap stays visible.
+    let scaled_set: BTreeSet<&AlertKey> = a_scaled.iter().collect();
+    let single_set: BTreeSet<&AlertKey> = a_single.iter().collect();
+    let clock = |v: &BTreeSet<&AlertKey>| v.iter().filter(|a| a.0 == "clock_error").count();
+    println!(
+        "clock_error alerts: scaled {}, reference {}",
+        clock(&scaled_set),
+        clock(&single_set)
+    );
+    println!(
+        "alerts only scaled out: {:?}\nalerts only in the reference: {:?}",
+        scaled_set.difference(&single_set).collect::<Vec<_>>(),
+        single_set.difference(&scaled_set).collect::<Vec<_>>()
+    );
     let not_clock = |v: &[AlertKey]| {
         v.iter()
             .filter(|a| a.0 != "clock_error")
             .cloned()
             .collect::<Vec<_>>()
     };
-    let clock = |v: &[AlertKey]| v.iter().filter(|a| a.0 == "clock_error").count();
-    println!(
-        "clock_error alerts: scaled {}, reference {}",
-        clock(&a_scaled),
-        clock(&a_single)
-    );
     assert_eq!(
         not_clock(&a_scaled),
         not_clock(&a_single),

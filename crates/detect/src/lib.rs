@@ -415,6 +415,31 @@ impl Engine {
         i
     }
 
+    /// Whether the engine has a place for `id` (registered, restored or seen).
+    pub fn knows(&self, id: &MeterId) -> bool {
+        self.index.contains_key(id)
+    }
+
+    /// Takes in a meter this engine does not know yet with the state another engine
+    /// saved for it ([`Saved::Meter`] bytes): a meter moved into a district this engine
+    /// runs from one another engine runs (the scaled-out workers' partitions). It gets
+    /// a new place in `info`'s district, as [`Engine::update_info`] gives a moved
+    /// meter, and keeps what its detectors learned. `false` (nothing changed) when
+    /// the engine knows the meter already or the state cannot be read.
+    pub fn adopt(&mut self, id: &MeterId, info: &MeterInfo, bytes: &[u8]) -> bool {
+        if self.knows(id) {
+            return false;
+        }
+        let Some(mut state) = decode::<MeterState>(bytes) else {
+            return false;
+        };
+        let i = self.register(id, info);
+        state.member = self.slots[i].member;
+        self.slots[i].state = state;
+        self.mark(i);
+        true
+    }
+
     /// A meter's registry entry changed. Its detectors keep what they learned; a
     /// customer moved to another district (or a meter of another kind) leaves its old
     /// district's members (its place becomes a gap, imputed as nothing known, like a

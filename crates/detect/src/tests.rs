@@ -257,6 +257,60 @@ fn a_meter_moved_to_another_district_joins_it_and_leaves_a_gap() {
     assert_eq!(second.members[&d2].len(), 1);
 }
 
+/// The scaled-out workers run districts in separate engines: a meter moved to a
+/// district of another engine is adopted there with the state its old engine saved,
+/// so what it learned (here: its last index, against which a regression shows)
+/// goes with it.
+#[test]
+fn a_meter_adopted_from_another_engine_keeps_what_it_learned() {
+    let a = MeterId::parse("A").unwrap();
+    let d2 = DistrictId::parse("D2").unwrap();
+    let mut old = Engine::new(DetectConfig::default());
+    for h in 0..30 {
+        old.observe(
+            &info(),
+            &reading(&a, h, 100.0 + 0.1 * h as f64),
+            &mut vec![],
+        );
+    }
+    let bytes = old
+        .checkpoint_dirty()
+        .into_iter()
+        .find_map(|s| match s {
+            Saved::Meter(id, b) if id == a => Some(b),
+            _ => None,
+        })
+        .unwrap();
+    let moved = MeterInfo {
+        district: d2.clone(),
+        ..info()
+    };
+    let regressed = reading(&a, 31, 90.0);
+    // Without the state the regression is the meter's first reading: nothing found.
+    let mut fresh = Engine::new(DetectConfig::default());
+    let mut out = vec![];
+    fresh.observe(&moved, &regressed, &mut out);
+    assert!(out.iter().all(|f| f.kind != AlertKind::CounterRegression));
+    let mut new = Engine::new(DetectConfig::default());
+    new.register(&MeterId::parse("B").unwrap(), &moved);
+    assert!(new.adopt(&a, &moved, &bytes));
+    assert!(!new.adopt(&a, &moved, &bytes), "adopted once");
+    assert!(!new.adopt(&MeterId::parse("C").unwrap(), &moved, b"garbage"));
+    let slot = &new.slots[new.index[&a]];
+    assert_eq!(
+        (slot.info.district.clone(), slot.member),
+        (d2.clone(), Some(1))
+    );
+    assert_eq!(slot.state.member, Some(1));
+    assert_eq!(new.districts[&d2].members(), 2);
+    let mut out = vec![];
+    new.observe(&moved, &regressed, &mut out);
+    assert!(
+        out.iter().any(|f| f.kind == AlertKind::CounterRegression),
+        "{out:?}"
+    );
+}
+
 /// Hourly readings of one meter: `litres(day, local_hour)` an hour, gas at 5 °C.
 fn feed_meter(
     e: &mut Engine,

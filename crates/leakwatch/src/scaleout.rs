@@ -11,6 +11,7 @@ use clap::Args;
 use leakwatch_log::{JetStreamLog, LeaseConfig, Leases, LogConfig, NatsTls};
 use leakwatch_store::Store;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -89,6 +90,10 @@ pub struct BridgeArgs {
     /// (the log's deduplication then drops the copies).
     #[arg(long, env = "LEAKWATCH_BRIDGE_GROUP", default_value = "")]
     pub shared_group: String,
+    /// Serve `/healthz`, `/readyz` and `/metrics` here (e.g. `0.0.0.0:9470`); empty:
+    /// not served.
+    #[arg(long, env = "LEAKWATCH_BRIDGE_HTTP_LISTEN", default_value = "")]
+    pub http_listen: String,
 }
 
 #[derive(Args, Clone, Debug)]
@@ -108,6 +113,10 @@ pub struct WorkerArgs {
     /// Log entries per batch, at most.
     #[arg(long, default_value_t = 2000)]
     pub batch_max: usize,
+    /// Serve `/healthz`, `/readyz` and `/metrics` here (e.g. `0.0.0.0:9471`); empty:
+    /// not served.
+    #[arg(long, env = "LEAKWATCH_WORKER_HTTP_LISTEN", default_value = "")]
+    pub http_listen: String,
 }
 
 /// SIGTERM or Ctrl-C, listened for from the call on (not from the first poll): a
@@ -139,6 +148,96 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
 }
 
+/// What `/readyz` answers: (ready, body).
+type Readiness = Arc<dyn Fn() -> (bool, serde_json::Value) + Send + Sync>;
+
+/// The health and metrics endpoints of a bridge or a worker: `/healthz` (the process
+/// answers), `/readyz` (200 when ready, else 503, with what it holds and awaits) and
+/// `/metrics` (Prometheus text; `auth.metrics_token` guards it as in `leakwatch run`).
+/// They sit on a listener of their own, apart from the API: no other route, no
+/// session, no role (the API's authorization table does not apply).
+pub fn ops_router(cfg: &Config, ready: Readiness) -> axum::Router {
+    use axum::http::{HeaderMap, StatusCode, header};
+    use axum::response::IntoResponse;
+    use axum::routing::get;
+    let handle = crate::telemetry::prometheus();
+    let token = cfg
+        .auth
+        .metrics_token
+        .as_ref()
+        .map(|t| t.expose().to_owned());
+    axum::Router::new()
+        .route(
+            "/healthz",
+            get(|| async { axum::Json(serde_json::json!({ "status": "ok" })) }),
+        )
+        .route(
+            "/readyz",
+            get(move || {
+                let ready = ready.clone();
+                async move {
+                    let (ok, body) = ready();
+                    let code = if ok {
+                        StatusCode::OK
+                    } else {
+                        StatusCode::SERVICE_UNAVAILABLE
+                    };
+                    (code, axum::Json(body))
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(move |headers: HeaderMap| {
+                let (handle, token) = (handle.clone(), token.clone());
+                async move {
+                    let allowed = token.as_deref().is_none_or(|t| {
+                        headers
+                            .get(header::AUTHORIZATION)
+                            .and_then(|v| v.to_str().ok())
+                            .and_then(|v| v.strip_prefix("Bearer "))
+                            .is_some_and(|given| {
+                                leakwatch_api::secret::same(
+                                    &leakwatch_api::secret::sha256_hex(given),
+                                    &leakwatch_api::secret::sha256_hex(t),
+                                )
+                            })
+                    });
+                    if !allowed {
+                        return (
+                            StatusCode::UNAUTHORIZED,
+                            "/metrics needs Authorization: Bearer <auth.metrics_token>\n",
+                        )
+                            .into_response();
+                    }
+                    (
+                        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                        handle.render(),
+                    )
+                        .into_response()
+                }
+            }),
+        )
+}
+
+/// Serves [`ops_router`] on `listen` (nothing when empty) until the process ends.
+async fn serve_ops(cfg: &Config, listen: &str, ready: Readiness) -> anyhow::Result<()> {
+    if listen.is_empty() {
+        return Ok(());
+    }
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    tracing::info!(listen = %listener.local_addr()?, "health and metrics served");
+    let app = ops_router(cfg, ready);
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "health and metrics server stopped");
+        }
+    });
+    Ok(())
+}
+
 /// `leakwatch bridge`.
 pub async fn bridge(cfg: Config, args: BridgeArgs) -> anyhow::Result<()> {
     let url = cfg
@@ -157,6 +256,25 @@ pub async fn bridge(cfg: Config, args: BridgeArgs) -> anyhow::Result<()> {
             log.context("cannot reach the log")?
         }
     };
+    let health = leakwatch_mqtt::SessionHealth::new("bridge");
+    let status = Arc::new(leakwatch_scale::status::BridgeStatus::default());
+    {
+        let (health, status, nats) = (health.clone(), status.clone(), log.clone());
+        serve_ops(
+            &cfg,
+            &args.http_listen,
+            Arc::new(move || {
+                let (mqtt, nats) = (health.is_up(), nats.is_connected());
+                let ready = mqtt && nats;
+                let body = serde_json::json!({
+                    "ready": ready, "mqtt": { "ok": mqtt }, "nats": { "ok": nats },
+                    "bridge": status.view(),
+                });
+                (ready, body)
+            }),
+        )
+        .await?;
+    }
     tracing::info!(id = %args.id, "bridge running");
     leakwatch_scale::bridge::run(
         leakwatch_scale::bridge::BridgeConfig {
@@ -171,7 +289,8 @@ pub async fn bridge(cfg: Config, args: BridgeArgs) -> anyhow::Result<()> {
             security: cfg.mqtt.security()?,
         },
         log,
-        leakwatch_mqtt::SessionHealth::new("bridge"),
+        health,
+        status,
         stopped(stop),
     )
     .await;
@@ -215,6 +334,24 @@ pub async fn worker(cfg: Config, mut args: WorkerArgs) -> anyhow::Result<()> {
         }
         started = start => started?,
     };
+    let status = Arc::new(leakwatch_scale::status::WorkerStatus::new(&id));
+    {
+        let (status, nats) = (status.clone(), log.clone());
+        serve_ops(
+            &cfg,
+            &args.http_listen,
+            Arc::new(move || {
+                let nats = nats.is_connected();
+                let view = status.view();
+                let ready = nats && view.member;
+                let body = serde_json::json!({
+                    "ready": ready, "nats": { "ok": nats }, "worker": view,
+                });
+                (ready, body)
+            }),
+        )
+        .await?;
+    }
     tracing::info!(id = %id, partitions = args.log.partitions, "worker running");
     leakwatch_scale::worker::run(
         leakwatch_scale::worker::WorkerConfig {
@@ -229,6 +366,7 @@ pub async fn worker(cfg: Config, mut args: WorkerArgs) -> anyhow::Result<()> {
         log,
         leases,
         store.clone(),
+        status,
         stopped(stop),
     )
     .await;

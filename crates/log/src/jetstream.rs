@@ -126,6 +126,11 @@ impl JetStreamLog {
         &self.js
     }
 
+    /// Whether the connection to the NATS servers is up (for `/readyz`).
+    pub fn is_connected(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
+    }
+
     pub fn client(&self) -> &async_nats::Client {
         &self.client
     }
@@ -229,8 +234,13 @@ fn subject_token(key: &str) -> String {
 
 impl Log for JetStreamLog {
     type Reader = JetStreamReader;
+    type Pending = std::pin::Pin<Box<dyn Future<Output = Result<Appended, LogError>> + Send>>;
 
     async fn append(&self, m: Append) -> Result<Appended, LogError> {
+        self.send(m).await?.await
+    }
+
+    async fn send(&self, m: Append) -> Result<Self::Pending, LogError> {
         let mut headers = HeaderMap::new();
         headers.insert("Nats-Msg-Id", m.dedupe_id.as_str());
         headers.insert(TOPIC_HEADER, m.topic.as_str());
@@ -239,13 +249,14 @@ impl Log for JetStreamLog {
             .js
             .publish_with_headers(self.subject(m.partition, &m.key), headers, m.payload)
             .await
-            .map_err(LogError::new)?
-            .await
             .map_err(LogError::new)?;
-        Ok(Appended {
-            seq: ack.sequence,
-            duplicate: ack.duplicate,
-        })
+        Ok(Box::pin(async move {
+            let ack = ack.await.map_err(LogError::new)?;
+            Ok(Appended {
+                seq: ack.sequence,
+                duplicate: ack.duplicate,
+            })
+        }))
     }
 
     async fn open(&self, partition: u32, from_seq: u64) -> Result<JetStreamReader, LogError> {
@@ -323,7 +334,8 @@ impl PartitionReader for JetStreamReader {
         let mut out = Vec::new();
         while let Some(m) = batch.next().await {
             let m = m.map_err(LogError::new)?;
-            let seq = m.info().map_err(LogError::new)?.stream_sequence;
+            let info = m.info().map_err(LogError::new)?;
+            let (seq, pending) = (info.stream_sequence, info.pending);
             let header = |name: &str| {
                 m.headers
                     .as_ref()
@@ -337,6 +349,7 @@ impl PartitionReader for JetStreamReader {
                     .and_then(|v| v.parse().ok())
                     .unwrap_or(0),
                 payload: m.payload.clone(),
+                pending: Some(pending),
             });
             self.last = Some(m);
         }

@@ -55,6 +55,9 @@ pub struct Lease {
     /// The revision of our last write (the next renewal's compare-and-set).
     pub revision: u64,
     pub expires_ms: i64,
+    /// When the lease was taken from another holder whose lease had expired
+    /// (not released): that holder (a takeover).
+    pub taken_from: Option<String>,
 }
 
 /// The lease bucket.
@@ -168,11 +171,16 @@ impl Leases {
             None => self.kv.create(key, bytes.into()).await.ok(),
             Some(rev) => self.kv.update(key, bytes.into(), rev).await.ok(),
         };
+        let taken_from = current
+            .map(|(v, _)| v)
+            .filter(|v| !v.owner.is_empty() && v.owner != self.owner && v.expires_ms > 0)
+            .map(|v| v.owner);
         Ok(written.map(|revision| Lease {
             key: key.to_owned(),
             epoch,
             revision,
             expires_ms: value.expires_ms,
+            taken_from,
         }))
     }
 
@@ -224,9 +232,11 @@ impl Leases {
                 names.push(k);
             }
         }
+        // Read concurrently: one round trip for all, not one per member.
+        let values = futures_util::future::join_all(names.iter().map(|k| self.read(k))).await;
         let mut live = Vec::new();
-        for k in names {
-            if let Some((v, _)) = self.read(&k).await?
+        for v in values {
+            if let Some((v, _)) = v?
                 && v.expires_ms > now_ms
             {
                 live.push(v.owner);

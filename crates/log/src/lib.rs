@@ -23,6 +23,8 @@
 pub mod jetstream;
 pub mod lease;
 #[cfg(feature = "testkit")]
+pub mod memory;
+#[cfg(feature = "testkit")]
 pub mod testkit;
 
 use std::future::Future;
@@ -79,6 +81,9 @@ pub struct Entry {
     pub topic: String,
     pub received_at_ms: i64,
     pub payload: bytes::Bytes,
+    /// Entries of the partition stored after this one and not yet delivered to the
+    /// reader (its lag), when the log says.
+    pub pending: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -94,9 +99,18 @@ impl LogError {
 /// The narrow interface the bridge and the workers use.
 pub trait Log: Send + Sync {
     type Reader: PartitionReader;
+    /// A message handed over by [`Log::send`], until the log has stored it.
+    type Pending: Future<Output = Result<Appended, LogError>> + Send + 'static;
 
     /// Appends one message and waits until the log has stored it.
     fn append(&self, m: Append) -> impl Future<Output = Result<Appended, LogError>> + Send;
+
+    /// Hands one message to the log and returns without waiting for it to be stored
+    /// (the returned [`Log::Pending`] says when it is): messages one caller sends one
+    /// after another reach the log in that order, while their storage is awaited
+    /// together. A failed pending message is retried with [`Log::append`] (same
+    /// deduplication id), possibly behind later ones.
+    fn send(&self, m: Append) -> impl Future<Output = Result<Self::Pending, LogError>> + Send;
 
     /// Opens partition `partition` for reading from `from_seq` (the first sequence not
     /// yet committed) on; the previous reader of the partition, if any, stops working.

@@ -87,7 +87,7 @@ async fn leases_have_one_holder_per_epoch_and_expire() {
     let b = Leases::open(log.context(), &cfg, "b").await.unwrap();
     let now = lease::now_ms();
     let mut la = a.try_acquire("p0", now).await.unwrap().expect("free");
-    assert_eq!(la.epoch, 1);
+    assert_eq!((la.epoch, la.taken_from.as_deref()), (1, None));
     assert!(b.try_acquire("p0", now).await.unwrap().is_none(), "held");
     assert!(a.renew(&mut la, now + 1000).await.unwrap());
     // Expired (as b's clock sees it): b takes it with the next epoch.
@@ -96,7 +96,12 @@ async fn leases_have_one_holder_per_epoch_and_expire() {
         .await
         .unwrap()
         .expect("expired");
-    assert_eq!(lb.epoch, 2);
+    // A takeover: taken from a holder whose lease expired.
+    assert_eq!((lb.epoch, lb.taken_from.as_deref()), (2, Some("a")));
+    // Released, it is taken without a takeover.
+    b.release(&lb).await.unwrap();
+    let la2 = a.try_acquire("p0", now).await.unwrap().expect("released");
+    assert_eq!((la2.epoch, la2.taken_from.as_deref()), (3, None));
     assert!(
         !a.renew(&mut la, now + 2000).await.unwrap(),
         "the former holder's renewal fails"

@@ -5,6 +5,7 @@
 //! another bridge of the same shared session) and deduplicated by the log's window
 //! (`Nats-Msg-Id`), and after the window by the store's primary key.
 
+use crate::status::BridgeStatus;
 use leakwatch_log::{Append, Log, partition_of};
 use leakwatch_mqtt::{Publish, Session, SessionConfig, SessionHealth};
 use sha2::{Digest, Sha256};
@@ -71,6 +72,7 @@ pub async fn run<L: Log + Clone + 'static>(
     cfg: BridgeConfig,
     log: L,
     health: Arc<SessionHealth>,
+    status: Arc<BridgeStatus>,
     shutdown: impl Future<Output = ()> + Send,
 ) {
     let mut session = Session::new(
@@ -93,20 +95,40 @@ pub async fn run<L: Log + Clone + 'static>(
     );
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Publish>();
     let mut in_flight = 0usize;
+    status.in_flight(0);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
             Some(p) = done_rx.recv() => {
                 in_flight -= 1;
+                status.in_flight(in_flight);
                 session.ack(p);
             }
             p = session.next() => {
                 in_flight += 1;
-                let (log, tx, prefix, partitions) =
-                    (log.clone(), done_tx.clone(), cfg.prefix.clone(), cfg.partitions);
+                status.in_flight(in_flight);
+                // Handed to the log here, in the order received (so a partition keeps
+                // the broker's order as far as this bridge goes); the storage is
+                // awaited apart, many at once.
+                let m = to_append(&cfg.prefix, cfg.partitions, &p);
+                let started = std::time::Instant::now();
+                let sent = log.send(m.clone()).await;
+                let (log, tx, status) = (log.clone(), done_tx.clone(), status.clone());
                 tokio::spawn(async move {
-                    append_until_stored(&log, &prefix, partitions, &p).await;
+                    match sent {
+                        Ok(pending) => match pending.await {
+                            Ok(a) => status.appended(a.duplicate, started.elapsed().as_secs_f64()),
+                            Err(e) => {
+                                status.append_failed(&e.to_string());
+                                append_until_stored(&log, m, &status).await;
+                            }
+                        },
+                        Err(e) => {
+                            status.append_failed(&e.to_string());
+                            append_until_stored(&log, m, &status).await;
+                        }
+                    }
                     let _ = tx.send(p);
                 });
             }
@@ -126,29 +148,33 @@ pub async fn run<L: Log + Clone + 'static>(
     tracing::info!(unfinished = in_flight, "bridge stopped");
 }
 
-/// Appends one MQTT message, retrying (same deduplication id) until the log stores it.
-async fn append_until_stored<L: Log>(log: &L, prefix: &str, partitions: u32, p: &Publish) {
+/// The log message of one MQTT message: its district's partition, its deduplication
+/// id, the topic and the time received.
+fn to_append(prefix: &str, partitions: u32, p: &Publish) -> Append {
     let topic = p.topic.clone();
     let (id, district) = dedupe_id(prefix, &topic, &p.payload);
-    let m = Append {
+    Append {
         partition: partition_of(&district, partitions),
         key: district,
         dedupe_id: id,
         topic,
         received_at_ms: chrono::Utc::now().timestamp_millis(),
         payload: p.payload.clone(),
-    };
+    }
+}
+
+/// Appends one message, retrying (same deduplication id) until the log stores it.
+async fn append_until_stored<L: Log>(log: &L, m: Append, status: &BridgeStatus) {
     let mut backoff = Duration::from_millis(50);
     loop {
+        let started = std::time::Instant::now();
         match log.append(m.clone()).await {
             Ok(a) => {
-                metrics::counter!("leakwatch_bridge_appended_total",
-                    "duplicate" => if a.duplicate { "true" } else { "false" })
-                .increment(1);
+                status.appended(a.duplicate, started.elapsed().as_secs_f64());
                 return;
             }
             Err(e) => {
-                metrics::counter!("leakwatch_bridge_append_errors_total").increment(1);
+                status.append_failed(&e.to_string());
                 tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64,
                     "the log did not store a message; retrying");
                 tokio::time::sleep(backoff).await;

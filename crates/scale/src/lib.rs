@@ -9,6 +9,7 @@
 //!   batch in one fenced PostgreSQL transaction, acknowledging the log after it.
 
 pub mod bridge;
+pub mod status;
 pub mod worker;
 
 /// Sets the failpoints named in `FAIL_POINTS` (`name=actions;name=actions`) when built

@@ -18,17 +18,20 @@
 //! A batch the log delivers again (a crash between commit and acknowledgement) is
 //! skipped by its sequence. A refused commit (stale epoch) ends the partition's task.
 
+use crate::status::WorkerStatus;
+use futures_util::future::join_all;
 use leakwatch_core::{DistrictId, Finding, Meter, MeterId};
 use leakwatch_detect::{DetectConfig, Engine, MeterInfo, Saved, Tick};
 use leakwatch_ingest::{IngestConfig, Writer};
 use leakwatch_log::lease::now_ms;
 use leakwatch_log::{Lease, Leases, Log, PartitionReader, partition_of};
-use leakwatch_store::Store;
 use leakwatch_store::partitions::{AlertStep, CommitOutcome, PartitionCommit};
+use leakwatch_store::{Registered, RegistryUpdate, Store};
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
 #[derive(Debug, Clone)]
@@ -99,11 +102,15 @@ async fn failpoint_pause(name: &str) {
 
 /// Runs until `shutdown` resolves, then finishes each partition's batch in hand and
 /// gives its leases up (the next owner starts at once instead of after the TTL).
+///
+/// Every lease call of one round goes out at once (renewals, member reads, takes):
+/// a round costs a few KV round trips, not one per partition.
 pub async fn run<L: Log + Clone + 'static>(
     cfg: WorkerConfig,
     log: L,
     leases: Leases,
     store: Store,
+    status: Arc<WorkerStatus>,
     shutdown: impl Future<Output = ()> + Send,
 ) {
     let ttl = leases.ttl();
@@ -115,6 +122,7 @@ pub async fn run<L: Log + Clone + 'static>(
     // Start the scan at a place of our own, so workers starting together do not all
     // race for partition 0 first.
     let start = partition_of(&cfg.owner, cfg.partitions);
+    let (registry, follow) = follow_registry(&store);
     tokio::pin!(shutdown);
     loop {
         let now = now_ms();
@@ -130,17 +138,22 @@ pub async fn run<L: Log + Clone + 'static>(
                 .ok()
                 .flatten();
         }
-        // Renew what we hold; a lost lease stops its task (its commits are fenced
-        // anyway).
+        // Renew what we hold (and what is being handed over), all at once; a lost
+        // lease stops its task (its commits are fenced anyway).
+        let held = join_all(
+            owned
+                .values_mut()
+                .chain(releasing.iter_mut().map(|(_, o)| o))
+                .map(|o| leases.renew(&mut o.lease, now)),
+        )
+        .await;
         let mut lost = Vec::new();
-        for (p, o) in owned.iter_mut() {
-            match leases.renew(&mut o.lease, now).await {
+        let mut ended = Vec::new();
+        for ((p, o), renewed) in owned.iter().zip(held) {
+            match renewed {
                 Ok(true) if !o.task.is_finished() => {}
-                Ok(true) => {
-                    // The task ended (fenced or failed): give the lease up.
-                    let _ = leases.release(&o.lease).await;
-                    lost.push(*p);
-                }
+                // The task ended (fenced or failed): give the lease up.
+                Ok(true) => ended.push(*p),
                 Ok(false) => lost.push(*p),
                 Err(e) => {
                     tracing::warn!(partition = p, error = %e, "cannot renew a lease");
@@ -150,9 +163,17 @@ pub async fn run<L: Log + Clone + 'static>(
                 }
             }
         }
+        let mut to_release = Vec::new();
+        for p in ended {
+            if let Some(o) = owned.remove(&p) {
+                to_release.push(o.lease);
+                status.given_up(p);
+            }
+        }
         for p in lost {
             if let Some(o) = owned.remove(&p) {
                 o.stop.store(true, Ordering::Relaxed);
+                status.given_up(p);
                 tracing::warn!(partition = p, epoch = o.lease.epoch, "partition lease lost");
             }
         }
@@ -160,35 +181,51 @@ pub async fn run<L: Log + Clone + 'static>(
         // hand is done (never awaited here: the lease loop must not stall), then given
         // up.
         let mut still = Vec::new();
-        for (p, mut o) in releasing.drain(..) {
+        for (p, o) in releasing.drain(..) {
             if o.task.is_finished() {
-                let _ = leases.release(&o.lease).await;
+                to_release.push(o.lease);
+                status.given_up(p);
                 tracing::info!(partition = p, "partition handed over (fair share)");
             } else {
-                let _ = leases.renew(&mut o.lease, now).await;
                 still.push((p, o));
             }
         }
         releasing = still;
+        join_all(to_release.iter().map(|l| leases.release(l))).await;
         // Fair share.
-        let workers = leases.live_members(now).await.map_or(1, |m| m.len().max(1));
-        let share = (cfg.partitions as usize).div_ceil(workers);
+        let live = leases.live_members(now).await.map_or(1, |m| m.len().max(1));
+        status.membership(member.is_some(), live);
+        let share = fair_share(cfg.partitions, live);
         while owned.len() > share {
             let (&p, _) = owned.iter().next_back().expect("non-empty");
             let o = owned.remove(&p).expect("present");
             o.stop.store(true, Ordering::Relaxed);
             releasing.push((p, o));
         }
-        for i in 0..cfg.partitions {
-            if owned.len() >= share {
+        // Take free or expired partitions up to the share, trying as many at once as
+        // are missing.
+        let candidates: Vec<u32> = (0..cfg.partitions)
+            .map(|i| (start + i) % cfg.partitions)
+            .filter(|p| !owned.contains_key(p) && !releasing.iter().any(|(r, _)| r == p))
+            .collect();
+        let mut candidates = candidates.into_iter();
+        loop {
+            let missing = share.saturating_sub(owned.len());
+            let tries: Vec<u32> = candidates.by_ref().take(missing).collect();
+            if tries.is_empty() {
                 break;
             }
-            let p = (start + i) % cfg.partitions;
-            if owned.contains_key(&p) || releasing.iter().any(|(r, _)| *r == p) {
-                continue;
-            }
-            if let Ok(Some(lease)) = leases.try_acquire(&format!("p{p}"), now).await {
-                tracing::info!(partition = p, epoch = lease.epoch, "partition taken");
+            let keys: Vec<String> = tries.iter().map(|p| format!("p{p}")).collect();
+            let taken = join_all(keys.iter().map(|k| leases.try_acquire(k, now))).await;
+            for (p, lease) in tries.into_iter().zip(taken) {
+                let Ok(Some(lease)) = lease else { continue };
+                tracing::info!(
+                    partition = p,
+                    epoch = lease.epoch,
+                    taken_from = lease.taken_from.as_deref().unwrap_or(""),
+                    "partition taken"
+                );
+                status.taken(p, lease.epoch, lease.taken_from.as_deref());
                 let stop = Arc::new(AtomicBool::new(false));
                 let task = tokio::spawn(partition_task(
                     cfg.clone(),
@@ -197,13 +234,16 @@ pub async fn run<L: Log + Clone + 'static>(
                     p,
                     lease.epoch,
                     stop.clone(),
+                    Shared {
+                        status: status.clone(),
+                        registry: registry.clone(),
+                    },
                 ));
                 owned.insert(p, Owned { lease, stop, task });
             }
         }
         // Periodic jobs under their own lease.
         jobs = periodic_jobs(jobs, &leases, &store, &cfg, now).await;
-        metrics::gauge!("leakwatch_worker_partitions").set(owned.len() as f64);
 
         tokio::select! {
             _ = &mut shutdown => break,
@@ -214,11 +254,16 @@ pub async fn run<L: Log + Clone + 'static>(
     for o in owned.values() {
         o.stop.store(true, Ordering::Relaxed);
     }
-    for (p, o) in owned {
-        let _ = tokio::time::timeout(Duration::from_secs(10), o.task).await;
-        let _ = leases.release(&o.lease).await;
-        tracing::info!(partition = p, "partition released at shutdown");
-    }
+    let stopping = owned.into_iter().map(|(p, o)| {
+        let (leases, status) = (&leases, &status);
+        async move {
+            let _ = tokio::time::timeout(Duration::from_secs(10), o.task).await;
+            let _ = leases.release(&o.lease).await;
+            status.given_up(p);
+            tracing::info!(partition = p, "partition released at shutdown");
+        }
+    });
+    join_all(stopping).await;
     if let Some((lease, task)) = jobs {
         task.abort();
         let _ = leases.release(&lease).await;
@@ -226,7 +271,148 @@ pub async fn run<L: Log + Clone + 'static>(
     if let Some(m) = member {
         let _ = leases.release(&m).await;
     }
+    follow.abort();
+    status.membership(false, 0);
     tracing::info!("worker stopped");
+}
+
+/// One registry change (meters inserted or changed), as partition tasks receive it.
+pub type RegistryChange = Arc<Vec<Registered>>;
+
+/// The registry as one worker knows it: loaded once (not once per partition), kept
+/// current from the registry feed, and each change passed on to the partition tasks.
+#[derive(Debug)]
+pub struct RegistryView {
+    inner: std::sync::Mutex<RegistryInner>,
+}
+
+#[derive(Debug)]
+struct RegistryInner {
+    meters: std::collections::HashMap<MeterId, Registered>,
+    loaded: bool,
+    changes: broadcast::Sender<RegistryChange>,
+}
+
+impl RegistryView {
+    fn new() -> Self {
+        RegistryView {
+            inner: std::sync::Mutex::new(RegistryInner {
+                meters: Default::default(),
+                loaded: false,
+                changes: broadcast::channel(256).0,
+            }),
+        }
+    }
+
+    /// The changes from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<RegistryChange> {
+        self.inner.lock().expect("not poisoned").changes.subscribe()
+    }
+
+    /// The meters of `partition` now and every change after them (taken together, so
+    /// none falls in between); waits for the first load.
+    pub async fn partition(
+        &self,
+        partitions: u32,
+        partition: u32,
+    ) -> (Vec<Registered>, broadcast::Receiver<RegistryChange>) {
+        loop {
+            {
+                let inner = self.inner.lock().expect("not poisoned");
+                if inner.loaded {
+                    let mine = inner
+                        .meters
+                        .values()
+                        .filter(|r| {
+                            partition_of(r.meter.district.as_str(), partitions) == partition
+                        })
+                        .cloned()
+                        .collect();
+                    return (mine, inner.changes.subscribe());
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn apply(&self, update: RegistryUpdate) {
+        let mut inner = self.inner.lock().expect("not poisoned");
+        let (list, reload) = match update {
+            RegistryUpdate::Reload(all) => (all, true),
+            RegistryUpdate::Changed(list) => (list, false),
+        };
+        if reload {
+            inner.meters.clear();
+        }
+        for r in &list {
+            inner.meters.insert(r.meter.id.clone(), r.clone());
+        }
+        // The first load is what the tasks start from; a later one (the feed may
+        // have missed changes) is passed on whole.
+        if inner.loaded && !list.is_empty() {
+            let _ = inner.changes.send(Arc::new(list));
+        }
+        inner.loaded = true;
+    }
+}
+
+/// Follows the registry's changes as they commit (one feed per worker: on PostgreSQL
+/// one LISTEN connection) into a [`RegistryView`], whose partition tasks apply each
+/// change to their judge before their next batch: a meter moved between two
+/// districts is judged under its new district from then on, as in the single process.
+pub fn follow_registry(store: &Store) -> (Arc<RegistryView>, JoinHandle<()>) {
+    let view = Arc::new(RegistryView::new());
+    let mut feed = store.registry_feed(Duration::from_secs(2));
+    let task = {
+        let view = view.clone();
+        tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(200);
+            loop {
+                match feed.next().await {
+                    Ok(update) => {
+                        backoff = Duration::from_millis(200);
+                        view.apply(update);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64,
+                            "cannot follow registry changes; retrying");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(10));
+                    }
+                }
+            }
+        })
+    };
+    (view, task)
+}
+
+/// Applies the registry changes received to the partition's judge; after changes
+/// were missed (the task fell behind), reloads the partition's meters.
+fn apply_registry_changes(
+    writer: &mut Writer,
+    changes: &mut broadcast::Receiver<RegistryChange>,
+    registry: &RegistryView,
+    partitions: u32,
+    partition: u32,
+) {
+    loop {
+        match changes.try_recv() {
+            Ok(list) => {
+                writer.apply_registry(RegistryUpdate::Changed((*list).clone()));
+            }
+            Err(broadcast::error::TryRecvError::Lagged(_)) => {
+                let inner = registry.inner.lock().expect("not poisoned");
+                let mine = inner
+                    .meters
+                    .values()
+                    .filter(|r| partition_of(r.meter.district.as_str(), partitions) == partition)
+                    .cloned()
+                    .collect();
+                writer.apply_registry(RegistryUpdate::Reload(mine));
+            }
+            Err(_) => return,
+        }
+    }
 }
 
 /// Holds the `jobs` lease and, while held, runs dead-letter retention.
@@ -279,16 +465,30 @@ where
     }
 }
 
+/// What a worker's partition tasks share: its status (for `/readyz` and `/metrics`)
+/// and its view of the registry.
+#[derive(Debug, Clone)]
+pub struct Shared {
+    pub status: Arc<WorkerStatus>,
+    pub registry: Arc<RegistryView>,
+}
+
 /// One partition, for one epoch.
-async fn partition_task<L: Log>(
+///
+/// The lease loop of [`run`] starts one per partition it takes; a test can run one
+/// without leases (its epoch still fences it in the database). Ends when `stop` is
+/// set (after the batch in hand), or at a refused commit.
+pub async fn partition_task<L: Log>(
     cfg: WorkerConfig,
     log: L,
     store: Store,
     partition: u32,
     epoch: u64,
     stop: Arc<AtomicBool>,
+    shared: Shared,
 ) {
-    if let Err(e) = own_partition(&cfg, &log, &store, partition, epoch, &stop).await {
+    let r = own_partition(&cfg, &log, &store, partition, epoch, &stop, &shared).await;
+    if let Err(e) = r {
         tracing::error!(partition, epoch, error = %e, "partition task failed");
     }
 }
@@ -300,7 +500,9 @@ async fn own_partition<L: Log>(
     partition: u32,
     epoch: u64,
     stop: &AtomicBool,
+    shared: &Shared,
 ) -> Result<(), String> {
+    let (status, registry) = (&*shared.status, &*shared.registry);
     let started = std::time::Instant::now();
     let Some(cp) = retry("claim the partition", || {
         store.claim_partition(partition, epoch, &cfg.owner)
@@ -312,13 +514,8 @@ async fn own_partition<L: Log>(
         return Ok(());
     };
     // The partition's meters and districts, and their detectors' state.
-    let registry = retry("load the registry", || store.all_meters())
-        .await
-        .map_err(|e| e.to_string())?;
-    let mine: Vec<Meter> = registry
-        .into_iter()
-        .filter(|m| partition_of(m.district.as_str(), cfg.partitions) == partition)
-        .collect();
+    let (registered, mut changes) = registry.partition(cfg.partitions, partition).await;
+    let mine: Vec<Meter> = registered.iter().map(|r| r.meter.clone()).collect();
     let mut engine = Engine::new(cfg.detect.clone());
     let infos = engine.register_registry(&mine);
     let districts: HashSet<DistrictId> = mine.iter().map(|m| m.district.clone()).collect();
@@ -350,20 +547,12 @@ async fn own_partition<L: Log>(
     let mut carried: Vec<Finding> = Vec::new();
     let replayed = replay(&mut engine, store, &infos, &mut carried).await?;
     let mut carried_ticks = engine.take_ticks();
+    // The judge knows the partition's meters; another one (moved here since, or new)
+    // is looked up in the registry when its first message comes.
     let mut writer = Writer::new(store.clone(), cfg.ingest.clone(), cfg.prefix.clone());
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        match writer.preload().await {
-            Ok(_) => break,
-            Err(e) if e.is_retryable() => {
-                tracing::warn!(error = %e, "cannot load the registry; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-            }
-            Err(e) => return Err(e.to_string()),
-        }
-    }
+    writer.apply_registry(RegistryUpdate::Reload(registered));
     let mut last_seq = cp.last_seq;
+    status.claimed(partition, last_seq);
     let mut reader = log
         .open(partition, last_seq + 1)
         .await
@@ -397,6 +586,7 @@ async fn own_partition<L: Log>(
         let Some(batch_last) = entries.last().map(|e| e.seq) else {
             continue;
         };
+        let pending = entries.last().and_then(|e| e.pending);
         let fresh: Vec<_> = entries.into_iter().filter(|e| e.seq > last_seq).collect();
         if fresh.is_empty() {
             // Committed before a crash and delivered again: acknowledge only.
@@ -413,6 +603,13 @@ async fn own_partition<L: Log>(
         let received_at = chrono::DateTime::from_timestamp_millis(received_ms)
             .filter(|_| received_ms > 0)
             .unwrap_or_else(chrono::Utc::now);
+        apply_registry_changes(
+            &mut writer,
+            &mut changes,
+            registry,
+            cfg.partitions,
+            partition,
+        );
         let messages: Vec<(String, Vec<u8>)> = fresh
             .iter()
             .map(|e| (e.topic.clone(), e.payload.to_vec()))
@@ -436,23 +633,16 @@ async fn own_partition<L: Log>(
             .await
             .map_err(|e| e.to_string())?;
         }
-        // Detection, in the order single-process ingest hands batches over.
-        let mut stored = prepared.stored();
-        stored
-            .readings
-            .sort_by(|a, b| a.1.t.cmp(&b.1.t).then(a.1.meter.cmp(&b.1.meter)));
-        let mut findings: Vec<Finding> = std::mem::take(&mut carried);
-        let mut ticks = std::mem::take(&mut carried_ticks);
-        for (meter, reading) in &stored.readings {
-            let info = info_for(&mut last_info, meter);
-            engine.observe(info, reading, &mut findings);
-        }
-        for (meter, event) in &stored.events {
-            let info = info_for(&mut last_info, meter);
-            engine.observe_event(info, event, &mut findings);
-        }
-        ticks.extend(engine.take_ticks());
-        let alerts = alert_steps(findings, ticks, cfg.detect.resolve_after_h);
+        let stored = prepared.stored();
+        adopt_new_meters(&mut engine, store, &stored, partition).await?;
+        let alerts = detect_batch(
+            &mut engine,
+            &stored,
+            std::mem::take(&mut carried),
+            std::mem::take(&mut carried_ticks),
+            cfg.detect.resolve_after_h,
+            &mut last_info,
+        );
         let state: Vec<(String, Vec<u8>)> = engine
             .checkpoint_dirty()
             .into_iter()
@@ -486,7 +676,7 @@ async fn own_partition<L: Log>(
             .map_err(|e| e.to_string())?;
         match outcome {
             CommitOutcome::Fenced { current } => {
-                metrics::counter!("leakwatch_worker_fenced_total").increment(1);
+                status.fenced(partition);
                 tracing::warn!(
                     partition,
                     epoch,
@@ -512,6 +702,7 @@ async fn own_partition<L: Log>(
         }
         writer.committed(prepared.overlay);
         last_seq = commit.last_seq;
+        status.committed(partition, last_seq, pending, commit.lag_ms, now_ms());
         COMMITTED_BATCHES.fetch_add(1, Ordering::Relaxed);
         if failpoint_armed(
             "worker-after-commit",
@@ -525,6 +716,83 @@ async fn own_partition<L: Log>(
         }
     }
     Ok(())
+}
+
+/// Meters of the batch this partition's detectors do not know: moved here from a
+/// district of another partition (or registered since the claim). Each takes the
+/// state last committed for it (by its former partition's owner, with that
+/// partition's batch), so what its detectors learned goes with it; a meter without
+/// saved state starts afresh. Returns how many were adopted.
+async fn adopt_new_meters(
+    engine: &mut Engine,
+    store: &Store,
+    stored: &leakwatch_ingest::Stored,
+    partition: u32,
+) -> Result<usize, String> {
+    let mut new: BTreeMap<String, &Arc<Meter>> = BTreeMap::new();
+    let meters = stored
+        .readings
+        .iter()
+        .map(|(m, _)| m)
+        .chain(stored.events.iter().map(|(m, _)| m));
+    for m in meters {
+        if !engine.knows(&m.id) {
+            new.entry(format!("meter:{}", m.id)).or_insert(m);
+        }
+    }
+    if new.is_empty() {
+        return Ok(0);
+    }
+    let subjects: Vec<String> = new.keys().cloned().collect();
+    let rows = retry("load a moved meter's state", || {
+        store.detector_state_of(&subjects)
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    let mut adopted = 0;
+    for (subject, bytes) in rows {
+        if let Some(m) = new.get(&subject)
+            && engine.adopt(&m.id, &MeterInfo::of(m), &bytes)
+        {
+            tracing::info!(partition, meter_id = %m.id, district_id = %m.district,
+                "meter taken in with its detectors' state (moved from another partition)");
+            adopted += 1;
+        }
+    }
+    metrics::counter!("leakwatch_worker_meters_adopted_total").increment(adopted as u64);
+    Ok(adopted)
+}
+
+/// Feeds a committed batch to the detectors in the order its messages were received
+/// (each message's readings in time order, then its events: [`Stored::in_order`]), as
+/// the single-process detection task does, never re-sorted: the detectors then see the
+/// same sequence however the partition's stream was cut into batches. `findings` and
+/// `ticks` carry what came before the batch (a replay after a takeover). Returns the
+/// batch's alert steps.
+///
+/// [`Stored::in_order`]: leakwatch_ingest::Stored::in_order
+pub fn detect_batch(
+    engine: &mut Engine,
+    stored: &leakwatch_ingest::Stored,
+    mut findings: Vec<Finding>,
+    mut ticks: Vec<Tick>,
+    resolve_after_h: u32,
+    last_info: &mut Option<(Arc<Meter>, MeterInfo)>,
+) -> Vec<AlertStep> {
+    for item in stored.in_order() {
+        match item {
+            leakwatch_ingest::Item::Reading(meter, reading) => {
+                let info = info_for(last_info, meter);
+                engine.observe(info, reading, &mut findings);
+            }
+            leakwatch_ingest::Item::Event(meter, event) => {
+                let info = info_for(last_info, meter);
+                engine.observe_event(info, event, &mut findings);
+            }
+        }
+    }
+    ticks.extend(engine.take_ticks());
+    alert_steps(findings, ticks, resolve_after_h)
 }
 
 /// Readings and events stored from `replay_h` before the restored watermark, fed
@@ -545,11 +813,19 @@ async fn replay(
         .await
         .map_err(|e| e.to_string())?;
     let mut events = events.into_iter().peekable();
-    let mut after: Option<(leakwatch_core::Timestamp, MeterId)> = None;
+    // The partition's own meters only (not the whole fleet's readings).
+    let mut meters: Vec<String> = infos.keys().map(|m| m.to_string()).collect();
+    meters.sort_unstable();
+    let mut after: Option<(leakwatch_core::Timestamp, String)> = None;
     let mut fed = 0u64;
     loop {
         let page = retry("replay readings", || {
-            store.readings_since(from, after.as_ref().map(|(t, m)| (*t, m)), PAGE)
+            store.meters_readings_since(
+                &meters,
+                from,
+                after.as_ref().map(|(t, m)| (*t, m.as_str())),
+                PAGE,
+            )
         })
         .await
         .map_err(|e| e.to_string())?;
@@ -565,7 +841,9 @@ async fn replay(
             }
         }
         match page.last() {
-            Some(last) if page.len() == PAGE as usize => after = Some((last.t, last.meter.clone())),
+            Some(last) if page.len() == PAGE as usize => {
+                after = Some((last.t, last.meter.to_string()))
+            }
             _ => break,
         }
     }
@@ -624,4 +902,127 @@ pub fn alert_steps(
 /// How many partitions each of `workers` would hold (fair share), for the docs.
 pub fn fair_share(partitions: u32, workers: usize) -> usize {
     (partitions as usize).div_ceil(workers.max(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{TimeDelta, TimeZone, Utc};
+    use leakwatch_core::{
+        EventCode, GeoPoint, MeterEvent, MeterKind, MeterStatus, Reading, Timestamp,
+    };
+    use leakwatch_ingest::Stored;
+
+    fn t0() -> Timestamp {
+        Utc.with_ymd_and_hms(2026, 10, 1, 0, 0, 0).unwrap()
+    }
+
+    fn meter(i: usize) -> Arc<Meter> {
+        Arc::new(Meter {
+            id: MeterId::parse(format!("M{i:03}")).unwrap(),
+            district: DistrictId::parse("D1").unwrap(),
+            kind: MeterKind::Customer,
+            location: GeoPoint { lat: 0.0, lon: 0.0 },
+            report_every_h: 24,
+            status: MeterStatus::Active,
+            installed_at: None,
+            max_flow_m3h: None,
+        })
+    }
+
+    /// A nightly push as the bench sends it: each meter one message of 24 hourly
+    /// readings, in meter order; meter 7's clock is two days ahead and meter 3
+    /// reports a tamper. One `Stored` per message, as ingest judges it.
+    fn messages(meters: &[Arc<Meter>]) -> Vec<Stored> {
+        meters
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                let skew = if i == 7 {
+                    TimeDelta::hours(48)
+                } else {
+                    TimeDelta::zero()
+                };
+                let readings: Vec<_> = (0..24)
+                    .map(|h| {
+                        let r = Reading {
+                            meter: m.id.clone(),
+                            t: t0() + TimeDelta::hours(h) + skew,
+                            vol: 100.0 + i as f64 + 0.05 * h as f64,
+                            temp: Some(12.0),
+                            flow_max: None,
+                            pressure: None,
+                        };
+                        (m.clone(), r)
+                    })
+                    .collect();
+                let events = if i == 3 {
+                    vec![(
+                        m.clone(),
+                        MeterEvent {
+                            meter: m.id.clone(),
+                            t: t0() + TimeDelta::hours(5),
+                            code: EventCode::Named("tamper".into()),
+                        },
+                    )]
+                } else {
+                    vec![]
+                };
+                Stored {
+                    event_after: vec![readings.len(); events.len()],
+                    readings,
+                    events,
+                }
+            })
+            .collect()
+    }
+
+    /// The alerts (kind, subject, detected_at) the worker records when the partition's
+    /// messages come in batches of `cut` messages.
+    fn alerts_cut(cut: usize) -> Vec<(String, String, Timestamp)> {
+        let meters: Vec<Arc<Meter>> = (0..84).map(meter).collect();
+        let registry: Vec<Meter> = meters.iter().map(|m| (**m).clone()).collect();
+        let mut engine = Engine::new(DetectConfig::default());
+        engine.register_registry(&registry);
+        let mut last_info = None;
+        let mut out = Vec::new();
+        for chunk in messages(&meters).chunks(cut) {
+            let mut batch = Stored::default();
+            for m in chunk.iter() {
+                batch.extend(Stored {
+                    readings: m.readings.clone(),
+                    events: m.events.clone(),
+                    event_after: m.event_after.clone(),
+                });
+            }
+            let steps = detect_batch(&mut engine, &batch, vec![], vec![], 72, &mut last_info);
+            out.extend(steps.into_iter().filter_map(|s| match s {
+                AlertStep::Record(f) => {
+                    Some((f.kind.as_str().to_owned(), f.subject().key(), f.detected_at))
+                }
+                AlertStep::Resolve { .. } => None,
+            }));
+        }
+        out
+    }
+
+    /// The defect of issue 14's fault test: the worker sorted each batch by time, so
+    /// the integrity detector's `clock_error` (a reading far ahead of the district's
+    /// event time) depended on where the partition's stream was cut, and differed
+    /// from the single process (which feeds the order received). Fed in the order
+    /// received, the same alerts come out of any cut.
+    #[test]
+    fn the_same_alerts_however_the_stream_is_cut_into_batches() {
+        let one_by_one = alerts_cut(1);
+        assert!(
+            one_by_one
+                .iter()
+                .any(|a| a.0 == "clock_error" && a.1.contains("M007")),
+            "the meter two days ahead is a clock error: {one_by_one:?}"
+        );
+        assert!(one_by_one.iter().any(|a| a.0 == "tamper"), "{one_by_one:?}");
+        for cut in [2, 5, 84] {
+            assert_eq!(alerts_cut(cut), one_by_one, "batches of {cut} messages");
+        }
+    }
 }

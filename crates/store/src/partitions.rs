@@ -63,6 +63,15 @@ pub enum CommitOutcome {
     Fenced { current: u64 },
 }
 
+type ReadingRow = (
+    String,
+    Timestamp,
+    f64,
+    Option<f64>,
+    Option<f64>,
+    Option<f64>,
+);
+
 fn pg_pool(store: &Store) -> Result<&sqlx::PgPool> {
     match store {
         Store::Postgres(p) => Ok(p.pool()),
@@ -148,6 +157,45 @@ impl Store {
             .fetch_one(pool)
             .await?;
         Ok(n as u64)
+    }
+
+    /// Readings of `meters` stamped at or after `from`, in (t, meter) order after
+    /// `after`, at most `limit`: a partition's replay after a takeover reads its own
+    /// meters, not the whole fleet's.
+    pub async fn meters_readings_since(
+        &self,
+        meters: &[String],
+        from: Timestamp,
+        after: Option<(Timestamp, &str)>,
+        limit: u32,
+    ) -> Result<Vec<Reading>> {
+        let pool = pg_pool(self)?;
+        let rows: Vec<ReadingRow> = sqlx::query_as(
+            "SELECT meter_id, t, vol, temp, flow_max, pressure FROM readings
+             WHERE meter_id = ANY($1::text[]) AND t >= $2
+               AND ($3::timestamptz IS NULL OR (t, meter_id) > ($3, $4::text))
+             ORDER BY t, meter_id LIMIT $5",
+        )
+        .bind(meters)
+        .bind(from)
+        .bind(after.map(|(t, _)| t))
+        .bind(after.map(|(_, m)| m))
+        .bind(i64::from(limit))
+        .fetch_all(pool)
+        .await?;
+        rows.into_iter()
+            .map(|(meter, t, vol, temp, flow_max, pressure)| {
+                Ok(Reading {
+                    meter: leakwatch_core::MeterId::parse(meter)
+                        .map_err(|e| StoreError::Conflict(e.to_string()))?,
+                    t,
+                    vol,
+                    temp,
+                    flow_max,
+                    pressure,
+                })
+            })
+            .collect()
     }
 
     /// Detector state rows whose subject is one of `subjects`.
