@@ -117,6 +117,7 @@ const BODIES: &[(&str, Option<&str>)] = &[
     ("/api/v1/accounts/{name}/enable", None),
     ("/api/v1/tokens", Some("NewToken")),
     ("/api/v1/tokens/{name}/revoke", None),
+    ("/api/v1/suppressions/{id}/revoke", None),
 ];
 
 /// An object with exactly these properties (`additionalProperties: false`, as the
@@ -211,8 +212,16 @@ fn schemas() -> Value {
             json!({"lat": 45.46, "lon": 9.19})),
         "MeterRecords": {"type": "array", "minItems": 1, "items": meter,
             "example": [{"meter_id": "M-1", "district_id": "D1", "kind": "customer", "lat": 45.46, "lon": 9.19}]},
-        "Dismissal": object(&["reason"], json!({"reason": {"type": "string"}}),
-            json!({"reason": "the customer's boiler was being serviced"})),
+        "Dismissal": object(&["reason"],
+            json!({"reason": {"type": "string"},
+                   "suppress": {"type": ["object", "null"],
+                        "description": "also keep this kind quiet on the alert's meter (or district) until a time, or until the evidence exceeds the dismissed one by the margin",
+                        "properties": {"scope": {"type": ["string", "null"], "enum": ["meter", "district", null]},
+                                       "until": {"type": ["string", "null"], "format": "date-time"},
+                                       "margin": {"type": ["number", "null"], "exclusiveMinimum": 0}},
+                        "additionalProperties": false}}),
+            json!({"reason": "the customer's boiler was being serviced",
+                   "suppress": {"scope": "meter", "until": "2026-12-31T00:00:00Z", "margin": 0.25}})),
         "NewWorkOrder": object(&["kind", "priority", "location", "summary"],
             json!({"kind": string_enum(&kinds), "priority": string_enum(&priorities),
                    "location": point(), "summary": {"type": "string"},
